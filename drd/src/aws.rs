@@ -1,0 +1,174 @@
+//! The one place AWS SDK clients are built: per region, from one `AwsSettings` (profile, endpoint
+//! override, data-plane override, retries), honouring the standard credential chain.
+//!
+//! With an endpoint override (an emulator) S3 uses path-style addressing and retries default to a
+//! single attempt: the SDK's retries repeat moto's 500s and hide the first, real error.
+
+use crate::error::{Error, Retry};
+use aws_config::retry::RetryConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_smithy_runtime_api::client::result::SdkError;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+#[derive(Debug, Clone, Default)]
+pub struct AwsSettings {
+    pub profile: Option<String>,
+    /// Control-plane endpoint override (`--endpoint-url`, `AWS_ENDPOINT_URL`).
+    pub endpoint_url: Option<String>,
+    /// Lambda data-plane override (Function URLs and `Invoke`), e.g. the sandbox function host.
+    pub data_endpoint: Option<String>,
+    /// Total attempts per call; `None` picks 3 against AWS and 1 against an emulator.
+    pub max_attempts: Option<u32>,
+}
+
+pub struct Aws {
+    settings: AwsSettings,
+    configs: Mutex<HashMap<String, SdkConfig>>,
+}
+
+impl Aws {
+    pub fn new(settings: AwsSettings) -> Self {
+        Self {
+            settings,
+            configs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn settings(&self) -> &AwsSettings {
+        &self.settings
+    }
+
+    async fn config(&self, region: &str) -> SdkConfig {
+        if let Some(c) = self.configs.lock().expect("config cache").get(region) {
+            return c.clone();
+        }
+        let attempts =
+            self.settings
+                .max_attempts
+                .unwrap_or(if self.settings.endpoint_url.is_some() {
+                    1
+                } else {
+                    3
+                });
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(region.to_string()))
+            .retry_config(RetryConfig::standard().with_max_attempts(attempts.max(1)));
+        if let Some(p) = &self.settings.profile {
+            loader = loader.profile_name(p);
+        }
+        if let Some(e) = &self.settings.endpoint_url {
+            loader = loader.endpoint_url(e);
+        }
+        let conf = loader.load().await;
+        self.configs
+            .lock()
+            .expect("config cache")
+            .insert(region.to_string(), conf.clone());
+        conf
+    }
+
+    pub async fn s3(&self, region: &str) -> aws_sdk_s3::Client {
+        let conf = self.config(region).await;
+        let s3 = aws_sdk_s3::config::Builder::from(&conf)
+            .force_path_style(self.settings.endpoint_url.is_some())
+            .build();
+        aws_sdk_s3::Client::from_conf(s3)
+    }
+
+    pub async fn cloudformation(&self, region: &str) -> aws_sdk_cloudformation::Client {
+        aws_sdk_cloudformation::Client::new(&self.config(region).await)
+    }
+
+    pub async fn lambda(&self, region: &str) -> aws_sdk_lambda::Client {
+        aws_sdk_lambda::Client::new(&self.config(region).await)
+    }
+
+    /// Lambda client for `Invoke`: goes to the data-plane override when one is set.
+    pub async fn lambda_data(&self, region: &str) -> aws_sdk_lambda::Client {
+        let conf = self.config(region).await;
+        let mut b = aws_sdk_lambda::config::Builder::from(&conf);
+        if let Some(e) = &self.settings.data_endpoint {
+            b = b.endpoint_url(e);
+        }
+        aws_sdk_lambda::Client::from_conf(b.build())
+    }
+
+    pub async fn secrets(&self, region: &str) -> aws_sdk_secretsmanager::Client {
+        aws_sdk_secretsmanager::Client::new(&self.config(region).await)
+    }
+
+    pub async fn sts(&self, region: &str) -> aws_sdk_sts::Client {
+        aws_sdk_sts::Client::new(&self.config(region).await)
+    }
+}
+
+/// Turn an SDK error into a typed drd error naming the service, operation and error code.
+pub fn aws_error<E, R>(service: &'static str, operation: &'static str, err: SdkError<E, R>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let (code, message, retry, hint) = match &err {
+        SdkError::ServiceError(se) => {
+            let e = se.err();
+            let code = e.code().unwrap_or("Unknown").to_string();
+            let retry = if matches!(
+                code.as_str(),
+                "Throttling"
+                    | "ThrottlingException"
+                    | "TooManyRequestsException"
+                    | "SlowDown"
+                    | "RequestLimitExceeded"
+                    | "ServiceUnavailable"
+                    | "InternalError"
+            ) {
+                Retry::Transient
+            } else {
+                Retry::Permanent
+            };
+            let hint = match code.as_str() {
+                "AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" => {
+                    Some("grant the permission to the caller's role (see docs/permissions.md)")
+                }
+                "InvalidClientTokenId" | "UnrecognizedClientException" | "ExpiredToken" => {
+                    Some("refresh the credentials (AWS_PROFILE or AWS_ACCESS_KEY_ID)")
+                }
+                _ => None,
+            };
+            (code, e.message().unwrap_or("").to_string(), retry, hint)
+        }
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => (
+            "Unreachable".to_string(),
+            DisplayErrorContext(&err).to_string(),
+            Retry::Transient,
+            Some("check the network, the region and --endpoint-url / AWS_ENDPOINT_URL"),
+        ),
+        SdkError::ResponseError(_) => (
+            "BadResponse".to_string(),
+            DisplayErrorContext(&err).to_string(),
+            Retry::Transient,
+            None,
+        ),
+        _ => (
+            "ClientError".to_string(),
+            DisplayErrorContext(&err).to_string(),
+            Retry::Permanent,
+            None,
+        ),
+    };
+    Error::Aws {
+        service,
+        operation,
+        code,
+        message,
+        hint: hint.map(str::to_string),
+        retry,
+    }
+}
+
+/// The service error code of an SDK error, if the service answered.
+pub fn error_code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&str> {
+    err.as_service_error().and_then(|e| e.code())
+}

@@ -1,0 +1,102 @@
+//! `drd deploy [--region R]`.
+
+use super::Cli;
+use crate::deploy::{DeployOptions, SecretInput};
+use crate::error::Result;
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A prebuilt static bootstrap binary (default: build the workload with cargo).
+    #[arg(long, env = "DRD_BOOTSTRAP")]
+    pub bootstrap: Option<PathBuf>,
+    /// Value of the API-key secret if it must be created (default: read from stdin).
+    #[arg(long)]
+    pub secret_file: Option<PathBuf>,
+    /// The chat-completions base URL the function uses (the sandbox prints its stub's).
+    #[arg(long, env = "DRD_LLM_BASE_URL")]
+    pub llm_base_url: Option<String>,
+    /// Testing only: accept a bootstrap that is not a static ELF binary.
+    #[arg(long, hide = true)]
+    pub skip_static_check: bool,
+}
+
+pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
+    let policy = cli.load_policy()?;
+    let region = cli.region(&policy)?;
+    let opts = DeployOptions {
+        region,
+        bootstrap: args.bootstrap.clone(),
+        skip_static_check: args.skip_static_check,
+        secret_input: match &args.secret_file {
+            Some(p) => SecretInput::File(p.clone()),
+            None => SecretInput::Stdin,
+        },
+        llm_base_url: args.llm_base_url.clone().filter(|s| !s.is_empty()),
+    };
+    let quiet = cli.json();
+    let progress = move |line: &str| {
+        if !quiet {
+            eprintln!("  {line}");
+        }
+    };
+    let report = crate::deploy::deploy(&cli.aws(), &policy, &opts, &progress).await?;
+    if cli.json() {
+        super::print_json(&report);
+        return Ok(());
+    }
+    if report.changed {
+        println!(
+            "deployed {} to {} in {:.1}s",
+            report.stack,
+            report.region,
+            report.duration_ms as f64 / 1000.0
+        );
+    } else {
+        println!(
+            "no changes: {} in {} is already up to date",
+            report.stack, report.region
+        );
+    }
+    println!(
+        "  stack        {} ({})",
+        report.stack_action, report.stack_status
+    );
+    println!(
+        "  code         {} {}",
+        report.code_sha256,
+        if report.code_uploaded {
+            "uploaded"
+        } else {
+            "unchanged"
+        }
+    );
+    println!(
+        "  version      {} {}",
+        report.version,
+        if report.version_published {
+            "published"
+        } else {
+            "unchanged"
+        }
+    );
+    println!(
+        "  alias live   -> {}{}",
+        report.version,
+        match (&report.alias_from, report.alias_changed) {
+            (Some(f), true) => format!(" (was {f})"),
+            (None, true) => " (created)".to_string(),
+            _ => " (unchanged)".to_string(),
+        }
+    );
+    println!("  function url {}", report.function_url);
+    for p in &report.probes {
+        println!(
+            "  probe {:?}     {} {} ms",
+            p.tier,
+            if p.ok { "ok" } else { "FAIL" },
+            p.latency_ms
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! The command line: global flags and one file per subcommand. Each subcommand turns its flags
+//! into library calls and renders the result as text or JSON.
+
+mod check;
+mod deploy;
+mod sandbox;
+mod status;
+mod validate;
+
+use crate::aws::{Aws, AwsSettings};
+use crate::error::{ConfigError, Result};
+use crate::policy::Policy;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "drd",
+    version,
+    about = "Disaster recovery and multi-region failover for the speaker-role classifier"
+)]
+pub struct Cli {
+    /// The DR policy file.
+    #[arg(
+        long,
+        global = true,
+        env = "DRD_POLICY",
+        default_value = "policies/classifier.toml"
+    )]
+    pub policy: PathBuf,
+    /// Output format.
+    #[arg(long, global = true, value_enum, env = "DRD_OUTPUT", default_value_t = Output::Text)]
+    pub output: Output,
+    /// More logging (-v info, -vv debug, -vvv includes the AWS SDK).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, env = "DRD_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Region to act on (default: the policy's primary region).
+    #[arg(long, global = true, env = "DRD_REGION")]
+    pub region: Option<String>,
+    /// AWS profile (standard credential chain otherwise).
+    #[arg(long, global = true, env = "AWS_PROFILE")]
+    pub profile: Option<String>,
+    /// AWS endpoint override (an emulator such as the sandbox's moto server).
+    #[arg(long, global = true, env = "AWS_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+    /// Lambda data-plane override for Function URLs and Invoke (the sandbox's function host).
+    #[arg(long, global = true, env = "DRD_LAMBDA_DATA_ENDPOINT")]
+    pub lambda_data_endpoint: Option<String>,
+    /// Attempts per AWS call (default 3, or 1 with an endpoint override).
+    #[arg(long, global = true, env = "DRD_MAX_ATTEMPTS")]
+    pub max_attempts: Option<u32>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Offline: check the policy and the template.
+    Validate(validate::Args),
+    /// Online: prove reachability and permissions with cheap read calls.
+    Check(check::Args),
+    /// Build, upload, create/update the stack, publish, probe, and point `live`.
+    Deploy(deploy::Args),
+    /// Stack, alias, code, Function URL and probe tiers.
+    Status(status::Args),
+    /// The local sandbox (moto server + function host + LLM stub).
+    Sandbox(sandbox::Args),
+}
+
+/// Run one command. Errors carry their exit code (`Error::exit_code`).
+pub async fn run(cli: Cli) -> Result<()> {
+    match &cli.command {
+        Command::Validate(a) => validate::run(&cli, a).await,
+        Command::Check(a) => check::run(&cli, a).await,
+        Command::Deploy(a) => deploy::run(&cli, a).await,
+        Command::Status(a) => status::run(&cli, a).await,
+        Command::Sandbox(a) => sandbox::run(&cli, a).await,
+    }
+}
+
+impl Cli {
+    pub fn load_policy(&self) -> Result<Policy> {
+        Ok(Policy::load(&self.policy)?)
+    }
+
+    pub fn aws(&self) -> Aws {
+        Aws::new(AwsSettings {
+            profile: self.profile.clone(),
+            endpoint_url: self.endpoint_url.clone().filter(|s| !s.is_empty()),
+            data_endpoint: self.lambda_data_endpoint.clone().filter(|s| !s.is_empty()),
+            max_attempts: self.max_attempts,
+        })
+    }
+
+    /// `--region`, checked, or the policy's primary region.
+    pub fn region(&self, policy: &Policy) -> Result<String> {
+        match &self.region {
+            Some(r) if crate::policy::is_region_name(r) => Ok(r.clone()),
+            Some(r) => Err(ConfigError::new(
+                "--region",
+                format!("{r:?} is not an AWS region name"),
+            )
+            .hint("use a region code such as us-west-2")
+            .into()),
+            None => Ok(policy.primary_region().to_string()),
+        }
+    }
+
+    pub fn json(&self) -> bool {
+        self.output == Output::Json
+    }
+}
+
+/// Print a value as pretty JSON on stdout.
+pub(crate) fn print_json<T: serde::Serialize>(v: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("reports serialize")
+    );
+}

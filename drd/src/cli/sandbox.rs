@@ -1,0 +1,214 @@
+//! `drd sandbox up|down|status|env|llm`: the local lab.
+
+use super::Cli;
+use crate::error::{ConfigError, Error, Result};
+use crate::sandbox::{self, Up, UpOptions};
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Where the sandbox keeps its state, logs and unpacked packages.
+    #[arg(
+        long,
+        global = true,
+        env = "DRD_SANDBOX_DIR",
+        default_value = ".drd/sandbox"
+    )]
+    pub dir: PathBuf,
+    #[command(subcommand)]
+    pub command: SandboxCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SandboxCommand {
+    /// Start moto server, the function host and the LLM stub; print the environment.
+    Up {
+        /// The moto server command.
+        #[arg(long, env = "DRD_MOTO_SERVER", default_value = "moto_server")]
+        moto_server: String,
+        /// The default region printed in the environment.
+        #[arg(long, default_value = sandbox::DEFAULT_REGION)]
+        sandbox_region: String,
+    },
+    /// Stop everything `up` started.
+    Down,
+    /// What runs where.
+    Status,
+    /// Print the environment again (`eval "$(drd sandbox env)"`).
+    Env,
+    /// Tell the LLM stub which keys are valid. The key is read from stdin (or --key-file).
+    Llm {
+        #[command(subcommand)]
+        action: LlmAction,
+    },
+    /// Internal: run the function host and the LLM stub (started by `up`).
+    #[command(hide = true)]
+    Serve {
+        #[arg(long)]
+        moto_url: String,
+        #[arg(long)]
+        host_port: u16,
+        #[arg(long)]
+        llm_port: u16,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum LlmAction {
+    Allow {
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
+    Revoke {
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
+}
+
+fn print_env(cli: &Cli, state: &sandbox::State) {
+    if cli.json() {
+        let map: serde_json::Map<String, serde_json::Value> = state
+            .env()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v)))
+            .collect();
+        super::print_json(&map);
+    } else {
+        for (k, v) in state.env() {
+            println!("export {k}={v}");
+        }
+    }
+}
+
+pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
+    match &args.command {
+        SandboxCommand::Up {
+            moto_server,
+            sandbox_region,
+        } => {
+            let up = sandbox::up(&UpOptions {
+                dir: args.dir.clone(),
+                moto_cmd: moto_server.clone(),
+                region: sandbox_region.clone(),
+            })
+            .await?;
+            let state = match up {
+                Up::Started(s) => {
+                    eprintln!("sandbox started in {}", args.dir.display());
+                    s
+                }
+                Up::AlreadyRunning(s) => {
+                    eprintln!("sandbox already running in {}", args.dir.display());
+                    s
+                }
+                Up::Restarted { state, stale } => {
+                    eprintln!(
+                        "found stale sandbox state (pids {} and {} are gone); started a new sandbox in {}",
+                        stale.moto.pid,
+                        stale.host.pid,
+                        args.dir.display()
+                    );
+                    state
+                }
+            };
+            print_env(cli, &state);
+            Ok(())
+        }
+        SandboxCommand::Down => {
+            if sandbox::down(&args.dir).await? {
+                eprintln!("sandbox stopped");
+            } else {
+                eprintln!("no sandbox was running in {}", args.dir.display());
+            }
+            Ok(())
+        }
+        SandboxCommand::Status => {
+            let state = sandbox::read_state(&args.dir);
+            let Some(s) = state else {
+                println!("no sandbox in {}", args.dir.display());
+                return Err(Error::failed_hint(
+                    "the sandbox is not running",
+                    "run drd sandbox up",
+                ));
+            };
+            let rows = [
+                ("moto server", &s.moto, s.moto.url()),
+                ("function host", &s.host, s.host.url()),
+                ("llm stub", &s.host, s.llm_base_url()),
+            ];
+            if cli.json() {
+                super::print_json(&serde_json::json!({
+                    "dir": args.dir,
+                    "running": s.running(),
+                    "moto": {"pid": s.moto.pid, "url": s.moto.url(), "alive": s.moto.alive()},
+                    "host": {"pid": s.host.pid, "url": s.host.url(), "alive": s.host.alive()},
+                    "llm": {"url": s.llm_base_url()},
+                    "started_at": s.started_at,
+                }));
+            } else {
+                for (name, p, url) in rows {
+                    println!(
+                        "{name:14} pid {:>7} {:8} {url}",
+                        p.pid,
+                        if p.alive() { "running" } else { "stopped" }
+                    );
+                }
+            }
+            if s.running() {
+                Ok(())
+            } else {
+                Err(Error::failed_hint(
+                    "the sandbox state is stale",
+                    "run drd sandbox up",
+                ))
+            }
+        }
+        SandboxCommand::Env => {
+            let s = sandbox::running_state(&args.dir)?;
+            print_env(cli, &s);
+            Ok(())
+        }
+        SandboxCommand::Llm { action } => {
+            let s = sandbox::running_state(&args.dir)?;
+            let (allow, file) = match action {
+                LlmAction::Allow { key_file } => (true, key_file),
+                LlmAction::Revoke { key_file } => (false, key_file),
+            };
+            let key = read_key(file.as_ref())?;
+            let n = sandbox::llm_key(&s, &key, allow).await?;
+            eprintln!(
+                "llm stub: key {}; {n} key(s) valid",
+                if allow { "allowed" } else { "revoked" }
+            );
+            Ok(())
+        }
+        SandboxCommand::Serve {
+            moto_url,
+            host_port,
+            llm_port,
+        } => sandbox::serve(args.dir.clone(), moto_url.clone(), *host_port, *llm_port).await,
+    }
+}
+
+fn read_key(file: Option<&PathBuf>) -> Result<secrecy::SecretString> {
+    use std::io::Read;
+    let raw = match file {
+        Some(p) => std::fs::read_to_string(p).map_err(|e| {
+            ConfigError::new(
+                p.display().to_string(),
+                format!("cannot read the key file: {e}"),
+            )
+        })?,
+        None => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|e| Error::io("reading the key from stdin", e))?;
+            s
+        }
+    };
+    let source = file
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "<stdin>".into());
+    crate::deploy::parse_api_key(&raw, &source, "sandbox llm key")
+}

@@ -1,0 +1,79 @@
+//! `drd status [--deep]`: exit 0 only when every probe passed.
+
+use super::Cli;
+use crate::error::{Error, Result};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Also probe T2 (one LLM call: proves the API key and the LLM endpoint).
+    #[arg(long)]
+    pub deep: bool,
+}
+
+pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
+    let policy = cli.load_policy()?;
+    let region = cli.region(&policy)?;
+    let r = crate::status::status(&cli.aws(), &policy, &region, args.deep).await?;
+    if cli.json() {
+        super::print_json(&r);
+    } else {
+        println!("region       {}", r.region);
+        println!(
+            "stack        {} {}",
+            r.stack.name,
+            r.stack.status.as_deref().unwrap_or("(absent)")
+        );
+        match &r.live {
+            Some(l) => println!(
+                "live         {}:{} code {}{}",
+                r.function,
+                l.version,
+                l.code_sha256,
+                if r.alias_drift {
+                    " (differs from $LATEST)"
+                } else {
+                    ""
+                }
+            ),
+            None => println!("live         (no alias)"),
+        }
+        println!(
+            "function url {}",
+            r.function_url.as_deref().unwrap_or("(none)")
+        );
+        for p in &r.probes {
+            println!(
+                "probe {:?}     {:4} {:>5} ms  {}",
+                p.tier,
+                if p.ok { "ok" } else { "FAIL" },
+                p.latency_ms,
+                if p.ok {
+                    String::new()
+                } else {
+                    p.detail.clone()
+                }
+            );
+        }
+        println!("healthy      {}", if r.healthy { "yes" } else { "no" });
+    }
+    if r.healthy {
+        Ok(())
+    } else if r.stack.status.is_none() {
+        Err(Error::failed_hint(
+            format!("stack {} does not exist in {}", r.stack.name, r.region),
+            "run drd deploy",
+        ))
+    } else {
+        let failed: Vec<String> = r
+            .probes
+            .iter()
+            .filter(|p| !p.ok)
+            .map(|p| format!("{:?}", p.tier))
+            .collect();
+        Err(Error::failed(if failed.is_empty() {
+            "no probe could run (no Function URL)".to_string()
+        } else {
+            format!("probe(s) failed: {}", failed.join(", "))
+        }))
+    }
+}

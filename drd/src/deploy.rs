@@ -1,0 +1,620 @@
+//! `drd deploy`: build and upload the code package, make sure the API-key secret exists, create or
+//! update the stack, publish a version, probe it, and only then point `live` at it.
+//!
+//! Every input is checked before the first write (policy, template, package, secret input), so a
+//! bad input leaves nothing half-deployed. Every step reads first and writes only on a
+//! difference, so a second deploy of unchanged sources changes nothing and says so.
+
+use crate::aws::{aws_error, error_code, Aws};
+use crate::error::{ConfigError, Error, Result};
+use crate::lambda::ops::{self, AliasChange};
+use crate::lambda::probe::{self, ProbeResult, Tier, UrlProber};
+use crate::policy::Policy;
+use crate::workload::package::{self, Package};
+use crate::workload::template::Template;
+use aws_sdk_cloudformation::types::{Capability, Parameter, StackStatus};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Where the value of a missing API-key secret comes from. Never a command-line argument.
+pub enum SecretInput {
+    Stdin,
+    File(PathBuf),
+}
+
+pub struct DeployOptions {
+    pub region: String,
+    /// A prebuilt bootstrap binary; otherwise drd builds the workload with cargo.
+    pub bootstrap: Option<PathBuf>,
+    /// For tests that deploy deliberately broken packages (a script instead of a binary).
+    pub skip_static_check: bool,
+    pub secret_input: SecretInput,
+    /// Overrides the policy's `workload.llm_base_url` (the sandbox points it at its stub).
+    pub llm_base_url: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeployReport {
+    pub region: String,
+    pub stack: String,
+    pub stack_action: String,
+    pub stack_status: String,
+    pub code_bucket: String,
+    pub code_key: String,
+    pub code_sha256: String,
+    pub code_uploaded: bool,
+    pub code_bytes: usize,
+    pub secret: String,
+    pub secret_created: bool,
+    pub version: String,
+    pub version_published: bool,
+    pub alias_from: Option<String>,
+    pub alias_changed: bool,
+    pub function_url: String,
+    pub function_url_created: bool,
+    pub probes: Vec<ProbeResult>,
+    pub changed: bool,
+    pub duration_ms: u64,
+}
+
+/// Read a secret value and check its layout (a bare key or `{"OPENAI_API_KEY": "..."}`).
+/// The value is never echoed in an error.
+pub fn read_secret_value(input: &SecretInput, secret_name: &str) -> Result<SecretString> {
+    use std::io::{IsTerminal, Read};
+    let (raw, source) = match input {
+        SecretInput::File(p) => (
+            std::fs::read_to_string(p).map_err(|e| {
+                ConfigError::new(
+                    p.display().to_string(),
+                    format!("cannot read the secret file: {e}"),
+                )
+                .field("--secret-file")
+                .hint("pass a readable file holding only the key")
+            })?,
+            p.display().to_string(),
+        ),
+        SecretInput::Stdin => {
+            if std::io::stdin().is_terminal() {
+                return Err(ConfigError::new(
+                    "<stdin>",
+                    format!("the secret {secret_name:?} does not exist yet and no value was given"),
+                )
+                .hint(format!(
+                    "pipe the key on stdin (drd deploy < keyfile) or pass --secret-file FILE"
+                ))
+                .into());
+            }
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|e| Error::io("reading the secret from stdin", e))?;
+            (s, "<stdin>".to_string())
+        }
+    };
+    parse_api_key(&raw, &source, secret_name)
+}
+
+/// Check an API key's layout: a bare key or `{"OPENAI_API_KEY": "..."}`. Errors never echo it.
+pub fn parse_api_key(raw: &str, source: &str, secret_name: &str) -> Result<SecretString> {
+    let source = source.to_string();
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Err(ConfigError::new(
+            source,
+            format!("the value for secret {secret_name:?} is empty"),
+        )
+        .hint("give the OpenAI API key, bare or as {\"OPENAI_API_KEY\": \"...\"}")
+        .into());
+    }
+    if trimmed.starts_with('{') {
+        let v: serde_json::Value = serde_json::from_str(trimmed).map_err(|e| {
+            ConfigError::new(&source, format!("the value for secret {secret_name:?} starts with '{{' but is not JSON (line {}, column {})", e.line(), e.column()))
+                .hint("give a bare key or {\"OPENAI_API_KEY\": \"...\"}")
+        })?;
+        let key = v
+            .get("OPENAI_API_KEY")
+            .and_then(|k| k.as_str())
+            .map(str::trim);
+        return match key {
+            Some(k) if !k.is_empty() => Ok(SecretString::from(k.to_string())),
+            _ => Err(ConfigError::new(&source, format!("the JSON for secret {secret_name:?} has no non-empty string field OPENAI_API_KEY"))
+                .field("OPENAI_API_KEY")
+                .hint("use the layout {\"OPENAI_API_KEY\": \"sk-...\"}")
+                .into()),
+        };
+    }
+    if trimmed.contains(char::is_whitespace) {
+        return Err(ConfigError::new(
+            &source,
+            format!(
+                "the value for secret {secret_name:?} contains whitespace; an API key is one word"
+            ),
+        )
+        .hint("give only the key, on one line")
+        .into());
+    }
+    Ok(SecretString::from(trimmed.to_string()))
+}
+
+/// Check every input, then converge the deployment. `progress` receives one line per step.
+pub async fn deploy(
+    aws: &Aws,
+    policy: &Policy,
+    opts: &DeployOptions,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<DeployReport> {
+    let started = Instant::now();
+    let region = opts.region.as_str();
+    let template = Template::load(&policy.template_path())?;
+
+    // 1. The package (built or given), checked before any write.
+    let bootstrap_path = match &opts.bootstrap {
+        Some(p) => p.clone(),
+        None => {
+            progress("building the function (cargo, musl)");
+            package::cargo_build(&policy.source_path())?
+        }
+    };
+    let shown = bootstrap_path.display().to_string();
+    let bin = std::fs::read(&bootstrap_path).map_err(|e| {
+        ConfigError::new(&shown, format!("cannot read the bootstrap binary: {e}"))
+            .field("--bootstrap")
+            .hint("build it with scripts/build-function or omit --bootstrap to let drd build it")
+    })?;
+    if !opts.skip_static_check {
+        match package::is_static_elf(&bin) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(ConfigError::new(
+                    &shown,
+                    "the bootstrap is dynamically linked; it would not start on provided.al2023",
+                )
+                .field("--bootstrap")
+                .hint(format!("build with --target {}", package::LAMBDA_TARGET))
+                .into())
+            }
+            Err(why) => {
+                return Err(ConfigError::new(
+                    &shown,
+                    format!("the bootstrap is not a Linux executable: {why}"),
+                )
+                .field("--bootstrap")
+                .into())
+            }
+        }
+    }
+    let pkg = Package::from_bootstrap(&bin)?;
+    drop(bin);
+
+    // 2. The secret: read its value now if it must be created, before any write.
+    let secrets = aws.secrets(region).await;
+    let secret_name = policy.api_key_secret();
+    let secret_exists = match secrets
+        .describe_secret()
+        .secret_id(secret_name)
+        .send()
+        .await
+    {
+        Ok(_) => true,
+        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => false,
+        Err(e) => return Err(aws_error("secretsmanager", "DescribeSecret", e)),
+    };
+    let new_secret = if secret_exists {
+        None
+    } else {
+        Some(read_secret_value(&opts.secret_input, secret_name)?)
+    };
+
+    // 3. Writes begin: the package, content-addressed, in this region's artifact bucket.
+    let bucket = policy.artifact_bucket(region);
+    let s3 = aws.s3(region).await;
+    ensure_bucket(&s3, &bucket, region).await?;
+    let key = pkg.key();
+    let code_uploaded = put_if_absent(&s3, &bucket, &key, &pkg.zip).await?;
+    progress(&format!(
+        "code package {} ({} bytes): {}",
+        &pkg.sha256_hex[..12],
+        pkg.zip.len(),
+        if code_uploaded {
+            "uploaded"
+        } else {
+            "already stored"
+        }
+    ));
+
+    if let Some(value) = &new_secret {
+        let body = serde_json::json!({"OPENAI_API_KEY": value.expose_secret()}).to_string();
+        secrets
+            .create_secret()
+            .name(secret_name)
+            .description("OpenAI API key of the speaker-role classifier (managed by drd)")
+            .secret_string(body)
+            .send()
+            .await
+            .map_err(|e| aws_error("secretsmanager", "CreateSecret", e))?;
+        progress(&format!("secret {secret_name}: created"));
+    }
+
+    // 4. The stack.
+    let mut params = BTreeMap::new();
+    params.insert("FunctionName", policy.function_name().to_string());
+    params.insert("CodeBucket", bucket.clone());
+    params.insert("CodeKey", key.clone());
+    let llm_base = opts
+        .llm_base_url
+        .clone()
+        .unwrap_or_else(|| policy.workload.llm_base_url.clone());
+    for (name, value) in [
+        ("ApiKeySecretName", secret_name.to_string()),
+        ("LlmBaseUrl", llm_base),
+        ("LlmModel", policy.workload.llm_model.clone()),
+    ] {
+        if template.declares(name) {
+            params.insert(name, value);
+        }
+    }
+    let cf = aws.cloudformation(region).await;
+    let (stack_action, stack_status) =
+        ensure_stack(&cf, policy.stack_name(), &template.body, &params, progress).await?;
+
+    // 5. Publish, probe the new version, and only then move `live`.
+    let lambda = aws.lambda(region).await;
+    let function = policy.function_name();
+    let latest = ops::code_sha256(&lambda, function, "$LATEST").await?;
+    if latest != pkg.code_sha256() {
+        return Err(Error::failed_hint(
+            format!("after the stack update, {function} runs code {latest}, not the package just uploaded ({})", pkg.code_sha256()),
+            "check the stack's CodeBucket/CodeKey parameters and its events",
+        ));
+    }
+    let (version, version_published) = ops::publish(&lambda, function, &pkg.code_sha256()).await?;
+    progress(&format!(
+        "version {}: {}",
+        version.version,
+        if version_published {
+            "published"
+        } else {
+            "unchanged"
+        }
+    ));
+    let data = aws.lambda_data(region).await;
+    let mut probes = vec![];
+    for tier in [Tier::T0, Tier::T1] {
+        let r = probe::probe_invoke(&data, function, &version.version, tier).await;
+        if !r.ok {
+            let live = ops::live_version(&lambda, function)
+                .await?
+                .unwrap_or_else(|| "nothing".into());
+            return Err(Error::failed_hint(
+                format!(
+                    "version {} failed probe {:?}: {}; live still points to {live}",
+                    version.version, tier, r.detail
+                ),
+                "fix the code and deploy again, or roll back with drd rollback",
+            ));
+        }
+        probes.push(r);
+    }
+    let alias = ops::point_live(&lambda, function, &version.version).await?;
+    let (alias_from, alias_changed) = match &alias {
+        AliasChange::Created => (None, true),
+        AliasChange::Moved { from } => (Some(from.clone()), true),
+        AliasChange::Unchanged => (Some(version.version.clone()), false),
+    };
+    progress(&format!(
+        "alias live -> {}: {}",
+        version.version,
+        match &alias {
+            AliasChange::Created => "created".to_string(),
+            AliasChange::Moved { from } => format!("moved from {from}"),
+            AliasChange::Unchanged => "unchanged".to_string(),
+        }
+    ));
+    let (url, url_created) = ops::ensure_function_url(&lambda, function).await?;
+
+    // 6. Prove the URL answers.
+    let prober = UrlProber::new(aws.settings().data_endpoint.clone());
+    for tier in [Tier::T0, Tier::T1] {
+        let r = prober.probe(&url, tier).await;
+        if !r.ok {
+            return Err(Error::failed_hint(
+                format!(
+                    "the Function URL {url} failed probe {:?}: {}",
+                    tier, r.detail
+                ),
+                "run drd status for details",
+            ));
+        }
+        probes.push(r);
+    }
+    let changed = code_uploaded
+        || new_secret.is_some()
+        || stack_action != "unchanged"
+        || version_published
+        || alias_changed
+        || url_created;
+    Ok(DeployReport {
+        region: region.to_string(),
+        stack: policy.stack_name().to_string(),
+        stack_action,
+        stack_status,
+        code_bucket: bucket,
+        code_key: key,
+        code_sha256: pkg.code_sha256(),
+        code_uploaded,
+        code_bytes: pkg.zip.len(),
+        secret: secret_name.to_string(),
+        secret_created: new_secret.is_some(),
+        version: version.version,
+        version_published,
+        alias_from,
+        alias_changed,
+        function_url: url,
+        function_url_created: url_created,
+        probes,
+        changed,
+        duration_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// Create the bucket in `region` unless we already own it.
+pub async fn ensure_bucket(s3: &aws_sdk_s3::Client, bucket: &str, region: &str) -> Result<bool> {
+    match s3.head_bucket().bucket(bucket).send().await {
+        Ok(_) => return Ok(false),
+        Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => {}
+        Err(e) => return Err(aws_error("s3", "HeadBucket", e)),
+    }
+    let mut req = s3.create_bucket().bucket(bucket);
+    if region != "us-east-1" {
+        req = req.create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(region))
+                .build(),
+        );
+    }
+    match req.send().await {
+        Ok(_) => Ok(true),
+        Err(e) if error_code(&e) == Some("BucketAlreadyOwnedByYou") => Ok(false),
+        Err(e) => Err(aws_error("s3", "CreateBucket", e)),
+    }
+}
+
+/// Write a content-addressed object once (`If-None-Match: *`); false when it was already there.
+pub async fn put_if_absent(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    bytes: &[u8],
+) -> Result<bool> {
+    if s3
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .is_ok()
+    {
+        return Ok(false);
+    }
+    match s3
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .if_none_match("*")
+        .body(bytes.to_vec().into())
+        .send()
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(412) => Ok(false),
+        Err(e) => Err(aws_error("s3", "PutObject", e)),
+    }
+}
+
+/// Create or update the stack and wait for it; returns (action, final status).
+async fn ensure_stack(
+    cf: &aws_sdk_cloudformation::Client,
+    name: &str,
+    body: &str,
+    params: &BTreeMap<&str, String>,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<(String, String)> {
+    let parameters: Vec<Parameter> = params
+        .iter()
+        .map(|(k, v)| {
+            Parameter::builder()
+                .parameter_key(*k)
+                .parameter_value(v)
+                .build()
+        })
+        .collect();
+    let existing = describe_stack(cf, name).await?;
+    let action = match existing {
+        None => {
+            cf.create_stack()
+                .stack_name(name)
+                .template_body(body)
+                .set_parameters(Some(parameters))
+                .capabilities(Capability::CapabilityIam)
+                .capabilities(Capability::CapabilityNamedIam)
+                .send()
+                .await
+                .map_err(|e| aws_error("cloudformation", "CreateStack", e))?;
+            "created"
+        }
+        Some(stack) => {
+            let status = stack
+                .stack_status()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default();
+            if status == StackStatus::RollbackComplete.as_str() || status.ends_with("_FAILED") {
+                return Err(Error::failed_hint(
+                    format!("stack {name} is in {status} and cannot be updated"),
+                    format!("inspect its events, delete it (aws cloudformation delete-stack --stack-name {name}) and deploy again"),
+                ));
+            }
+            let current: BTreeMap<String, String> = stack
+                .parameters()
+                .iter()
+                .map(|p| {
+                    (
+                        p.parameter_key().unwrap_or_default().to_string(),
+                        p.parameter_value().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect();
+            let wanted: BTreeMap<String, String> = params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect();
+            let same_params = wanted.iter().all(|(k, v)| current.get(k) == Some(v));
+            let tpl = cf
+                .get_template()
+                .stack_name(name)
+                .send()
+                .await
+                .map_err(|e| aws_error("cloudformation", "GetTemplate", e))?;
+            if same_params && tpl.template_body() == Some(body) {
+                progress(&format!("stack {name}: unchanged ({status})"));
+                return Ok(("unchanged".into(), status));
+            }
+            cf.update_stack()
+                .stack_name(name)
+                .template_body(body)
+                .set_parameters(Some(parameters))
+                .capabilities(Capability::CapabilityIam)
+                .capabilities(Capability::CapabilityNamedIam)
+                .send()
+                .await
+                .map_err(|e| aws_error("cloudformation", "UpdateStack", e))?;
+            "updated"
+        }
+    };
+    let status = wait_stack(cf, name, progress).await?;
+    Ok((action.into(), status))
+}
+
+async fn describe_stack(
+    cf: &aws_sdk_cloudformation::Client,
+    name: &str,
+) -> Result<Option<aws_sdk_cloudformation::types::Stack>> {
+    match cf.describe_stacks().stack_name(name).send().await {
+        Ok(out) => Ok(out.stacks().first().cloned()),
+        Err(e) if error_code(&e) == Some("ValidationError") => Ok(None),
+        Err(e) => Err(aws_error("cloudformation", "DescribeStacks", e)),
+    }
+}
+
+/// Poll until the stack leaves `*_IN_PROGRESS`; fail with the events' reasons.
+async fn wait_stack(
+    cf: &aws_sdk_cloudformation::Client,
+    name: &str,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<String> {
+    let start = Instant::now();
+    let mut last = String::new();
+    loop {
+        let stack = describe_stack(cf, name)
+            .await?
+            .ok_or_else(|| Error::failed(format!("stack {name} disappeared while waiting")))?;
+        let status = stack
+            .stack_status()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default();
+        if status != last {
+            progress(&format!(
+                "stack {name}: {status} ({}s)",
+                start.elapsed().as_secs()
+            ));
+            last = status.clone();
+        }
+        if !status.ends_with("_IN_PROGRESS") {
+            if status == "CREATE_COMPLETE" || status == "UPDATE_COMPLETE" {
+                return Ok(status);
+            }
+            let events = cf
+                .describe_stack_events()
+                .stack_name(name)
+                .send()
+                .await
+                .map(|o| {
+                    o.stack_events()
+                        .iter()
+                        .filter(|e| {
+                            e.resource_status()
+                                .is_some_and(|s| s.as_str().ends_with("_FAILED"))
+                        })
+                        .take(3)
+                        .map(|e| {
+                            format!(
+                                "{}: {}",
+                                e.logical_resource_id().unwrap_or("?"),
+                                e.resource_status_reason().unwrap_or("")
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                })
+                .unwrap_or_default();
+            return Err(Error::failed_hint(
+                format!("stack {name} ended in {status}: {events}"),
+                "fix the template or parameters; the previous version keeps serving",
+            ));
+        }
+        if start.elapsed() > Duration::from_secs(1800) {
+            return Err(Error::failed(format!(
+                "stack {name} still {status} after 30 minutes"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(
+            if start.elapsed() < Duration::from_secs(10) {
+                250
+            } else {
+                5000
+            },
+        ))
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn from_file(text: &str) -> Result<SecretString> {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        read_secret_value(&SecretInput::File(f.path().to_path_buf()), "openai-api-key")
+    }
+
+    #[test]
+    fn secret_layouts() {
+        assert_eq!(from_file("sk-abc\n").unwrap().expose_secret(), "sk-abc");
+        assert_eq!(
+            from_file("{\"OPENAI_API_KEY\": \"sk-j\"}")
+                .unwrap()
+                .expose_secret(),
+            "sk-j"
+        );
+    }
+
+    #[test]
+    fn bad_secret_inputs_are_config_errors_that_never_echo_the_value() {
+        for bad in [
+            "",
+            "  \n",
+            "{\"OPENAI_API_KEY\": \"\"}",
+            "{\"KEY\": \"sk-hidden1\"}",
+            "{sk-hidden2",
+            "sk-hidden3 and more",
+        ] {
+            let e = from_file(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}: {e}");
+            assert!(!e.to_string().contains("sk-hidden"), "{e}");
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! Health probes in tiers:
+//! - T0: `{}` must give 400 "Missing required field: transcript" (the code runs at all);
+//! - T1: an already-labelled transcript must come back unchanged (no LLM call);
+//! - T2: a `Speaker 0/1` transcript must come back with every line relabelled (one LLM call,
+//!   so it also proves the API key and the LLM endpoint).
+
+use crate::aws::aws_error;
+use crate::error::{Error, Result};
+use aws_smithy_types::Blob;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Tier {
+    T0,
+    T1,
+    T2,
+}
+
+impl Tier {
+    pub fn upto(deep: bool) -> Vec<Tier> {
+        if deep {
+            vec![Tier::T0, Tier::T1, Tier::T2]
+        } else {
+            vec![Tier::T0, Tier::T1]
+        }
+    }
+}
+
+pub const T1_TRANSCRIPT: &str = "Agent: Hello, how can I help?\nCustomer: Hi, my order is late.";
+pub const T2_TRANSCRIPT: &str =
+    "Speaker 0: Thank you for calling, how can I help?\nSpeaker 1: My order has not arrived.\nSpeaker 0: Let me check that for you.";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeResult {
+    pub tier: Tier,
+    pub ok: bool,
+    pub status: Option<u16>,
+    pub latency_ms: u64,
+    pub detail: String,
+}
+
+pub fn request(tier: Tier) -> Value {
+    match tier {
+        Tier::T0 => json!({}),
+        Tier::T1 => json!({"transcript": T1_TRANSCRIPT}),
+        Tier::T2 => json!({"transcript": T2_TRANSCRIPT}),
+    }
+}
+
+/// Decide whether a reply passes a tier. `Err` says why not.
+pub fn judge(tier: Tier, status: u16, body: &Value) -> std::result::Result<(), String> {
+    match tier {
+        Tier::T0 => {
+            let err = body.get("error").and_then(Value::as_str).unwrap_or("");
+            if status == 400 && err == "Missing required field: transcript" {
+                Ok(())
+            } else {
+                Err(format!(
+                    "expected 400 \"Missing required field: transcript\", got {status} {}",
+                    short(body)
+                ))
+            }
+        }
+        Tier::T1 => {
+            let t = body.get("transcript").and_then(Value::as_str);
+            if status == 200 && t == Some(T1_TRANSCRIPT) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "expected 200 with the transcript unchanged, got {status} {}",
+                    short(body)
+                ))
+            }
+        }
+        Tier::T2 => {
+            let Some(t) = body.get("transcript").and_then(Value::as_str) else {
+                return Err(format!(
+                    "expected 200 with a relabelled transcript, got {status} {}",
+                    short(body)
+                ));
+            };
+            let roles = ["Agent", "Customer"];
+            let lines: Vec<&str> = t.split('\n').collect();
+            let ok = status == 200
+                && lines.len() == T2_TRANSCRIPT.split('\n').count()
+                && lines.iter().all(|l| {
+                    l.split_once(':')
+                        .is_some_and(|(label, _)| roles.contains(&label.trim()))
+                });
+            if ok {
+                Ok(())
+            } else {
+                Err(format!(
+                    "expected every line relabelled to Agent/Customer, got {status} {}",
+                    short(body)
+                ))
+            }
+        }
+    }
+}
+
+fn short(body: &Value) -> String {
+    let s = body.to_string();
+    if s.chars().count() > 200 {
+        format!("{}...", s.chars().take(200).collect::<String>())
+    } else {
+        s
+    }
+}
+
+/// Sends Function URL requests, through the data-plane override when one is set (the sandbox
+/// function host): the URL's host name travels in the `Host` header.
+#[derive(Clone)]
+pub struct UrlProber {
+    http: reqwest::Client,
+    data_endpoint: Option<String>,
+}
+
+impl UrlProber {
+    pub fn new(data_endpoint: Option<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(70))
+            .build()
+            .expect("reqwest client builds");
+        Self {
+            http,
+            data_endpoint,
+        }
+    }
+
+    /// POST a JSON body to a Function URL; returns status and parsed body.
+    pub async fn post(&self, function_url: &str, body: &Value) -> Result<(u16, Value)> {
+        let parsed = reqwest::Url::parse(function_url)
+            .map_err(|e| Error::failed(format!("bad Function URL {function_url:?}: {e}")))?;
+        let host = parsed.host_str().unwrap_or_default().to_string();
+        let req = match &self.data_endpoint {
+            Some(ep) => {
+                let mut target = reqwest::Url::parse(ep)
+                    .map_err(|e| Error::failed(format!("bad data endpoint {ep:?}: {e}")))?;
+                target.set_path(parsed.path());
+                self.http.post(target).header(reqwest::header::HOST, host)
+            }
+            None => self.http.post(parsed),
+        };
+        let resp = req
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| Error::failed(format!("Function URL request failed: {e}")))?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((status, v))
+    }
+
+    pub async fn probe(&self, function_url: &str, tier: Tier) -> ProbeResult {
+        let start = Instant::now();
+        let r = self.post(function_url, &request(tier)).await;
+        finish(tier, start, r)
+    }
+}
+
+/// Probe one version (or alias) by invoking it, before any alias points to it.
+pub async fn probe_invoke(
+    lambda_data: &aws_sdk_lambda::Client,
+    function: &str,
+    qualifier: &str,
+    tier: Tier,
+) -> ProbeResult {
+    let start = Instant::now();
+    let r = invoke(lambda_data, function, qualifier, &request(tier)).await;
+    finish(tier, start, r)
+}
+
+/// Invoke and unwrap a Function URL style response (`statusCode`, `body`).
+pub async fn invoke(
+    lambda_data: &aws_sdk_lambda::Client,
+    function: &str,
+    qualifier: &str,
+    event: &Value,
+) -> Result<(u16, Value)> {
+    let out = lambda_data
+        .invoke()
+        .function_name(function)
+        .qualifier(qualifier)
+        .payload(Blob::new(event.to_string()))
+        .send()
+        .await
+        .map_err(|e| aws_error("lambda", "Invoke", e))?;
+    let payload: Value = out
+        .payload()
+        .and_then(|p| serde_json::from_slice(p.as_ref()).ok())
+        .unwrap_or(Value::Null);
+    if let Some(kind) = out.function_error() {
+        let msg = payload
+            .get("errorMessage")
+            .and_then(Value::as_str)
+            .unwrap_or("no error message");
+        return Err(Error::failed(format!(
+            "{function}:{qualifier} failed ({kind}): {msg}"
+        )));
+    }
+    let status = payload
+        .get("statusCode")
+        .and_then(Value::as_u64)
+        .unwrap_or(200) as u16;
+    let body = match payload.get("body") {
+        Some(Value::String(s)) => serde_json::from_str(s).unwrap_or(Value::String(s.clone())),
+        Some(v) => v.clone(),
+        None => payload.clone(),
+    };
+    Ok((status, body))
+}
+
+fn finish(tier: Tier, start: Instant, r: Result<(u16, Value)>) -> ProbeResult {
+    let latency_ms = start.elapsed().as_millis() as u64;
+    match r {
+        Ok((status, body)) => match judge(tier, status, &body) {
+            Ok(()) => ProbeResult {
+                tier,
+                ok: true,
+                status: Some(status),
+                latency_ms,
+                detail: "ok".into(),
+            },
+            Err(why) => ProbeResult {
+                tier,
+                ok: false,
+                status: Some(status),
+                latency_ms,
+                detail: why,
+            },
+        },
+        Err(e) => ProbeResult {
+            tier,
+            ok: false,
+            status: None,
+            latency_ms,
+            detail: e.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn judges() {
+        assert!(judge(
+            Tier::T0,
+            400,
+            &json!({"error": "Missing required field: transcript"})
+        )
+        .is_ok());
+        assert!(judge(Tier::T0, 200, &json!({})).is_err());
+        assert!(judge(Tier::T1, 200, &json!({"transcript": T1_TRANSCRIPT})).is_ok());
+        assert!(judge(Tier::T1, 200, &json!({"transcript": "x"})).is_err());
+        let good = T2_TRANSCRIPT
+            .replace("Speaker 0", "Agent")
+            .replace("Speaker 1", "Customer");
+        assert!(judge(Tier::T2, 200, &json!({"transcript": good})).is_ok());
+        assert!(judge(Tier::T2, 200, &json!({"transcript": T2_TRANSCRIPT})).is_err());
+        assert!(judge(Tier::T2, 422, &json!({"error": "Invalid API Response"})).is_err());
+    }
+}

@@ -1,0 +1,449 @@
+//! The DR policy file (TOML): what to protect, where recovery points go, who may read them.
+//!
+//! Parsing is strict (`deny_unknown_fields`) and every semantic check reports the file, line and
+//! field of the offending value, with a fix. Relative paths are resolved against the policy file's
+//! folder, so a policy can be used from any working directory.
+
+use crate::error::ConfigError;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use toml::Spanned;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub stack: StackPolicy,
+    #[serde(default)]
+    pub workload: WorkloadPolicy,
+    pub artifacts: ArtifactsPolicy,
+    pub backup: BackupPolicy,
+    #[serde(default)]
+    pub secrets: SecretsPolicy,
+    /// Where the policy was read from (set by `load`).
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackPolicy {
+    /// CloudFormation stack name.
+    pub name: Spanned<String>,
+    pub primary_region: Spanned<String>,
+    /// The stack template, relative to the policy file.
+    pub template: Spanned<String>,
+    /// The Lambda function the template creates (its `FunctionName` parameter).
+    pub function_name: Spanned<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadPolicy {
+    /// The cargo package directory `drd deploy` builds when no `--bootstrap` is given.
+    #[serde(default = "default_source")]
+    pub source: String,
+    /// OpenAI-compatible API base URL the function calls (`OPENAI_BASE_URL`).
+    #[serde(default = "default_llm_base_url")]
+    pub llm_base_url: String,
+    #[serde(default = "default_llm_model")]
+    pub llm_model: String,
+}
+
+impl Default for WorkloadPolicy {
+    fn default() -> Self {
+        Self {
+            source: default_source(),
+            llm_base_url: default_llm_base_url(),
+            llm_model: default_llm_model(),
+        }
+    }
+}
+
+fn default_source() -> String {
+    "../classifier".into()
+}
+fn default_llm_base_url() -> String {
+    "https://api.openai.com/v1".into()
+}
+fn default_llm_model() -> String {
+    "gpt-4o-mini".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactsPolicy {
+    /// Code packages go to `<bucket_prefix>-<region>` (one bucket per region, created on demand).
+    pub bucket_prefix: Spanned<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupPolicy {
+    /// The recovery-point bucket; it must live outside the primary region.
+    pub bucket: Spanned<String>,
+    pub region: Spanned<String>,
+    /// age recipients (X25519 `age1...` or SSH public keys): drd can encrypt, never decrypt.
+    pub recipients: Spanned<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsPolicy {
+    /// The secret the function reads its OpenAI key from.
+    #[serde(default = "default_api_key_secret")]
+    pub api_key: Spanned<String>,
+    /// Further secrets that are backed up (for example the CI's `github-token`).
+    #[serde(default)]
+    pub others: Vec<Spanned<String>>,
+}
+
+impl Default for SecretsPolicy {
+    fn default() -> Self {
+        Self {
+            api_key: default_api_key_secret(),
+            others: vec![],
+        }
+    }
+}
+
+fn default_api_key_secret() -> Spanned<String> {
+    Spanned::new(0..0, "openai-api-key".into())
+}
+
+impl Policy {
+    /// Read, parse and validate a policy file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(&shown, format!("cannot read the policy file: {e}"))
+                .hint("pass --policy FILE or set DRD_POLICY (see policies/classifier.toml)")
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let mut policy: Policy = toml::from_str(text).map_err(|e| {
+            let mut err = ConfigError::new(&shown, e.message().trim().to_string());
+            if let Some(span) = e.span() {
+                err = err.at_offset(text, span.start);
+            }
+            if e.message().contains("unknown field") {
+                err = err.hint("remove or rename the key; the accepted keys are listed above");
+            } else if e.message().contains("missing field") {
+                err = err.hint("add the field (see policies/classifier.toml for an example)");
+            }
+            err
+        })?;
+        policy.path = path.to_path_buf();
+        policy.validate(text)?;
+        Ok(policy)
+    }
+
+    fn validate(&self, text: &str) -> Result<(), ConfigError> {
+        let file = self.path.display().to_string();
+        let at = |s: &std::ops::Range<usize>, field: &str, msg: String, hint: &str| {
+            ConfigError::new(&file, msg)
+                .at_offset(text, s.start)
+                .field(field)
+                .hint(hint)
+        };
+        for (field, value) in [
+            ("stack.primary_region", &self.stack.primary_region),
+            ("backup.region", &self.backup.region),
+        ] {
+            if !is_region_name(value.get_ref()) {
+                return Err(at(
+                    &value.span(),
+                    field,
+                    format!("{:?} is not an AWS region name", value.get_ref()),
+                    "use a region code such as \"us-east-1\" or \"eu-west-2\"",
+                ));
+            }
+        }
+        if self.backup.region.get_ref() == self.stack.primary_region.get_ref() {
+            return Err(at(
+                &self.backup.region.span(),
+                "backup.region",
+                format!(
+                    "the backup bucket is in the primary region {:?}; a region loss would take \
+                     the recovery points with it",
+                    self.stack.primary_region.get_ref()
+                ),
+                "put the backup bucket in another region, e.g. \"us-west-2\"",
+            ));
+        }
+        for (field, value) in [
+            ("stack.name", &self.stack.name),
+            ("stack.function_name", &self.stack.function_name),
+            ("stack.template", &self.stack.template),
+        ] {
+            if value.get_ref().trim().is_empty() {
+                return Err(at(
+                    &value.span(),
+                    field,
+                    "must not be empty".into(),
+                    "give it a value",
+                ));
+            }
+        }
+        for (field, value) in [
+            ("backup.bucket", &self.backup.bucket),
+            ("artifacts.bucket_prefix", &self.artifacts.bucket_prefix),
+        ] {
+            if let Err(why) = check_bucket_name(value.get_ref()) {
+                return Err(at(
+                    &value.span(),
+                    field,
+                    format!("{:?} is not a valid S3 bucket name: {why}", value.get_ref()),
+                    "use 3-63 lowercase letters, digits, '-' and '.'",
+                ));
+            }
+        }
+        let recipients = &self.backup.recipients;
+        if recipients.get_ref().is_empty() {
+            return Err(at(
+                &recipients.span(),
+                "backup.recipients",
+                "the recipient list is empty: secret backups could not be encrypted".into(),
+                "add the public key of the recovery identity, e.g. the output of `age-keygen -y KEYFILE`",
+            ));
+        }
+        for (i, r) in recipients.get_ref().iter().enumerate() {
+            if let Err((msg, hint)) = check_recipient(r.get_ref()) {
+                return Err(at(&r.span(), &format!("backup.recipients[{i}]"), msg, hint));
+            }
+        }
+        Ok(())
+    }
+
+    /// The template path, resolved against the policy file's folder.
+    pub fn template_path(&self) -> PathBuf {
+        self.resolve(self.stack.template.get_ref())
+    }
+
+    pub fn source_path(&self) -> PathBuf {
+        self.resolve(&self.workload.source)
+    }
+
+    fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            return p.to_path_buf();
+        }
+        self.path.parent().unwrap_or(Path::new(".")).join(p)
+    }
+
+    pub fn stack_name(&self) -> &str {
+        self.stack.name.get_ref()
+    }
+    pub fn function_name(&self) -> &str {
+        self.stack.function_name.get_ref()
+    }
+    pub fn primary_region(&self) -> &str {
+        self.stack.primary_region.get_ref()
+    }
+    pub fn api_key_secret(&self) -> &str {
+        self.secrets.api_key.get_ref()
+    }
+    /// The artifact bucket of one region.
+    pub fn artifact_bucket(&self, region: &str) -> String {
+        format!("{}-{}", self.artifacts.bucket_prefix.get_ref(), region)
+    }
+    /// Every secret the policy protects, the function's own first.
+    pub fn secret_names(&self) -> Vec<String> {
+        let mut v = vec![self.api_key_secret().to_string()];
+        v.extend(self.secrets.others.iter().map(|s| s.get_ref().clone()));
+        v
+    }
+}
+
+/// `us-east-1`, `eu-central-2`, `ap-southeast-3`, `us-gov-west-1`, `cn-north-1`, ...
+pub fn is_region_name(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    if !(3..=4).contains(&parts.len()) {
+        return false;
+    }
+    let first = parts[0];
+    let last = parts[parts.len() - 1];
+    first.len() == 2
+        && first.bytes().all(|b| b.is_ascii_lowercase())
+        && !last.is_empty()
+        && last.bytes().all(|b| b.is_ascii_digit())
+        && parts[1..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+}
+
+fn check_bucket_name(s: &str) -> Result<(), &'static str> {
+    if !(3..=63).contains(&s.len()) {
+        return Err("it must be 3 to 63 characters long");
+    }
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    {
+        return Err("only lowercase letters, digits, '-' and '.' are allowed");
+    }
+    if !s.as_bytes()[0].is_ascii_alphanumeric()
+        || !s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
+    {
+        return Err("it must start and end with a letter or digit");
+    }
+    Ok(())
+}
+
+/// Accept X25519 (`age1...`) and SSH (`ssh-ed25519`, `ssh-rsa`) public keys. Never echo a value
+/// that looks like a private key.
+fn check_recipient(s: &str) -> Result<(), (String, &'static str)> {
+    let s = s.trim();
+    if s.to_ascii_uppercase().starts_with("AGE-SECRET-KEY-") || s.contains("PRIVATE KEY") {
+        return Err((
+            "this is a private identity, not a public recipient; drd must never hold it".into(),
+            "remove it from the policy, keep it offline, and list its public key (`age-keygen -y FILE`)",
+        ));
+    }
+    if s.starts_with("age1") {
+        return age::x25519::Recipient::from_str(s)
+            .map(|_| ())
+            .map_err(|e| {
+                (
+                    format!("{s:?} is not a valid age X25519 recipient: {e}"),
+                    "copy the whole `age1...` line printed by `age-keygen`",
+                )
+            });
+    }
+    if s.starts_with("ssh-") {
+        return age::ssh::Recipient::from_str(s).map(|_| ()).map_err(|e| {
+            (
+                format!("{s:?} is not a usable SSH recipient: {e:?}"),
+                "use an ssh-ed25519 or ssh-rsa public key line",
+            )
+        });
+    }
+    Err((
+        format!("{s:?} is not an age recipient"),
+        "use an `age1...` X25519 public key or an ssh-ed25519/ssh-rsa public key",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[stack]
+name = "speaker-role-classifier"
+primary_region = "us-east-1"
+template = "../classifier/stack.yaml"
+function_name = "speaker-role-classifier"
+
+[artifacts]
+bucket_prefix = "drd-artifacts"
+
+[backup]
+bucket = "drd-points"
+region = "us-west-2"
+recipients = ["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"]
+"#;
+
+    fn parse(t: &str) -> Result<Policy, ConfigError> {
+        Policy::parse(t, Path::new("p.toml"))
+    }
+
+    #[test]
+    fn good_policy_parses_with_defaults() {
+        let p = parse(GOOD).unwrap();
+        assert_eq!(p.api_key_secret(), "openai-api-key");
+        assert_eq!(p.artifact_bucket("us-east-1"), "drd-artifacts-us-east-1");
+        assert_eq!(p.template_path(), Path::new("../classifier/stack.yaml"));
+    }
+
+    #[test]
+    fn unknown_key_names_line() {
+        let t = GOOD.replace("[artifacts]", "[artifacts]\nbucket_prefx = \"x\"");
+        let e = parse(&t).unwrap_err();
+        assert!(e.message.contains("unknown field `bucket_prefx`"), "{e}");
+        assert_eq!(e.line, Some(9));
+        assert!(e.to_string().starts_with("p.toml:9:"), "{e}");
+    }
+
+    #[test]
+    fn bad_region_names_field_and_line() {
+        let t = GOOD.replace("us-west-2", "us-wst2");
+        let e = parse(&t).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("backup.region"));
+        assert_eq!(e.line, Some(13));
+    }
+
+    #[test]
+    fn backup_in_primary_region_is_refused() {
+        let t = GOOD.replace("us-west-2", "us-east-1");
+        let e = parse(&t).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("backup.region"));
+        assert!(e.message.contains("primary region"));
+    }
+
+    #[test]
+    fn empty_recipients_refused() {
+        let t = GOOD.replace(
+            "[\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]",
+            "[]",
+        );
+        let e = parse(&t).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("backup.recipients"));
+        assert_eq!(e.line, Some(14));
+    }
+
+    #[test]
+    fn malformed_recipient_refused() {
+        let t = GOOD.replace("age1ql3z7hjy54pw", "age1xx3z7hjy54pw");
+        let e = parse(&t).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("backup.recipients[0]"));
+        assert_eq!(e.line, Some(14));
+    }
+
+    #[test]
+    fn private_key_is_refused_without_being_echoed() {
+        let secret = "AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ";
+        let t = GOOD.replace(
+            "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p",
+            secret,
+        );
+        let e = parse(&t).unwrap_err();
+        assert!(e.message.contains("private identity"));
+        assert!(!e.to_string().contains(secret));
+    }
+
+    #[test]
+    fn ssh_recipient_accepted() {
+        let t = GOOD.replace(
+            "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p",
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHsKLqeplhpW+uObz5dvMgjz1OxfM/XXUB+VHtZ6isGN alice@rust",
+        );
+        parse(&t).unwrap();
+    }
+
+    #[test]
+    fn region_names() {
+        for ok in [
+            "us-east-1",
+            "eu-central-2",
+            "us-gov-west-1",
+            "ap-southeast-3",
+        ] {
+            assert!(is_region_name(ok), "{ok}");
+        }
+        for bad in [
+            "us-east",
+            "useast1",
+            "US-EAST-1",
+            "us-east-1a",
+            "",
+            "u-east-1",
+        ] {
+            assert!(!is_region_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! The local lab: moto server as the AWS control plane, the function host as the Lambda data
+//! plane, and a chat-completions stub, all on loopback ports.
+//!
+//! `up` starts them in their own process groups, records their PIDs and ports in
+//! `<dir>/sandbox.json`, prints the environment to use, and returns. Starting twice is harmless;
+//! a state file whose processes are gone (or whose PIDs now belong to other programs) is stale
+//! and replaced.
+
+pub mod host;
+pub mod llm;
+
+use crate::error::{ConfigError, Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Pinned in `requirements-sandbox.txt`; checked by `up` so a wrong install is named.
+pub const MOTO_VERSION: &str = "5.2.1";
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Proc {
+    pub pid: i32,
+    pub port: u16,
+    /// A word the process's command line must contain, to tell a reused PID apart.
+    pub marker: String,
+}
+
+impl Proc {
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn alive(&self) -> bool {
+        if nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), None).is_err() {
+            return false;
+        }
+        std::fs::read(format!("/proc/{}/cmdline", self.pid))
+            .map(|c| String::from_utf8_lossy(&c).contains(&self.marker))
+            .unwrap_or(false)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    pub moto: Proc,
+    pub host: Proc,
+    pub llm_port: u16,
+    pub region: String,
+    pub started_at: String,
+}
+
+impl State {
+    pub fn llm_base_url(&self) -> String {
+        format!("http://127.0.0.1:{}/v1", self.llm_port)
+    }
+
+    /// The environment a shell (or a test) uses to talk to this sandbox.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.moto.url()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_REGION", self.region.clone()),
+            ("DRD_LAMBDA_DATA_ENDPOINT", self.host.url()),
+            ("DRD_LLM_BASE_URL", self.llm_base_url()),
+        ]
+    }
+
+    pub fn running(&self) -> bool {
+        self.moto.alive() && self.host.alive()
+    }
+}
+
+pub fn state_path(dir: &Path) -> PathBuf {
+    dir.join("sandbox.json")
+}
+
+pub fn read_state(dir: &Path) -> Option<State> {
+    let bytes = std::fs::read(state_path(dir)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The state of a running sandbox, or a clear error telling how to start one.
+pub fn running_state(dir: &Path) -> Result<State> {
+    match read_state(dir) {
+        Some(s) if s.running() => Ok(s),
+        Some(_) => Err(Error::failed_hint(
+            format!(
+                "the sandbox in {} is not running (stale state)",
+                dir.display()
+            ),
+            "run `drd sandbox up`",
+        )),
+        None => Err(Error::failed_hint(
+            format!("no sandbox in {}", dir.display()),
+            "run `drd sandbox up` (or pass --dir)",
+        )),
+    }
+}
+
+pub struct UpOptions {
+    pub dir: PathBuf,
+    /// The moto server command (`moto_server`, or e.g. `python3 -m moto.server`).
+    pub moto_cmd: String,
+    pub region: String,
+}
+
+/// What `up` found or did.
+pub enum Up {
+    Started(State),
+    AlreadyRunning(State),
+    Restarted { state: State, stale: State },
+}
+
+pub async fn up(opts: &UpOptions) -> Result<Up> {
+    std::fs::create_dir_all(&opts.dir)
+        .map_err(|e| Error::io(format!("creating {}", opts.dir.display()), e))?;
+    let previous = read_state(&opts.dir);
+    if let Some(s) = &previous {
+        if s.running() {
+            return Ok(Up::AlreadyRunning(s.clone()));
+        }
+        // Stale: stop whatever half is left so ports and PIDs are not leaked.
+        stop_proc(&s.moto).await;
+        stop_proc(&s.host).await;
+        let _ = std::fs::remove_file(state_path(&opts.dir));
+    }
+
+    let moto = start_moto(opts).await?;
+    let host = match start_host(opts, &moto).await {
+        Ok(h) => h,
+        Err(e) => {
+            stop_proc(&moto).await;
+            return Err(e);
+        }
+    };
+    let (host, llm_port) = host;
+    let state = State {
+        moto,
+        host,
+        llm_port,
+        region: opts.region.clone(),
+        started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+    };
+    let tmp = opts.dir.join("sandbox.json.tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(&state).expect("state serializes"),
+    )
+    .map_err(|e| Error::io("writing the sandbox state", e))?;
+    std::fs::rename(&tmp, state_path(&opts.dir))
+        .map_err(|e| Error::io("writing the sandbox state", e))?;
+    Ok(match previous {
+        Some(stale) => Up::Restarted { state, stale },
+        None => Up::Started(state),
+    })
+}
+
+async fn start_moto(opts: &UpOptions) -> Result<Proc> {
+    let mut words = opts.moto_cmd.split_whitespace();
+    let program = words.next().ok_or_else(|| {
+        ConfigError::new("--moto-server", "the moto server command is empty")
+            .hint("pass --moto-server moto_server")
+    })?;
+    let port = host::free_port().map_err(|e| Error::io("finding a free port", e))?;
+    let log = std::fs::File::create(opts.dir.join("moto.log"))
+        .map_err(|e| Error::io("creating moto.log", e))?;
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(words)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().map_err(|e| Error::io("moto.log", e))?)
+        .stderr(log);
+    // Never enable moto's request recorder: it writes request bodies (secrets) in clear.
+    cmd.env_remove("MOTO_ENABLE_RECORDING");
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd.spawn().map_err(|e| {
+        Error::failed_hint(
+            format!("cannot start the moto server ({program}): {e}"),
+            format!("install it with ./scripts/setup (pip install 'moto[server]=={MOTO_VERSION}') or pass --moto-server CMD"),
+        )
+    })?;
+    let proc = Proc {
+        pid: child.id() as i32,
+        port,
+        marker: "moto".into(),
+    };
+    let url = proc.url();
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(opts.dir.join("moto.log")).unwrap_or_default();
+            let tail: String = log.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
+            return Err(Error::failed_hint(
+                format!("the moto server exited ({status}): {tail}"),
+                format!("check the install: pip install 'moto[server]=={MOTO_VERSION}'"),
+            ));
+        }
+        if let Ok(r) = http.get(format!("{url}/moto-api/data.json")).send().await {
+            if r.status().is_success() {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err(Error::failed(format!(
+                "the moto server did not answer on {url} within 60 s"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The moto `/moto-api/` exposes no version; the launcher trusts the pinned install.
+    Ok(proc)
+}
+
+async fn start_host(opts: &UpOptions, moto: &Proc) -> Result<(Proc, u16)> {
+    let exe = std::env::current_exe().map_err(|e| Error::io("locating the drd binary", e))?;
+    let port = host::free_port().map_err(|e| Error::io("finding a free port", e))?;
+    let llm_port = host::free_port().map_err(|e| Error::io("finding a free port", e))?;
+    let log = std::fs::File::create(opts.dir.join("host.log"))
+        .map_err(|e| Error::io("creating host.log", e))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["sandbox", "serve"])
+        .arg("--dir")
+        .arg(&opts.dir)
+        .args(["--moto-url", &moto.url()])
+        .args(["--host-port", &port.to_string()])
+        .args(["--llm-port", &llm_port.to_string()])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", &opts.region)
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().map_err(|e| Error::io("host.log", e))?)
+        .stderr(log);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::io("starting the function host", e))?;
+    let proc = Proc {
+        pid: child.id() as i32,
+        port,
+        marker: "sandbox".into(),
+    };
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(opts.dir.join("host.log")).unwrap_or_default();
+            return Err(Error::failed(format!(
+                "the function host exited ({status}): {}",
+                log.lines().last().unwrap_or("")
+            )));
+        }
+        let host_ok = http
+            .get(format!("{}/_sandbox/healthz", proc.url()))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        let llm_ok = http
+            .get(format!("http://127.0.0.1:{llm_port}/_sandbox/keys"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if host_ok && llm_ok {
+            return Ok((proc, llm_port));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err(Error::failed(
+                "the function host did not answer within 20 s",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// SIGTERM the process group, wait up to 5 s, then SIGKILL.
+pub async fn stop_proc(p: &Proc) -> bool {
+    use nix::sys::signal::{kill, killpg, Signal};
+    use nix::unistd::Pid;
+    if !p.alive() {
+        return false;
+    }
+    let pid = Pid::from_raw(p.pid);
+    let _ = killpg(pid, Signal::SIGTERM).or_else(|_| kill(pid, Signal::SIGTERM));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while p.alive() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if p.alive() {
+        let _ = killpg(pid, Signal::SIGKILL).or_else(|_| kill(pid, Signal::SIGKILL));
+    }
+    true
+}
+
+/// Stop everything `up` started; returns whether anything was running.
+pub async fn down(dir: &Path) -> Result<bool> {
+    let Some(s) = read_state(dir) else {
+        return Ok(false);
+    };
+    let a = stop_proc(&s.host).await;
+    let b = stop_proc(&s.moto).await;
+    let _ = std::fs::remove_file(state_path(dir));
+    Ok(a || b)
+}
+
+/// Run the function host and the LLM stub until SIGTERM/SIGINT (the hidden `sandbox serve`).
+pub async fn serve(dir: PathBuf, moto_url: String, host_port: u16, llm_port: u16) -> Result<()> {
+    let h = host::Host::new(moto_url, dir.clone());
+    let stub = llm::LlmStub::new(Some(dir.join("llm-keys.json")));
+    let hl = tokio::net::TcpListener::bind(("127.0.0.1", host_port))
+        .await
+        .map_err(|e| Error::io(format!("listening on 127.0.0.1:{host_port}"), e))?;
+    let ll = tokio::net::TcpListener::bind(("127.0.0.1", llm_port))
+        .await
+        .map_err(|e| Error::io(format!("listening on 127.0.0.1:{llm_port}"), e))?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let (hr, sr) = (h.router(), stub.router());
+    let rx2 = rx.clone();
+    let a =
+        tokio::spawn(async move { axum::serve(hl, hr).with_graceful_shutdown(wait(rx2)).await });
+    let b = tokio::spawn(async move { axum::serve(ll, sr).with_graceful_shutdown(wait(rx)).await });
+    tracing::info!(host_port, llm_port, "function host and LLM stub listening");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::io("installing the SIGTERM handler", e))?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("stopping: killing function processes");
+    let _ = tx.send(true);
+    h.stop_all().await;
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        let _ = a.await;
+        let _ = b.await;
+    })
+    .await;
+    Ok(())
+}
+
+/// Tell the LLM stub that a key is valid (or no longer valid). The key never leaves memory
+/// except as the request body to the stub on loopback.
+pub async fn llm_key(state: &State, key: &secrecy::SecretString, allow: bool) -> Result<u64> {
+    use secrecy::ExposeSecret;
+    let path = if allow { "allow" } else { "revoke" };
+    let r = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{}/_sandbox/keys/{path}",
+            state.llm_port
+        ))
+        .body(key.expose_secret().to_string())
+        .send()
+        .await
+        .map_err(|e| Error::failed(format!("the LLM stub did not answer: {}", e.without_url())))?;
+    if !r.status().is_success() {
+        return Err(Error::failed(format!(
+            "the LLM stub refused: HTTP {}",
+            r.status()
+        )));
+    }
+    let v: serde_json::Value = r.json().await.unwrap_or_default();
+    Ok(v["allowed"].as_u64().unwrap_or(0))
+}

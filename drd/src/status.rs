@@ -1,0 +1,100 @@
+//! `drd status`: the stack, where `live` points and with which code, the Function URL, and the
+//! probe tiers through that URL. The JSON form is a stable document (docs/status.md).
+
+use crate::aws::{aws_error, error_code, Aws};
+use crate::error::Result;
+use crate::lambda::ops;
+use crate::lambda::probe::{ProbeResult, Tier, UrlProber};
+use crate::policy::Policy;
+use serde::Serialize;
+
+/// Version of the JSON document; bump on any incompatible change.
+pub const STATUS_SCHEMA: u32 = 1;
+
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub schema: u32,
+    pub region: String,
+    pub stack: StackState,
+    pub function: String,
+    pub live: Option<LiveState>,
+    /// `CodeSha256` of `$LATEST`, i.e. what the stack last deployed.
+    pub latest_code_sha256: Option<String>,
+    /// True when `live` serves other code than the stack's `$LATEST` (after a rollback, say).
+    pub alias_drift: bool,
+    pub function_url: Option<String>,
+    pub probes: Vec<ProbeResult>,
+    pub healthy: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StackState {
+    pub name: String,
+    pub status: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LiveState {
+    pub version: String,
+    pub code_sha256: String,
+}
+
+pub async fn status(aws: &Aws, policy: &Policy, region: &str, deep: bool) -> Result<StatusReport> {
+    let cf = aws.cloudformation(region).await;
+    let stack_status = match cf
+        .describe_stacks()
+        .stack_name(policy.stack_name())
+        .send()
+        .await
+    {
+        Ok(o) => o
+            .stacks()
+            .first()
+            .and_then(|s| s.stack_status())
+            .map(|s| s.as_str().to_string()),
+        Err(e) if error_code(&e) == Some("ValidationError") => None,
+        Err(e) => return Err(aws_error("cloudformation", "DescribeStacks", e)),
+    };
+    let function = policy.function_name().to_string();
+    let lambda = aws.lambda(region).await;
+    let mut report = StatusReport {
+        schema: STATUS_SCHEMA,
+        region: region.to_string(),
+        stack: StackState {
+            name: policy.stack_name().to_string(),
+            status: stack_status.clone(),
+        },
+        function: function.clone(),
+        live: None,
+        latest_code_sha256: None,
+        alias_drift: false,
+        function_url: None,
+        probes: vec![],
+        healthy: false,
+    };
+    if stack_status.is_none() {
+        return Ok(report);
+    }
+    report.latest_code_sha256 = match ops::code_sha256(&lambda, &function, "$LATEST").await {
+        Ok(s) => Some(s),
+        Err(e) if e.aws_code() == Some("ResourceNotFoundException") => None,
+        Err(e) => return Err(e),
+    };
+    if let Some(v) = ops::live_version(&lambda, &function).await? {
+        let sha = ops::code_sha256(&lambda, &function, &v).await?;
+        report.alias_drift = report.latest_code_sha256.as_deref() != Some(sha.as_str());
+        report.live = Some(LiveState {
+            version: v,
+            code_sha256: sha,
+        });
+    }
+    report.function_url = ops::function_url(&lambda, &function).await?;
+    if let Some(url) = &report.function_url {
+        let prober = UrlProber::new(aws.settings().data_endpoint.clone());
+        for tier in Tier::upto(deep) {
+            report.probes.push(prober.probe(url, tier).await);
+        }
+    }
+    report.healthy = !report.probes.is_empty() && report.probes.iter().all(|p| p.ok);
+    Ok(report)
+}

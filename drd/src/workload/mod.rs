@@ -1,0 +1,4 @@
+//! The protected workload as files: its code package and its CloudFormation template.
+
+pub mod package;
+pub mod template;

@@ -1,0 +1,238 @@
+//! End-to-end test harness: each test starts its own sandbox (moto server + function host + LLM
+//! stub) on free loopback ports with `drd sandbox up`, drives the real `drd` binary, and checks
+//! the end state with second clients built here from the AWS SDK, never through drd's own code.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The `drd` binary of this build (scripts/test builds it before the tests).
+pub fn drd_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    // target/debug/deps/<test> -> target/debug/drd
+    let p = exe.parent().unwrap().parent().unwrap().join("drd");
+    assert!(
+        p.exists(),
+        "{} is missing: build it first (`cargo build --workspace --bins`, as scripts/test does)",
+        p.display()
+    );
+    p
+}
+
+/// The static classifier binary (scripts/test sets DRD_TEST_BOOTSTRAP).
+pub fn bootstrap() -> PathBuf {
+    let p = std::env::var_os("DRD_TEST_BOOTSTRAP")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/x86_64-unknown-linux-musl/release/classifier"));
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/build-function (scripts/test does)",
+        p.display()
+    );
+    p
+}
+
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+    pub env: Vec<(String, String)>,
+}
+
+impl Sandbox {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = std::process::Command::new(drd_bin())
+            .args(["sandbox", "up", "--output", "json", "--dir"])
+            .arg(dir.path().join("sandbox"))
+            .output()
+            .expect("run drd sandbox up");
+        assert!(
+            out.status.success(),
+            "drd sandbox up failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&out.stdout).expect("sandbox env is JSON");
+        let env = env
+            .into_iter()
+            .map(|(k, v)| (k, v.as_str().unwrap().to_string()))
+            .collect();
+        Self { dir, env }
+    }
+
+    pub fn sandbox_dir(&self) -> PathBuf {
+        self.dir.path().join("sandbox")
+    }
+
+    pub fn var(&self, k: &str) -> String {
+        self.env
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("sandbox env has no {k}"))
+    }
+
+    /// A `drd` command with the sandbox's environment and nothing inherited that could point
+    /// it elsewhere.
+    pub fn drd(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(drd_bin());
+        for k in [
+            "AWS_PROFILE",
+            "DRD_POLICY",
+            "DRD_REGION",
+            "DRD_OUTPUT",
+            "DRD_BOOTSTRAP",
+        ] {
+            c.env_remove(k);
+        }
+        c.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        c.env("DRD_SANDBOX_DIR", self.sandbox_dir());
+        c
+    }
+
+    /// Run drd with `stdin` piped in; returns the output.
+    pub fn run(&self, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let mut c = self.drd();
+        c.args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().expect("spawn drd");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().expect("drd output")
+    }
+
+    /// Write a policy with fresh resource names into the test's folder.
+    pub fn policy(&self, name: &str) -> PathBuf {
+        let text = format!(
+            r#"[stack]
+name = "{name}"
+primary_region = "us-east-1"
+template = "{template}"
+function_name = "{name}-fn"
+
+[artifacts]
+bucket_prefix = "{name}-artifacts"
+
+[backup]
+bucket = "{name}-points"
+region = "us-west-2"
+recipients = ["age1nl9upv528fhapk9tpcejgcthvxt9g7nvdygteey9ekltsxmxjs3q9u3u2k"]
+"#,
+            template = root().join("classifier/stack.yaml").display()
+        );
+        let p = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// Allow a key in the LLM stub (through drd, key on stdin).
+    pub fn allow_key(&self, key: &str) {
+        let out = self.run(&["sandbox", "llm", "allow"], key);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub async fn sdk(&self, region: &str) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(region.to_string()))
+            .endpoint_url(self.var("AWS_ENDPOINT_URL"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .load()
+            .await
+    }
+
+    pub async fn s3(&self, region: &str) -> aws_sdk_s3::Client {
+        let c = aws_sdk_s3::config::Builder::from(&self.sdk(region).await)
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(c)
+    }
+
+    pub async fn lambda(&self, region: &str) -> aws_sdk_lambda::Client {
+        aws_sdk_lambda::Client::new(&self.sdk(region).await)
+    }
+
+    pub async fn cloudformation(&self, region: &str) -> aws_sdk_cloudformation::Client {
+        aws_sdk_cloudformation::Client::new(&self.sdk(region).await)
+    }
+
+    pub async fn secrets(&self, region: &str) -> aws_sdk_secretsmanager::Client {
+        aws_sdk_secretsmanager::Client::new(&self.sdk(region).await)
+    }
+
+    /// POST JSON to a Function URL through the function host, as a plain HTTP client would.
+    pub async fn call_url(&self, url: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let host = reqwest::Url::parse(url)
+            .unwrap()
+            .host_str()
+            .unwrap()
+            .to_string();
+        let r = reqwest::Client::new()
+            .post(format!("{}/", self.var("DRD_LAMBDA_DATA_ENDPOINT")))
+            .header("host", host)
+            .json(body)
+            .timeout(std::time::Duration::from_secs(60))
+            .send()
+            .await
+            .expect("function host answers");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(drd_bin())
+            .args(["sandbox", "down", "--dir"])
+            .arg(self.sandbox_dir())
+            .output();
+    }
+}
+
+/// stdout and stderr of a run, for assertion messages.
+pub fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Every process whose command line mentions `needle`.
+pub fn processes_mentioning(needle: &str) -> Vec<i32> {
+    let mut pids = vec![];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Ok(c) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            if String::from_utf8_lossy(&c).contains(needle) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
