@@ -82,9 +82,7 @@ pub fn read_secret_value(input: &SecretInput, secret_name: &str) -> Result<Secre
                     "<stdin>",
                     format!("the secret {secret_name:?} does not exist yet and no value was given"),
                 )
-                .hint(format!(
-                    "pipe the key on stdin (drd deploy < keyfile) or pass --secret-file FILE"
-                ))
+                .hint("pipe the key on stdin (drd deploy < keyfile) or pass --secret-file FILE")
                 .into());
             }
             let mut s = String::new();

@@ -130,7 +130,7 @@ impl Policy {
                 err = err.at_offset(text, span.start);
             }
             if e.message().contains("unknown field") {
-                err = err.hint("remove or rename the key; the accepted keys are listed above");
+                err = err.hint("remove the key or rename it to one of the expected keys");
             } else if e.message().contains("missing field") {
                 err = err.hint("add the field (see policies/classifier.toml for an example)");
             }

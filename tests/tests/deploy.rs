@@ -323,7 +323,7 @@ async fn bad_inputs_exit_2_with_one_clear_line_and_deploy_nothing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(
-        err.contains("bad.toml:9:") && err.contains("unknown field `bukcet`"),
+        err.contains("bad.toml:8:") && err.contains("unknown field `bukcet`"),
         "{err}"
     );
 

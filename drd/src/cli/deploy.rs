@@ -92,10 +92,11 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
     println!("  function url {}", report.function_url);
     for p in &report.probes {
         println!(
-            "  probe {:?}     {} {} ms",
+            "  probe {:?}     {:4} {:>5} ms  via {}",
             p.tier,
             if p.ok { "ok" } else { "FAIL" },
-            p.latency_ms
+            p.latency_ms,
+            p.via
         );
     }
     Ok(())

@@ -35,6 +35,8 @@ pub const T2_TRANSCRIPT: &str =
 #[derive(Debug, Clone, Serialize)]
 pub struct ProbeResult {
     pub tier: Tier,
+    /// What was probed: `url` (the Function URL) or `version N` (an Invoke with a qualifier).
+    pub via: String,
     pub ok: bool,
     pub status: Option<u16>,
     pub latency_ms: u64,
@@ -158,7 +160,7 @@ impl UrlProber {
     pub async fn probe(&self, function_url: &str, tier: Tier) -> ProbeResult {
         let start = Instant::now();
         let r = self.post(function_url, &request(tier)).await;
-        finish(tier, start, r)
+        finish(tier, "url".into(), start, r)
     }
 }
 
@@ -171,7 +173,7 @@ pub async fn probe_invoke(
 ) -> ProbeResult {
     let start = Instant::now();
     let r = invoke(lambda_data, function, qualifier, &request(tier)).await;
-    finish(tier, start, r)
+    finish(tier, format!("version {qualifier}"), start, r)
 }
 
 /// Invoke and unwrap a Function URL style response (`statusCode`, `body`).
@@ -214,12 +216,13 @@ pub async fn invoke(
     Ok((status, body))
 }
 
-fn finish(tier: Tier, start: Instant, r: Result<(u16, Value)>) -> ProbeResult {
+fn finish(tier: Tier, via: String, start: Instant, r: Result<(u16, Value)>) -> ProbeResult {
     let latency_ms = start.elapsed().as_millis() as u64;
     match r {
         Ok((status, body)) => match judge(tier, status, &body) {
             Ok(()) => ProbeResult {
                 tier,
+                via,
                 ok: true,
                 status: Some(status),
                 latency_ms,
@@ -227,6 +230,7 @@ fn finish(tier: Tier, start: Instant, r: Result<(u16, Value)>) -> ProbeResult {
             },
             Err(why) => ProbeResult {
                 tier,
+                via,
                 ok: false,
                 status: Some(status),
                 latency_ms,
@@ -235,6 +239,7 @@ fn finish(tier: Tier, start: Instant, r: Result<(u16, Value)>) -> ProbeResult {
         },
         Err(e) => ProbeResult {
             tier,
+            via,
             ok: false,
             status: None,
             latency_ms,

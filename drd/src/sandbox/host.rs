@@ -442,7 +442,9 @@ impl Host {
             )
             .stderr(log)
             .kill_on_drop(true);
-        // SAFETY: only an async-signal-safe prctl call runs between fork and exec.
+        // SAFETY: only an async-signal-safe prctl call runs between fork and exec. This is the
+        // one `unsafe` in drd: without it a killed host would leave its functions running.
+        #[allow(unsafe_code)]
         unsafe {
             cmd.pre_exec(|| {
                 nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)

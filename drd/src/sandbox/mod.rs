@@ -14,8 +14,17 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Pinned in `requirements-sandbox.txt`; checked by `up` so a wrong install is named.
-pub const MOTO_VERSION: &str = "5.2.1";
+/// The one place the emulator version is pinned (also read by `scripts/setup`).
+const REQUIREMENTS: &str = include_str!("../../../requirements-sandbox.txt");
+
+/// The pinned moto requirement, e.g. `moto[server]==5.2.1`, for install hints.
+pub fn moto_requirement() -> &'static str {
+    REQUIREMENTS
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("moto"))
+        .unwrap_or("moto[server]")
+}
 pub const DEFAULT_REGION: &str = "us-east-1";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -178,7 +187,10 @@ async fn start_moto(opts: &UpOptions) -> Result<Proc> {
     let mut child = cmd.spawn().map_err(|e| {
         Error::failed_hint(
             format!("cannot start the moto server ({program}): {e}"),
-            format!("install it with ./scripts/setup (pip install 'moto[server]=={MOTO_VERSION}') or pass --moto-server CMD"),
+            format!(
+                "install it with ./scripts/setup (pip install '{}') or pass --moto-server CMD",
+                moto_requirement()
+            ),
         )
     })?;
     let proc = Proc {
@@ -195,7 +207,7 @@ async fn start_moto(opts: &UpOptions) -> Result<Proc> {
             let tail: String = log.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
             return Err(Error::failed_hint(
                 format!("the moto server exited ({status}): {tail}"),
-                format!("check the install: pip install 'moto[server]=={MOTO_VERSION}'"),
+                format!("check the install: pip install '{}'", moto_requirement()),
             ));
         }
         if let Ok(r) = http.get(format!("{url}/moto-api/data.json")).send().await {
@@ -367,4 +379,35 @@ pub async fn llm_key(state: &State, key: &secrecy::SecretString, allow: bool) ->
     }
     let v: serde_json::Value = r.json().await.unwrap_or_default();
     Ok(v["allowed"].as_u64().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moto_is_pinned_to_an_exact_5_2_version() {
+        assert!(
+            moto_requirement().starts_with("moto[server]==5.2."),
+            "{}",
+            moto_requirement()
+        );
+    }
+
+    #[test]
+    fn a_dead_pid_is_not_alive() {
+        let p = Proc {
+            pid: i32::MAX - 1,
+            port: 1,
+            marker: "moto".into(),
+        };
+        assert!(!p.alive());
+        // Our own PID is alive but its command line does not carry the marker: a reused PID.
+        let me = Proc {
+            pid: std::process::id() as i32,
+            port: 1,
+            marker: "no-such-marker-xyz".into(),
+        };
+        assert!(!me.alive());
+    }
 }
