@@ -183,6 +183,41 @@ async fn deploy_serves_all_tiers_and_a_second_deploy_changes_nothing() {
         "{}",
         text(&out)
     );
+
+    // A new key in the secret reaches the warm function without a redeploy: on the stub's 401
+    // it re-reads the secret (AWSCURRENT) and retries once.
+    let rotated = "sk-e2e-rotated-42";
+    sb.allow_key(rotated);
+    sb.secrets("us-east-1")
+        .await
+        .put_secret_value()
+        .secret_id("openai-api-key")
+        .secret_string(json!({"OPENAI_API_KEY": rotated}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let out = sb.run(&["--policy", policy, "status", "--deep"], "");
+    assert!(out.status.success(), "{}", text(&out));
+    let (s, b) = sb
+        .call_url(&url, &json!({"transcript": "Speaker 0: a\nSpeaker 1: b"}))
+        .await;
+    assert_eq!(
+        (s, b["transcript"].as_str()),
+        (200, Some("Agent: a\nCustomer: b")),
+        "{b}"
+    );
+    let alias = lambda
+        .get_alias()
+        .function_name("clf-a-fn")
+        .name("live")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        alias.function_version().unwrap(),
+        version,
+        "no redeploy happened"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
