@@ -99,6 +99,10 @@ impl Aws {
         aws_sdk_secretsmanager::Client::new(&self.config(region).await)
     }
 
+    pub async fn logs(&self, region: &str) -> aws_sdk_cloudwatchlogs::Client {
+        aws_sdk_cloudwatchlogs::Client::new(&self.config(region).await)
+    }
+
     pub async fn sts(&self, region: &str) -> aws_sdk_sts::Client {
         aws_sdk_sts::Client::new(&self.config(region).await)
     }

@@ -5,6 +5,7 @@
 //! `lambda`/`workload` -> `aws`. See ARCHITECTURE.md for the code map and the invariants.
 
 pub mod aws;
+pub mod backup;
 pub mod check;
 pub mod cli;
 pub mod deploy;
@@ -13,6 +14,7 @@ pub mod lambda;
 pub mod policy;
 pub mod sandbox;
 pub mod status;
+pub mod store;
 pub mod workload;
 
 pub use error::{Error, Result};

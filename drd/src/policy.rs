@@ -20,6 +20,8 @@ pub struct Policy {
     pub backup: BackupPolicy,
     #[serde(default)]
     pub secrets: SecretsPolicy,
+    #[serde(default)]
+    pub retention: RetentionPolicy,
     /// Where the policy was read from (set by `load`).
     #[serde(skip)]
     pub path: PathBuf,
@@ -96,6 +98,36 @@ pub struct SecretsPolicy {
     /// Further secrets that are backed up (for example the CI's `github-token`).
     #[serde(default)]
     pub others: Vec<Spanned<String>>,
+}
+
+/// Which recovery points `drd prune` keeps (restic semantics); no rule keeps everything.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionPolicy {
+    pub keep_last: Option<u32>,
+    pub keep_hourly: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    /// A duration such as "2d" or "36h".
+    pub keep_within: Option<Spanned<String>>,
+}
+
+impl RetentionPolicy {
+    pub fn rules(&self) -> crate::backup::retention::Rules {
+        crate::backup::retention::Rules {
+            last: self.keep_last,
+            hourly: self.keep_hourly,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            within: self
+                .keep_within
+                .as_ref()
+                .and_then(|w| humantime::parse_duration(w.get_ref()).ok())
+                .map(|d| d.as_secs()),
+        }
+    }
 }
 
 impl Default for SecretsPolicy {
@@ -198,6 +230,16 @@ impl Policy {
                     field,
                     format!("{:?} is not a valid S3 bucket name: {why}", value.get_ref()),
                     "use 3-63 lowercase letters, digits, '-' and '.'",
+                ));
+            }
+        }
+        if let Some(w) = &self.retention.keep_within {
+            if let Err(e) = humantime::parse_duration(w.get_ref()) {
+                return Err(at(
+                    &w.span(),
+                    "retention.keep_within",
+                    format!("{:?} is not a duration: {e}", w.get_ref()),
+                    "write a duration such as \"36h\" or \"7days\"",
                 ));
             }
         }

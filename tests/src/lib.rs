@@ -116,6 +116,15 @@ impl Sandbox {
 
     /// Write a policy with fresh resource names into the test's folder.
     pub fn policy(&self, name: &str) -> PathBuf {
+        self.policy_with(
+            name,
+            "age1nl9upv528fhapk9tpcejgcthvxt9g7nvdygteey9ekltsxmxjs3q9u3u2k",
+            "",
+        )
+    }
+
+    /// A policy whose secret backups go to `recipient`, with `extra` TOML appended.
+    pub fn policy_with(&self, name: &str, recipient: &str, extra: &str) -> PathBuf {
         let text = format!(
             r#"[stack]
 name = "{name}"
@@ -129,7 +138,8 @@ bucket_prefix = "{name}-artifacts"
 [backup]
 bucket = "{name}-points"
 region = "us-west-2"
-recipients = ["age1nl9upv528fhapk9tpcejgcthvxt9g7nvdygteey9ekltsxmxjs3q9u3u2k"]
+recipients = ["{recipient}"]
+{extra}
 "#,
             template = root().join("classifier/stack.yaml").display()
         );
@@ -209,6 +219,31 @@ impl Drop for Sandbox {
             .arg(self.sandbox_dir())
             .output();
     }
+}
+
+/// A fresh age identity made by the real `age-keygen`; returns (identity file, recipient).
+pub fn age_keygen(dir: &Path) -> (PathBuf, String) {
+    let key = dir.join(format!("identity-{}.txt", std::process::id()));
+    let _ = std::fs::remove_file(&key);
+    let out = std::process::Command::new("age-keygen")
+        .arg("-o")
+        .arg(&key)
+        .output()
+        .expect("age-keygen (apt install age)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = std::process::Command::new("age-keygen")
+        .arg("-y")
+        .arg(&key)
+        .output()
+        .unwrap();
+    (
+        key,
+        String::from_utf8(out.stdout).unwrap().trim().to_string(),
+    )
 }
 
 /// stdout and stderr of a run, for assertion messages.

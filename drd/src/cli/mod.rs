@@ -1,11 +1,15 @@
 //! The command line: global flags and one file per subcommand. Each subcommand turns its flags
 //! into library calls and renders the result as text or JSON.
 
+mod backup;
 mod check;
 mod deploy;
+mod points;
+mod prune;
 mod sandbox;
 mod status;
 mod validate;
+mod verify;
 
 use crate::aws::{Aws, AwsSettings};
 use crate::error::{ConfigError, Result};
@@ -78,6 +82,14 @@ pub enum Command {
     Deploy(deploy::Args),
     /// Stack, alias, code, Function URL and probe tiers.
     Status(status::Args),
+    /// Take a recovery point now.
+    Backup(backup::Args),
+    /// Recovery points: list, show.
+    Points(points::Args),
+    /// Re-hash every blob of a point (and decrypt secret backups with --identity).
+    Verify(verify::Args),
+    /// Apply the retention rules.
+    Prune(prune::Args),
     /// The local sandbox (moto server + function host + LLM stub).
     Sandbox(sandbox::Args),
 }
@@ -89,6 +101,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Check(a) => check::run(&cli, a).await,
         Command::Deploy(a) => deploy::run(&cli, a).await,
         Command::Status(a) => status::run(&cli, a).await,
+        Command::Backup(a) => backup::run(&cli, a).await,
+        Command::Points(a) => points::run(&cli, a).await,
+        Command::Verify(a) => verify::run(&cli, a).await,
+        Command::Prune(a) => prune::run(&cli, a).await,
         Command::Sandbox(a) => sandbox::run(&cli, a).await,
     }
 }

@@ -1,0 +1,125 @@
+//! age encryption of secret backups: ASCII-armored age files, encrypted to the policy's public
+//! recipients (X25519 or SSH). drd can write them but never read them without the operator's
+//! identity file (`--identity`), which it only ever reads, never stores.
+
+use crate::error::{ConfigError, Error, Result};
+use secrecy::{ExposeSecret, SecretSlice};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::str::FromStr;
+
+/// Parse recipients (already validated by the policy).
+pub fn recipients(list: &[String]) -> Result<Vec<Box<dyn age::Recipient + Send>>> {
+    let mut out: Vec<Box<dyn age::Recipient + Send>> = vec![];
+    for r in list {
+        let r = r.trim();
+        if let Ok(x) = age::x25519::Recipient::from_str(r) {
+            out.push(Box::new(x));
+        } else if let Ok(s) = age::ssh::Recipient::from_str(r) {
+            out.push(Box::new(s));
+        } else {
+            return Err(
+                ConfigError::new("policy", format!("{r:?} is not an age recipient"))
+                    .field("backup.recipients")
+                    .into(),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Encrypt to every recipient, ASCII-armored.
+pub fn encrypt(recipients: &[Box<dyn age::Recipient + Send>], plaintext: &[u8]) -> Result<Vec<u8>> {
+    let enc = age::Encryptor::with_recipients(
+        recipients.iter().map(|r| r.as_ref() as &dyn age::Recipient),
+    )
+    .map_err(|e| Error::failed(format!("age: cannot encrypt to the recipients: {e}")))?;
+    let mut out = vec![];
+    let io = |e: std::io::Error| Error::failed(format!("age: encryption failed: {e}"));
+    let armor = age::armor::ArmoredWriter::wrap_output(&mut out, age::armor::Format::AsciiArmor)
+        .map_err(io)?;
+    let mut w = enc.wrap_output(armor).map_err(io)?;
+    w.write_all(plaintext).map_err(io)?;
+    w.finish().and_then(|a| a.finish()).map_err(io)?;
+    Ok(out)
+}
+
+/// An operator's identities, read from a file (age identities or an SSH private key).
+pub struct Identities(Vec<Box<dyn age::Identity>>);
+
+impl Identities {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let shown = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| {
+            ConfigError::new(&shown, format!("cannot read the identity file: {e}"))
+                .field("--identity")
+                .hint("pass the age identity file (age-keygen output) that matches the policy's recipients")
+        })?;
+        if let Ok(f) = age::IdentityFile::from_buffer(&bytes[..]) {
+            if let Ok(ids) = f.into_identities() {
+                if !ids.is_empty() {
+                    return Ok(Self(ids));
+                }
+            }
+        }
+        match age::ssh::Identity::from_buffer(&bytes[..], Some(shown.clone())) {
+            Ok(id @ age::ssh::Identity::Unencrypted(_)) => Ok(Self(vec![Box::new(id)])),
+            Ok(_) => Err(
+                ConfigError::new(&shown, "the SSH identity is encrypted or unsupported")
+                    .field("--identity")
+                    .hint("use an unencrypted ssh-ed25519/ssh-rsa key or an age identity file")
+                    .into(),
+            ),
+            Err(_) => Err(
+                ConfigError::new(&shown, "not an age identity file or SSH private key")
+                    .field("--identity")
+                    .hint("pass the file written by age-keygen (AGE-SECRET-KEY-1...)")
+                    .into(),
+            ),
+        }
+    }
+
+    /// Decrypt an armored (or binary) age file. The plaintext stays in a zeroizing buffer.
+    pub fn decrypt(&self, ciphertext: &[u8]) -> std::result::Result<SecretSlice<u8>, String> {
+        let dec = age::Decryptor::new(age::armor::ArmoredReader::new(ciphertext))
+            .map_err(|e| format!("not a readable age file: {e}"))?;
+        let mut r = dec
+            .decrypt(self.0.iter().map(|i| i.as_ref() as &dyn age::Identity))
+            .map_err(|e| format!("cannot decrypt: {e}"))?;
+        let mut out = vec![];
+        r.read_to_end(&mut out)
+            .map_err(|e| format!("decryption failed: {e}"))?;
+        Ok(SecretSlice::from(out))
+    }
+}
+
+/// Whether decrypted bytes are well-formed for their recorded kind.
+pub fn well_formed(plain: &SecretSlice<u8>, json: bool) -> bool {
+    let b = plain.expose_secret();
+    match std::str::from_utf8(b) {
+        Ok(s) if json => serde_json::from_str::<serde_json::Value>(s).is_ok(),
+        Ok(s) => !s.is_empty(),
+        Err(_) => !json && !b.is_empty(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_wrong_identity() {
+        let id = age::x25519::Identity::generate();
+        let r = recipients(&[id.to_public().to_string()]).unwrap();
+        let c = encrypt(&r, b"{\"k\":\"v\"}").unwrap();
+        assert!(c.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----"));
+        assert!(!String::from_utf8_lossy(&c).contains("\"k\""));
+        let ids = Identities(vec![Box::new(id)]);
+        let p = ids.decrypt(&c).unwrap();
+        assert_eq!(p.expose_secret(), b"{\"k\":\"v\"}");
+        assert!(well_formed(&p, true));
+        let other = Identities(vec![Box::new(age::x25519::Identity::generate())]);
+        assert!(other.decrypt(&c).is_err());
+        assert!(ids.decrypt(b"garbage").is_err());
+    }
+}

@@ -1,0 +1,626 @@
+//! Backups: one recovery point per run, capturing the stack, the function, its code packages,
+//! its log group and age-encrypted secrets into the store (`crate::store`).
+//!
+//! Order matters: blobs first (content-addressed, written once), the manifest last. A run that
+//! dies halfway leaves no point. Unchanged inputs add no blob: templates, configuration and code
+//! hash to the same address, and a secret version already backed up (by version id) is never
+//! encrypted again.
+
+pub mod crypto;
+pub mod manifest;
+pub mod retention;
+pub mod verify;
+
+use crate::aws::{aws_error, error_code, Aws};
+use crate::error::{Error, Result};
+use crate::policy::Policy;
+use crate::store::lease::Lease;
+use crate::store::{BlobRef, Store, Written};
+use crate::workload::package;
+use crate::workload::template::Template;
+use manifest::*;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Lease on the store held by every writing command.
+pub const STORE_LEASE: &str = "store";
+pub const LEASE_TTL: Duration = Duration::from_secs(600);
+
+#[derive(Debug, serde::Serialize)]
+pub struct BackupReport {
+    pub id: String,
+    pub new_blobs: u64,
+    pub new_bytes: u64,
+    /// Objects this run wrote (new blobs + the manifest).
+    pub objects_written: u64,
+    pub changed: Vec<String>,
+    pub duration_ms: u64,
+}
+
+/// Open the store of the policy's stack, creating the bucket in the backup region if needed.
+pub async fn open_store(aws: &Aws, policy: &Policy) -> Result<Store> {
+    let region = policy.backup.region.get_ref();
+    let bucket = policy.backup.bucket.get_ref();
+    let s3 = aws.s3(region).await;
+    crate::deploy::ensure_bucket(&s3, bucket, region).await?;
+    Ok(Store::new(s3, bucket, policy.stack_name()))
+}
+
+/// The newest point whose manifest parses, if any.
+pub async fn latest_manifest(store: &Store) -> Result<Option<Manifest>> {
+    for id in store.point_ids().await?.iter().rev() {
+        if let Some(b) = store.get(&store.point_key(id)).await? {
+            if let Ok(m) = serde_json::from_slice::<Manifest>(&b) {
+                return Ok(Some(m));
+            }
+        }
+    }
+    Ok(None)
+}
+
+pub async fn read_manifest(store: &Store, id: &str) -> Result<Manifest> {
+    let b = store.get(&store.point_key(id)).await?.ok_or_else(|| {
+        Error::failed_hint(
+            format!("recovery point {id} does not exist"),
+            "list points with drd points list",
+        )
+    })?;
+    serde_json::from_slice(&b).map_err(|e| {
+        Error::failed(format!(
+            "recovery point {id}: manifest {} is unreadable: {e}",
+            store.point_key(id)
+        ))
+    })
+}
+
+/// A new point id: sortable time, then a random suffix.
+pub fn new_point_id(now: SystemTime) -> String {
+    let t = humantime::format_rfc3339_seconds(now).to_string(); // 2026-11-27T04:15:00Z
+    let compact: String = t.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    let seed = format!("{:?}{}{}", now, std::process::id(), t);
+    let h = hex::encode(Sha256::digest(seed.as_bytes()));
+    format!("{compact}-{}", &h[..8])
+}
+
+struct Writer<'a> {
+    store: &'a Store,
+    new_blobs: u64,
+    new_bytes: u64,
+}
+
+impl Writer<'_> {
+    async fn put(&mut self, bytes: &[u8]) -> Result<BlobRef> {
+        let (r, w) = self.store.put_blob(bytes).await?;
+        if w == Written::New {
+            self.new_blobs += 1;
+            self.new_bytes += r.size;
+        }
+        Ok(r)
+    }
+}
+
+/// Take one recovery point.
+pub async fn backup(
+    aws: &Aws,
+    policy: &Policy,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<BackupReport> {
+    let started = Instant::now();
+    let recipients = crypto::recipients(
+        &policy
+            .backup
+            .recipients
+            .get_ref()
+            .iter()
+            .map(|r| r.get_ref().clone())
+            .collect::<Vec<_>>(),
+    )?;
+    let store = open_store(aws, policy).await?;
+    let lease = Lease::acquire(&store, STORE_LEASE, "drd backup", LEASE_TTL).await?;
+    let result = capture(aws, policy, &store, &recipients, &lease, progress).await;
+    let release = lease.release().await;
+    let mut report = result?;
+    release?;
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+async fn capture(
+    aws: &Aws,
+    policy: &Policy,
+    store: &Store,
+    recipients: &[Box<dyn age::Recipient + Send>],
+    lease: &Lease,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<BackupReport> {
+    let region = policy.primary_region();
+    let prev = latest_manifest(store).await?;
+    let mut w = Writer {
+        store,
+        new_blobs: 0,
+        new_bytes: 0,
+    };
+
+    // The stack.
+    let cf = aws.cloudformation(region).await;
+    let stack = cf
+        .describe_stacks()
+        .stack_name(policy.stack_name())
+        .send()
+        .await
+        .map_err(|e| aws_error("cloudformation", "DescribeStacks", e))?
+        .stacks()
+        .first()
+        .cloned()
+        .ok_or_else(|| {
+            Error::failed(format!(
+                "stack {} not found in {region}",
+                policy.stack_name()
+            ))
+        })?;
+    let body = cf
+        .get_template()
+        .stack_name(policy.stack_name())
+        .send()
+        .await
+        .map_err(|e| aws_error("cloudformation", "GetTemplate", e))?
+        .template_body()
+        .unwrap_or_default()
+        .to_string();
+    // NoEcho parameters are never stored in clear, even where the API returns them (moto does).
+    let no_echo: BTreeSet<String> = Template::parse(body.clone(), "captured template")
+        .map(|t| t.no_echo.into_iter().collect())
+        .unwrap_or_default();
+    let template = w.put(body.as_bytes()).await?;
+    progress("template captured");
+    let parameters = stack
+        .parameters()
+        .iter()
+        .map(|p| {
+            let key = p.parameter_key().unwrap_or_default().to_string();
+            let redacted = no_echo.contains(&key) || p.parameter_value() == Some("****");
+            ParameterCapture {
+                value: (!redacted).then(|| p.parameter_value().unwrap_or_default().to_string()),
+                key,
+                redacted,
+            }
+        })
+        .collect();
+    let outputs = stack
+        .outputs()
+        .iter()
+        .map(|o| {
+            (
+                o.output_key().unwrap_or_default().to_string(),
+                o.output_value().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let tags = stack
+        .tags()
+        .iter()
+        .map(|t| {
+            (
+                t.key().unwrap_or_default().to_string(),
+                t.value().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let resources = cf
+        .describe_stack_resources()
+        .stack_name(policy.stack_name())
+        .send()
+        .await
+        .map_err(|e| aws_error("cloudformation", "DescribeStackResources", e))?
+        .stack_resources()
+        .iter()
+        .map(|r| ResourceCapture {
+            logical_id: r.logical_resource_id().unwrap_or_default().to_string(),
+            physical_id: r.physical_resource_id().unwrap_or_default().to_string(),
+            resource_type: r.resource_type().unwrap_or_default().to_string(),
+            status: r
+                .resource_status()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+        })
+        .collect();
+
+    // The function: configuration per version, aliases, URL.
+    let lambda = aws.lambda(region).await;
+    let function = policy.function_name();
+    let mut configs = BTreeMap::new();
+    let mut versions = vec![];
+    let mut pages = lambda
+        .list_versions_by_function()
+        .function_name(function)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| aws_error("lambda", "ListVersionsByFunction", e))?;
+        for v in page.versions() {
+            let version = v.version().unwrap_or_default().to_string();
+            let env: BTreeMap<String, String> = v
+                .environment()
+                .and_then(|e| e.variables())
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default();
+            configs.insert(
+                version.clone(),
+                serde_json::json!({
+                    "code_sha256": v.code_sha256(),
+                    "runtime": v.runtime().map(|r| r.as_str()),
+                    "handler": v.handler(),
+                    "memory_size": v.memory_size(),
+                    "timeout": v.timeout(),
+                    "role": v.role(),
+                    "description": v.description(),
+                    "architectures": v.architectures().iter().map(|a| a.as_str()).collect::<Vec<_>>(),
+                    "environment": env,
+                }),
+            );
+            versions.push(VersionCapture {
+                version,
+                code_sha256: v.code_sha256().unwrap_or_default().to_string(),
+            });
+        }
+    }
+    let configuration = w
+        .put(&serde_json::to_vec_pretty(&configs).expect("serializes"))
+        .await?;
+    let mut aliases = BTreeMap::new();
+    let out = lambda
+        .list_aliases()
+        .function_name(function)
+        .send()
+        .await
+        .map_err(|e| aws_error("lambda", "ListAliases", e))?;
+    for a in out.aliases() {
+        aliases.insert(
+            a.name().unwrap_or_default().to_string(),
+            a.function_version().unwrap_or_default().to_string(),
+        );
+    }
+    let url = match lambda
+        .get_function_url_config()
+        .function_name(function)
+        .qualifier(crate::lambda::LIVE_ALIAS)
+        .send()
+        .await
+    {
+        Ok(u) => Some(UrlCapture {
+            url: u.function_url().to_string(),
+            qualifier: crate::lambda::LIVE_ALIAS.into(),
+            auth_type: u.auth_type().as_str().to_string(),
+        }),
+        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => None,
+        Err(e) => return Err(aws_error("lambda", "GetFunctionUrlConfig", e)),
+    };
+    progress("function configuration captured");
+
+    // Code packages of the live (and, with pins, pinned) versions, re-hashed.
+    let mut wanted: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    if let Some(v) = aliases.get(crate::lambda::LIVE_ALIAS) {
+        if let Some(vc) = versions.iter().find(|x| &x.version == v) {
+            wanted
+                .entry(vc.code_sha256.clone())
+                .or_default()
+                .push(format!("live ({v})"));
+        }
+    }
+    let artifacts = aws.s3(region).await;
+    let mut code = vec![];
+    for (sha, used_by) in wanted {
+        let hex = package::hex_of_code_sha256(&sha)
+            .ok_or_else(|| Error::failed(format!("CodeSha256 {sha:?} is not a SHA-256")))?;
+        let blob = if store.exists(&store.blob_key(&hex)).await? {
+            BlobRef {
+                sha256: hex.clone(),
+                size: store
+                    .s3
+                    .head_object()
+                    .bucket(&store.bucket)
+                    .key(store.blob_key(&hex))
+                    .send()
+                    .await
+                    .map_err(|e| aws_error("s3", "HeadObject", e))?
+                    .content_length()
+                    .unwrap_or(0) as u64,
+            }
+        } else {
+            let zip = fetch_code(
+                &artifacts, &lambda, policy, region, function, &hex, &used_by,
+            )
+            .await?;
+            let got = hex::encode(Sha256::digest(&zip));
+            if got != hex {
+                return Err(Error::failed(format!(
+                    "the code package of {function} ({}) hashes to {got}, not to its CodeSha256 {hex}: the point is not taken",
+                    used_by.join(", ")
+                )));
+            }
+            w.put(&zip).await?
+        };
+        code.push(CodeCapture {
+            code_sha256: sha,
+            used_by,
+            blob,
+        });
+    }
+    progress(&format!("{} code package(s) captured", code.len()));
+
+    // The log group's retention.
+    let log_group = capture_log_group(aws, region, function).await?;
+
+    // Secrets: every staged version, encrypted once per version id.
+    let known: BTreeMap<(String, String), SecretVersionCapture> = prev
+        .iter()
+        .flat_map(|m| m.secrets.iter())
+        .flat_map(|s| {
+            s.versions
+                .iter()
+                .map(move |v| ((s.name.clone(), v.version_id.clone()), v.clone()))
+        })
+        .collect();
+    let sm = aws.secrets(region).await;
+    let mut secrets = vec![];
+    for name in policy.secret_names() {
+        let mut versions = vec![];
+        // DescribeSecret first: moto 5.2.1 answers ListSecretVersionIds on a missing secret
+        // with a 500 instead of ResourceNotFoundException.
+        match sm.describe_secret().secret_id(&name).send().await {
+            Ok(_) => {}
+            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {
+                secrets.push(SecretCapture { name, versions });
+                continue;
+            }
+            Err(e) => return Err(aws_error("secretsmanager", "DescribeSecret", e)),
+        }
+        let listed = sm
+            .list_secret_version_ids()
+            .secret_id(&name)
+            .send()
+            .await
+            .map_err(|e| aws_error("secretsmanager", "ListSecretVersionIds", e))?;
+        for v in listed.versions() {
+            let stages: Vec<String> = v.version_stages().to_vec();
+            let Some(id) = v.version_id() else { continue };
+            if stages.is_empty() {
+                continue;
+            }
+            let created_date = v.created_date().map(|d| d.to_string());
+            if let Some(k) = known.get(&(name.clone(), id.to_string())) {
+                if store.exists(&store.blob_key(&k.blob.sha256)).await? {
+                    versions.push(SecretVersionCapture {
+                        stages,
+                        created_date,
+                        ..k.clone()
+                    });
+                    continue;
+                }
+            }
+            let val = sm
+                .get_secret_value()
+                .secret_id(&name)
+                .version_id(id)
+                .send()
+                .await
+                .map_err(|e| aws_error("secretsmanager", "GetSecretValue", e))?;
+            let plain: SecretString = match (val.secret_string(), val.secret_binary()) {
+                (Some(s), _) => SecretString::from(s.to_string()),
+                (None, Some(b)) => {
+                    SecretString::from(String::from_utf8_lossy(b.as_ref()).into_owned())
+                }
+                (None, None) => SecretString::from(String::new()),
+            };
+            let json = serde_json::from_str::<serde_json::Value>(plain.expose_secret())
+                .is_ok_and(|v| v.is_object() || v.is_array());
+            let cipher = crypto::encrypt(recipients, plain.expose_secret().as_bytes())?;
+            drop(plain);
+            let blob = w.put(&cipher).await?;
+            versions.push(SecretVersionCapture {
+                version_id: id.to_string(),
+                stages,
+                created_date,
+                blob,
+                json,
+            });
+        }
+        versions.sort_by(|a, b| a.version_id.cmp(&b.version_id));
+        secrets.push(SecretCapture { name, versions });
+    }
+    progress("secrets captured");
+
+    let now = SystemTime::now();
+    let mut manifest = Manifest {
+        schema: MANIFEST_SCHEMA,
+        id: new_point_id(now),
+        created_at: humantime::format_rfc3339_seconds(now).to_string(),
+        holder: format!(
+            "{}@{} pid {}",
+            lease.record.holder, lease.record.host, lease.record.pid
+        ),
+        fencing_token: lease.record.token,
+        stack: StackCapture {
+            name: policy.stack_name().to_string(),
+            region: region.to_string(),
+            status: stack
+                .stack_status()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+            template,
+            parameters,
+            outputs,
+            tags,
+            resources,
+        },
+        function: FunctionCapture {
+            name: function.to_string(),
+            configuration,
+            versions,
+            aliases,
+            url,
+        },
+        code,
+        log_group,
+        secrets,
+        changes: Changes::default(),
+    };
+    manifest.changes = Changes {
+        new_blobs: w.new_blobs,
+        new_bytes: w.new_bytes,
+        items: diff(prev.as_ref(), &manifest),
+    };
+    let body = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
+    // Last: the point exists from here on.
+    store
+        .put_once(&store.point_key(&manifest.id), &body)
+        .await?;
+    progress(&format!("manifest {} written", manifest.id));
+    Ok(BackupReport {
+        id: manifest.id.clone(),
+        new_blobs: w.new_blobs,
+        new_bytes: w.new_bytes,
+        objects_written: w.new_blobs + 1,
+        changed: manifest.changes.items.clone(),
+        duration_ms: 0,
+    })
+}
+
+async fn fetch_code(
+    artifacts: &aws_sdk_s3::Client,
+    lambda: &aws_sdk_lambda::Client,
+    policy: &Policy,
+    region: &str,
+    function: &str,
+    hex: &str,
+    used_by: &[String],
+) -> Result<Vec<u8>> {
+    let bucket = policy.artifact_bucket(region);
+    match artifacts
+        .get_object()
+        .bucket(&bucket)
+        .key(package::object_key(hex))
+        .send()
+        .await
+    {
+        Ok(o) => {
+            return Ok(o
+                .body
+                .collect()
+                .await
+                .map_err(|e| Error::failed(format!("reading the code package from {bucket}: {e}")))?
+                .into_bytes()
+                .to_vec())
+        }
+        Err(e) if error_code(&e) == Some("NoSuchKey") || error_code(&e) == Some("NoSuchBucket") => {
+        }
+        Err(e) => return Err(aws_error("s3", "GetObject", e)),
+    }
+    // Not in the artifact bucket: on real AWS, Code.Location is a presigned URL.
+    let qualifier = used_by
+        .first()
+        .and_then(|u| u.split(['(', ')']).nth(1))
+        .unwrap_or("$LATEST")
+        .to_string();
+    let f = lambda
+        .get_function()
+        .function_name(function)
+        .qualifier(qualifier)
+        .send()
+        .await
+        .map_err(|e| aws_error("lambda", "GetFunction", e))?;
+    let location = f
+        .code()
+        .and_then(|c| c.location())
+        .unwrap_or_default()
+        .to_string();
+    let r = reqwest::get(&location)
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| Error::failed_hint(
+            format!("the code package {hex} is neither in {bucket} nor downloadable from Code.Location: {}", e.without_url()),
+            "deploy with drd deploy so packages are stored content-addressed",
+        ))?;
+    Ok(r.bytes()
+        .await
+        .map_err(|e| Error::failed(e.without_url().to_string()))?
+        .to_vec())
+}
+
+async fn capture_log_group(
+    aws: &Aws,
+    region: &str,
+    function: &str,
+) -> Result<Option<LogGroupCapture>> {
+    let logs = aws.logs(region).await;
+    let name = format!("/aws/lambda/{function}");
+    let out = logs
+        .describe_log_groups()
+        .log_group_name_prefix(&name)
+        .send()
+        .await
+        .map_err(|e| aws_error("logs", "DescribeLogGroups", e))?;
+    Ok(out
+        .log_groups()
+        .iter()
+        .find(|g| g.log_group_name() == Some(name.as_str()))
+        .map(|g| LogGroupCapture {
+            name: name.clone(),
+            retention_days: g.retention_in_days(),
+        }))
+}
+
+/// What changed since the previous point.
+fn diff(prev: Option<&Manifest>, m: &Manifest) -> Vec<String> {
+    let Some(p) = prev else {
+        return vec!["first recovery point".into()];
+    };
+    let mut out = vec![];
+    if p.stack.template != m.stack.template {
+        out.push("template".into());
+    }
+    if p.stack.parameters != m.stack.parameters {
+        out.push("parameters".into());
+    }
+    if p.function.configuration != m.function.configuration {
+        out.push("function configuration".into());
+    }
+    if p.function.aliases != m.function.aliases {
+        out.push("aliases".into());
+    }
+    let codes = |x: &Manifest| {
+        x.code
+            .iter()
+            .map(|c| c.code_sha256.clone())
+            .collect::<BTreeSet<_>>()
+    };
+    if codes(p) != codes(m) {
+        out.push("code packages".into());
+    }
+    for s in &m.secrets {
+        let before: BTreeSet<_> = p
+            .secrets
+            .iter()
+            .filter(|x| x.name == s.name)
+            .flat_map(|x| {
+                x.versions
+                    .iter()
+                    .map(|v| (v.version_id.clone(), v.stages.clone()))
+            })
+            .collect();
+        let after: BTreeSet<_> = s
+            .versions
+            .iter()
+            .map(|v| (v.version_id.clone(), v.stages.clone()))
+            .collect();
+        if before != after {
+            out.push(format!("secret {}", s.name));
+        }
+    }
+    if p.log_group != m.log_group {
+        out.push("log group".into());
+    }
+    out
+}

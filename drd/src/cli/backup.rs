@@ -1,0 +1,40 @@
+//! `drd backup`: take a recovery point now.
+
+use super::Cli;
+use crate::error::Result;
+use std::io::IsTerminal;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub async fn run(cli: &Cli, _args: &Args) -> Result<()> {
+    let policy = cli.load_policy()?;
+    let show = !cli.json() && std::io::stderr().is_terminal();
+    let progress = move |line: &str| {
+        if show {
+            eprintln!("  {line}");
+        }
+    };
+    let r = crate::backup::backup(&cli.aws(), &policy, &progress).await?;
+    if cli.json() {
+        super::print_json(&r);
+    } else {
+        println!("{}", r.id);
+        println!(
+            "  {} new blob(s), {} bytes, {} object(s) written in {:.2}s",
+            r.new_blobs,
+            r.new_bytes,
+            r.objects_written,
+            r.duration_ms as f64 / 1000.0
+        );
+        println!(
+            "  changed: {}",
+            if r.changed.is_empty() {
+                "nothing".to_string()
+            } else {
+                r.changed.join(", ")
+            }
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! Leases in the store: `locks/<name>` created with `If-None-Match: *`, holding who took it,
+//! until when, and a fencing token. An expired lease, or one whose holder process on this host
+//! is gone (a killed run), may be taken over.
+
+use super::{status_of, Store};
+use crate::aws::aws_error;
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LeaseRecord {
+    pub holder: String,
+    pub host: String,
+    pub pid: u32,
+    pub token: u64,
+    /// Seconds since the epoch.
+    pub expires_at: u64,
+}
+
+pub struct Lease {
+    store: Store,
+    key: String,
+    pub record: LeaseRecord,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown-host".into())
+}
+
+fn pid_alive(pid: u32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+impl Lease {
+    /// Take the lease `name` for `ttl`, or fail with `Error::LockHeld` (exit 3).
+    pub async fn acquire(store: &Store, name: &str, what: &str, ttl: Duration) -> Result<Lease> {
+        let key = format!("{}locks/{name}", store.prefix);
+        for _ in 0..3 {
+            let previous = store.get(&key).await?;
+            let prev: Option<LeaseRecord> = previous
+                .as_ref()
+                .and_then(|b| serde_json::from_slice(b).ok());
+            if let Some(p) = &prev {
+                let dead_here = p.host == hostname() && !pid_alive(p.pid);
+                if p.expires_at > now_secs() && !dead_here {
+                    return Err(Error::LockHeld {
+                        name: format!("s3://{}/{key}", store.bucket),
+                        holder: format!("{} (pid {} on {})", p.holder, p.pid, p.host),
+                        until: humantime::format_rfc3339_seconds(
+                            UNIX_EPOCH + Duration::from_secs(p.expires_at),
+                        )
+                        .to_string(),
+                    });
+                }
+                // Expired or abandoned: take it over.
+                store.delete(&key).await?;
+            } else if previous.is_some() {
+                store.delete(&key).await?; // unreadable lease: a torn write
+            }
+            let record = LeaseRecord {
+                holder: what.to_string(),
+                host: hostname(),
+                pid: std::process::id(),
+                token: prev.map(|p| p.token + 1).unwrap_or(1),
+                expires_at: now_secs() + ttl.as_secs(),
+            };
+            let body = serde_json::to_vec(&record).expect("lease serializes");
+            match store
+                .s3
+                .put_object()
+                .bucket(&store.bucket)
+                .key(&key)
+                .if_none_match("*")
+                .body(body.into())
+                .send()
+                .await
+            {
+                Ok(_) => {
+                    return Ok(Lease {
+                        store: store.clone(),
+                        key,
+                        record,
+                    })
+                }
+                Err(e) if status_of(&e) == Some(412) => continue, // lost a race: look again
+                Err(e) => return Err(aws_error("s3", "PutObject", e)),
+            }
+        }
+        Err(Error::failed(format!(
+            "could not take the lease {key}: it kept changing"
+        )))
+    }
+
+    /// Give the lease back (only if it is still ours).
+    pub async fn release(self) -> Result<()> {
+        if let Some(b) = self.store.get(&self.key).await? {
+            if serde_json::from_slice::<LeaseRecord>(&b).ok().as_ref() == Some(&self.record) {
+                self.store.delete(&self.key).await?;
+            }
+        }
+        Ok(())
+    }
+}
