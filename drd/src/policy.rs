@@ -87,6 +87,33 @@ pub struct BackupPolicy {
     pub region: Spanned<String>,
     /// age recipients (X25519 `age1...` or SSH public keys): drd can encrypt, never decrypt.
     pub recipients: Spanned<Vec<Spanned<String>>>,
+    /// Object Lock on the store bucket(s): created with it, never weakened.
+    #[serde(default)]
+    pub object_lock: Option<ObjectLockPolicy>,
+    /// Further buckets every point is copied to (each outside the primary region).
+    #[serde(default)]
+    pub copies: Vec<CopyPolicy>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockMode {
+    Governance,
+    Compliance,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectLockPolicy {
+    pub mode: LockMode,
+    pub days: Spanned<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyPolicy {
+    pub bucket: Spanned<String>,
+    pub region: Spanned<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -230,6 +257,53 @@ impl Policy {
                     field,
                     format!("{:?} is not a valid S3 bucket name: {why}", value.get_ref()),
                     "use 3-63 lowercase letters, digits, '-' and '.'",
+                ));
+            }
+        }
+        if let Some(l) = &self.backup.object_lock {
+            if *l.days.get_ref() == 0 {
+                return Err(at(
+                    &l.days.span(),
+                    "backup.object_lock.days",
+                    "Object Lock retention must be at least 1 day".into(),
+                    "set days = 1 or more, or remove [backup.object_lock]",
+                ));
+            }
+        }
+        for (i, c) in self.backup.copies.iter().enumerate() {
+            if !is_region_name(c.region.get_ref()) {
+                return Err(at(
+                    &c.region.span(),
+                    &format!("backup.copies[{i}].region"),
+                    format!("{:?} is not an AWS region name", c.region.get_ref()),
+                    "use a region code such as \"eu-west-1\"",
+                ));
+            }
+            if c.region.get_ref() == self.stack.primary_region.get_ref() {
+                return Err(at(
+                    &c.region.span(),
+                    &format!("backup.copies[{i}].region"),
+                    "a copy in the primary region is lost with it".into(),
+                    "put copies in other regions",
+                ));
+            }
+            if let Err(why) = check_bucket_name(c.bucket.get_ref()) {
+                return Err(at(
+                    &c.bucket.span(),
+                    &format!("backup.copies[{i}].bucket"),
+                    format!(
+                        "{:?} is not a valid S3 bucket name: {why}",
+                        c.bucket.get_ref()
+                    ),
+                    "use 3-63 lowercase letters, digits, '-' and '.'",
+                ));
+            }
+            if c.bucket.get_ref() == self.backup.bucket.get_ref() {
+                return Err(at(
+                    &c.bucket.span(),
+                    &format!("backup.copies[{i}].bucket"),
+                    "the copy bucket is the backup bucket itself".into(),
+                    "name a different bucket",
                 ));
             }
         }
@@ -465,6 +539,27 @@ recipients = ["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"]
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHsKLqeplhpW+uObz5dvMgjz1OxfM/XXUB+VHtZ6isGN alice@rust",
         );
         parse(&t).unwrap();
+    }
+
+    #[test]
+    fn copies_and_object_lock_are_checked() {
+        let t = format!("{GOOD}\n[backup.object_lock]\nmode = \"compliance\"\ndays = 0\n");
+        let e = parse(&t).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("backup.object_lock.days"));
+        let t = format!("{GOOD}\n[backup.object_lock]\nmode = \"forever\"\ndays = 3\n");
+        assert!(parse(&t).unwrap_err().message.contains("unknown variant"));
+        let t = format!("{GOOD}\n[[backup.copies]]\nbucket = \"c\"\nregion = \"eu-west-1\"\n");
+        let e = parse(&t).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("backup.copies[0].bucket"));
+        let t = format!("{GOOD}\n[[backup.copies]]\nbucket = \"copy-b\"\nregion = \"us-east-1\"\n");
+        let e = parse(&t).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("backup.copies[0].region"));
+        assert_eq!(e.line, Some(18));
+        let t = format!("{GOOD}\n[[backup.copies]]\nbucket = \"copy-b\"\nregion = \"eu-west-1\"\n\n[retention]\nkeep_within = \"soon\"\n");
+        assert_eq!(
+            parse(&t).unwrap_err().field.as_deref(),
+            Some("retention.keep_within")
+        );
     }
 
     #[test]

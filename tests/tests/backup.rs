@@ -593,3 +593,136 @@ async fn prune_deletes_manifests_then_unreferenced_blobs_and_keeps_what_rules_ke
     ]);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn object_lock_makes_points_immutable_copies_follow_and_a_lock_is_never_weakened() {
+    let sb = Sandbox::start();
+    let (_identity, recipient) = age_keygen(sb.dir.path());
+    let extra = "[[backup.copies]]\nbucket = \"bk-g-copy\"\nregion = \"eu-west-1\"\n\n[backup.object_lock]\nmode = \"governance\"\ndays = 2\n";
+    let policy = sb.policy_with("bk-g", &recipient, extra);
+    sb.allow_key(KEY);
+    let p = policy.to_str().unwrap();
+    let out = sb.run(
+        &[
+            "--policy",
+            p,
+            "deploy",
+            "--bootstrap",
+            bootstrap().to_str().unwrap(),
+        ],
+        KEY,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = sb.run(&["--policy", p, "backup", "--output", "json"], "");
+    assert!(out.status.success(), "{}", text(&out));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["copies"][0]["bucket"], "bk-g-copy");
+
+    // Both buckets are locked, and hold the same objects (the copy has no lease object).
+    for (bucket, region) in [("bk-g-points", "us-west-2"), ("bk-g-copy", "eu-west-1")] {
+        let s3 = sb.s3(region).await;
+        let lock = s3
+            .get_object_lock_configuration()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap();
+        let rule = lock
+            .object_lock_configuration()
+            .unwrap()
+            .rule()
+            .unwrap()
+            .default_retention()
+            .unwrap();
+        assert_eq!(rule.mode().unwrap().as_str(), "GOVERNANCE");
+        assert_eq!(rule.days(), Some(2));
+    }
+    let keys = |region: &'static str, bucket: &'static str| {
+        let sb = &sb;
+        async move {
+            let s3 = sb.s3(region).await;
+            let mut k: Vec<String> = s3
+                .list_objects_v2()
+                .bucket(bucket)
+                .send()
+                .await
+                .unwrap()
+                .contents()
+                .iter()
+                .map(|o| o.key().unwrap().to_string())
+                .collect();
+            k.sort();
+            k
+        }
+    };
+    let primary = keys("us-west-2", "bk-g-points").await;
+    assert_eq!(primary, keys("eu-west-1", "bk-g-copy").await);
+    assert!(primary.iter().any(|k| k.contains("/points/")));
+
+    // A stored blob cannot be destroyed while locked.
+    let s3 = sb.s3("us-west-2").await;
+    let blob = primary.iter().find(|k| k.contains("/objects/")).unwrap();
+    let head = s3
+        .head_object()
+        .bucket("bk-g-points")
+        .key(blob)
+        .send()
+        .await
+        .unwrap();
+    let err = s3
+        .delete_object()
+        .bucket("bk-g-points")
+        .key(blob)
+        .version_id(head.version_id().unwrap())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.as_service_error()
+            .and_then(|e| aws_sdk_s3::error::ProvideErrorMetadata::code(e)),
+        Some("AccessDenied")
+    );
+
+    // A policy asking for a weaker lock is refused before any write.
+    std::fs::write(
+        &policy,
+        std::fs::read_to_string(&policy)
+            .unwrap()
+            .replace("days = 2", "days = 1"),
+    )
+    .unwrap();
+    let out = sb.run(&["--policy", p, "backup"], "");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("never weakens a lock"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(keys("us-west-2", "bk-g-points").await, primary);
+
+    // So is a lock on a bucket that exists without one.
+    let p2 = sb.policy_with(
+        "bk-g2",
+        &recipient,
+        "[backup.object_lock]\nmode = \"compliance\"\ndays = 1\n",
+    );
+    sb.s3("us-west-2")
+        .await
+        .create_bucket()
+        .bucket("bk-g2-points")
+        .create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint("us-west-2".into())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let out = sb.run(&["--policy", p2.to_str().unwrap(), "backup"], "");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("without Object Lock"),
+        "{}",
+        text(&out)
+    );
+}

@@ -35,6 +35,8 @@ pub struct BackupReport {
     pub new_bytes: u64,
     /// Objects this run wrote (new blobs + the manifest).
     pub objects_written: u64,
+    /// Further buckets the point was copied to, with the objects copied to each.
+    pub copies: Vec<CopyReport>,
     pub changed: Vec<String>,
     pub duration_ms: u64,
 }
@@ -44,7 +46,14 @@ pub async fn open_store(aws: &Aws, policy: &Policy) -> Result<Store> {
     let region = policy.backup.region.get_ref();
     let bucket = policy.backup.bucket.get_ref();
     let s3 = aws.s3(region).await;
-    crate::deploy::ensure_bucket(&s3, bucket, region).await?;
+    crate::store::ensure_store_bucket(
+        &s3,
+        bucket,
+        region,
+        policy.backup.object_lock.as_ref(),
+        &policy.path.display().to_string(),
+    )
+    .await?;
     Ok(Store::new(s3, bucket, policy.stack_name()))
 }
 
@@ -484,8 +493,77 @@ async fn capture(
         new_bytes: w.new_bytes,
         objects_written: w.new_blobs + 1,
         changed: manifest.changes.items.clone(),
+        copies: copy_point(aws, policy, store, &manifest, &body, progress).await?,
         duration_ms: 0,
     })
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct CopyReport {
+    pub bucket: String,
+    pub region: String,
+    pub objects_copied: u64,
+}
+
+/// Copy a point to every further bucket: missing blobs first, the manifest last.
+async fn copy_point(
+    aws: &Aws,
+    policy: &Policy,
+    store: &Store,
+    manifest: &Manifest,
+    body: &[u8],
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Vec<CopyReport>> {
+    let mut out = vec![];
+    for c in &policy.backup.copies {
+        let (bucket, region) = (c.bucket.get_ref(), c.region.get_ref());
+        let s3 = aws.s3(region).await;
+        crate::store::ensure_store_bucket(
+            &s3,
+            bucket,
+            region,
+            policy.backup.object_lock.as_ref(),
+            &policy.path.display().to_string(),
+        )
+        .await?;
+        let target = Store::new(s3.clone(), bucket, policy.stack_name());
+        let mut copied = 0;
+        let mut seen = BTreeSet::new();
+        for (_, b) in manifest.blobs() {
+            let key = target.blob_key(&b.sha256);
+            if !seen.insert(key.clone()) || target.exists(&key).await? {
+                continue;
+            }
+            // GET + conditional PUT rather than CopyObject: moto 5.2.1 refuses CopyObject into
+            // an Object Lock bucket without a checksum header the SDK does not send for copies.
+            let bytes = store.get_blob(&b.sha256).await?.ok_or_else(|| {
+                Error::failed(format!(
+                    "blob {} vanished while copying point {}",
+                    store.blob_key(&b.sha256),
+                    manifest.id
+                ))
+            })?;
+            if target.put_once(&key, &bytes).await? == Written::New {
+                copied += 1;
+            }
+        }
+        if target
+            .put_once(&target.point_key(&manifest.id), body)
+            .await?
+            == Written::New
+        {
+            copied += 1;
+        }
+        progress(&format!(
+            "copied to s3://{bucket} ({region}): {copied} object(s)"
+        ));
+        out.push(CopyReport {
+            bucket: bucket.clone(),
+            region: region.clone(),
+            objects_copied: copied,
+        });
+    }
+    Ok(out)
 }
 
 async fn fetch_code(

@@ -204,3 +204,117 @@ impl HasStatus for aws_smithy_runtime_api::http::Response {
         self.status().as_u16()
     }
 }
+
+/// Make sure a store bucket exists in `region`, with Object Lock when asked. An existing lock is
+/// never weakened: a policy asking for less than the bucket has is refused.
+pub async fn ensure_store_bucket(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    region: &str,
+    lock: Option<&crate::policy::ObjectLockPolicy>,
+    policy_file: &str,
+) -> Result<()> {
+    use aws_sdk_s3::types::{
+        DefaultRetention, ObjectLockConfiguration, ObjectLockEnabled, ObjectLockRetentionMode,
+        ObjectLockRule,
+    };
+    let exists = match s3.head_bucket().bucket(bucket).send().await {
+        Ok(_) => true,
+        Err(e) if status_of(&e) == Some(404) => false,
+        Err(e) => return Err(aws_error("s3", "HeadBucket", e)),
+    };
+    if !exists {
+        let mut req = s3
+            .create_bucket()
+            .bucket(bucket)
+            .object_lock_enabled_for_bucket(lock.is_some());
+        if region != "us-east-1" {
+            req = req.create_bucket_configuration(
+                aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                    .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(region))
+                    .build(),
+            );
+        }
+        match req.send().await {
+            Ok(_) => {}
+            Err(e) if error_code(&e) == Some("BucketAlreadyOwnedByYou") => {}
+            Err(e) => return Err(aws_error("s3", "CreateBucket", e)),
+        }
+    }
+    let Some(lock) = lock else { return Ok(()) };
+    let mode = |m: crate::policy::LockMode| match m {
+        crate::policy::LockMode::Governance => ObjectLockRetentionMode::Governance,
+        crate::policy::LockMode::Compliance => ObjectLockRetentionMode::Compliance,
+    };
+    let current = match s3
+        .get_object_lock_configuration()
+        .bucket(bucket)
+        .send()
+        .await
+    {
+        Ok(o) => o.object_lock_configuration().cloned(),
+        Err(e) if error_code(&e) == Some("ObjectLockConfigurationNotFoundError") => None,
+        Err(e) => return Err(aws_error("s3", "GetObjectLockConfiguration", e)),
+    };
+    let enabled =
+        current.as_ref().and_then(|c| c.object_lock_enabled()) == Some(&ObjectLockEnabled::Enabled);
+    if exists && !enabled {
+        return Err(crate::error::ConfigError::new(
+            policy_file,
+            format!("the store bucket {bucket} exists without Object Lock, which can only be switched on at creation"),
+        )
+        .field("backup.object_lock")
+        .hint("point backup.bucket at a new bucket (drd creates it locked) or remove [backup.object_lock]")
+        .into());
+    }
+    let have = current
+        .as_ref()
+        .and_then(|c| c.rule())
+        .and_then(|r| r.default_retention())
+        .map(|d| (d.mode().cloned(), d.days().unwrap_or(0)));
+    let want_mode = mode(lock.mode);
+    let want_days = *lock.days.get_ref() as i32;
+    if let Some((have_mode, have_days)) = &have {
+        let rank = |m: &Option<ObjectLockRetentionMode>| match m {
+            Some(ObjectLockRetentionMode::Compliance) => 2,
+            Some(ObjectLockRetentionMode::Governance) => 1,
+            _ => 0,
+        };
+        if rank(&Some(want_mode.clone())) < rank(have_mode) || want_days < *have_days {
+            return Err(crate::error::ConfigError::new(
+                policy_file,
+                format!(
+                    "the store bucket {bucket} is locked {} for {have_days} days; the policy asks for {} for {want_days}: drd never weakens a lock",
+                    have_mode.as_ref().map(|m| m.as_str()).unwrap_or("?"),
+                    want_mode.as_str()
+                ),
+            )
+            .field("backup.object_lock")
+            .hint("raise backup.object_lock to at least the bucket's lock")
+            .into());
+        }
+        if rank(&Some(want_mode.clone())) == rank(have_mode) && want_days == *have_days {
+            return Ok(());
+        }
+    }
+    let conf = ObjectLockConfiguration::builder()
+        .object_lock_enabled(ObjectLockEnabled::Enabled)
+        .rule(
+            ObjectLockRule::builder()
+                .default_retention(
+                    DefaultRetention::builder()
+                        .mode(want_mode)
+                        .days(want_days)
+                        .build(),
+                )
+                .build(),
+        )
+        .build();
+    s3.put_object_lock_configuration()
+        .bucket(bucket)
+        .object_lock_configuration(conf)
+        .send()
+        .await
+        .map_err(|e| aws_error("s3", "PutObjectLockConfiguration", e))?;
+    Ok(())
+}
