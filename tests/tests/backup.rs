@@ -726,3 +726,42 @@ async fn object_lock_makes_points_immutable_copies_follow_and_a_lock_is_never_we
         text(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_code_package_that_does_not_match_its_code_sha256_fails_the_point() {
+    let s = Setup::new("bk-h").await;
+    // Tamper with the stored package behind Lambda's back.
+    let lambda = s.sb.lambda("us-east-1").await;
+    let conf = lambda
+        .get_function_configuration()
+        .function_name("bk-h-fn")
+        .qualifier("live")
+        .send()
+        .await
+        .unwrap();
+    let hex = drd::workload::package::hex_of_code_sha256(conf.code_sha256().unwrap()).unwrap();
+    let s3 = s.sb.s3("us-east-1").await;
+    s3.put_object()
+        .bucket("bk-h-artifacts-us-east-1")
+        .key(drd::workload::package::object_key(&hex))
+        .body(b"not the package".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let out = s.drd(&["backup"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not to its CodeSha256"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !s.objects().await.iter().any(|k| k.contains("/points/")),
+        "no point was written"
+    );
+    let out = s.drd(&["points", "list", "--output", "json"]);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+        json!([])
+    );
+}

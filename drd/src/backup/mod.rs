@@ -22,6 +22,7 @@ use manifest::*;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Lease on the store held by every writing command.
@@ -55,6 +56,21 @@ pub async fn open_store(aws: &Aws, policy: &Policy) -> Result<Store> {
     )
     .await?;
     Ok(Store::new(s3, bucket, policy.stack_name()))
+}
+
+/// Open an existing store for reading; never creates anything.
+pub async fn open_store_read(aws: &Aws, policy: &Policy) -> Result<Store> {
+    let region = policy.backup.region.get_ref();
+    let bucket = policy.backup.bucket.get_ref();
+    let s3 = aws.s3(region).await;
+    match s3.head_bucket().bucket(bucket).send().await {
+        Ok(_) => Ok(Store::new(s3, bucket, policy.stack_name())),
+        Err(e) if crate::store::status_of(&e) == Some(404) => Err(Error::failed_hint(
+            format!("the store bucket {bucket} does not exist in {region}: there is no recovery point yet"),
+            "take one with drd backup",
+        )),
+        Err(e) => Err(aws_error("s3", "HeadBucket", e)),
+    }
 }
 
 /// The newest point whose manifest parses, if any.
@@ -93,18 +109,19 @@ pub fn new_point_id(now: SystemTime) -> String {
     format!("{compact}-{}", &h[..8])
 }
 
+/// Writes blobs and counts what was new; shared by the concurrent capture tasks.
 struct Writer<'a> {
     store: &'a Store,
-    new_blobs: u64,
-    new_bytes: u64,
+    new_blobs: AtomicU64,
+    new_bytes: AtomicU64,
 }
 
 impl Writer<'_> {
-    async fn put(&mut self, bytes: &[u8]) -> Result<BlobRef> {
+    async fn put(&self, bytes: &[u8]) -> Result<BlobRef> {
         let (r, w) = self.store.put_blob(bytes).await?;
         if w == Written::New {
-            self.new_blobs += 1;
-            self.new_bytes += r.size;
+            self.new_blobs.fetch_add(1, Ordering::Relaxed);
+            self.new_bytes.fetch_add(r.size, Ordering::Relaxed);
         }
         Ok(r)
     }
@@ -127,10 +144,31 @@ pub async fn backup(
             .collect::<Vec<_>>(),
     )?;
     let store = open_store(aws, policy).await?;
-    let lease = Lease::acquire(&store, STORE_LEASE, "drd backup", LEASE_TTL).await?;
-    let result = capture(aws, policy, &store, &recipients, &lease, progress).await;
-    let release = lease.release().await;
-    let mut report = result?;
+    // The previous point is only a hint (which secret versions are already stored; every reuse
+    // is checked against the store), so it is read while the lease is taken.
+    let (lease, prev) = tokio::join!(
+        Lease::acquire(&store, STORE_LEASE, "drd backup", LEASE_TTL),
+        latest_manifest(&store)
+    );
+    let lease = lease?;
+    let result = match prev {
+        Ok(prev) => capture(aws, policy, &store, &recipients, &lease, prev, progress).await,
+        Err(e) => Err(e),
+    };
+    // The point is complete once its manifest exists: copy it to further buckets while the
+    // store lease is given back.
+    let (copies, release) = match &result {
+        Ok((_, manifest, body)) => {
+            let (c, r) = tokio::join!(
+                copy_point(aws, policy, &store, manifest, body, progress),
+                lease.release()
+            );
+            (Some(c), r)
+        }
+        Err(_) => (None, lease.release().await),
+    };
+    let (mut report, _, _) = result?;
+    report.copies = copies.transpose()?.unwrap_or_default();
     release?;
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
@@ -142,120 +180,166 @@ async fn capture(
     store: &Store,
     recipients: &[Box<dyn age::Recipient + Send>],
     lease: &Lease,
+    prev: Option<Manifest>,
     progress: &(dyn Fn(&str) + Sync),
-) -> Result<BackupReport> {
+) -> Result<(BackupReport, Manifest, Vec<u8>)> {
     let region = policy.primary_region();
-    let prev = latest_manifest(store).await?;
-    let mut w = Writer {
+    let w = Writer {
         store,
-        new_blobs: 0,
-        new_bytes: 0,
+        new_blobs: AtomicU64::new(0),
+        new_bytes: AtomicU64::new(0),
     };
+    let w = &w;
+    let prev = &prev;
 
-    // The stack.
-    let cf = aws.cloudformation(region).await;
-    let stack = cf
-        .describe_stacks()
-        .stack_name(policy.stack_name())
-        .send()
-        .await
-        .map_err(|e| aws_error("cloudformation", "DescribeStacks", e))?
-        .stacks()
-        .first()
-        .cloned()
-        .ok_or_else(|| {
-            Error::failed(format!(
-                "stack {} not found in {region}",
-                policy.stack_name()
-            ))
-        })?;
-    let body = cf
-        .get_template()
-        .stack_name(policy.stack_name())
-        .send()
-        .await
-        .map_err(|e| aws_error("cloudformation", "GetTemplate", e))?
-        .template_body()
-        .unwrap_or_default()
-        .to_string();
-    // NoEcho parameters are never stored in clear, even where the API returns them (moto does).
-    let no_echo: BTreeSet<String> = Template::parse(body.clone(), "captured template")
-        .map(|t| t.no_echo.into_iter().collect())
-        .unwrap_or_default();
-    let template = w.put(body.as_bytes()).await?;
-    progress("template captured");
-    let parameters = stack
-        .parameters()
-        .iter()
-        .map(|p| {
-            let key = p.parameter_key().unwrap_or_default().to_string();
-            let redacted = no_echo.contains(&key) || p.parameter_value() == Some("****");
-            ParameterCapture {
-                value: (!redacted).then(|| p.parameter_value().unwrap_or_default().to_string()),
-                key,
-                redacted,
-            }
-        })
-        .collect();
-    let outputs = stack
-        .outputs()
-        .iter()
-        .map(|o| {
-            (
-                o.output_key().unwrap_or_default().to_string(),
-                o.output_value().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
-    let tags = stack
-        .tags()
-        .iter()
-        .map(|t| {
-            (
-                t.key().unwrap_or_default().to_string(),
-                t.value().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
-    let resources = cf
-        .describe_stack_resources()
-        .stack_name(policy.stack_name())
-        .send()
-        .await
-        .map_err(|e| aws_error("cloudformation", "DescribeStackResources", e))?
-        .stack_resources()
-        .iter()
-        .map(|r| ResourceCapture {
-            logical_id: r.logical_resource_id().unwrap_or_default().to_string(),
-            physical_id: r.physical_resource_id().unwrap_or_default().to_string(),
-            resource_type: r.resource_type().unwrap_or_default().to_string(),
-            status: r
-                .resource_status()
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_default(),
-        })
-        .collect();
+    // Four independent captures run concurrently: stack, function (with code), logs, secrets.
+    let stack_task = async {
+        // The stack.
+        let cf = aws.cloudformation(region).await;
+        let (stack, body, resources_out) = tokio::try_join!(
+            async {
+                cf.describe_stacks()
+                    .stack_name(policy.stack_name())
+                    .send()
+                    .await
+                    .map_err(|e| aws_error("cloudformation", "DescribeStacks", e))?
+                    .stacks()
+                    .first()
+                    .cloned()
+                    .ok_or_else(|| {
+                        Error::failed(format!(
+                            "stack {} not found in {region}",
+                            policy.stack_name()
+                        ))
+                    })
+            },
+            async {
+                Ok::<_, Error>(
+                    cf.get_template()
+                        .stack_name(policy.stack_name())
+                        .send()
+                        .await
+                        .map_err(|e| aws_error("cloudformation", "GetTemplate", e))?
+                        .template_body()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            },
+            async {
+                cf.describe_stack_resources()
+                    .stack_name(policy.stack_name())
+                    .send()
+                    .await
+                    .map_err(|e| aws_error("cloudformation", "DescribeStackResources", e))
+            },
+        )?;
+        // NoEcho parameters are never stored in clear, even where the API returns them (moto does).
+        let no_echo: BTreeSet<String> = Template::parse(body.clone(), "captured template")
+            .map(|t| t.no_echo.into_iter().collect())
+            .unwrap_or_default();
+        let template = w.put(body.as_bytes()).await?;
+        progress("template captured");
+        let parameters = capture_parameters(
+            stack.parameters().iter().map(|p| {
+                (
+                    p.parameter_key().unwrap_or_default(),
+                    p.parameter_value().unwrap_or_default(),
+                )
+            }),
+            &no_echo,
+        );
+        let outputs = stack
+            .outputs()
+            .iter()
+            .map(|o| {
+                (
+                    o.output_key().unwrap_or_default().to_string(),
+                    o.output_value().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        let tags = stack
+            .tags()
+            .iter()
+            .map(|t| {
+                (
+                    t.key().unwrap_or_default().to_string(),
+                    t.value().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        let resources = resources_out
+            .stack_resources()
+            .iter()
+            .map(|r| ResourceCapture {
+                logical_id: r.logical_resource_id().unwrap_or_default().to_string(),
+                physical_id: r.physical_resource_id().unwrap_or_default().to_string(),
+                resource_type: r.resource_type().unwrap_or_default().to_string(),
+                status: r
+                    .resource_status()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default(),
+            })
+            .collect();
 
-    // The function: configuration per version, aliases, URL.
-    let lambda = aws.lambda(region).await;
-    let function = policy.function_name();
-    let mut configs = BTreeMap::new();
-    let mut versions = vec![];
-    let mut pages = lambda
-        .list_versions_by_function()
-        .function_name(function)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| aws_error("lambda", "ListVersionsByFunction", e))?;
-        for v in page.versions() {
-            let version = v.version().unwrap_or_default().to_string();
-            let env: BTreeMap<String, String> = v
-                .environment()
-                .and_then(|e| e.variables())
-                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                .unwrap_or_default();
-            configs.insert(
+        Ok::<_, Error>((stack, template, parameters, outputs, tags, resources))
+    };
+    let function_task = async {
+        // The function: configuration per version, aliases, URL.
+        let lambda = aws.lambda(region).await;
+        let function = policy.function_name();
+        let (listed, out, url) = tokio::try_join!(
+            async {
+                let mut all = vec![];
+                let mut pages = lambda
+                    .list_versions_by_function()
+                    .function_name(function)
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    let page =
+                        page.map_err(|e| aws_error("lambda", "ListVersionsByFunction", e))?;
+                    all.extend(page.versions().iter().cloned());
+                }
+                Ok::<_, Error>(all)
+            },
+            async {
+                lambda
+                    .list_aliases()
+                    .function_name(function)
+                    .send()
+                    .await
+                    .map_err(|e| aws_error("lambda", "ListAliases", e))
+            },
+            async {
+                match lambda
+                    .get_function_url_config()
+                    .function_name(function)
+                    .qualifier(crate::lambda::LIVE_ALIAS)
+                    .send()
+                    .await
+                {
+                    Ok(u) => Ok(Some(UrlCapture {
+                        url: u.function_url().to_string(),
+                        qualifier: crate::lambda::LIVE_ALIAS.into(),
+                        auth_type: u.auth_type().as_str().to_string(),
+                    })),
+                    Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(None),
+                    Err(e) => Err(aws_error("lambda", "GetFunctionUrlConfig", e)),
+                }
+            },
+        )?;
+        let mut configs = BTreeMap::new();
+        let mut versions = vec![];
+        {
+            for v in listed.iter() {
+                let version = v.version().unwrap_or_default().to_string();
+                let env: BTreeMap<String, String> = v
+                    .environment()
+                    .and_then(|e| e.variables())
+                    .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                    .unwrap_or_default();
+                configs.insert(
                 version.clone(),
                 serde_json::json!({
                     "code_sha256": v.code_sha256(),
@@ -269,177 +353,170 @@ async fn capture(
                     "environment": env,
                 }),
             );
-            versions.push(VersionCapture {
-                version,
-                code_sha256: v.code_sha256().unwrap_or_default().to_string(),
-            });
-        }
-    }
-    let configuration = w
-        .put(&serde_json::to_vec_pretty(&configs).expect("serializes"))
-        .await?;
-    let mut aliases = BTreeMap::new();
-    let out = lambda
-        .list_aliases()
-        .function_name(function)
-        .send()
-        .await
-        .map_err(|e| aws_error("lambda", "ListAliases", e))?;
-    for a in out.aliases() {
-        aliases.insert(
-            a.name().unwrap_or_default().to_string(),
-            a.function_version().unwrap_or_default().to_string(),
-        );
-    }
-    let url = match lambda
-        .get_function_url_config()
-        .function_name(function)
-        .qualifier(crate::lambda::LIVE_ALIAS)
-        .send()
-        .await
-    {
-        Ok(u) => Some(UrlCapture {
-            url: u.function_url().to_string(),
-            qualifier: crate::lambda::LIVE_ALIAS.into(),
-            auth_type: u.auth_type().as_str().to_string(),
-        }),
-        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => None,
-        Err(e) => return Err(aws_error("lambda", "GetFunctionUrlConfig", e)),
-    };
-    progress("function configuration captured");
-
-    // Code packages of the live (and, with pins, pinned) versions, re-hashed.
-    let mut wanted: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    if let Some(v) = aliases.get(crate::lambda::LIVE_ALIAS) {
-        if let Some(vc) = versions.iter().find(|x| &x.version == v) {
-            wanted
-                .entry(vc.code_sha256.clone())
-                .or_default()
-                .push(format!("live ({v})"));
-        }
-    }
-    let artifacts = aws.s3(region).await;
-    let mut code = vec![];
-    for (sha, used_by) in wanted {
-        let hex = package::hex_of_code_sha256(&sha)
-            .ok_or_else(|| Error::failed(format!("CodeSha256 {sha:?} is not a SHA-256")))?;
-        let blob = if store.exists(&store.blob_key(&hex)).await? {
-            BlobRef {
-                sha256: hex.clone(),
-                size: store
-                    .s3
-                    .head_object()
-                    .bucket(&store.bucket)
-                    .key(store.blob_key(&hex))
-                    .send()
-                    .await
-                    .map_err(|e| aws_error("s3", "HeadObject", e))?
-                    .content_length()
-                    .unwrap_or(0) as u64,
+                versions.push(VersionCapture {
+                    version,
+                    code_sha256: v.code_sha256().unwrap_or_default().to_string(),
+                });
             }
-        } else {
-            let zip = fetch_code(
-                &artifacts, &lambda, policy, region, function, &hex, &used_by,
-            )
+        }
+        let configuration = w
+            .put(&serde_json::to_vec_pretty(&configs).expect("serializes"))
             .await?;
-            let got = hex::encode(Sha256::digest(&zip));
-            if got != hex {
-                return Err(Error::failed(format!(
+        let mut aliases = BTreeMap::new();
+        for a in out.aliases() {
+            aliases.insert(
+                a.name().unwrap_or_default().to_string(),
+                a.function_version().unwrap_or_default().to_string(),
+            );
+        }
+        progress("function configuration captured");
+
+        // Code packages of the live (and, with pins, pinned) versions, re-hashed.
+        let mut wanted: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        if let Some(v) = aliases.get(crate::lambda::LIVE_ALIAS) {
+            if let Some(vc) = versions.iter().find(|x| &x.version == v) {
+                wanted
+                    .entry(vc.code_sha256.clone())
+                    .or_default()
+                    .push(format!("live ({v})"));
+            }
+        }
+        let artifacts = aws.s3(region).await;
+        let mut code = vec![];
+        for (sha, used_by) in wanted {
+            let hex = package::hex_of_code_sha256(&sha)
+                .ok_or_else(|| Error::failed(format!("CodeSha256 {sha:?} is not a SHA-256")))?;
+            let blob = if let Some(size) = store.head_size(&store.blob_key(&hex)).await? {
+                BlobRef {
+                    sha256: hex.clone(),
+                    size,
+                }
+            } else {
+                let zip = fetch_code(
+                    &artifacts, &lambda, policy, region, function, &hex, &used_by,
+                )
+                .await?;
+                let got = hex::encode(Sha256::digest(&zip));
+                if got != hex {
+                    return Err(Error::failed(format!(
                     "the code package of {function} ({}) hashes to {got}, not to its CodeSha256 {hex}: the point is not taken",
                     used_by.join(", ")
                 )));
-            }
-            w.put(&zip).await?
-        };
-        code.push(CodeCapture {
-            code_sha256: sha,
-            used_by,
-            blob,
-        });
-    }
-    progress(&format!("{} code package(s) captured", code.len()));
-
-    // The log group's retention.
-    let log_group = capture_log_group(aws, region, function).await?;
-
-    // Secrets: every staged version, encrypted once per version id.
-    let known: BTreeMap<(String, String), SecretVersionCapture> = prev
-        .iter()
-        .flat_map(|m| m.secrets.iter())
-        .flat_map(|s| {
-            s.versions
-                .iter()
-                .map(move |v| ((s.name.clone(), v.version_id.clone()), v.clone()))
-        })
-        .collect();
-    let sm = aws.secrets(region).await;
-    let mut secrets = vec![];
-    for name in policy.secret_names() {
-        let mut versions = vec![];
-        // DescribeSecret first: moto 5.2.1 answers ListSecretVersionIds on a missing secret
-        // with a 500 instead of ResourceNotFoundException.
-        match sm.describe_secret().secret_id(&name).send().await {
-            Ok(_) => {}
-            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {
-                secrets.push(SecretCapture { name, versions });
-                continue;
-            }
-            Err(e) => return Err(aws_error("secretsmanager", "DescribeSecret", e)),
-        }
-        let listed = sm
-            .list_secret_version_ids()
-            .secret_id(&name)
-            .send()
-            .await
-            .map_err(|e| aws_error("secretsmanager", "ListSecretVersionIds", e))?;
-        for v in listed.versions() {
-            let stages: Vec<String> = v.version_stages().to_vec();
-            let Some(id) = v.version_id() else { continue };
-            if stages.is_empty() {
-                continue;
-            }
-            let created_date = v.created_date().map(|d| d.to_string());
-            if let Some(k) = known.get(&(name.clone(), id.to_string())) {
-                if store.exists(&store.blob_key(&k.blob.sha256)).await? {
-                    versions.push(SecretVersionCapture {
-                        stages,
-                        created_date,
-                        ..k.clone()
-                    });
-                    continue;
                 }
-            }
-            let val = sm
-                .get_secret_value()
-                .secret_id(&name)
-                .version_id(id)
-                .send()
-                .await
-                .map_err(|e| aws_error("secretsmanager", "GetSecretValue", e))?;
-            let plain: SecretString = match (val.secret_string(), val.secret_binary()) {
-                (Some(s), _) => SecretString::from(s.to_string()),
-                (None, Some(b)) => {
-                    SecretString::from(String::from_utf8_lossy(b.as_ref()).into_owned())
-                }
-                (None, None) => SecretString::from(String::new()),
+                w.put(&zip).await?
             };
-            let json = serde_json::from_str::<serde_json::Value>(plain.expose_secret())
-                .is_ok_and(|v| v.is_object() || v.is_array());
-            let cipher = crypto::encrypt(recipients, plain.expose_secret().as_bytes())?;
-            drop(plain);
-            let blob = w.put(&cipher).await?;
-            versions.push(SecretVersionCapture {
-                version_id: id.to_string(),
-                stages,
-                created_date,
+            code.push(CodeCapture {
+                code_sha256: sha,
+                used_by,
                 blob,
-                json,
             });
         }
-        versions.sort_by(|a, b| a.version_id.cmp(&b.version_id));
-        secrets.push(SecretCapture { name, versions });
-    }
-    progress("secrets captured");
+        progress(&format!("{} code package(s) captured", code.len()));
+
+        Ok::<_, Error>((configuration, versions, aliases, url, code))
+    };
+    // The log group's retention.
+    let logs_task = capture_log_group(aws, region, policy.function_name());
+    let secrets_task = async {
+        // Secrets: every staged version, encrypted once per version id.
+        let known: BTreeMap<(String, String), SecretVersionCapture> = prev
+            .iter()
+            .flat_map(|m| m.secrets.iter())
+            .flat_map(|s| {
+                s.versions
+                    .iter()
+                    .map(move |v| ((s.name.clone(), v.version_id.clone()), v.clone()))
+            })
+            .collect();
+        let sm = aws.secrets(region).await;
+        let (sm, known) = (&sm, &known);
+        // Secrets, and the versions of each, are captured concurrently.
+        let one_secret = |name: String| async move {
+            // DescribeSecret first: moto 5.2.1 answers ListSecretVersionIds on a missing secret
+            // with a 500 instead of ResourceNotFoundException.
+            match sm.describe_secret().secret_id(&name).send().await {
+                Ok(_) => {}
+                Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {
+                    return Ok(SecretCapture {
+                        name,
+                        versions: vec![],
+                    });
+                }
+                Err(e) => return Err(aws_error("secretsmanager", "DescribeSecret", e)),
+            }
+            let listed = sm
+                .list_secret_version_ids()
+                .secret_id(&name)
+                .send()
+                .await
+                .map_err(|e| aws_error("secretsmanager", "ListSecretVersionIds", e))?;
+            let name_ref = &name;
+            let jobs = listed
+                .versions()
+                .iter()
+                .filter(|v| v.version_id().is_some() && !v.version_stages().is_empty())
+                .map(|v| async move {
+                    let stages: Vec<String> = v.version_stages().to_vec();
+                    let id = v.version_id().unwrap_or_default();
+                    let created_date = v.created_date().map(|d| d.to_string());
+                    if let Some(k) = known.get(&(name_ref.clone(), id.to_string())) {
+                        if store.exists(&store.blob_key(&k.blob.sha256)).await? {
+                            return Ok::<_, Error>(SecretVersionCapture {
+                                stages,
+                                created_date,
+                                ..k.clone()
+                            });
+                        }
+                    }
+                    let val = sm
+                        .get_secret_value()
+                        .secret_id(name_ref)
+                        .version_id(id)
+                        .send()
+                        .await
+                        .map_err(|e| aws_error("secretsmanager", "GetSecretValue", e))?;
+                    let plain: SecretString = match (val.secret_string(), val.secret_binary()) {
+                        (Some(s), _) => SecretString::from(s.to_string()),
+                        (None, Some(b)) => {
+                            SecretString::from(String::from_utf8_lossy(b.as_ref()).into_owned())
+                        }
+                        (None, None) => SecretString::from(String::new()),
+                    };
+                    drop(val);
+                    let json = serde_json::from_str::<serde_json::Value>(plain.expose_secret())
+                        .is_ok_and(|v| v.is_object() || v.is_array());
+                    let cipher = crypto::encrypt(recipients, plain.expose_secret().as_bytes())?;
+                    drop(plain);
+                    let blob = w.put(&cipher).await?;
+                    Ok(SecretVersionCapture {
+                        version_id: id.to_string(),
+                        stages,
+                        created_date,
+                        blob,
+                        json,
+                    })
+                });
+            let mut versions = futures::future::try_join_all(jobs).await?;
+            versions.sort_by(|a, b| a.version_id.cmp(&b.version_id));
+            Ok(SecretCapture { name, versions })
+        };
+        let secrets =
+            futures::future::try_join_all(policy.secret_names().into_iter().map(one_secret))
+                .await?;
+        progress("secrets captured");
+        Ok::<_, Error>(secrets)
+    };
+    let (
+        (stack, template, parameters, outputs, tags, resources),
+        (configuration, versions, aliases, url, code),
+        log_group,
+        secrets,
+    ) = tokio::try_join!(stack_task, function_task, logs_task, secrets_task)?;
+    let function = policy.function_name();
+    let (new_blobs, new_bytes) = (
+        w.new_blobs.load(Ordering::Relaxed),
+        w.new_bytes.load(Ordering::Relaxed),
+    );
 
     let now = SystemTime::now();
     let mut manifest = Manifest {
@@ -477,25 +554,27 @@ async fn capture(
         changes: Changes::default(),
     };
     manifest.changes = Changes {
-        new_blobs: w.new_blobs,
-        new_bytes: w.new_bytes,
+        new_blobs,
+        new_bytes,
         items: diff(prev.as_ref(), &manifest),
     };
     let body = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
     // Last: the point exists from here on.
-    store
-        .put_once(&store.point_key(&manifest.id), &body)
-        .await?;
+    store.put_new(&store.point_key(&manifest.id), &body).await?;
     progress(&format!("manifest {} written", manifest.id));
-    Ok(BackupReport {
-        id: manifest.id.clone(),
-        new_blobs: w.new_blobs,
-        new_bytes: w.new_bytes,
-        objects_written: w.new_blobs + 1,
-        changed: manifest.changes.items.clone(),
-        copies: copy_point(aws, policy, store, &manifest, &body, progress).await?,
-        duration_ms: 0,
-    })
+    Ok((
+        BackupReport {
+            id: manifest.id.clone(),
+            new_blobs,
+            new_bytes,
+            objects_written: new_blobs + 1,
+            changed: manifest.changes.items.clone(),
+            copies: vec![],
+            duration_ms: 0,
+        },
+        manifest,
+        body,
+    ))
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -527,28 +606,35 @@ async fn copy_point(
         )
         .await?;
         let target = Store::new(s3.clone(), bucket, policy.stack_name());
-        let mut copied = 0;
         let mut seen = BTreeSet::new();
-        for (_, b) in manifest.blobs() {
-            let key = target.blob_key(&b.sha256);
-            if !seen.insert(key.clone()) || target.exists(&key).await? {
-                continue;
-            }
-            // GET + conditional PUT rather than CopyObject: moto 5.2.1 refuses CopyObject into
-            // an Object Lock bucket without a checksum header the SDK does not send for copies.
-            let bytes = store.get_blob(&b.sha256).await?.ok_or_else(|| {
-                Error::failed(format!(
-                    "blob {} vanished while copying point {}",
-                    store.blob_key(&b.sha256),
-                    manifest.id
-                ))
-            })?;
-            if target.put_once(&key, &bytes).await? == Written::New {
-                copied += 1;
-            }
-        }
+        let jobs = manifest
+            .blobs()
+            .into_iter()
+            .filter(|(_, b)| seen.insert(b.sha256.clone()))
+            .map(|(_, b)| {
+                let target = &target;
+                async move {
+                    let key = target.blob_key(&b.sha256);
+                    if target.exists(&key).await? {
+                        return Ok::<u64, Error>(0);
+                    }
+                    // GET + conditional PUT rather than CopyObject: moto 5.2.1 refuses CopyObject into
+                    // an Object Lock bucket without a checksum header the SDK does not send for copies.
+                    let bytes = store.get_blob(&b.sha256).await?.ok_or_else(|| {
+                        Error::failed(format!(
+                            "blob {} vanished while copying point {}",
+                            store.blob_key(&b.sha256),
+                            manifest.id
+                        ))
+                    })?;
+                    Ok(u64::from(
+                        target.put_once(&key, &bytes).await? == Written::New,
+                    ))
+                }
+            });
+        let mut copied: u64 = futures::future::try_join_all(jobs).await?.into_iter().sum();
         if target
-            .put_once(&target.point_key(&manifest.id), body)
+            .put_new(&target.point_key(&manifest.id), body)
             .await?
             == Written::New
         {
@@ -650,6 +736,24 @@ async fn capture_log_group(
         }))
 }
 
+/// Parameters as recorded: a NoEcho parameter (or one the API masks) keeps its key, never its
+/// value, even where the API returns it in clear.
+pub fn capture_parameters<'a>(
+    params: impl Iterator<Item = (&'a str, &'a str)>,
+    no_echo: &BTreeSet<String>,
+) -> Vec<ParameterCapture> {
+    params
+        .map(|(key, value)| {
+            let redacted = no_echo.contains(key) || value == "****";
+            ParameterCapture {
+                key: key.to_string(),
+                value: (!redacted).then(|| value.to_string()),
+                redacted,
+            }
+        })
+        .collect()
+}
+
 /// What changed since the previous point.
 fn diff(prev: Option<&Manifest>, m: &Manifest) -> Vec<String> {
     let Some(p) = prev else {
@@ -701,4 +805,36 @@ fn diff(prev: Option<&Manifest>, m: &Manifest) -> Vec<String> {
         out.push("log group".into());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_echo_parameters_are_never_recorded_in_clear() {
+        let no_echo: BTreeSet<String> = ["DbPassword".to_string()].into();
+        let p = capture_parameters(
+            [
+                ("DbPassword", "hunter2-in-clear"),
+                ("CodeKey", "objects/x"),
+                ("Masked", "****"),
+            ]
+            .into_iter(),
+            &no_echo,
+        );
+        assert_eq!(p[0].value, None);
+        assert!(p[0].redacted);
+        assert_eq!(p[1].value.as_deref(), Some("objects/x"));
+        assert!(p[2].redacted);
+        assert!(!serde_json::to_string(&p).unwrap().contains("hunter2"));
+    }
+
+    #[test]
+    fn point_ids_sort_by_time() {
+        let a = new_point_id(std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+        let b = new_point_id(std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_001));
+        assert!(a < b, "{a} {b}");
+        assert!(a.starts_with("20270115T"), "{a}");
+    }
 }

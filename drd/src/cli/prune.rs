@@ -39,7 +39,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
             .map(|d| d.as_secs())
             .unwrap_or(0)
     };
-    let store = backup::open_store(&cli.aws(), &policy).await?;
+    let store = backup::open_store_read(&cli.aws(), &policy).await?;
     let lease = if args.dry_run {
         None
     } else {

@@ -48,33 +48,14 @@ impl Lease {
     /// Take the lease `name` for `ttl`, or fail with `Error::LockHeld` (exit 3).
     pub async fn acquire(store: &Store, name: &str, what: &str, ttl: Duration) -> Result<Lease> {
         let key = format!("{}locks/{name}", store.prefix);
-        for _ in 0..3 {
-            let previous = store.get(&key).await?;
-            let prev: Option<LeaseRecord> = previous
-                .as_ref()
-                .and_then(|b| serde_json::from_slice(b).ok());
-            if let Some(p) = &prev {
-                let dead_here = p.host == hostname() && !pid_alive(p.pid);
-                if p.expires_at > now_secs() && !dead_here {
-                    return Err(Error::LockHeld {
-                        name: format!("s3://{}/{key}", store.bucket),
-                        holder: format!("{} (pid {} on {})", p.holder, p.pid, p.host),
-                        until: humantime::format_rfc3339_seconds(
-                            UNIX_EPOCH + Duration::from_secs(p.expires_at),
-                        )
-                        .to_string(),
-                    });
-                }
-                // Expired or abandoned: take it over.
-                store.delete(&key).await?;
-            } else if previous.is_some() {
-                store.delete(&key).await?; // unreadable lease: a torn write
-            }
+        let mut token = 1;
+        for _ in 0..4 {
+            // Optimistic: create the lease; only on a conflict look at who holds it.
             let record = LeaseRecord {
                 holder: what.to_string(),
                 host: hostname(),
                 pid: std::process::id(),
-                token: prev.map(|p| p.token + 1).unwrap_or(1),
+                token,
                 expires_at: now_secs() + ttl.as_secs(),
             };
             let body = serde_json::to_vec(&record).expect("lease serializes");
@@ -95,9 +76,29 @@ impl Lease {
                         record,
                     })
                 }
-                Err(e) if status_of(&e) == Some(412) => continue, // lost a race: look again
+                Err(e) if status_of(&e) == Some(412) => {}
                 Err(e) => return Err(aws_error("s3", "PutObject", e)),
             }
+            let Some(current) = store.get(&key).await? else {
+                continue; // released meanwhile: try again
+            };
+            // An unreadable lease is a torn write: replace it.
+            if let Ok(p) = serde_json::from_slice::<LeaseRecord>(&current) {
+                let dead_here = p.host == hostname() && !pid_alive(p.pid);
+                if p.expires_at > now_secs() && !dead_here {
+                    return Err(Error::LockHeld {
+                        name: format!("s3://{}/{key}", store.bucket),
+                        holder: format!("{} (pid {} on {})", p.holder, p.pid, p.host),
+                        until: humantime::format_rfc3339_seconds(
+                            UNIX_EPOCH + Duration::from_secs(p.expires_at),
+                        )
+                        .to_string(),
+                    });
+                }
+                // Expired, or its holder died on this host: take it over.
+                token = p.token + 1;
+            }
+            store.delete(&key).await?;
         }
         Err(Error::failed(format!(
             "could not take the lease {key}: it kept changing"

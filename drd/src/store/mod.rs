@@ -73,15 +73,19 @@ impl Store {
             sha256: hex.clone(),
             size: bytes.len() as u64,
         };
-        let w = self.put_once(&self.blob_key(&hex), bytes).await?;
+        // Small blobs go straight to a conditional PUT (one round trip); large ones are looked
+        // up first so an unchanged code package is never uploaded again.
+        let key = self.blob_key(&hex);
+        let w = if bytes.len() < 1 << 20 {
+            self.put_new(&key, bytes).await?
+        } else {
+            self.put_once(&key, bytes).await?
+        };
         Ok((r, w))
     }
 
-    /// Write an object only if absent (`If-None-Match: *`).
-    pub async fn put_once(&self, key: &str, bytes: &[u8]) -> Result<Written> {
-        if self.exists(key).await? {
-            return Ok(Written::Existed);
-        }
+    /// A conditional PUT (`If-None-Match: *`) without a lookup first.
+    pub async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<Written> {
         match self
             .s3
             .put_object()
@@ -98,6 +102,14 @@ impl Store {
         }
     }
 
+    /// Write an object only if absent (`If-None-Match: *`).
+    pub async fn put_once(&self, key: &str, bytes: &[u8]) -> Result<Written> {
+        if self.exists(key).await? {
+            return Ok(Written::Existed);
+        }
+        self.put_new(key, bytes).await
+    }
+
     pub async fn exists(&self, key: &str) -> Result<bool> {
         match self
             .s3
@@ -109,6 +121,22 @@ impl Store {
         {
             Ok(_) => Ok(true),
             Err(e) if status_of(&e) == Some(404) => Ok(false),
+            Err(e) => Err(aws_error("s3", "HeadObject", e)),
+        }
+    }
+
+    /// An object's size, or `None` when absent (one HEAD).
+    pub async fn head_size(&self, key: &str) -> Result<Option<u64>> {
+        match self
+            .s3
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(o) => Ok(Some(o.content_length().unwrap_or(0) as u64)),
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
             Err(e) => Err(aws_error("s3", "HeadObject", e)),
         }
     }
