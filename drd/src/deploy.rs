@@ -208,10 +208,13 @@ pub async fn deploy(
 
     // 3. Writes begin: the package, content-addressed, in this region's artifact bucket.
     let bucket = policy.artifact_bucket(region);
+    // The artifact bucket uses the store's content-address layout without a stack prefix.
     let s3 = aws.s3(region).await;
-    ensure_bucket(&s3, &bucket, region).await?;
+    crate::store::ensure_store_bucket(&s3, &bucket, region, None, "").await?;
+    let artifacts = crate::store::Store::with_prefix(s3, &bucket, "");
     let key = pkg.key();
-    let code_uploaded = put_if_absent(&s3, &bucket, &key, &pkg.zip).await?;
+    debug_assert_eq!(key, artifacts.blob_key(&pkg.sha256_hex));
+    let code_uploaded = artifacts.put_once(&key, &pkg.zip).await? == crate::store::Written::New;
     progress(&format!(
         "code package {} ({} bytes): {}",
         &pkg.sha256_hex[..12],
@@ -356,60 +359,6 @@ pub async fn deploy(
         changed,
         duration_ms: started.elapsed().as_millis() as u64,
     })
-}
-
-/// Create the bucket in `region` unless we already own it.
-pub async fn ensure_bucket(s3: &aws_sdk_s3::Client, bucket: &str, region: &str) -> Result<bool> {
-    match s3.head_bucket().bucket(bucket).send().await {
-        Ok(_) => return Ok(false),
-        Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => {}
-        Err(e) => return Err(aws_error("s3", "HeadBucket", e)),
-    }
-    let mut req = s3.create_bucket().bucket(bucket);
-    if region != "us-east-1" {
-        req = req.create_bucket_configuration(
-            aws_sdk_s3::types::CreateBucketConfiguration::builder()
-                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(region))
-                .build(),
-        );
-    }
-    match req.send().await {
-        Ok(_) => Ok(true),
-        Err(e) if error_code(&e) == Some("BucketAlreadyOwnedByYou") => Ok(false),
-        Err(e) => Err(aws_error("s3", "CreateBucket", e)),
-    }
-}
-
-/// Write a content-addressed object once (`If-None-Match: *`); false when it was already there.
-pub async fn put_if_absent(
-    s3: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-    bytes: &[u8],
-) -> Result<bool> {
-    if s3
-        .head_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .is_ok()
-    {
-        return Ok(false);
-    }
-    match s3
-        .put_object()
-        .bucket(bucket)
-        .key(key)
-        .if_none_match("*")
-        .body(bytes.to_vec().into())
-        .send()
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(412) => Ok(false),
-        Err(e) => Err(aws_error("s3", "PutObject", e)),
-    }
 }
 
 /// Create or update the stack and wait for it; returns (action, final status).

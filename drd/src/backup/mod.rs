@@ -102,7 +102,7 @@ pub async fn read_manifest(store: &Store, id: &str) -> Result<Manifest> {
 
 /// A new point id: sortable time, then a random suffix.
 pub fn new_point_id(now: SystemTime) -> String {
-    let t = humantime::format_rfc3339_seconds(now).to_string(); // 2026-11-27T04:15:00Z
+    let t = humantime::format_rfc3339_millis(now).to_string(); // 2026-11-27T04:15:00.123Z
     let compact: String = t.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
     let seed = format!("{:?}{}{}", now, std::process::id(), t);
     let h = hex::encode(Sha256::digest(seed.as_bytes()));
@@ -522,7 +522,7 @@ async fn capture(
     let mut manifest = Manifest {
         schema: MANIFEST_SCHEMA,
         id: new_point_id(now),
-        created_at: humantime::format_rfc3339_seconds(now).to_string(),
+        created_at: humantime::format_rfc3339_millis(now).to_string(),
         holder: format!(
             "{}@{} pid {}",
             lease.record.holder, lease.record.host, lease.record.pid
@@ -835,6 +835,10 @@ mod tests {
         let a = new_point_id(std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
         let b = new_point_id(std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_001));
         assert!(a < b, "{a} {b}");
+        // Points taken within one second still sort in the order they were taken.
+        let c = new_point_id(std::time::UNIX_EPOCH + Duration::from_millis(1_800_000_001_001));
+        let d = new_point_id(std::time::UNIX_EPOCH + Duration::from_millis(1_800_000_001_999));
+        assert!(b < c && c < d, "{b} {c} {d}");
         assert!(a.starts_with("20270115T"), "{a}");
     }
 }

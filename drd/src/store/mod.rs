@@ -45,6 +45,15 @@ impl Store {
         }
     }
 
+    /// A store with an explicit key prefix ("" for an artifact bucket).
+    pub fn with_prefix(s3: aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Self {
+        Self {
+            s3,
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+        }
+    }
+
     pub fn blob_key(&self, hex: &str) -> String {
         format!(
             "{}objects/sha256/{}/{}",
@@ -111,18 +120,7 @@ impl Store {
     }
 
     pub async fn exists(&self, key: &str) -> Result<bool> {
-        match self
-            .s3
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if status_of(&e) == Some(404) => Ok(false),
-            Err(e) => Err(aws_error("s3", "HeadObject", e)),
-        }
+        Ok(self.head_size(key).await?.is_some())
     }
 
     /// An object's size, or `None` when absent (one HEAD).
