@@ -60,12 +60,12 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
                 super::print_json(&rows);
             } else {
                 println!(
-                    "{:<26} {:>10} {:>12} {:>5}  changed",
+                    "{:<30} {:>10} {:>12} {:>5}  changed",
                     "point", "age", "bytes", "new"
                 );
                 for r in rows {
                     println!(
-                        "{:<26} {:>10} {:>12} {:>5}  {}",
+                        "{:<30} {:>10} {:>12} {:>5}  {}",
                         r.id,
                         humantime::format_duration(std::time::Duration::from_secs(r.age_seconds))
                             .to_string()
