@@ -765,3 +765,86 @@ async fn a_code_package_that_does_not_match_its_code_sha256_fails_the_point() {
         json!([])
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ssh_recipients_round_trip_with_the_age_cli_and_verify() {
+    let sb = Sandbox::start();
+    let key = sb.dir.path().join("id_ed25519");
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-t", "ed25519", "-N", "", "-q", "-C", "recovery@drd", "-f"])
+        .arg(&key)
+        .output()
+        .expect("ssh-keygen (apt install openssh-client)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recipient = std::fs::read_to_string(key.with_extension("pub"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let policy = sb.policy_with("bk-s", &recipient, "");
+    sb.allow_key(KEY);
+    let p = policy.to_str().unwrap();
+    let out = sb.run(
+        &[
+            "--policy",
+            p,
+            "deploy",
+            "--bootstrap",
+            bootstrap().to_str().unwrap(),
+        ],
+        KEY,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = sb.run(&["--policy", p, "backup", "--output", "json"], "");
+    assert!(out.status.success(), "{}", text(&out));
+    let id = serde_json::from_slice::<Value>(&out.stdout).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let s3 = sb.s3("us-west-2").await;
+    let m = s3
+        .get_object()
+        .bucket("bk-s-points")
+        .key(format!("bk-s/points/{id}.json"))
+        .send()
+        .await
+        .unwrap();
+    let m: Value = serde_json::from_slice(&m.body.collect().await.unwrap().into_bytes()).unwrap();
+    let v = &m["secrets"][0]["versions"][0];
+    let hex = v["blob"]["sha256"].as_str().unwrap();
+    let cipher = s3
+        .get_object()
+        .bucket("bk-s-points")
+        .key(format!("bk-s/objects/sha256/{}/{hex}", &hex[..2]))
+        .send()
+        .await
+        .unwrap();
+    let cipher = cipher.body.collect().await.unwrap().into_bytes().to_vec();
+    let plain = age_decrypt(&key, &cipher, sb.dir.path());
+    assert_eq!(
+        String::from_utf8(plain).unwrap(),
+        json!({"OPENAI_API_KEY": KEY}).to_string()
+    );
+
+    let out = sb.run(
+        &[
+            "--policy",
+            p,
+            "verify",
+            "--output",
+            "json",
+            "--identity",
+            key.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()[0]["secrets_decrypted"],
+        1
+    );
+}
