@@ -444,7 +444,8 @@ async fn ensure_stack(
     Ok((action.into(), status))
 }
 
-async fn describe_stack(
+/// The stack, or `None` when it does not exist (CloudFormation answers `ValidationError`).
+pub(crate) async fn describe_stack(
     cf: &aws_sdk_cloudformation::Client,
     name: &str,
 ) -> Result<Option<aws_sdk_cloudformation::types::Stack>> {

@@ -1,7 +1,7 @@
 //! `drd status`: the stack, where `live` points and with which code, the Function URL, and the
 //! probe tiers through that URL. The JSON form is a stable document (docs/status.md).
 
-use crate::aws::{aws_error, error_code, Aws};
+use crate::aws::Aws;
 use crate::error::Result;
 use crate::lambda::ops;
 use crate::lambda::probe::{ProbeResult, Tier, UrlProber};
@@ -41,20 +41,9 @@ pub struct LiveState {
 
 pub async fn status(aws: &Aws, policy: &Policy, region: &str, deep: bool) -> Result<StatusReport> {
     let cf = aws.cloudformation(region).await;
-    let stack_status = match cf
-        .describe_stacks()
-        .stack_name(policy.stack_name())
-        .send()
-        .await
-    {
-        Ok(o) => o
-            .stacks()
-            .first()
-            .and_then(|s| s.stack_status())
-            .map(|s| s.as_str().to_string()),
-        Err(e) if error_code(&e) == Some("ValidationError") => None,
-        Err(e) => return Err(aws_error("cloudformation", "DescribeStacks", e)),
-    };
+    let stack_status = crate::deploy::describe_stack(&cf, policy.stack_name())
+        .await?
+        .and_then(|s| s.stack_status().map(|s| s.as_str().to_string()));
     let function = policy.function_name().to_string();
     let lambda = aws.lambda(region).await;
     let mut report = StatusReport {
