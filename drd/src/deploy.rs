@@ -56,6 +56,11 @@ pub struct DeployReport {
     pub function_url: String,
     pub function_url_created: bool,
     pub probes: Vec<ProbeResult>,
+    /// Recorded as known-good in the store's `pins/`.
+    pub pinned: bool,
+    pub pin_written: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pin_error: Option<String>,
     pub changed: bool,
     pub duration_ms: u64,
 }
@@ -331,7 +336,39 @@ pub async fn deploy(
         }
         probes.push(r);
     }
+    // 7. The version passed its probes: record it as known-good (a rollback target). A store
+    // that cannot be reached does not undo a healthy deploy; it is reported instead.
+    let invoke_probes: Vec<ProbeResult> =
+        probes.iter().filter(|p| p.via != "url").cloned().collect();
+    let (pinned, pin_written, pin_error) = match pin_deployed(
+        aws,
+        policy,
+        &lambda,
+        region,
+        &version.version,
+        invoke_probes,
+    )
+    .await
+    {
+        Ok(w) => {
+            progress(&format!(
+                "version {} pinned as known-good{}",
+                version.version,
+                if w { "" } else { " (already)" }
+            ));
+            (true, w, None)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not pin the deployed version");
+            progress(&format!(
+                "warning: version {} not pinned: {e}",
+                version.version
+            ));
+            (false, false, Some(e.to_string()))
+        }
+    };
     let changed = code_uploaded
+        || pin_written
         || new_secret.is_some()
         || stack_action != "unchanged"
         || version_published
@@ -356,9 +393,35 @@ pub async fn deploy(
         function_url: url,
         function_url_created: url_created,
         probes,
+        pinned,
+        pin_written,
+        pin_error,
         changed,
         duration_ms: started.elapsed().as_millis() as u64,
     })
+}
+
+async fn pin_deployed(
+    aws: &Aws,
+    policy: &Policy,
+    lambda: &aws_sdk_lambda::Client,
+    region: &str,
+    version: &str,
+    probes: Vec<ProbeResult>,
+) -> Result<bool> {
+    let store = crate::backup::open_store(aws, policy).await?;
+    let by = format!("drd deploy on {}", crate::store::lease::hostname());
+    let (_, written) = crate::lambda::pins::record(
+        &store,
+        lambda,
+        region,
+        policy.function_name(),
+        version,
+        probes,
+        &by,
+    )
+    .await?;
+    Ok(written)
 }
 
 /// Create or update the stack and wait for it; returns (action, final status).

@@ -4,6 +4,7 @@
 //! [`cli::run`]. Dependencies point one way: `cli` -> `deploy`/`status`/`check`/`sandbox` ->
 //! `lambda`/`workload` -> `aws`. See ARCHITECTURE.md for the code map and the invariants.
 
+pub mod actions;
 pub mod aws;
 pub mod backup;
 pub mod check;
@@ -12,6 +13,7 @@ pub mod deploy;
 pub mod error;
 pub mod lambda;
 pub mod policy;
+pub mod runbook;
 pub mod sandbox;
 pub mod status;
 pub mod store;

@@ -4,8 +4,11 @@
 mod backup;
 mod check;
 mod deploy;
+mod pin;
 mod points;
 mod prune;
+mod rollback;
+mod runbook;
 mod sandbox;
 mod status;
 mod validate;
@@ -53,6 +56,13 @@ pub struct Cli {
     /// Lambda data-plane override for Function URLs and Invoke (the sandbox's function host).
     #[arg(long, global = true, env = "DRD_LAMBDA_DATA_ENDPOINT")]
     pub lambda_data_endpoint: Option<String>,
+    /// Extra runbooks (`*.toml`); files here override the built-in ones of the same name.
+    #[arg(long, global = true, env = "DRD_RUNBOOKS", default_value = "runbooks")]
+    pub runbooks: PathBuf,
+    /// Where runbook journals are mirrored locally (default $XDG_STATE_HOME/drd or
+    /// ~/.local/state/drd).
+    #[arg(long, global = true, env = "DRD_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Attempts per AWS call (default 3, or 1 with an endpoint override).
     #[arg(long, global = true, env = "DRD_MAX_ATTEMPTS")]
     pub max_attempts: Option<u32>,
@@ -90,6 +100,12 @@ pub enum Command {
     Verify(verify::Args),
     /// Apply the retention rules.
     Prune(prune::Args),
+    /// Probe a published version and record it as known-good.
+    Pin(pin::Args),
+    /// Move live back to a known-good version (runbook lambda-rollback).
+    Rollback(rollback::Args),
+    /// Runbooks: list, show, run, status, approve.
+    Runbook(runbook::Args),
     /// The local sandbox (moto server + function host + LLM stub).
     Sandbox(sandbox::Args),
 }
@@ -105,6 +121,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Points(a) => points::run(&cli, a).await,
         Command::Verify(a) => verify::run(&cli, a).await,
         Command::Prune(a) => prune::run(&cli, a).await,
+        Command::Pin(a) => pin::run(&cli, a).await,
+        Command::Rollback(a) => rollback::run(&cli, a).await,
+        Command::Runbook(a) => runbook::run(&cli, a).await,
         Command::Sandbox(a) => sandbox::run(&cli, a).await,
     }
 }
@@ -135,6 +154,14 @@ impl Cli {
             .into()),
             None => Ok(policy.primary_region().to_string()),
         }
+    }
+
+    /// The local state directory (journals), if one can be found.
+    pub fn state_dir(&self) -> Option<PathBuf> {
+        self.state_dir
+            .clone()
+            .or_else(|| std::env::var_os("XDG_STATE_HOME").map(|d| PathBuf::from(d).join("drd")))
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state/drd")))
     }
 
     pub fn json(&self) -> bool {

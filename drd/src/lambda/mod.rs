@@ -2,6 +2,7 @@
 //! alias, and health probes (through the URL or by invoking one version).
 
 pub mod ops;
+pub mod pins;
 pub mod probe;
 
 /// The alias the Function URL is attached to; rollbacks move it, never the URL.

@@ -7,11 +7,11 @@
 use crate::aws::aws_error;
 use crate::error::{Error, Result};
 use aws_smithy_types::Blob;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Tier {
     T0,
     T1,
@@ -32,7 +32,7 @@ pub const T1_TRANSCRIPT: &str = "Agent: Hello, how can I help?\nCustomer: Hi, my
 pub const T2_TRANSCRIPT: &str =
     "Speaker 0: Thank you for calling, how can I help?\nSpeaker 1: My order has not arrived.\nSpeaker 0: Let me check that for you.";
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProbeResult {
     pub tier: Tier,
     /// What was probed: `url` (the Function URL) or `version N` (an Invoke with a qualifier).

@@ -111,6 +111,19 @@ impl Store {
         }
     }
 
+    /// Write (or replace) a mutable object such as `pins/<function>.json`.
+    pub async fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(bytes.to_vec().into())
+            .send()
+            .await
+            .map_err(|e| aws_error("s3", "PutObject", e))?;
+        Ok(())
+    }
+
     /// Write an object only if absent (`If-None-Match: *`).
     pub async fn put_once(&self, key: &str, bytes: &[u8]) -> Result<Written> {
         if self.exists(key).await? {

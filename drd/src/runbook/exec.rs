@@ -1,0 +1,698 @@
+//! The executor: runs a runbook's steps in order under a lease, journaling every transition.
+//!
+//! For each step: resolve its arguments, run the action (with the step's timeout, retried with
+//! exponential backoff), then run its check; only when the check holds is the step `succeeded`.
+//! On failure the step's `on_failure` decides: stop, continue, or run a compensation step.
+//! `--resume RUN` folds the run's journal and continues at the first step without a `succeeded`
+//! entry; since every action is idempotent, a step interrupted between its effect and its journal
+//! entry simply converges again.
+
+use super::journal::{self, Event, Journal, RunState};
+use super::{OnFailure, Ref, Runbook, Step};
+use crate::actions::{self, Ctx, Outputs};
+use crate::error::{ConfigError, Error, Result};
+use crate::store::lease::Lease;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub struct RunOptions {
+    /// `--input NAME=VALUE` pairs given on the command line.
+    pub inputs: BTreeMap<String, String>,
+    pub resume: Option<String>,
+    /// Where the local copy of the journal goes.
+    pub state_dir: Option<PathBuf>,
+    /// Test hook (`DRD_FAILPOINT=STEP:after-action|after-journal`): SIGKILL this process there.
+    pub failpoint: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    pub id: String,
+    pub title: String,
+    /// `succeeded`, `done_earlier` (resumed past it), `failed`, `compensated`, `waiting`,
+    /// `not_run`.
+    pub status: String,
+    pub attempts: u32,
+    pub duration_ms: u64,
+    pub outputs: Outputs,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub run: String,
+    pub runbook: String,
+    pub region: String,
+    /// `succeeded`, `failed`, `compensated` or `waiting`.
+    pub outcome: String,
+    pub resumed: bool,
+    pub steps: Vec<StepReport>,
+    /// From the run's first start (across resumes) to its end.
+    pub duration_ms: u64,
+    pub started_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal_local: Option<String>,
+    pub journal_store: String,
+    /// Milliseconds from the run's start to each step's success (for RTO-style reporting).
+    pub succeeded_at_ms: BTreeMap<String, u64>,
+}
+
+/// The lease serialising runs of one runbook on one stack.
+pub fn lease_name(runbook: &str) -> String {
+    format!("runbook-{runbook}")
+}
+
+/// Values `${policy.KEY}` resolves to.
+pub fn policy_vars(policy: &crate::policy::Policy, region: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("stack".to_string(), policy.stack_name().to_string()),
+        ("function".to_string(), policy.function_name().to_string()),
+        ("region".to_string(), region.to_string()),
+        (
+            "primary_region".to_string(),
+            policy.primary_region().to_string(),
+        ),
+        (
+            "api_key_secret".to_string(),
+            policy.api_key_secret().to_string(),
+        ),
+    ])
+}
+
+/// Check the given inputs against the runbook's declarations and fill in defaults.
+pub fn resolve_inputs(
+    rb: &Runbook,
+    given: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    for k in given.keys() {
+        if !rb.inputs.contains_key(k) {
+            return Err(ConfigError::new(
+                "--input",
+                format!("runbook {} has no input {k:?}", rb.name),
+            )
+            .hint(format!(
+                "its inputs are: {}",
+                if rb.inputs.is_empty() {
+                    "none".to_string()
+                } else {
+                    rb.inputs.keys().cloned().collect::<Vec<_>>().join(", ")
+                }
+            )));
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (k, i) in &rb.inputs {
+        match given.get(k).or(i.default.as_ref()) {
+            Some(v) => {
+                out.insert(k.clone(), v.clone());
+            }
+            None if i.required => {
+                return Err(ConfigError::new(
+                    "--input",
+                    format!(
+                        "runbook {} needs the input {k:?} ({})",
+                        rb.name, i.description
+                    ),
+                )
+                .hint(format!("pass --input {k}=VALUE")))
+            }
+            None => {
+                out.insert(k.clone(), String::new());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Substitute references; `Err` names the first one that has no value yet.
+pub fn resolve(
+    value: &str,
+    inputs: &BTreeMap<String, String>,
+    policy: &BTreeMap<String, String>,
+    outputs: &BTreeMap<String, Outputs>,
+) -> std::result::Result<String, String> {
+    let parts = super::parse_refs(value)?;
+    let mut s = String::new();
+    for p in parts {
+        match p {
+            Ok(lit) => s.push_str(&lit),
+            Err(Ref::Input(n)) => s.push_str(inputs.get(&n).ok_or(format!("input.{n}"))?),
+            Err(Ref::Policy(k)) => s.push_str(policy.get(&k).ok_or(format!("policy.{k}"))?),
+            Err(Ref::Step(st, o)) => s.push_str(
+                outputs
+                    .get(&st)
+                    .and_then(|m| m.get(&o))
+                    .ok_or(format!("steps.{st}.{o}"))?,
+            ),
+        }
+    }
+    Ok(s)
+}
+
+pub fn resolve_all(
+    args: &BTreeMap<String, String>,
+    inputs: &BTreeMap<String, String>,
+    policy: &BTreeMap<String, String>,
+    outputs: &BTreeMap<String, Outputs>,
+) -> std::result::Result<BTreeMap<String, String>, String> {
+    args.iter()
+        .map(|(k, v)| resolve(v, inputs, policy, outputs).map(|r| (k.clone(), r)))
+        .collect()
+}
+
+fn failpoint(opts: &RunOptions, step: &str, when: &str) {
+    if opts.failpoint.as_deref() == Some(&format!("{step}:{when}")) {
+        eprintln!("failpoint {step}:{when}: killing this process (SIGKILL)");
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// How one step attempt loop ended.
+enum StepEnd {
+    Succeeded(Outputs, u32, u64),
+    Failed(String, u32, u64),
+    Waiting(u32, u64),
+}
+
+struct Exec<'a> {
+    ctx: &'a Ctx<'a>,
+    opts: &'a RunOptions,
+    journal: &'a Journal,
+    inputs: BTreeMap<String, String>,
+    policy: BTreeMap<String, String>,
+    outputs: BTreeMap<String, Outputs>,
+}
+
+impl Exec<'_> {
+    async fn run_step(&self, step: &Step) -> Result<StepEnd> {
+        let started = Instant::now();
+        let args = match resolve_all(&step.args, &self.inputs, &self.policy, &self.outputs) {
+            Ok(a) => a,
+            Err(missing) => {
+                let why = format!("argument refers to ${{{missing}}}, which has no value");
+                let mut e = self.journal.entry(Event::Failed, Some(&step.id));
+                e.detail = why.clone();
+                e.outcome = Some("final".into());
+                self.journal.write(e).await?;
+                return Ok(StepEnd::Failed(why, 0, 0));
+            }
+        };
+        let attempts = step.retries + 1;
+        let mut backoff = step.backoff;
+        for attempt in 1..=attempts {
+            let mut e = self.journal.entry(Event::Started, Some(&step.id));
+            e.attempt = attempt;
+            self.journal.write(e).await?;
+            (self.ctx.progress)(&format!(
+                "[{}] {}{}",
+                step.id,
+                step.title,
+                if attempt > 1 {
+                    format!(" (attempt {attempt}/{attempts})")
+                } else {
+                    String::new()
+                }
+            ));
+            let work = async {
+                let out = actions::run(self.ctx, &step.id, &step.action, &args).await?;
+                if let Some(check) = &step.check {
+                    let mut with_own = self.outputs.clone();
+                    with_own.insert(step.id.clone(), out.clone());
+                    let cargs =
+                        resolve_all(&step.check_args, &self.inputs, &self.policy, &with_own)
+                            .map_err(|m| {
+                                Error::failed(format!("check argument ${{{m}}} has no value"))
+                            })?;
+                    actions::check(self.ctx, check, &cargs)
+                        .await
+                        .map_err(|e| Error::failed(format!("check {check} failed: {e}")))?;
+                }
+                Ok::<_, Error>(out)
+            };
+            let result = tokio::time::timeout(step.timeout, work).await;
+            let ms = started.elapsed().as_millis() as u64;
+            match result {
+                Ok(Ok(out)) => {
+                    failpoint(self.opts, &step.id, "after-action");
+                    let mut e = self.journal.entry(Event::Succeeded, Some(&step.id));
+                    e.attempt = attempt;
+                    e.outputs = out.clone();
+                    e.duration_ms = Some(ms);
+                    self.journal.write(e).await?;
+                    failpoint(self.opts, &step.id, "after-journal");
+                    return Ok(StepEnd::Succeeded(out, attempt, ms));
+                }
+                Err(_) if step.action == "manual.approve" => {
+                    let mut e = self.journal.entry(Event::Waiting, Some(&step.id));
+                    e.attempt = attempt;
+                    e.detail = format!(
+                        "no approval within {}",
+                        humantime::format_duration(step.timeout)
+                    );
+                    self.journal.write(e).await?;
+                    return Ok(StepEnd::Waiting(attempt, ms));
+                }
+                other => {
+                    let why = match other {
+                        Err(_) => format!(
+                            "timed out after {}",
+                            humantime::format_duration(step.timeout)
+                        ),
+                        Ok(Err(e)) => e.to_string(),
+                        Ok(Ok(_)) => unreachable!(),
+                    };
+                    let last = attempt == attempts;
+                    let mut e = self.journal.entry(Event::Failed, Some(&step.id));
+                    e.attempt = attempt;
+                    e.detail = why.clone();
+                    e.duration_ms = Some(ms);
+                    if last {
+                        e.outcome = Some("final".into());
+                    }
+                    self.journal.write(e).await?;
+                    if last {
+                        return Ok(StepEnd::Failed(why, attempt, ms));
+                    }
+                    (self.ctx.progress)(&format!(
+                        "[{}] failed: {why}; retrying in {}",
+                        step.id,
+                        humantime::format_duration(backoff)
+                    ));
+                    tokio::time::sleep(backoff).await;
+                    backoff = backoff.saturating_mul(2);
+                }
+            }
+        }
+        unreachable!("the attempt loop returns")
+    }
+}
+
+/// Run (or resume) a runbook.
+pub async fn execute(ctx: &Ctx<'_>, rb: &Runbook, opts: &RunOptions) -> Result<RunReport> {
+    let policy = policy_vars(ctx.policy, &ctx.region);
+    // Resume: the journal is the truth about inputs and finished steps.
+    let (state, inputs) = match &opts.resume {
+        Some(run) => {
+            let entries = journal::read(&ctx.store, run).await?;
+            if entries.is_empty() {
+                return Err(Error::failed_hint(
+                    format!(
+                        "run {run} has no journal in s3://{}/{}",
+                        ctx.store.bucket,
+                        journal::journal_prefix(&ctx.store, run)
+                    ),
+                    "list runs with drd runbook status, or start a new run without --resume",
+                ));
+            }
+            let state = journal::fold(&entries);
+            if state.runbook != rb.name {
+                return Err(Error::failed_hint(
+                    format!("run {run} is a run of {}, not {}", state.runbook, rb.name),
+                    format!(
+                        "resume it with drd runbook run {} --resume {run}",
+                        state.runbook
+                    ),
+                ));
+            }
+            if let Some(r) = &state.region {
+                if r != &ctx.region {
+                    return Err(Error::failed_hint(
+                        format!("run {run} acts on {r}, not {}", ctx.region),
+                        format!("resume it with --region {r}"),
+                    ));
+                }
+            }
+            for (k, v) in &opts.inputs {
+                if state.inputs.get(k) != Some(v) {
+                    return Err(Error::failed_hint(
+                        format!("run {run} was started with different inputs ({k})"),
+                        "resume without --input, or start a new run",
+                    ));
+                }
+            }
+            let inputs = state.inputs.clone();
+            (Some(state), inputs)
+        }
+        None => (None, resolve_inputs(rb, &opts.inputs)?),
+    };
+    if let Some(s) = &state {
+        if let Some(outcome) = &s.outcome {
+            // Finished: nothing to do; report what the journal says.
+            return Ok(report_from_state(ctx, rb, s, outcome, true, None));
+        }
+    }
+    let run_id = state
+        .as_ref()
+        .map(|s| s.run.clone())
+        .unwrap_or_else(journal::new_run_id);
+    let ttl: Duration = rb
+        .steps
+        .iter()
+        .map(|s| {
+            s.timeout.saturating_mul(s.retries + 1)
+                + s.backoff.saturating_mul(1 << s.retries.min(10))
+        })
+        .sum::<Duration>()
+        .max(Duration::from_secs(300));
+    let lease = Lease::acquire(
+        &ctx.store,
+        &lease_name(&rb.name),
+        &format!("drd runbook {} (run {run_id})", rb.name),
+        ttl,
+    )
+    .await?;
+    let ctx = Ctx {
+        aws: ctx.aws,
+        policy: ctx.policy,
+        region: ctx.region.clone(),
+        store: ctx.store.clone(),
+        run_id: run_id.clone(),
+        progress: ctx.progress,
+    };
+    let journal = Journal::new(
+        ctx.store.clone(),
+        &run_id,
+        &rb.name,
+        state.as_ref().map(|s| s.next_seq).unwrap_or(0),
+        opts.state_dir.clone(),
+    );
+    let result = run_steps(&ctx, rb, opts, &journal, state, inputs, policy).await;
+    let released = lease.release().await;
+    let report = result?;
+    released?;
+    Ok(report)
+}
+
+async fn run_steps(
+    ctx: &Ctx<'_>,
+    rb: &Runbook,
+    opts: &RunOptions,
+    journal: &Journal,
+    state: Option<RunState>,
+    inputs: BTreeMap<String, String>,
+    policy: BTreeMap<String, String>,
+) -> Result<RunReport> {
+    let resumed = state.is_some();
+    let started_ms = match &state {
+        Some(s) => {
+            let mut e = journal.entry(Event::RunResumed, None);
+            e.detail = format!("{} step(s) already done", s.completed.len());
+            journal.write(e).await?;
+            s.started_at_ms
+        }
+        None => {
+            let mut e = journal.entry(Event::RunStarted, None);
+            e.inputs = inputs.clone();
+            e.region = Some(ctx.region.clone());
+            journal.write(e).await?.at_ms
+        }
+    };
+    let started_at =
+        humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(started_ms))
+            .to_string();
+    let mut ex = Exec {
+        ctx,
+        opts,
+        journal,
+        inputs,
+        policy,
+        outputs: state
+            .as_ref()
+            .map(|s| s.completed.clone())
+            .unwrap_or_default(),
+    };
+    let mut reports: Vec<StepReport> = vec![];
+    let mut outcome = "succeeded".to_string();
+    let mut error = None;
+    let mut succeeded_at_ms = BTreeMap::new();
+    if let Some(s) = &state {
+        for (id, st) in &s.steps {
+            if st.event == Event::Succeeded {
+                succeeded_at_ms.insert(id.clone(), st.at_ms.saturating_sub(started_ms));
+            }
+        }
+    }
+    let mut stopped = false;
+    for step in rb.steps.iter().filter(|s| !s.compensation) {
+        if stopped {
+            reports.push(not_run(step));
+            continue;
+        }
+        if let Some(out) = state.as_ref().and_then(|s| s.completed.get(&step.id)) {
+            reports.push(StepReport {
+                id: step.id.clone(),
+                title: step.title.clone(),
+                status: "done_earlier".into(),
+                attempts: 0,
+                duration_ms: 0,
+                outputs: out.clone(),
+                detail: String::new(),
+            });
+            continue;
+        }
+        match ex.run_step(step).await? {
+            StepEnd::Succeeded(out, attempts, ms) => {
+                succeeded_at_ms.insert(
+                    step.id.clone(),
+                    journal::now_ms().saturating_sub(started_ms),
+                );
+                ex.outputs.insert(step.id.clone(), out.clone());
+                reports.push(StepReport {
+                    id: step.id.clone(),
+                    title: step.title.clone(),
+                    status: "succeeded".into(),
+                    attempts,
+                    duration_ms: ms,
+                    outputs: out,
+                    detail: String::new(),
+                });
+            }
+            StepEnd::Waiting(attempts, ms) => {
+                reports.push(StepReport {
+                    id: step.id.clone(),
+                    title: step.title.clone(),
+                    status: "waiting".into(),
+                    attempts,
+                    duration_ms: ms,
+                    outputs: Outputs::new(),
+                    detail: format!(
+                        "approve with: drd runbook approve {} {}, then resume with: drd runbook run {} --resume {}",
+                        journal.run, step.id, rb.name, journal.run
+                    ),
+                });
+                outcome = "waiting".into();
+                stopped = true;
+            }
+            StepEnd::Failed(why, attempts, ms) => {
+                reports.push(StepReport {
+                    id: step.id.clone(),
+                    title: step.title.clone(),
+                    status: "failed".into(),
+                    attempts,
+                    duration_ms: ms,
+                    outputs: Outputs::new(),
+                    detail: why.clone(),
+                });
+                match &step.on_failure {
+                    OnFailure::Continue => {
+                        (ctx.progress)(&format!("[{}] failed, continuing: {why}", step.id));
+                    }
+                    OnFailure::Stop => {
+                        error = Some(format!("step {} failed: {why}", step.id));
+                        outcome = "failed".into();
+                        stopped = true;
+                    }
+                    OnFailure::Compensate(first) => {
+                        error = Some(format!("step {} failed: {why}", step.id));
+                        let mut next = Some(first.clone());
+                        let mut compensated = false;
+                        while let Some(cid) = next.take() {
+                            let c = rb.step(&cid).expect("validated");
+                            (ctx.progress)(&format!(
+                                "[{}] failed; compensating with [{cid}]",
+                                step.id
+                            ));
+                            let (ok, attempts, ms, out, detail) = match ex.run_step(c).await? {
+                                StepEnd::Succeeded(out, a, ms) => (true, a, ms, out, String::new()),
+                                StepEnd::Failed(w, a, ms) => (false, a, ms, Outputs::new(), w),
+                                StepEnd::Waiting(a, ms) => {
+                                    (false, a, ms, Outputs::new(), "no approval".to_string())
+                                }
+                            };
+                            reports.push(StepReport {
+                                id: c.id.clone(),
+                                title: c.title.clone(),
+                                status: if ok { "succeeded" } else { "failed" }.into(),
+                                attempts,
+                                duration_ms: ms,
+                                outputs: out,
+                                detail: if ok {
+                                    format!("compensation for {}", step.id)
+                                } else {
+                                    detail.clone()
+                                },
+                            });
+                            if ok {
+                                compensated = true;
+                            } else {
+                                error = Some(format!(
+                                    "step {} failed: {why}; compensation {cid} failed too: {detail}",
+                                    step.id
+                                ));
+                                if let OnFailure::Compensate(n) = &c.on_failure {
+                                    next = Some(n.clone());
+                                }
+                            }
+                        }
+                        if compensated {
+                            let mut e = journal.entry(Event::Compensated, Some(&step.id));
+                            e.detail = format!("compensated by {first}");
+                            journal.write(e).await?;
+                            if let Some(r) = reports.iter_mut().rev().find(|r| r.id == step.id) {
+                                r.status = "compensated".into();
+                            }
+                            outcome = "compensated".into();
+                        } else {
+                            outcome = "failed".into();
+                        }
+                        stopped = true;
+                    }
+                }
+            }
+        }
+    }
+    if outcome != "waiting" {
+        let mut e = journal.entry(Event::RunFinished, None);
+        e.outcome = Some(outcome.clone());
+        e.detail = error.clone().unwrap_or_default();
+        e.duration_ms = Some(journal::now_ms().saturating_sub(started_ms));
+        journal.write(e).await?;
+    }
+    Ok(RunReport {
+        run: journal.run.clone(),
+        runbook: rb.name.clone(),
+        region: ctx.region.clone(),
+        outcome,
+        resumed,
+        steps: reports,
+        duration_ms: journal::now_ms().saturating_sub(started_ms),
+        started_at,
+        error,
+        journal_local: journal.local_path().map(|p| p.display().to_string()),
+        journal_store: format!(
+            "s3://{}/{}",
+            ctx.store.bucket,
+            journal::journal_prefix(&ctx.store, &journal.run)
+        ),
+        succeeded_at_ms,
+    })
+}
+
+fn not_run(step: &Step) -> StepReport {
+    StepReport {
+        id: step.id.clone(),
+        title: step.title.clone(),
+        status: "not_run".into(),
+        attempts: 0,
+        duration_ms: 0,
+        outputs: Outputs::new(),
+        detail: String::new(),
+    }
+}
+
+/// A report of a run as its journal tells it (for `status` and finished runs).
+pub fn report_from_state(
+    ctx: &Ctx<'_>,
+    rb: &Runbook,
+    s: &RunState,
+    outcome: &str,
+    resumed: bool,
+    local: Option<String>,
+) -> RunReport {
+    let mut steps = vec![];
+    let mut succeeded_at_ms = BTreeMap::new();
+    let mut last_ms = s.started_at_ms;
+    for step in &rb.steps {
+        let Some(st) = s.steps.get(&step.id) else {
+            if !step.compensation {
+                steps.push(not_run(step));
+            }
+            continue;
+        };
+        last_ms = last_ms.max(st.at_ms);
+        if st.event == Event::Succeeded {
+            succeeded_at_ms.insert(step.id.clone(), st.at_ms.saturating_sub(s.started_at_ms));
+        }
+        steps.push(StepReport {
+            id: step.id.clone(),
+            title: step.title.clone(),
+            status: st.event.as_str().to_string(),
+            attempts: st.attempt,
+            duration_ms: st.duration_ms.unwrap_or(0),
+            outputs: s.completed.get(&step.id).cloned().unwrap_or_default(),
+            detail: st.detail.clone(),
+        });
+    }
+    RunReport {
+        run: s.run.clone(),
+        runbook: s.runbook.clone(),
+        region: s.region.clone().unwrap_or_else(|| ctx.region.clone()),
+        outcome: outcome.to_string(),
+        resumed,
+        steps,
+        duration_ms: last_ms.saturating_sub(s.started_at_ms),
+        started_at: s.started_at.clone().unwrap_or_default(),
+        error: None,
+        journal_local: local,
+        journal_store: format!(
+            "s3://{}/{}",
+            ctx.store.bucket,
+            journal::journal_prefix(&ctx.store, &s.run)
+        ),
+        succeeded_at_ms,
+    }
+}
+
+/// For a dry run: run the read-only steps up to the first step that writes (or waits), so the
+/// plan can show real values. Nothing is written, no lease is taken, nothing is journaled.
+pub async fn observe(
+    ctx: &Ctx<'_>,
+    rb: &Runbook,
+    inputs: &BTreeMap<String, String>,
+    done: &BTreeMap<String, Outputs>,
+) -> (BTreeMap<String, Outputs>, Option<String>) {
+    let policy = policy_vars(ctx.policy, &ctx.region);
+    let mut known = done.clone();
+    let mut observed = BTreeMap::new();
+    for step in rb.steps.iter().filter(|s| !s.compensation) {
+        if done.contains_key(&step.id) {
+            continue;
+        }
+        let spec = actions::spec(&step.action).expect("validated");
+        if spec.writes || step.action == "manual.approve" {
+            break;
+        }
+        let Ok(args) = resolve_all(&step.args, &inputs.clone(), &policy, &known) else {
+            break;
+        };
+        match tokio::time::timeout(
+            step.timeout,
+            actions::run(ctx, &step.id, &step.action, &args),
+        )
+        .await
+        {
+            Ok(Ok(out)) => {
+                known.insert(step.id.clone(), out.clone());
+                observed.insert(step.id.clone(), out);
+            }
+            Ok(Err(e)) => return (observed, Some(format!("step {}: {e}", step.id))),
+            Err(_) => return (observed, Some(format!("step {}: timed out", step.id))),
+        }
+    }
+    (observed, None)
+}

@@ -1,0 +1,711 @@
+//! Runbooks: the recovery procedures as data (`runbooks/*.toml`).
+//!
+//! A runbook is an ordered list of steps. Each step names a built-in action (`crate::actions`)
+//! with arguments, a check that proves the action's effect, a timeout, retries with backoff and
+//! what to do on failure (`stop`, `continue`, or `compensate:<step>` which runs a compensation
+//! step). Arguments are strings that may refer to `${input.NAME}`, `${policy.KEY}` and the
+//! outputs of earlier steps, `${steps.ID.OUTPUT}`.
+//!
+//! Parsing is strict and every mistake is reported as one line with file, line, field and a fix:
+//! unknown actions, checks or arguments, missing arguments, references to later steps (a cycle),
+//! compensation chains that loop, and compensation steps nothing can reach.
+//!
+//! The planner (`plan`) turns a runbook, inputs and observed state into a printable plan without
+//! calling AWS; the executor (`exec`) runs it with a journal (`journal`) so a crashed run resumes.
+
+pub mod exec;
+pub mod journal;
+pub mod plan;
+pub mod render;
+
+use crate::actions::{self, ActionSpec};
+use crate::error::ConfigError;
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// The runbooks shipped with drd, embedded so the binary works from any directory. A file of the
+/// same name in the runbook directory (`--runbooks`) takes precedence.
+pub const SHIPPED: &[(&str, &str)] = &[(
+    "lambda-rollback",
+    include_str!("../../../runbooks/lambda-rollback.toml"),
+)];
+
+/// Keys `${policy.KEY}` may name.
+pub const POLICY_KEYS: &[&str] = &[
+    "stack",
+    "function",
+    "region",
+    "primary_region",
+    "api_key_secret",
+];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRunbook {
+    name: Spanned<String>,
+    title: String,
+    /// The seed's procedure number, when the runbook implements one.
+    #[serde(default)]
+    procedure: Option<u32>,
+    #[serde(default)]
+    summary: String,
+    #[serde(default)]
+    inputs: BTreeMap<String, Spanned<RawInput>>,
+    #[serde(default)]
+    step: Vec<Spanned<RawStep>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInput {
+    description: String,
+    #[serde(default)]
+    default: Option<String>,
+    #[serde(default)]
+    required: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    id: Spanned<String>,
+    title: String,
+    action: Spanned<String>,
+    #[serde(default)]
+    args: BTreeMap<String, Spanned<toml::Value>>,
+    #[serde(default)]
+    check: Option<Spanned<String>>,
+    #[serde(default)]
+    check_args: BTreeMap<String, Spanned<toml::Value>>,
+    #[serde(default)]
+    timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    retries: Option<Spanned<u32>>,
+    #[serde(default)]
+    backoff: Option<Spanned<String>>,
+    #[serde(default)]
+    on_failure: Option<Spanned<String>>,
+    /// Runs only as another step's compensation.
+    #[serde(default)]
+    compensation: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Runbook {
+    pub name: String,
+    pub title: String,
+    pub procedure: Option<u32>,
+    pub summary: String,
+    pub inputs: BTreeMap<String, Input>,
+    pub steps: Vec<Step>,
+    /// Where it was read from (a path, or `built-in`).
+    pub source: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Input {
+    pub description: String,
+    pub default: Option<String>,
+    pub required: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "step")]
+pub enum OnFailure {
+    Stop,
+    Continue,
+    Compensate(String),
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Step {
+    pub id: String,
+    pub title: String,
+    pub action: String,
+    pub args: BTreeMap<String, String>,
+    pub check: Option<String>,
+    pub check_args: BTreeMap<String, String>,
+    #[serde(with = "humantime_serde_ms")]
+    pub timeout: Duration,
+    pub retries: u32,
+    #[serde(with = "humantime_serde_ms")]
+    pub backoff: Duration,
+    pub on_failure: OnFailure,
+    pub compensation: bool,
+}
+
+mod humantime_serde_ms {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}
+
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
+pub const MAX_RETRIES: u32 = 10;
+
+/// A `${...}` reference inside an argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ref {
+    Input(String),
+    Policy(String),
+    Step(String, String),
+}
+
+/// Split an argument into literal text and references. `Err` describes a malformed reference.
+pub fn parse_refs(value: &str) -> Result<Vec<Result<String, Ref>>, String> {
+    let mut out = vec![];
+    let mut rest = value;
+    while let Some(i) = rest.find("${") {
+        if i > 0 {
+            out.push(Ok(rest[..i].to_string()));
+        }
+        let after = &rest[i + 2..];
+        let Some(end) = after.find('}') else {
+            return Err(format!("unclosed reference in {value:?}"));
+        };
+        let inner = &after[..end];
+        let parts: Vec<&str> = inner.split('.').collect();
+        let r = match parts.as_slice() {
+            ["input", name] if !name.is_empty() => Ref::Input(name.to_string()),
+            ["policy", key] if !key.is_empty() => Ref::Policy(key.to_string()),
+            ["steps", step, output] if !step.is_empty() && !output.is_empty() => {
+                Ref::Step(step.to_string(), output.to_string())
+            }
+            _ => {
+                return Err(format!(
+                    "\"${{{inner}}}\" is not a reference: use ${{input.NAME}}, ${{policy.KEY}} or ${{steps.ID.OUTPUT}}"
+                ))
+            }
+        };
+        out.push(Err(r));
+        rest = &after[end + 1..];
+    }
+    if !rest.is_empty() {
+        out.push(Ok(rest.to_string()));
+    }
+    Ok(out)
+}
+
+fn value_to_string(v: &toml::Value) -> Option<String> {
+    match v {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        toml::Value::Float(f) => Some(f.to_string()),
+        _ => None,
+    }
+}
+
+impl Runbook {
+    /// Parse and validate a runbook. `file` is how errors name it.
+    pub fn parse(text: &str, file: &str) -> Result<Runbook, ConfigError> {
+        let raw: RawRunbook = toml::from_str(text).map_err(|e| {
+            let mut err = ConfigError::new(file, e.message().trim().to_string());
+            if let Some(span) = e.span() {
+                err = err.at_offset(text, span.start);
+            }
+            if e.message().contains("unknown field") {
+                err.hint("remove the key or rename it to one of the expected keys (see runbooks/README.md)")
+            } else if e.message().contains("missing field") {
+                err.hint("add the field (see runbooks/lambda-rollback.toml for a complete example)")
+            } else {
+                err
+            }
+        })?;
+        let at = |offset: usize, field: &str, msg: String, hint: String| {
+            ConfigError::new(file, msg)
+                .at_offset(text, offset)
+                .field(field)
+                .hint(hint)
+        };
+        let name = raw.name.get_ref().clone();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(at(
+                raw.name.span().start,
+                "name",
+                format!("{name:?} is not a runbook name"),
+                "use lowercase letters, digits and '-', e.g. \"lambda-rollback\"".into(),
+            ));
+        }
+        if raw.step.is_empty() {
+            return Err(ConfigError::new(file, "the runbook has no steps")
+                .at_offset(text, raw.name.span().start)
+                .field("step")
+                .hint("add [[step]] tables (see runbooks/lambda-rollback.toml)"));
+        }
+        let mut inputs = BTreeMap::new();
+        for (k, v) in &raw.inputs {
+            let i = v.get_ref();
+            if i.required && i.default.is_some() {
+                return Err(at(
+                    v.span().start,
+                    &format!("inputs.{k}"),
+                    "an input cannot be both required and have a default".into(),
+                    "drop `required = true` or the default".into(),
+                ));
+            }
+            inputs.insert(
+                k.clone(),
+                Input {
+                    description: i.description.clone(),
+                    default: i.default.clone(),
+                    required: i.required,
+                },
+            );
+        }
+
+        // Step ids: unique, well-formed.
+        let mut index: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, s) in raw.step.iter().enumerate() {
+            let id = s.get_ref().id.get_ref();
+            let field = format!("step[{i}].id");
+            if id.is_empty()
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            {
+                return Err(at(
+                    s.get_ref().id.span().start,
+                    &field,
+                    format!("{id:?} is not a step id"),
+                    "use lowercase letters, digits and '-'".into(),
+                ));
+            }
+            if index.insert(id.clone(), i).is_some() {
+                return Err(at(
+                    s.get_ref().id.span().start,
+                    &field,
+                    format!("step id {id:?} is used twice"),
+                    "give every step a unique id".into(),
+                ));
+            }
+        }
+
+        let mut steps = vec![];
+        for (i, s) in raw.step.iter().enumerate() {
+            let s = s.get_ref();
+            let sid = s.id.get_ref().clone();
+            let field = |f: &str| format!("step {sid:?} {f}");
+            let Some(spec) = actions::spec(s.action.get_ref()) else {
+                return Err(at(
+                    s.action.span().start,
+                    &field("action"),
+                    format!("unknown action {:?}", s.action.get_ref()),
+                    format!(
+                        "use one of: {}",
+                        actions::names(false).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            };
+            let args = check_args(text, file, &field("args"), spec, &s.args, s.action.span())?;
+            let (check, check_args) = match &s.check {
+                None if spec.writes => {
+                    return Err(at(
+                        s.action.span().start,
+                        &field("check"),
+                        format!(
+                            "action {} changes AWS but the step names no check proving its effect",
+                            spec.name
+                        ),
+                        format!(
+                            "add check = \"{}\" with its check_args",
+                            spec.suggested_check.unwrap_or("...")
+                        ),
+                    ))
+                }
+                None => {
+                    if let Some((k, v)) = s.check_args.iter().next() {
+                        return Err(at(
+                            v.span().start,
+                            &field(&format!("check_args.{k}")),
+                            "check_args without a check".into(),
+                            "add check = \"...\" or remove check_args".into(),
+                        ));
+                    }
+                    (None, BTreeMap::new())
+                }
+                Some(c) => {
+                    let Some(cspec) = actions::check_spec(c.get_ref()) else {
+                        return Err(at(
+                            c.span().start,
+                            &field("check"),
+                            format!("unknown check {:?}", c.get_ref()),
+                            format!(
+                                "use one of: {}",
+                                actions::names(true).collect::<Vec<_>>().join(", ")
+                            ),
+                        ));
+                    };
+                    let a = check_args(
+                        text,
+                        file,
+                        &field("check_args"),
+                        cspec,
+                        &s.check_args,
+                        c.span(),
+                    )?;
+                    (Some(cspec.name.to_string()), a)
+                }
+            };
+            let dur = |v: &Option<Spanned<String>>, f: &str, default: Duration| match v {
+                None => Ok(default),
+                Some(v) => match humantime::parse_duration(v.get_ref()) {
+                    Ok(d) if !d.is_zero() => Ok(d),
+                    Ok(_) => Err(at(
+                        v.span().start,
+                        &field(f),
+                        "must be longer than zero".into(),
+                        "write a duration such as \"30s\" or \"5m\"".into(),
+                    )),
+                    Err(e) => Err(at(
+                        v.span().start,
+                        &field(f),
+                        format!("{:?} is not a duration: {e}", v.get_ref()),
+                        "write a duration such as \"30s\" or \"5m\"".into(),
+                    )),
+                },
+            };
+            let timeout = dur(&s.timeout, "timeout", DEFAULT_TIMEOUT)?;
+            let backoff = dur(&s.backoff, "backoff", DEFAULT_BACKOFF)?;
+            let retries = match &s.retries {
+                None => 0,
+                Some(r) if *r.get_ref() <= MAX_RETRIES => *r.get_ref(),
+                Some(r) => {
+                    return Err(at(
+                        r.span().start,
+                        &field("retries"),
+                        format!("{} retries is too many", r.get_ref()),
+                        format!("use at most {MAX_RETRIES}"),
+                    ))
+                }
+            };
+            let on_failure = match &s.on_failure {
+                None => OnFailure::Stop,
+                Some(v) => match v.get_ref().as_str() {
+                    "stop" => OnFailure::Stop,
+                    "continue" => OnFailure::Continue,
+                    other => match other.strip_prefix("compensate:") {
+                        Some(target) => {
+                            let Some(&ti) = index.get(target) else {
+                                return Err(at(
+                                    v.span().start,
+                                    &field("on_failure"),
+                                    format!("compensation step {target:?} does not exist"),
+                                    "name a step declared with compensation = true".into(),
+                                ));
+                            };
+                            if !raw.step[ti].get_ref().compensation {
+                                return Err(at(
+                                    v.span().start,
+                                    &field("on_failure"),
+                                    format!(
+                                        "step {target:?} is a regular step, not a compensation step"
+                                    ),
+                                    format!("mark step {target:?} with compensation = true"),
+                                ));
+                            }
+                            OnFailure::Compensate(target.to_string())
+                        }
+                        None => {
+                            return Err(at(
+                                v.span().start,
+                                &field("on_failure"),
+                                format!("{other:?} is not a failure policy"),
+                                "use \"stop\", \"continue\" or \"compensate:STEP\"".into(),
+                            ))
+                        }
+                    },
+                },
+            };
+            if s.compensation && on_failure == OnFailure::Continue {
+                return Err(at(
+                    s.id.span().start,
+                    &field("on_failure"),
+                    "a compensation step cannot continue on failure".into(),
+                    "use \"stop\" or \"compensate:STEP\"".into(),
+                ));
+            }
+            let _ = i;
+            steps.push(Step {
+                id: sid.clone(),
+                title: s.title.clone(),
+                action: spec.name.to_string(),
+                args,
+                check,
+                check_args,
+                timeout,
+                retries,
+                backoff,
+                on_failure,
+                compensation: s.compensation,
+            });
+        }
+
+        // References: inputs declared, policy keys known, steps earlier and producing the output.
+        // A compensation step may use the outputs of steps before every step it compensates.
+        let mut compensated_by: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, st) in steps.iter().enumerate() {
+            if let OnFailure::Compensate(t) = &st.on_failure {
+                compensated_by.entry(t.clone()).or_default().push(i);
+            }
+        }
+        for (i, st) in steps.iter().enumerate() {
+            let raw_step = raw.step[i].get_ref();
+            if st.compensation && !compensated_by.contains_key(&st.id) {
+                continue; // unreachable: reported below
+            }
+            // The index before which referenced steps must lie.
+            let horizon = if st.compensation {
+                compensated_by
+                    .get(&st.id)
+                    .and_then(|v| v.iter().min().copied())
+                    .unwrap_or(0)
+            } else {
+                i
+            };
+            for (map, which) in [
+                (&raw_step.args, "args"),
+                (&raw_step.check_args, "check_args"),
+            ] {
+                for (k, v) in map {
+                    let Some(sv) = value_to_string(v.get_ref()) else {
+                        continue;
+                    };
+                    let f = format!("step {:?} {which}.{k}", st.id);
+                    let parts = parse_refs(&sv)
+                        .map_err(|m| at(v.span().start, &f, m, "fix the reference".into()))?;
+                    for p in parts.into_iter().filter_map(|p| p.err()) {
+                        match p {
+                            Ref::Input(n) if !inputs.contains_key(&n) => {
+                                return Err(at(
+                                    v.span().start,
+                                    &f,
+                                    format!("input {n:?} is not declared"),
+                                    format!("declare it under [inputs.{n}]"),
+                                ))
+                            }
+                            Ref::Policy(key) if !POLICY_KEYS.contains(&key.as_str()) => {
+                                return Err(at(
+                                    v.span().start,
+                                    &f,
+                                    format!("policy key {key:?} is unknown"),
+                                    format!("use one of: {}", POLICY_KEYS.join(", ")),
+                                ))
+                            }
+                            Ref::Step(sid, out) => {
+                                let Some(&j) = index.get(&sid) else {
+                                    return Err(at(
+                                        v.span().start,
+                                        &f,
+                                        format!("step {sid:?} does not exist"),
+                                        "refer to an earlier step's id".into(),
+                                    ));
+                                };
+                                // A check may read its own step's outputs.
+                                let own = which == "check_args" && j == i;
+                                if !own && (j >= horizon || steps[j].compensation) {
+                                    return Err(at(
+                                        v.span().start,
+                                        &f,
+                                        format!(
+                                            "step {sid:?} does not run before step {:?}: a reference \
+                                             to a later step is a cycle",
+                                            st.id
+                                        ),
+                                        "refer only to regular steps that come earlier".into(),
+                                    ));
+                                }
+                                let spec = actions::spec(&steps[j].action).expect("checked");
+                                if !spec.outputs.contains(&out.as_str()) {
+                                    return Err(at(
+                                        v.span().start,
+                                        &f,
+                                        format!(
+                                            "step {sid:?} ({}) has no output {out:?}",
+                                            spec.name
+                                        ),
+                                        format!(
+                                            "its outputs are: {}",
+                                            if spec.outputs.is_empty() {
+                                                "none".to_string()
+                                            } else {
+                                                spec.outputs.join(", ")
+                                            }
+                                        ),
+                                    ));
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+
+        // Compensation graph: no loops; every compensation step reachable.
+        for (i, st) in steps.iter().enumerate() {
+            if st.compensation && !compensated_by.contains_key(&st.id) {
+                return Err(at(
+                    raw.step[i].get_ref().id.span().start,
+                    &format!("step {:?}", st.id),
+                    "compensation step is unreachable: no step's on_failure names it".into(),
+                    format!(
+                        "add on_failure = \"compensate:{}\" to the step it undoes, or remove it",
+                        st.id
+                    ),
+                ));
+            }
+            let mut seen = BTreeSet::from([st.id.clone()]);
+            let mut cur = i;
+            while let OnFailure::Compensate(t) = &steps[cur].on_failure {
+                if !seen.insert(t.clone()) {
+                    // Report the edge that closes the loop.
+                    let on = raw.step[cur].get_ref().on_failure.as_ref().expect("set");
+                    return Err(at(
+                        on.span().start,
+                        &format!("step {:?} on_failure", steps[cur].id),
+                        format!("compensation loops back through step {t:?}"),
+                        "a compensation chain must end in a step that stops".into(),
+                    ));
+                }
+                cur = index[t];
+            }
+        }
+
+        Ok(Runbook {
+            name,
+            title: raw.title,
+            procedure: raw.procedure,
+            summary: raw.summary.trim().to_string(),
+            inputs,
+            steps,
+            source: file.to_string(),
+        })
+    }
+
+    pub fn step(&self, id: &str) -> Option<&Step> {
+        self.steps.iter().find(|s| s.id == id)
+    }
+}
+
+fn check_args(
+    text: &str,
+    file: &str,
+    field: &str,
+    spec: &ActionSpec,
+    given: &BTreeMap<String, Spanned<toml::Value>>,
+    anchor: std::ops::Range<usize>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for (k, v) in given {
+        if !spec.required.contains(&k.as_str()) && !spec.optional.contains(&k.as_str()) {
+            let mut known: Vec<&str> = spec.required.to_vec();
+            known.extend(spec.optional);
+            return Err(
+                ConfigError::new(file, format!("{} takes no argument {k:?}", spec.name))
+                    .at_offset(text, v.span().start)
+                    .field(format!("{field}.{k}"))
+                    .hint(if known.is_empty() {
+                        "remove it: this one takes no arguments".to_string()
+                    } else {
+                        format!("its arguments are: {}", known.join(", "))
+                    }),
+            );
+        }
+        let Some(s) = value_to_string(v.get_ref()) else {
+            return Err(ConfigError::new(
+                file,
+                format!("argument {k:?} must be a string, number or boolean"),
+            )
+            .at_offset(text, v.span().start)
+            .field(format!("{field}.{k}"))
+            .hint("write it as a string, e.g. \"${steps.observe.live_version}\""));
+        };
+        out.insert(k.clone(), s);
+    }
+    for r in spec.required {
+        if !out.contains_key(*r) {
+            return Err(
+                ConfigError::new(file, format!("{} needs the argument {r:?}", spec.name))
+                    .at_offset(text, anchor.start)
+                    .field(field.to_string())
+                    .hint(format!(
+                        "add {r} = \"...\" to the step's {}",
+                        field.rsplit(' ').next().unwrap_or("args")
+                    )),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Every runbook: the shipped ones, overridden or extended by `*.toml` files in `dir`.
+pub fn load_all(dir: Option<&Path>) -> Result<BTreeMap<String, Runbook>, ConfigError> {
+    let mut all = BTreeMap::new();
+    for (name, text) in SHIPPED {
+        let rb = Runbook::parse(text, &format!("runbooks/{name}.toml (built-in)"))?;
+        all.insert(rb.name.clone(), rb);
+    }
+    if let Some(dir) = dir {
+        for path in runbook_files(dir)? {
+            let shown = path.display().to_string();
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| ConfigError::new(&shown, format!("cannot read the runbook: {e}")))?;
+            let rb = Runbook::parse(&text, &shown)?;
+            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+            if stem != rb.name {
+                return Err(ConfigError::new(
+                    &shown,
+                    format!(
+                        "the runbook is named {:?} but its file is {stem:?}.toml",
+                        rb.name
+                    ),
+                )
+                .field("name")
+                .hint(format!(
+                    "rename the file to {}.toml or the runbook to {stem:?}",
+                    rb.name
+                )));
+            }
+            all.insert(rb.name.clone(), rb);
+        }
+    }
+    Ok(all)
+}
+
+/// The `*.toml` files of a runbook directory (none if it does not exist).
+pub fn runbook_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Ok(vec![]);
+    };
+    let mut files: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("toml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// One runbook by name.
+pub fn load(dir: Option<&Path>, name: &str) -> Result<Runbook, ConfigError> {
+    let mut all = load_all(dir)?;
+    let known: Vec<String> = all.keys().cloned().collect();
+    all.remove(name).ok_or_else(|| {
+        ConfigError::new("--runbook", format!("there is no runbook {name:?}"))
+            .hint(format!("use one of: {}", known.join(", ")))
+    })
+}
+
+#[cfg(test)]
+mod tests;
