@@ -88,18 +88,27 @@ impl Sandbox {
             "DRD_REGION",
             "DRD_OUTPUT",
             "DRD_BOOTSTRAP",
+            "DRD_RUNBOOKS",
+            "DRD_FAILPOINT",
         ] {
             c.env_remove(k);
         }
         c.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         c.env("DRD_SANDBOX_DIR", self.sandbox_dir());
+        c.env("DRD_STATE_DIR", self.dir.path().join("state"));
         c
     }
 
     /// Run drd with `stdin` piped in; returns the output.
     pub fn run(&self, args: &[&str], stdin: &str) -> Output {
+        self.run_env(args, stdin, &[])
+    }
+
+    /// Like `run`, with extra environment variables.
+    pub fn run_env(&self, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
         use std::io::Write;
         let mut c = self.drd();
+        c.envs(env.iter().copied());
         c.args(args)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())

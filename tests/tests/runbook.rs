@@ -1,0 +1,535 @@
+//! Procedure 2 end to end on a sandbox: pins, a corrupted version forced live, `drd rollback`,
+//! compensation, SIGKILL after every step with `--resume`, the run lease, and manual approval.
+//! End states are checked with second clients.
+
+use drd_e2e::{bootstrap, text, Sandbox};
+use serde_json::{json, Value};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+
+const KEY: &str = "sk-e2e-rollback-0123456789";
+
+/// A second good build: the real bootstrap with bytes appended (a different CodeSha256; the
+/// ELF loader ignores trailing data).
+fn variant(sb: &Sandbox, tag: &str) -> PathBuf {
+    let mut b = std::fs::read(bootstrap()).unwrap();
+    b.extend_from_slice(format!("\0drd-e2e-variant-{tag}").as_bytes());
+    let p = sb.dir.path().join(format!("bootstrap-{tag}"));
+    std::fs::write(&p, b).unwrap();
+    let mut perm = std::fs::metadata(&p).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&p, perm).unwrap();
+    p
+}
+
+struct World {
+    sb: Sandbox,
+    policy: String,
+    name: String,
+    url: String,
+}
+
+impl World {
+    fn drd(&self, args: &[&str]) -> std::process::Output {
+        let mut a = vec!["--policy", self.policy.as_str()];
+        a.extend_from_slice(args);
+        self.sb.run(&a, "")
+    }
+
+    fn drd_env(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+        let mut a = vec!["--policy", self.policy.as_str()];
+        a.extend_from_slice(args);
+        self.sb.run_env(&a, "", env)
+    }
+
+    fn function(&self) -> String {
+        format!("{}-fn", self.name)
+    }
+
+    async fn live(&self) -> String {
+        self.sb
+            .lambda("us-east-1")
+            .await
+            .get_alias()
+            .function_name(self.function())
+            .name("live")
+            .send()
+            .await
+            .unwrap()
+            .function_version()
+            .unwrap()
+            .to_string()
+    }
+
+    async fn force_live(&self, v: &str) {
+        self.sb
+            .lambda("us-east-1")
+            .await
+            .update_alias()
+            .function_name(self.function())
+            .name("live")
+            .function_version(v)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    async fn url_status(&self) -> u16 {
+        self.sb
+            .call_url(&self.url, &json!({"transcript": "Agent: a\nCustomer: b"}))
+            .await
+            .0
+    }
+
+    /// Every journal key of the store, by run.
+    async fn journal_keys(&self) -> Vec<String> {
+        let s3 = self.sb.s3("us-west-2").await;
+        let out = s3
+            .list_objects_v2()
+            .bucket(format!("{}-points", self.name))
+            .prefix(format!("{}/journal/", self.name))
+            .send()
+            .await
+            .unwrap();
+        out.contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect()
+    }
+
+    async fn runs(&self) -> Vec<String> {
+        let mut r: Vec<String> = self
+            .journal_keys()
+            .await
+            .iter()
+            .filter_map(|k| k.split('/').nth(2).map(str::to_string))
+            .collect();
+        r.dedup();
+        r
+    }
+}
+
+/// Deploy v1 and v2 (good, pinned by deploy) and a corrupted v3 (its bootstrap exits), which the
+/// deploy refuses to make live.
+async fn world(name: &str) -> World {
+    let sb = Sandbox::start();
+    sb.allow_key(KEY);
+    let policy = sb.policy(name).to_str().unwrap().to_string();
+    let mut url = String::new();
+    for (i, boot) in [bootstrap(), variant(&sb, "v2")].iter().enumerate() {
+        let out = sb.run(
+            &[
+                "--policy",
+                &policy,
+                "deploy",
+                "--bootstrap",
+                boot.to_str().unwrap(),
+                "--output",
+                "json",
+            ],
+            KEY,
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["version"], (i + 1).to_string());
+        assert_eq!(r["pinned"], true, "{r}");
+        url = r["function_url"].as_str().unwrap().to_string();
+    }
+    let broken = sb.dir.path().join("broken-bootstrap");
+    std::fs::write(&broken, "#!/bin/sh\necho corrupted package >&2\nexit 3\n").unwrap();
+    let out = sb.run(
+        &[
+            "--policy",
+            &policy,
+            "deploy",
+            "--skip-static-check",
+            "--bootstrap",
+            broken.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    World {
+        sb,
+        policy,
+        name: name.to_string(),
+        url,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollback_heals_a_corrupted_version_through_the_unchanged_url() {
+    let w = world("rb-a").await;
+    assert_eq!(w.live().await, "2");
+
+    // The pins, read with a second client: versions 1 and 2 with their real CodeSha256.
+    let lambda = w.sb.lambda("us-east-1").await;
+    let s3 = w.sb.s3("us-west-2").await;
+    let pins = s3
+        .get_object()
+        .bucket("rb-a-points")
+        .key("rb-a/pins/rb-a-fn.json")
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    let pins: Value = serde_json::from_slice(&pins).unwrap();
+    let pinned: Vec<&str> = pins["pins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(pinned, ["1", "2"]);
+    for p in pins["pins"].as_array().unwrap() {
+        let c = lambda
+            .get_function_configuration()
+            .function_name("rb-a-fn")
+            .qualifier(p["version"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(p["code_sha256"].as_str(), c.code_sha256());
+        assert_eq!(p["probes"].as_array().unwrap().len(), 2);
+    }
+    // `drd pin` on an already pinned, unchanged version writes nothing.
+    let out = w.drd(&["pin", "--version", "2"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("already, unchanged"), "{}", text(&out));
+    // The broken version 3 cannot be pinned.
+    let out = w.drd(&["pin", "--version", "3"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("failed probe T0"), "{}", text(&out));
+
+    // The corruption: v3 forced live (as a deploy that skipped probes would); the URL fails.
+    w.force_live("3").await;
+    assert_eq!(w.url_status().await, 502);
+
+    // Dry run: the plan names the move, nothing changes, nothing is journaled.
+    let out = w.drd(&["rollback", "--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        plan.contains("WRITE  [move-alias] move alias live to version 2"),
+        "{plan}"
+    );
+    assert!(plan.contains("live_version=3"), "{plan}");
+    assert_eq!(w.live().await, "3");
+    assert!(w.journal_keys().await.is_empty());
+    let out = w.drd(&["rollback", "--dry-run", "--output", "json"]);
+    let p: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(p["writes"], 1);
+
+    // The rollback.
+    let out = w.drd(&["rollback", "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["from"], "3");
+    assert_eq!(r["to"], "2");
+    let healthy = r["healthy_after_ms"].as_u64().unwrap();
+    assert!(healthy > 0 && healthy < 30_000, "{r}");
+    eprintln!("rollback: healthy after {healthy} ms");
+    assert_eq!(r["run"]["outcome"], "succeeded");
+
+    // Second client: live on 2, the same URL, which answers again.
+    assert_eq!(w.live().await, "2");
+    let url_now = lambda
+        .get_function_url_config()
+        .function_name("rb-a-fn")
+        .qualifier("live")
+        .send()
+        .await
+        .unwrap()
+        .function_url()
+        .to_string();
+    assert_eq!(url_now, w.url);
+    assert_eq!(w.url_status().await, 200);
+
+    // The journal in the store: every step started and succeeded once, then the run finished.
+    let run = r["run"]["run"].as_str().unwrap();
+    let keys = w.journal_keys().await;
+    for step in ["observe", "choose", "verify-code", "move-alias", "probe"] {
+        for ev in ["started", "succeeded"] {
+            let n = keys
+                .iter()
+                .filter(|k| k.contains(run) && k.ends_with(&format!("-{ev}-{step}.json")))
+                .count();
+            assert_eq!(n, 1, "{ev} {step}: {keys:?}");
+        }
+    }
+    assert!(keys.iter().any(|k| k.ends_with("-run_finished.json")));
+    let out = w.drd(&["runbook", "status", run, "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["run"]["outcome"], "succeeded");
+    // A local copy of the journal, one JSON line per transition.
+    let local = w.sb.dir.path().join(format!("state/journal/{run}.jsonl"));
+    let lines = std::fs::read_to_string(&local).unwrap();
+    assert_eq!(
+        lines.lines().count(),
+        keys.iter().filter(|k| k.contains(run)).count()
+    );
+    // Resuming a finished run does nothing.
+    let out = w.drd(&["rollback", "--resume", run]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        w.journal_keys()
+            .await
+            .iter()
+            .filter(|k| k.contains(run))
+            .count(),
+        keys.iter().filter(|k| k.contains(run)).count()
+    );
+
+    // An unpinned target is refused without --force; nothing moves.
+    let out = w.drd(&["rollback", "--to", "3"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("version 3 is not pinned"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(w.live().await, "2");
+
+    // Forced onto the broken version, the probe fails and live is moved back (compensation).
+    let out = w.drd(&["rollback", "--to", "3", "--force", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["run"]["outcome"], "compensated", "{r}");
+    let back = r["run"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "move-back")
+        .unwrap();
+    assert_eq!(back["status"], "succeeded");
+    assert_eq!(w.live().await, "2");
+    assert_eq!(w.url_status().await, 200);
+}
+
+/// SIGKILL after each step of lambda-rollback (after its effect but before its journal entry,
+/// and after the entry), then `--resume`: always the same end state as an uninterrupted run, and
+/// a step whose success was journaled never runs again.
+#[tokio::test(flavor = "multi_thread")]
+async fn rollback_killed_after_any_step_resumes_to_the_same_end_state() {
+    let w = world("rb-crash").await;
+    for step in ["observe", "choose", "verify-code", "move-alias", "probe"] {
+        for when in ["after-action", "after-journal"] {
+            w.force_live("3").await;
+            let before = w.runs().await;
+            let fp = format!("{step}:{when}");
+            let out = w.drd_env(&["rollback"], &[("DRD_FAILPOINT", &fp)]);
+            assert_eq!(out.status.signal(), Some(9), "{fp}: {}", text(&out));
+            let run = w
+                .runs()
+                .await
+                .into_iter()
+                .find(|r| !before.contains(r))
+                .unwrap_or_else(|| panic!("{fp}: no new run"));
+            let out = w.drd(&["rollback", "--resume", &run, "--output", "json"]);
+            assert!(out.status.success(), "{fp}: {}", text(&out));
+            let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(r["run"]["outcome"], "succeeded", "{fp}: {r}");
+            assert_eq!(r["run"]["resumed"], true);
+            assert_eq!(r["to"], "2", "{fp}: {r}");
+            assert_eq!(w.live().await, "2", "{fp}");
+            assert_eq!(w.url_status().await, 200, "{fp}");
+            let keys: Vec<String> = w
+                .journal_keys()
+                .await
+                .into_iter()
+                .filter(|k| k.contains(&run))
+                .collect();
+            let count = |ev: &str, s: &str| {
+                keys.iter()
+                    .filter(|k| k.ends_with(&format!("-{ev}-{s}.json")))
+                    .count()
+            };
+            for s in ["observe", "choose", "verify-code", "move-alias", "probe"] {
+                assert_eq!(count("succeeded", s), 1, "{fp} {s}: {keys:?}");
+            }
+            // Journaled before the kill: never started again. Killed before its entry: ran
+            // again (idempotently) exactly once more.
+            let expected = if when == "after-journal" { 1 } else { 2 };
+            assert_eq!(count("started", step), expected, "{fp}: {keys:?}");
+        }
+    }
+}
+
+const GATED: &str = r#"
+name = "gated-pin"
+title = "Pin the live version after an operator agrees"
+
+[[step]]
+id = "observe"
+title = "Read live"
+action = "lambda.observe"
+
+[[step]]
+id = "approve"
+title = "Operator approval"
+action = "manual.approve"
+args = { message = "pin version ${steps.observe.live_version} of ${policy.function}?" }
+timeout = "2s"
+
+[[step]]
+id = "pin"
+title = "Pin it"
+action = "lambda.pin"
+args = { version = "${steps.observe.live_version}" }
+check = "pin.exists"
+check_args = { version = "${steps.observe.live_version}" }
+"#;
+
+/// A custom runbook with a manual approval: the run pauses, a second run is refused while the
+/// first holds the lease (exit 3), approval plus `--resume` finishes it; `validate` rejects a
+/// broken runbook file with its line.
+#[tokio::test(flavor = "multi_thread")]
+async fn approval_pauses_a_run_and_resume_finishes_it() {
+    let sb = Sandbox::start();
+    sb.allow_key(KEY);
+    let policy = sb.policy("rb-gate").to_str().unwrap().to_string();
+    let out = sb.run(
+        &[
+            "--policy",
+            &policy,
+            "deploy",
+            "--bootstrap",
+            bootstrap().to_str().unwrap(),
+        ],
+        KEY,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let dir = sb.dir.path().join("runbooks");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("gated-pin.toml"), GATED).unwrap();
+    let rbdir = dir.to_str().unwrap().to_string();
+    let drd = |args: &[&str]| {
+        let mut a = vec!["--policy", policy.as_str(), "--runbooks", rbdir.as_str()];
+        a.extend_from_slice(args);
+        sb.run(&a, "")
+    };
+    let out = drd(&["validate"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("runbook  gated-pin: ok (3 steps"),
+        "{}",
+        text(&out)
+    );
+
+    // Remove the deploy's pin so this run's pin is a real write.
+    let s3 = sb.s3("us-west-2").await;
+    s3.delete_object()
+        .bucket("rb-gate-points")
+        .key("rb-gate/pins/rb-gate-fn.json")
+        .send()
+        .await
+        .unwrap();
+
+    // No approval within 2 s: the run pauses (exit 1, outcome waiting, not finished).
+    let out = drd(&["runbook", "run", "gated-pin", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["outcome"], "waiting");
+    let run = r["run"].as_str().unwrap().to_string();
+    assert!(text(&out).contains(&format!("drd runbook approve {run}")));
+
+    // While a run holds the lease, another is refused with exit 3 naming the holder.
+    let mut slow = sb.drd();
+    slow.args([
+        "--policy",
+        &policy,
+        "--runbooks",
+        &rbdir,
+        "runbook",
+        "run",
+        "gated-pin",
+        "--resume",
+        &run,
+    ])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
+    let mut child = slow.spawn().unwrap();
+    // Once the resumed run has journaled its resumption, it holds the lease.
+    let mut resumed = false;
+    for _ in 0..100 {
+        let keys = s3
+            .list_objects_v2()
+            .bucket("rb-gate-points")
+            .prefix(format!("rb-gate/journal/{run}/"))
+            .send()
+            .await
+            .unwrap();
+        if keys
+            .contents()
+            .iter()
+            .any(|o| o.key().unwrap_or("").ends_with("-run_resumed.json"))
+        {
+            resumed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(resumed, "the resumed run never started");
+    let out = drd(&["runbook", "run", "gated-pin"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        text(&out).contains("drd runbook gated-pin"),
+        "{}",
+        text(&out)
+    );
+    let _ = child.wait();
+
+    // Approve (only manual steps can be approved), then resume: the pin is written.
+    let out = drd(&["runbook", "approve", &run, "pin"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let out = drd(&["runbook", "approve", &run, "approve"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = drd(&[
+        "runbook",
+        "run",
+        "gated-pin",
+        "--resume",
+        &run,
+        "--output",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["outcome"], "succeeded", "{r}");
+    let steps = r["steps"].as_array().unwrap();
+    assert_eq!(steps[0]["status"], "done_earlier");
+    assert_eq!(steps[2]["status"], "succeeded");
+    let pins = s3
+        .get_object()
+        .bucket("rb-gate-points")
+        .key("rb-gate/pins/rb-gate-fn.json")
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    let pins: Value = serde_json::from_slice(&pins).unwrap();
+    assert_eq!(pins["pins"][0]["version"], "1");
+
+    // A broken runbook file: validate exits 2 with its file and line.
+    std::fs::write(
+        dir.join("gated-pin.toml"),
+        GATED.replace("action = \"lambda.pin\"", "action = \"lambda.pinn\""),
+    )
+    .unwrap();
+    let out = drd(&["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("gated-pin.toml:20:") && err.contains("unknown action \"lambda.pinn\""),
+        "{err}"
+    );
+}
