@@ -11,6 +11,7 @@ pub mod check;
 pub mod cli;
 pub mod deploy;
 pub mod error;
+pub mod github;
 pub mod lambda;
 pub mod policy;
 pub mod runbook;

@@ -22,6 +22,9 @@ pub struct Policy {
     pub secrets: SecretsPolicy,
     #[serde(default)]
     pub retention: RetentionPolicy,
+    /// The GitHub repository whose Actions secrets mirror some of ours (optional).
+    #[serde(default)]
+    pub github: Option<GithubPolicy>,
     /// Where the policy was read from (set by `load`).
     #[serde(skip)]
     pub path: PathBuf,
@@ -125,6 +128,31 @@ pub struct SecretsPolicy {
     /// Further secrets that are backed up (for example the CI's `github-token`).
     #[serde(default)]
     pub others: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubPolicy {
+    /// REST API base (GitHub Enterprise: `https://HOST/api/v3`).
+    #[serde(default = "default_github_api")]
+    pub api_url: String,
+    /// `owner/name`.
+    pub repository: Spanned<String>,
+    /// The Secrets Manager secret holding the API token.
+    #[serde(default = "default_github_token_secret")]
+    pub token_secret: String,
+    /// Secrets Manager secret name -> GitHub Actions secret name, e.g.
+    /// `"openai-api-key" = "OPENAI_API_KEY"`.
+    #[serde(default)]
+    pub secrets: std::collections::BTreeMap<String, String>,
+}
+
+fn default_github_api() -> String {
+    "https://api.github.com".into()
+}
+
+fn default_github_token_secret() -> String {
+    "github-token".into()
 }
 
 /// Which recovery points `drd prune` keeps (restic semantics); no rule keeps everything.
@@ -314,6 +342,18 @@ impl Policy {
                     "retention.keep_within",
                     format!("{:?} is not a duration: {e}", w.get_ref()),
                     "write a duration such as \"36h\" or \"7days\"",
+                ));
+            }
+        }
+        if let Some(gh) = &self.github {
+            let r = gh.repository.get_ref();
+            let parts: Vec<&str> = r.split('/').collect();
+            if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
+                return Err(at(
+                    &gh.repository.span(),
+                    "github.repository",
+                    format!("{r:?} is not a repository name"),
+                    "write it as \"owner/name\"",
                 ));
             }
         }

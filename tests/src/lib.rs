@@ -2,6 +2,8 @@
 //! stub) on free loopback ports with `drd sandbox up`, drives the real `drd` binary, and checks
 //! the end state with second clients built here from the AWS SDK, never through drd's own code.
 
+pub mod github;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -155,6 +157,16 @@ recipients = ["{recipient}"]
         let p = self.dir.path().join(format!("{name}.toml"));
         std::fs::write(&p, text).unwrap();
         p
+    }
+
+    /// Revoke a key in the LLM stub (through drd, key on stdin).
+    pub fn revoke_key(&self, key: &str) {
+        let out = self.run(&["sandbox", "llm", "revoke"], key);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Allow a key in the LLM stub (through drd, key on stdin).

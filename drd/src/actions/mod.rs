@@ -5,8 +5,10 @@
 //! (`writes: false`) may run during planning to resolve later steps' arguments; actions that write
 //! never do.
 
+mod github;
 mod lambda;
 mod manual;
+mod secret;
 
 pub use lambda::{pin_version, PinOutcome};
 
@@ -90,6 +92,71 @@ pub const ACTIONS: &[ActionSpec] = &[
         suggested_check: None,
     },
     ActionSpec {
+        name: "secret.observe",
+        summary: "Read which version of the secret is AWSCURRENT.",
+        required: &["secret"],
+        optional: &[],
+        outputs: &["current_version"],
+        writes: false,
+        suggested_check: None,
+    },
+    ActionSpec {
+        name: "secret.stage",
+        summary: "Stage the new value (read from stdin, never an argument) as AWSPENDING.",
+        required: &["secret"],
+        optional: &[],
+        outputs: &["pending_version"],
+        writes: true,
+        suggested_check: Some("secret.stage_is"),
+    },
+    ActionSpec {
+        name: "secret.prove_pending",
+        summary: "Publish a candidate function version that reads AWSPENDING, restore $LATEST, \
+                  and probe the candidate T2 (one LLM call with the new key).",
+        required: &["secret"],
+        optional: &[],
+        outputs: &["candidate_version"],
+        writes: true,
+        suggested_check: Some("lambda.latest_clean"),
+    },
+    ActionSpec {
+        name: "secret.promote",
+        summary: "Move AWSCURRENT to the pending version (the old one becomes AWSPREVIOUS).",
+        required: &["secret", "version"],
+        optional: &[],
+        outputs: &["previous_version", "changed"],
+        writes: true,
+        suggested_check: Some("secret.stage_is"),
+    },
+    ActionSpec {
+        name: "secret.unstage",
+        summary: "Remove the AWSPENDING label from a version.",
+        required: &["secret", "version"],
+        optional: &[],
+        outputs: &[],
+        writes: true,
+        suggested_check: Some("secret.stage_absent"),
+    },
+    ActionSpec {
+        name: "github.update_secret",
+        summary: "Write the secret's current value to the mapped GitHub Actions repository \
+                  secret (sealed box to the repository key; token from the github-token secret).",
+        required: &["secret"],
+        optional: &[],
+        outputs: &["github_secret", "updated_after"],
+        writes: true,
+        suggested_check: Some("github.secret_updated"),
+    },
+    ActionSpec {
+        name: "backup.take",
+        summary: "Take a recovery point now.",
+        required: &[],
+        optional: &[],
+        outputs: &["point", "new_blobs"],
+        writes: true,
+        suggested_check: Some("backup.has_secret_version"),
+    },
+    ActionSpec {
         name: "manual.approve",
         summary: "Wait until an operator runs `drd runbook approve RUN STEP`.",
         required: &["message"],
@@ -129,6 +196,51 @@ pub const CHECKS: &[ActionSpec] = &[
         suggested_check: None,
     },
     ActionSpec {
+        name: "secret.stage_is",
+        summary: "The stage label is on the given secret version.",
+        required: &["secret", "stage", "version"],
+        optional: &[],
+        outputs: &[],
+        writes: false,
+        suggested_check: None,
+    },
+    ActionSpec {
+        name: "secret.stage_absent",
+        summary: "No version of the secret carries the stage label.",
+        required: &["secret", "stage"],
+        optional: &[],
+        outputs: &[],
+        writes: false,
+        suggested_check: None,
+    },
+    ActionSpec {
+        name: "lambda.latest_clean",
+        summary: "$LATEST carries no rotation marker in its environment.",
+        required: &[],
+        optional: &[],
+        outputs: &[],
+        writes: false,
+        suggested_check: None,
+    },
+    ActionSpec {
+        name: "github.secret_updated",
+        summary: "The mapped GitHub secret was updated after `since` (no mapping: nothing to prove).",
+        required: &["secret"],
+        optional: &["since"],
+        outputs: &[],
+        writes: false,
+        suggested_check: None,
+    },
+    ActionSpec {
+        name: "backup.has_secret_version",
+        summary: "The recovery point holds a backup of the secret version.",
+        required: &["point", "secret", "version"],
+        optional: &[],
+        outputs: &[],
+        writes: false,
+        suggested_check: None,
+    },
+    ActionSpec {
         name: "pin.exists",
         summary: "The version is pinned with its current CodeSha256.",
         required: &["version"],
@@ -162,6 +274,8 @@ pub struct Ctx<'a> {
     pub store: Store,
     pub run_id: String,
     pub progress: &'a (dyn Fn(&str) + Sync),
+    /// A new secret value (from stdin), only for the rotation's stage step; never journaled.
+    pub secret_value: Option<&'a secrecy::SecretString>,
 }
 
 impl Ctx<'_> {
@@ -180,6 +294,13 @@ pub async fn run(ctx: &Ctx<'_>, step: &str, name: &str, args: &Args) -> Result<O
         "lambda.pin" => lambda::pin(ctx, args).await,
         "probe.url" => lambda::probe_url(ctx, args).await,
         "manual.approve" => manual::approve(ctx, step, args).await,
+        "secret.observe" => secret::observe(ctx, args).await,
+        "secret.stage" => secret::stage(ctx, args).await,
+        "secret.prove_pending" => secret::prove_pending(ctx, args).await,
+        "secret.promote" => secret::promote(ctx, args).await,
+        "secret.unstage" => secret::unstage(ctx, args).await,
+        "github.update_secret" => github::update_secret(ctx, args).await,
+        "backup.take" => github::take_backup(ctx).await,
         other => Err(Error::failed(format!("unknown action {other}"))),
     }
 }
@@ -191,6 +312,11 @@ pub async fn check(ctx: &Ctx<'_>, name: &str, args: &Args) -> Result<()> {
         "lambda.verify_code" => lambda::verify_code(ctx, args).await,
         "probe.url" => lambda::probe_url(ctx, args).await.map(|_| ()),
         "pin.exists" => lambda::pin_exists(ctx, args).await,
+        "secret.stage_is" => secret::stage_is(ctx, args).await,
+        "secret.stage_absent" => secret::stage_absent(ctx, args).await,
+        "lambda.latest_clean" => secret::latest_clean(ctx, args).await,
+        "github.secret_updated" => github::secret_updated(ctx, args).await,
+        "backup.has_secret_version" => github::has_secret_version(ctx, args).await,
         other => Err(Error::failed(format!("unknown check {other}"))),
     }
 }
@@ -216,6 +342,27 @@ pub fn describe(name: &str, args: &Args) -> String {
             args.get("tiers").map(String::as_str).unwrap_or("T0,T1")
         ),
         "manual.approve" => format!("wait for approval: {}", a("message")),
+        "secret.observe" => format!("read which version of {} is AWSCURRENT", a("secret")),
+        "secret.stage" => format!("stage the new value of {} as AWSPENDING", a("secret")),
+        "secret.prove_pending" => format!(
+            "publish a candidate version reading AWSPENDING of {} and probe it T2",
+            a("secret")
+        ),
+        "secret.promote" => format!(
+            "move AWSCURRENT of {} to version {}",
+            a("secret"),
+            a("version")
+        ),
+        "secret.unstage" => format!(
+            "remove AWSPENDING of {} from version {}",
+            a("secret"),
+            a("version")
+        ),
+        "github.update_secret" => format!(
+            "update the GitHub Actions secret mapped to {}",
+            a("secret")
+        ),
+        "backup.take" => "take a recovery point".into(),
         _ => name.to_string(),
     }
 }

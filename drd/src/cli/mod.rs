@@ -8,6 +8,7 @@ mod pin;
 mod points;
 mod prune;
 mod rollback;
+mod rotate;
 mod runbook;
 mod sandbox;
 mod status;
@@ -104,6 +105,8 @@ pub enum Command {
     Pin(pin::Args),
     /// Move live back to a known-good version (runbook lambda-rollback).
     Rollback(rollback::Args),
+    /// Rotate a secret (runbook secret-rotation); the new value comes on stdin.
+    Rotate(rotate::Args),
     /// Runbooks: list, show, run, status, approve.
     Runbook(runbook::Args),
     /// The local sandbox (moto server + function host + LLM stub).
@@ -123,6 +126,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Prune(a) => prune::run(&cli, a).await,
         Command::Pin(a) => pin::run(&cli, a).await,
         Command::Rollback(a) => rollback::run(&cli, a).await,
+        Command::Rotate(a) => rotate::run(&cli, a).await,
         Command::Runbook(a) => runbook::run(&cli, a).await,
         Command::Sandbox(a) => sandbox::run(&cli, a).await,
     }

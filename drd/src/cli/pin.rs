@@ -42,6 +42,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
         store,
         run_id: format!("drd pin on {}", crate::store::lease::hostname()),
         progress: &noop,
+        secret_value: None,
     };
     let out = crate::actions::pin_version(&ctx, &version, args.deep).await?;
     if cli.json() {

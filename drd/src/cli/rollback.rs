@@ -44,6 +44,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
         inputs,
         args.dry_run,
         args.resume.clone(),
+        None,
     )
     .await?
     else {

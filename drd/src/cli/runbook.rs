@@ -120,7 +120,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
                 };
                 inputs.insert(k.to_string(), v.to_string());
             }
-            let outcome = run_named(cli, &a.name, inputs, a.dry_run, a.resume.clone()).await?;
+            let outcome = run_named(cli, &a.name, inputs, a.dry_run, a.resume.clone(), None).await?;
             if let Some(r) = outcome {
                 print_report(cli, &r);
                 finish(&r)?;
@@ -139,6 +139,7 @@ pub async fn run_named(
     inputs: BTreeMap<String, String>,
     dry_run: bool,
     resume: Option<String>,
+    secret: Option<&secrecy::SecretString>,
 ) -> Result<Option<RunReport>> {
     let rb = runbook::load(Some(&cli.runbooks), name)?;
     let policy = cli.load_policy()?;
@@ -173,6 +174,7 @@ pub async fn run_named(
                     store,
                     run_id: "dry-run".into(),
                     progress: &progress,
+                    secret_value: None,
                 };
                 exec::observe(&ctx, &rb, &inputs, &done).await
             }
@@ -203,6 +205,7 @@ pub async fn run_named(
         store,
         run_id: String::new(),
         progress: &progress,
+        secret_value: secret,
     };
     let opts = RunOptions {
         inputs,
@@ -343,6 +346,7 @@ async fn status(cli: &Cli, run: Option<&str>) -> Result<()> {
         store: store.clone(),
         run_id: run.to_string(),
         progress: &noop,
+        secret_value: None,
     };
     let outcome = s.outcome.clone().unwrap_or_else(|| "unfinished".into());
     let r = exec::report_from_state(&ctx, &rb, &s, &outcome, false, None);

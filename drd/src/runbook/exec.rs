@@ -373,6 +373,7 @@ pub async fn execute(ctx: &Ctx<'_>, rb: &Runbook, opts: &RunOptions) -> Result<R
         store: ctx.store.clone(),
         run_id: run_id.clone(),
         progress: ctx.progress,
+        secret_value: ctx.secret_value,
     };
     let journal = Journal::new(
         ctx.store.clone(),

@@ -28,10 +28,16 @@ use toml::Spanned;
 
 /// The runbooks shipped with drd, embedded so the binary works from any directory. A file of the
 /// same name in the runbook directory (`--runbooks`) takes precedence.
-pub const SHIPPED: &[(&str, &str)] = &[(
-    "lambda-rollback",
-    include_str!("../../../runbooks/lambda-rollback.toml"),
-)];
+pub const SHIPPED: &[(&str, &str)] = &[
+    (
+        "lambda-rollback",
+        include_str!("../../../runbooks/lambda-rollback.toml"),
+    ),
+    (
+        "secret-rotation",
+        include_str!("../../../runbooks/secret-rotation.toml"),
+    ),
+];
 
 /// Keys `${policy.KEY}` may name.
 pub const POLICY_KEYS: &[&str] = &[

@@ -1,0 +1,120 @@
+//! `drd rotate SECRET`: runbook `secret-rotation` (procedure 3), new value on stdin.
+
+use super::Cli;
+use crate::error::{ConfigError, Error, Result};
+use std::collections::BTreeMap;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The secret to rotate (a name from the policy, e.g. openai-api-key).
+    pub secret: String,
+    /// Print the plan and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Continue an interrupted rotation (pipe the new value again unless it was already staged).
+    #[arg(long, value_name = "RUN")]
+    pub resume: Option<String>,
+}
+
+pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
+    let policy = cli.load_policy()?;
+    if !policy.secret_names().iter().any(|s| s == &args.secret) {
+        return Err(ConfigError::new(
+            "SECRET",
+            format!("{:?} is not a secret of the policy", args.secret),
+        )
+        .hint(format!("use one of: {}", policy.secret_names().join(", ")))
+        .into());
+    }
+    // The new value: stdin only (never an argument), parsed and checked before any write.
+    let value = if args.dry_run {
+        None
+    } else {
+        read_new_value(&policy, &args.secret, args.resume.is_some())?
+    };
+    let inputs = if args.resume.is_some() {
+        BTreeMap::new()
+    } else {
+        BTreeMap::from([("secret".to_string(), args.secret.clone())])
+    };
+    let Some(r) = super::runbook::run_named(
+        cli,
+        "secret-rotation",
+        inputs,
+        args.dry_run,
+        args.resume.clone(),
+        value.as_ref(),
+    )
+    .await?
+    else {
+        return Ok(());
+    };
+    let out = |step: &str, k: &str| {
+        r.steps
+            .iter()
+            .find(|s| s.id == step)
+            .and_then(|s| s.outputs.get(k))
+            .cloned()
+    };
+    let old = out("observe", "current_version");
+    let new = out("stage", "pending_version");
+    if cli.json() {
+        super::print_json(&serde_json::json!({
+            "secret": args.secret,
+            "old_version": old,
+            "new_version": new,
+            "point": out("backup", "point"),
+            "github_secret": out("github", "github_secret"),
+            "run": r,
+        }));
+    } else {
+        super::runbook::print_report(cli, &r);
+        if r.outcome == "succeeded" {
+            println!(
+                "rotated {}: AWSCURRENT is now version {}; the old value is version {} (AWSPREVIOUS)",
+                args.secret,
+                new.as_deref().unwrap_or("?"),
+                old.as_deref().unwrap_or("?")
+            );
+            println!(
+                "now revoke the old key at the provider (the value of {} version {}), then check with drd status --deep",
+                args.secret,
+                old.as_deref().unwrap_or("?")
+            );
+        }
+    }
+    super::runbook::finish(&r)
+}
+
+fn read_new_value(
+    policy: &crate::policy::Policy,
+    secret: &str,
+    resuming: bool,
+) -> Result<Option<secrecy::SecretString>> {
+    use std::io::{IsTerminal, Read};
+    if std::io::stdin().is_terminal() {
+        if resuming {
+            return Ok(None);
+        }
+        return Err(ConfigError::new("<stdin>", "no new value was given")
+            .hint(format!("pipe it in: drd rotate {secret} < new-value-file"))
+            .into());
+    }
+    let mut raw = String::new();
+    std::io::stdin()
+        .read_to_string(&mut raw)
+        .map_err(|e| Error::io("reading the new value from stdin", e))?;
+    if raw.trim().is_empty() {
+        if resuming {
+            return Ok(None);
+        }
+        return Err(ConfigError::new("<stdin>", "the new value is empty")
+            .hint(format!("pipe it in: drd rotate {secret} < new-value-file"))
+            .into());
+    }
+    if secret == policy.api_key_secret() {
+        Ok(Some(crate::deploy::parse_api_key(&raw, "<stdin>", secret)?))
+    } else {
+        Ok(Some(secrecy::SecretString::from(raw.trim().to_string())))
+    }
+}

@@ -1,0 +1,148 @@
+//! The slice of the GitHub REST API drd needs: a repository's Actions public key and writing an
+//! Actions secret, sealed (libsodium sealed box) with that key as the API requires.
+//! <https://docs.github.com/en/rest/actions/secrets>
+
+use crate::error::{Error, Result};
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+pub struct GitHub {
+    http: reqwest::Client,
+    api: String,
+    token: SecretString,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PublicKey {
+    pub key_id: String,
+    /// Base64 of the 32-byte X25519 public key.
+    pub key: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SecretMeta {
+    pub name: String,
+    pub updated_at: String,
+}
+
+/// Encrypt `value` to a repository public key as a libsodium sealed box, base64-encoded.
+pub fn seal(public_key_b64: &str, value: &[u8]) -> Result<String> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let raw = b64
+        .decode(public_key_b64)
+        .map_err(|e| Error::failed(format!("the repository public key is not base64: {e}")))?;
+    let bytes: [u8; 32] = raw.try_into().map_err(|_| {
+        Error::failed("the repository public key is not 32 bytes (an X25519 key)")
+    })?;
+    let pk = crypto_box::PublicKey::from(bytes);
+    let sealed = pk
+        .seal(&mut crypto_box::aead::OsRng, value)
+        .map_err(|_| Error::failed("sealing the secret failed"))?;
+    Ok(b64.encode(sealed))
+}
+
+impl GitHub {
+    pub fn new(api: &str, token: SecretString) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .expect("reqwest client builds"),
+            api: api.trim_end_matches('/').to_string(),
+            token,
+        }
+    }
+
+    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.api))
+            .bearer_auth(self.token.expose_secret())
+            .header("Accept", "application/vnd.github+json")
+            .header("X-GitHub-Api-Version", "2022-11-28")
+            .header("User-Agent", concat!("drd/", env!("CARGO_PKG_VERSION")))
+    }
+
+    async fn send(&self, what: &str, r: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let resp = r
+            .send()
+            .await
+            .map_err(|e| Error::failed(format!("GitHub {what}: {e}")))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body = resp.text().await.unwrap_or_default();
+        let msg = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+            .unwrap_or_else(|| body.chars().take(200).collect());
+        Err(Error::failed_hint(
+            format!("GitHub {what} failed: HTTP {}: {msg}", status.as_u16()),
+            match status.as_u16() {
+                401 => "the github-token secret is not a valid token",
+                403 | 404 => "the token needs the `secrets` write permission on the repository",
+                _ => "retry later; GitHub may be degraded",
+            },
+        ))
+    }
+
+    pub async fn public_key(&self, repo: &str) -> Result<PublicKey> {
+        let r = self.req(
+            reqwest::Method::GET,
+            &format!("/repos/{repo}/actions/secrets/public-key"),
+        );
+        self.send("GET public-key", r)
+            .await?
+            .json()
+            .await
+            .map_err(|e| Error::failed(format!("GitHub public-key reply: {e}")))
+    }
+
+    /// Create or update an Actions secret.
+    pub async fn put_secret(&self, repo: &str, name: &str, value: &SecretString) -> Result<()> {
+        let key = self.public_key(repo).await?;
+        let encrypted = seal(&key.key, value.expose_secret().as_bytes())?;
+        let r = self
+            .req(
+                reqwest::Method::PUT,
+                &format!("/repos/{repo}/actions/secrets/{name}"),
+            )
+            .json(&serde_json::json!({"encrypted_value": encrypted, "key_id": key.key_id}));
+        self.send(&format!("PUT secret {name}"), r).await?;
+        Ok(())
+    }
+
+    pub async fn secret(&self, repo: &str, name: &str) -> Result<SecretMeta> {
+        let r = self.req(
+            reqwest::Method::GET,
+            &format!("/repos/{repo}/actions/secrets/{name}"),
+        );
+        self.send(&format!("GET secret {name}"), r)
+            .await?
+            .json()
+            .await
+            .map_err(|e| Error::failed(format!("GitHub secret reply: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    #[test]
+    fn sealed_boxes_open_with_the_repository_private_key() {
+        let sk = crypto_box::SecretKey::generate(&mut crypto_box::aead::OsRng);
+        let pk = base64::engine::general_purpose::STANDARD.encode(sk.public_key().as_bytes());
+        let sealed = seal(&pk, b"sk-new-value").unwrap();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(sealed)
+            .unwrap();
+        // 32-byte ephemeral key + 16-byte tag + message.
+        assert_eq!(raw.len(), 32 + 16 + 12);
+        assert_eq!(sk.unseal(&raw).unwrap(), b"sk-new-value");
+        assert!(seal("not base64!", b"x").is_err());
+        assert!(seal("AAAA", b"x").is_err());
+    }
+}
