@@ -26,6 +26,9 @@ pub struct AwsSettings {
 pub struct Aws {
     settings: AwsSettings,
     configs: Mutex<HashMap<String, SdkConfig>>,
+    /// A CodePipeline client given from outside (tests use the SDK's mock client: the emulator
+    /// serves no pipeline executions, see docs/emulator-gaps.md).
+    codepipeline: Mutex<Option<aws_sdk_codepipeline::Client>>,
 }
 
 impl Aws {
@@ -33,6 +36,7 @@ impl Aws {
         Self {
             settings,
             configs: Mutex::new(HashMap::new()),
+            codepipeline: Mutex::new(None),
         }
     }
 
@@ -101,6 +105,18 @@ impl Aws {
 
     pub async fn logs(&self, region: &str) -> aws_sdk_cloudwatchlogs::Client {
         aws_sdk_cloudwatchlogs::Client::new(&self.config(region).await)
+    }
+
+    pub async fn codepipeline(&self, region: &str) -> aws_sdk_codepipeline::Client {
+        if let Some(c) = self.codepipeline.lock().expect("client override").clone() {
+            return c;
+        }
+        aws_sdk_codepipeline::Client::new(&self.config(region).await)
+    }
+
+    /// Use this CodePipeline client instead of building one.
+    pub fn set_codepipeline(&self, client: aws_sdk_codepipeline::Client) {
+        *self.codepipeline.lock().expect("client override") = Some(client);
     }
 
     pub async fn sts(&self, region: &str) -> aws_sdk_sts::Client {

@@ -32,9 +32,9 @@ pub fn seal(public_key_b64: &str, value: &[u8]) -> Result<String> {
     let raw = b64
         .decode(public_key_b64)
         .map_err(|e| Error::failed(format!("the repository public key is not base64: {e}")))?;
-    let bytes: [u8; 32] = raw.try_into().map_err(|_| {
-        Error::failed("the repository public key is not 32 bytes (an X25519 key)")
-    })?;
+    let bytes: [u8; 32] = raw
+        .try_into()
+        .map_err(|_| Error::failed("the repository public key is not 32 bytes (an X25519 key)"))?;
     let pk = crypto_box::PublicKey::from(bytes);
     let sealed = pk
         .seal(&mut crypto_box::aead::OsRng, value)
@@ -75,7 +75,11 @@ impl GitHub {
         let body = resp.text().await.unwrap_or_default();
         let msg = serde_json::from_str::<serde_json::Value>(&body)
             .ok()
-            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+            .and_then(|v| {
+                v.get("message")
+                    .and_then(|m| m.as_str())
+                    .map(str::to_string)
+            })
             .unwrap_or_else(|| body.chars().take(200).collect());
         Err(Error::failed_hint(
             format!("GitHub {what} failed: HTTP {}: {msg}", status.as_u16()),

@@ -25,6 +25,9 @@ pub struct Policy {
     /// The GitHub repository whose Actions secrets mirror some of ours (optional).
     #[serde(default)]
     pub github: Option<GithubPolicy>,
+    /// The AWS CodePipeline that is the CI alternative (procedure 1 retries it).
+    #[serde(default)]
+    pub pipeline: Option<PipelinePolicy>,
     /// Where the policy was read from (set by `load`).
     #[serde(skip)]
     pub path: PathBuf,
@@ -145,6 +148,19 @@ pub struct GithubPolicy {
     /// `"openai-api-key" = "OPENAI_API_KEY"`.
     #[serde(default)]
     pub secrets: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelinePolicy {
+    pub name: Spanned<String>,
+    /// How many times `pipeline-failure` retries or restarts before giving up.
+    #[serde(default = "default_pipeline_retries")]
+    pub max_retries: u32,
+}
+
+fn default_pipeline_retries() -> u32 {
+    2
 }
 
 fn default_github_api() -> String {

@@ -93,7 +93,9 @@ fn guard(s: &Stub, h: &HeaderMap, owner: &str, repo: &str) -> Option<Response> {
         );
     }
     if format!("{owner}/{repo}") != s.repo {
-        return Some((StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response());
+        return Some(
+            (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response(),
+        );
     }
     None
 }

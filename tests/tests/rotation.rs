@@ -293,7 +293,11 @@ async fn rotation_heals_a_revoked_key_and_a_bad_key_changes_nothing() {
     let human = w.rotate(key2, &[], &[]);
     // Rotating to the value already current is refused before any write.
     assert_eq!(human.status.code(), Some(1), "{}", text(&human));
-    assert!(text(&human).contains("equals its current value"), "{}", text(&human));
+    assert!(
+        text(&human).contains("equals its current value"),
+        "{}",
+        text(&human)
+    );
 }
 
 /// SIGKILL after each step of secret-rotation (before and after its journal entry), then

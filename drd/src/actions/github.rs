@@ -23,7 +23,10 @@ fn token_of(raw: &SecretString) -> SecretString {
     SecretString::from(s.to_string())
 }
 
-fn mapping<'a>(ctx: &'a Ctx<'_>, secret: &str) -> Option<(&'a crate::policy::GithubPolicy, String)> {
+fn mapping<'a>(
+    ctx: &'a Ctx<'_>,
+    secret: &str,
+) -> Option<(&'a crate::policy::GithubPolicy, String)> {
     let gh = ctx.policy.github.as_ref()?;
     let name = gh.secrets.get(secret)?;
     Some((gh, name.clone()))

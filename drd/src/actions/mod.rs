@@ -8,6 +8,7 @@
 mod github;
 mod lambda;
 mod manual;
+mod pipeline;
 mod secret;
 
 pub use lambda::{pin_version, PinOutcome};
@@ -157,6 +158,26 @@ pub const ACTIONS: &[ActionSpec] = &[
         suggested_check: Some("backup.has_secret_version"),
     },
     ActionSpec {
+        name: "pipeline.inspect",
+        summary: "Read the pipeline's latest execution and, if it failed, the stage that failed.",
+        required: &["pipeline"],
+        optional: &[],
+        outputs: &["execution_id", "status", "failed_stage"],
+        writes: false,
+        suggested_check: None,
+    },
+    ActionSpec {
+        name: "pipeline.recover",
+        summary: "Retry the failed stage's failed actions (or start a new execution when nothing \
+                  failed) and wait, up to `max_retries` times; an execution in progress is waited \
+                  on, never started twice.",
+        required: &["pipeline", "max_retries"],
+        optional: &["poll"],
+        outputs: &["execution_id", "attempts", "actions"],
+        writes: true,
+        suggested_check: Some("pipeline.latest_succeeded"),
+    },
+    ActionSpec {
         name: "manual.approve",
         summary: "Wait until an operator runs `drd runbook approve RUN STEP`.",
         required: &["message"],
@@ -224,7 +245,8 @@ pub const CHECKS: &[ActionSpec] = &[
     },
     ActionSpec {
         name: "github.secret_updated",
-        summary: "The mapped GitHub secret was updated after `since` (no mapping: nothing to prove).",
+        summary:
+            "The mapped GitHub secret was updated after `since` (no mapping: nothing to prove).",
         required: &["secret"],
         optional: &["since"],
         outputs: &[],
@@ -235,6 +257,15 @@ pub const CHECKS: &[ActionSpec] = &[
         name: "backup.has_secret_version",
         summary: "The recovery point holds a backup of the secret version.",
         required: &["point", "secret", "version"],
+        optional: &[],
+        outputs: &[],
+        writes: false,
+        suggested_check: None,
+    },
+    ActionSpec {
+        name: "pipeline.latest_succeeded",
+        summary: "The pipeline's latest execution succeeded.",
+        required: &["pipeline"],
         optional: &[],
         outputs: &[],
         writes: false,
@@ -301,6 +332,8 @@ pub async fn run(ctx: &Ctx<'_>, step: &str, name: &str, args: &Args) -> Result<O
         "secret.unstage" => secret::unstage(ctx, args).await,
         "github.update_secret" => github::update_secret(ctx, args).await,
         "backup.take" => github::take_backup(ctx).await,
+        "pipeline.inspect" => pipeline::inspect(ctx, args).await,
+        "pipeline.recover" => pipeline::recover(ctx, args).await,
         other => Err(Error::failed(format!("unknown action {other}"))),
     }
 }
@@ -317,6 +350,7 @@ pub async fn check(ctx: &Ctx<'_>, name: &str, args: &Args) -> Result<()> {
         "lambda.latest_clean" => secret::latest_clean(ctx, args).await,
         "github.secret_updated" => github::secret_updated(ctx, args).await,
         "backup.has_secret_version" => github::has_secret_version(ctx, args).await,
+        "pipeline.latest_succeeded" => pipeline::latest_succeeded(ctx, args).await,
         other => Err(Error::failed(format!("unknown check {other}"))),
     }
 }
@@ -358,11 +392,16 @@ pub fn describe(name: &str, args: &Args) -> String {
             a("secret"),
             a("version")
         ),
-        "github.update_secret" => format!(
-            "update the GitHub Actions secret mapped to {}",
-            a("secret")
-        ),
+        "github.update_secret" => {
+            format!("update the GitHub Actions secret mapped to {}", a("secret"))
+        }
         "backup.take" => "take a recovery point".into(),
+        "pipeline.inspect" => format!("read the latest execution of pipeline {}", a("pipeline")),
+        "pipeline.recover" => format!(
+            "retry the failed stage of {} (or start it), up to {} time(s), and wait",
+            a("pipeline"),
+            a("max_retries")
+        ),
         _ => name.to_string(),
     }
 }

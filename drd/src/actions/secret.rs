@@ -55,9 +55,8 @@ pub async fn observe(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
     check_secret(ctx, secret)?;
     let sm = ctx.aws.secrets(&ctx.region).await;
     let vs = versions(&sm, secret).await?;
-    let current = with_stage(&vs, "AWSCURRENT").ok_or_else(|| {
-        Error::failed(format!("secret {secret} has no AWSCURRENT version"))
-    })?;
+    let current = with_stage(&vs, "AWSCURRENT")
+        .ok_or_else(|| Error::failed(format!("secret {secret} has no AWSCURRENT version")))?;
     Ok(Outputs::from([("current_version".into(), current)]))
 }
 
@@ -221,9 +220,7 @@ pub async fn latest_clean(ctx: &Ctx<'_>, _args: &Args) -> Result<()> {
         .and_then(|e| e.variables())
         .is_some_and(|v| v.contains_key(STAGE_ENV));
     if marked {
-        return Err(Error::failed(format!(
-            "$LATEST still has {STAGE_ENV} set"
-        )));
+        return Err(Error::failed(format!("$LATEST still has {STAGE_ENV} set")));
     }
     Ok(())
 }

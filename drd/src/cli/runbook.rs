@@ -120,7 +120,8 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
                 };
                 inputs.insert(k.to_string(), v.to_string());
             }
-            let outcome = run_named(cli, &a.name, inputs, a.dry_run, a.resume.clone(), None).await?;
+            let outcome =
+                run_named(cli, &a.name, inputs, a.dry_run, a.resume.clone(), None).await?;
             if let Some(r) = outcome {
                 print_report(cli, &r);
                 finish(&r)?;

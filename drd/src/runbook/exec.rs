@@ -81,6 +81,23 @@ pub fn policy_vars(policy: &crate::policy::Policy, region: &str) -> BTreeMap<Str
             "api_key_secret".to_string(),
             policy.api_key_secret().to_string(),
         ),
+        (
+            "pipeline".to_string(),
+            policy
+                .pipeline
+                .as_ref()
+                .map(|p| p.name.get_ref().clone())
+                .unwrap_or_default(),
+        ),
+        (
+            "pipeline_max_retries".to_string(),
+            policy
+                .pipeline
+                .as_ref()
+                .map(|p| p.max_retries)
+                .unwrap_or(2)
+                .to_string(),
+        ),
     ])
 }
 
@@ -219,7 +236,7 @@ impl Exec<'_> {
                 }
             ));
             let work = async {
-                let out = actions::run(self.ctx, &step.id, &step.action, &args).await?;
+                let out = Box::pin(actions::run(self.ctx, &step.id, &step.action, &args)).await?;
                 if let Some(check) = &step.check {
                     let mut with_own = self.outputs.clone();
                     with_own.insert(step.id.clone(), out.clone());
@@ -228,7 +245,7 @@ impl Exec<'_> {
                             .map_err(|m| {
                                 Error::failed(format!("check argument ${{{m}}} has no value"))
                             })?;
-                    actions::check(self.ctx, check, &cargs)
+                    Box::pin(actions::check(self.ctx, check, &cargs))
                         .await
                         .map_err(|e| Error::failed(format!("check {check} failed: {e}")))?;
                 }
@@ -382,7 +399,8 @@ pub async fn execute(ctx: &Ctx<'_>, rb: &Runbook, opts: &RunOptions) -> Result<R
         state.as_ref().map(|s| s.next_seq).unwrap_or(0),
         opts.state_dir.clone(),
     );
-    let result = run_steps(&ctx, rb, opts, &journal, state, inputs, policy).await;
+    // Boxed: the step futures are large (a backup is one) and debug builds run on small stacks.
+    let result = Box::pin(run_steps(&ctx, rb, opts, &journal, state, inputs, policy)).await;
     let released = lease.release().await;
     let report = result?;
     released?;

@@ -37,6 +37,10 @@ pub const SHIPPED: &[(&str, &str)] = &[
         "secret-rotation",
         include_str!("../../../runbooks/secret-rotation.toml"),
     ),
+    (
+        "pipeline-failure",
+        include_str!("../../../runbooks/pipeline-failure.toml"),
+    ),
 ];
 
 /// Keys `${policy.KEY}` may name.
@@ -46,6 +50,8 @@ pub const POLICY_KEYS: &[&str] = &[
     "region",
     "primary_region",
     "api_key_secret",
+    "pipeline",
+    "pipeline_max_retries",
 ];
 
 #[derive(Debug, Clone, Deserialize)]
