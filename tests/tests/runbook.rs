@@ -309,6 +309,38 @@ async fn rollback_heals_a_corrupted_version_through_the_unchanged_url() {
     assert_eq!(back["status"], "succeeded");
     assert_eq!(w.live().await, "2");
     assert_eq!(w.url_status().await, 200);
+
+    // A recovery point carries the packages of every pinned version (rollback targets), not
+    // the broken, unpinned one.
+    let out = w.drd(&["backup", "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let id = serde_json::from_slice::<Value>(&out.stdout).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let m = s3
+        .get_object()
+        .bucket("rb-a-points")
+        .key(format!("rb-a/points/{id}.json"))
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    let m: Value = serde_json::from_slice(&m).unwrap();
+    let mut used: Vec<String> = m["code"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["used_by"].as_array().unwrap().clone())
+        .map(|u| u.as_str().unwrap().to_string())
+        .collect();
+    used.sort();
+    assert_eq!(used, ["live (2)", "pinned (1)", "pinned (2)"], "{m}");
+    assert_eq!(m["code"].as_array().unwrap().len(), 2);
 }
 
 /// SIGKILL after each step of lambda-rollback (after its effect but before its journal entry,

@@ -381,6 +381,16 @@ async fn capture(
                     .push(format!("live ({v})"));
             }
         }
+        // Pinned versions are rollback targets: their packages must survive a region loss too.
+        let pinned = crate::lambda::pins::load(store, function).await?;
+        for p in &pinned.pins {
+            if let Some(vc) = versions.iter().find(|x| x.version == p.version) {
+                wanted
+                    .entry(vc.code_sha256.clone())
+                    .or_default()
+                    .push(format!("pinned ({})", p.version));
+            }
+        }
         let artifacts = aws.s3(region).await;
         let mut code = vec![];
         for (sha, used_by) in wanted {

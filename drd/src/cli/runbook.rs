@@ -91,9 +91,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
                         "(region)",
                         &inputs,
                         &policy,
-                        &BTreeMap::new(),
-                        &BTreeMap::new(),
-                        None,
+                        &plan::Known::default(),
                         None,
                     );
                     print!(
@@ -186,9 +184,11 @@ pub async fn run_named(
             &region,
             &inputs,
             &exec::policy_vars(&policy, &region),
-            &done,
-            &observed,
-            blocked,
+            &plan::Known {
+                done,
+                observed,
+                blocked,
+            },
             resume,
         );
         if cli.json() {

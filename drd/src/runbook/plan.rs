@@ -91,16 +91,24 @@ fn lenient(
         .collect()
 }
 
+/// What is known before a run: steps an earlier attempt finished (`done`), read-only steps run
+/// for the plan (`observed`), and why the plan cannot go through (`blocked`).
+#[derive(Debug, Clone, Default)]
+pub struct Known {
+    pub done: BTreeMap<String, Outputs>,
+    pub observed: BTreeMap<String, Outputs>,
+    pub blocked: Option<String>,
+}
+
 pub fn plan(
     rb: &Runbook,
     region: &str,
     inputs: &BTreeMap<String, String>,
     policy: &BTreeMap<String, String>,
-    done: &BTreeMap<String, Outputs>,
-    observed: &BTreeMap<String, Outputs>,
-    blocked: Option<String>,
+    state: &Known,
     resume: Option<String>,
 ) -> Plan {
+    let (done, observed, blocked) = (&state.done, &state.observed, state.blocked.clone());
     let mut known = done.clone();
     known.extend(observed.iter().map(|(k, v)| (k.clone(), v.clone())));
     let mut steps = vec![];

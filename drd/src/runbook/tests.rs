@@ -146,9 +146,10 @@ fn the_plan_shows_observed_values_and_counts_writes() {
         "us-east-1",
         &inputs,
         &policy,
-        &BTreeMap::new(),
-        &observed,
-        None,
+        &plan::Known {
+            observed,
+            ..Default::default()
+        },
         None,
     );
     assert_eq!(p.writes, 1);
@@ -169,9 +170,7 @@ fn the_plan_shows_observed_values_and_counts_writes() {
         "us-east-1",
         &inputs,
         &policy,
-        &BTreeMap::new(),
-        &BTreeMap::new(),
-        None,
+        &plan::Known::default(),
         None,
     );
     let mv = p.steps.iter().find(|s| s.id == "move-alias").unwrap();
