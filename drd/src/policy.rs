@@ -131,6 +131,10 @@ pub struct SecretsPolicy {
     /// Further secrets that are backed up (for example the CI's `github-token`).
     #[serde(default)]
     pub others: Vec<Spanned<String>>,
+    /// Secrets among `others` whose values drd may generate (`drd rotate NAME --generate`):
+    /// shared secrets no provider issues. The API key and tokens come from their provider.
+    #[serde(default)]
+    pub generated: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -206,6 +210,7 @@ impl Default for SecretsPolicy {
         Self {
             api_key: default_api_key_secret(),
             others: vec![],
+            generated: vec![],
         }
     }
 }
@@ -358,6 +363,21 @@ impl Policy {
                     "retention.keep_within",
                     format!("{:?} is not a duration: {e}", w.get_ref()),
                     "write a duration such as \"36h\" or \"7days\"",
+                ));
+            }
+        }
+        for (i, g) in self.secrets.generated.iter().enumerate() {
+            if !self
+                .secrets
+                .others
+                .iter()
+                .any(|o| o.get_ref() == g.get_ref())
+            {
+                return Err(at(
+                    &g.span(),
+                    &format!("secrets.generated[{i}]"),
+                    format!("{:?} is not listed in secrets.others", g.get_ref()),
+                    "add it to secrets.others (the API key is always issued by its provider)",
                 ));
             }
         }

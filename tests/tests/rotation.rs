@@ -298,6 +298,53 @@ async fn rotation_heals_a_revoked_key_and_a_bad_key_changes_nothing() {
         "{}",
         text(&human)
     );
+
+    // --generate: refused for a provider-issued secret before anything is read or written ...
+    let out = w.rotate("", &["--generate"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("issued by a provider"),
+        "{}",
+        text(&out)
+    );
+    // ... and for a secret the policy lets drd generate, a fresh random value goes through the
+    // same runbook (nothing in the function reads it, so there is no candidate to prove).
+    let sm = w.sb.secrets("us-east-1").await;
+    sm.create_secret()
+        .name("session-signing-key")
+        .secret_string("initial-signing-key")
+        .send()
+        .await
+        .unwrap();
+    let p2 = w.sb.policy_with(
+        &w.name,
+        "age1nl9upv528fhapk9tpcejgcthvxt9g7nvdygteey9ekltsxmxjs3q9u3u2k",
+        "\n[secrets]\nothers = [\"session-signing-key\"]\ngenerated = [\"session-signing-key\"]\n",
+    );
+    let out = w.sb.run(
+        &[
+            "--policy",
+            p2.to_str().unwrap(),
+            "rotate",
+            "session-signing-key",
+            "--generate",
+            "--output",
+            "json",
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let v = sm
+        .get_secret_value()
+        .secret_id("session-signing-key")
+        .version_stage("AWSCURRENT")
+        .send()
+        .await
+        .unwrap();
+    let generated = v.secret_string().unwrap().to_string();
+    assert_ne!(generated, "initial-signing-key");
+    assert_eq!(generated.len(), 43, "32 bytes, base64url");
+    assert!(!text(&out).contains(&generated));
 }
 
 /// SIGKILL after each step of secret-rotation (before and after its journal entry), then

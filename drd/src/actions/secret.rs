@@ -139,10 +139,11 @@ pub async fn stage_is(ctx: &Ctx<'_>, args: &Args) -> Result<()> {
 pub async fn prove_pending(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
     let secret = arg(args, "secret")?;
     if secret != ctx.policy.api_key_secret() {
-        return Err(Error::failed_hint(
-            format!("drd can prove only the API-key secret through the function, not {secret}"),
-            "rotate other secrets with a runbook that has no prove step",
+        // The function reads only the API key: nothing it runs can prove another secret.
+        (ctx.progress)(&format!(
+            "{secret} is not read by the function: no candidate version to prove it with"
         ));
+        return Ok(Outputs::from([("candidate_version".into(), String::new())]));
     }
     let lambda = ctx.aws.lambda(&ctx.region).await;
     let f = ctx.function();

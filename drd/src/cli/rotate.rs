@@ -8,6 +8,10 @@ use std::collections::BTreeMap;
 pub struct Args {
     /// The secret to rotate (a name from the policy, e.g. openai-api-key).
     pub secret: String,
+    /// Generate a random value (32 bytes, base64url) instead of reading stdin; only for secrets
+    /// the policy lists in `secrets.generated`.
+    #[arg(long, conflicts_with = "resume")]
+    pub generate: bool,
     /// Print the plan and write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -29,6 +33,27 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
     // The new value: stdin only (never an argument), parsed and checked before any write.
     let value = if args.dry_run {
         None
+    } else if args.generate {
+        if !policy
+            .secrets
+            .generated
+            .iter()
+            .any(|g| g.get_ref() == &args.secret)
+        {
+            return Err(ConfigError::new(
+                "--generate",
+                format!(
+                    "drd may not generate {:?}: its value is issued by a provider",
+                    args.secret
+                ),
+            )
+            .hint(format!(
+                "pipe the provider's new value on stdin, or list it in secrets.generated of {}",
+                policy.path.display()
+            ))
+            .into());
+        }
+        Some(generate_value())
     } else {
         read_new_value(&policy, &args.secret, args.resume.is_some())?
     };
@@ -84,6 +109,17 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
         }
     }
     super::runbook::finish(&r)
+}
+
+/// 32 random bytes from the OS, base64url without padding.
+fn generate_value() -> secrecy::SecretString {
+    use base64::Engine;
+    use crypto_box::aead::rand_core::RngCore;
+    let mut b = [0u8; 32];
+    crypto_box::aead::OsRng.fill_bytes(&mut b);
+    let s = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    b.fill(0);
+    secrecy::SecretString::from(s)
 }
 
 fn read_new_value(
