@@ -114,6 +114,8 @@ struct Writer<'a> {
     store: &'a Store,
     new_blobs: AtomicU64,
     new_bytes: AtomicU64,
+    /// The bytes of every blob this run wrote, so copies need not read them back.
+    fresh: std::sync::Mutex<BTreeMap<String, Vec<u8>>>,
 }
 
 impl Writer<'_> {
@@ -122,9 +124,19 @@ impl Writer<'_> {
         if w == Written::New {
             self.new_blobs.fetch_add(1, Ordering::Relaxed);
             self.new_bytes.fetch_add(r.size, Ordering::Relaxed);
+            self.fresh
+                .lock()
+                .expect("fresh blobs")
+                .insert(r.sha256.clone(), bytes.to_vec());
         }
         Ok(r)
     }
+}
+
+/// The previous point as copies see it: its id and the blobs it names.
+struct PrevPoint {
+    id: String,
+    blobs: BTreeSet<String>,
 }
 
 /// Take one recovery point.
@@ -151,23 +163,39 @@ pub async fn backup(
         latest_manifest(&store)
     );
     let lease = lease?;
+    let mut prev_point = None;
     let result = match prev {
-        Ok(prev) => capture(aws, policy, &store, &recipients, &lease, prev, progress).await,
+        Ok(prev) => {
+            prev_point = prev.as_ref().map(|m| PrevPoint {
+                id: m.id.clone(),
+                blobs: m.blobs().into_iter().map(|(_, b)| b.sha256.clone()).collect(),
+            });
+            capture(aws, policy, &store, &recipients, &lease, prev, progress).await
+        }
         Err(e) => Err(e),
     };
     // The point is complete once its manifest exists: copy it to further buckets while the
     // store lease is given back.
     let (copies, release) = match &result {
-        Ok((_, manifest, body)) => {
+        Ok((_, manifest, body, fresh)) => {
             let (c, r) = tokio::join!(
-                copy_point(aws, policy, &store, manifest, body, progress),
+                copy_point(
+                    aws,
+                    policy,
+                    &store,
+                    manifest,
+                    body,
+                    prev_point.as_ref(),
+                    fresh,
+                    progress
+                ),
                 lease.release()
             );
             (Some(c), r)
         }
         Err(_) => (None, lease.release().await),
     };
-    let (mut report, _, _) = result?;
+    let (mut report, _, _, _) = result?;
     report.copies = copies.transpose()?.unwrap_or_default();
     release?;
     report.duration_ms = started.elapsed().as_millis() as u64;
@@ -182,12 +210,13 @@ async fn capture(
     lease: &Lease,
     prev: Option<Manifest>,
     progress: &(dyn Fn(&str) + Sync),
-) -> Result<(BackupReport, Manifest, Vec<u8>)> {
+) -> Result<(BackupReport, Manifest, Vec<u8>, BTreeMap<String, Vec<u8>>)> {
     let region = policy.primary_region();
     let w = Writer {
         store,
         new_blobs: AtomicU64::new(0),
         new_bytes: AtomicU64::new(0),
+        fresh: Default::default(),
     };
     let w = &w;
     let prev = &prev;
@@ -568,6 +597,7 @@ async fn capture(
         new_bytes,
         items: diff(prev.as_ref(), &manifest),
     };
+    let fresh = std::mem::take(&mut *w.fresh.lock().expect("fresh blobs"));
     let body = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
     // Last: the point exists from here on.
     store.put_new(&store.point_key(&manifest.id), &body).await?;
@@ -584,6 +614,7 @@ async fn capture(
         },
         manifest,
         body,
+        fresh,
     ))
 }
 
@@ -594,72 +625,92 @@ pub struct CopyReport {
     pub objects_copied: u64,
 }
 
-/// Copy a point to every further bucket: missing blobs first, the manifest last.
+/// Copy a point to every further bucket (concurrently): missing blobs first, the manifest last.
+///
+/// A copy bucket that holds the previous point's manifest holds every blob it names (manifests
+/// are written last), so only the blobs the previous point did not name are looked at; blobs
+/// this run wrote are copied from memory, others read back from the store.
+#[allow(clippy::too_many_arguments)]
 async fn copy_point(
     aws: &Aws,
     policy: &Policy,
     store: &Store,
     manifest: &Manifest,
     body: &[u8],
+    prev: Option<&PrevPoint>,
+    fresh: &BTreeMap<String, Vec<u8>>,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Vec<CopyReport>> {
-    let mut out = vec![];
-    for c in &policy.backup.copies {
-        let (bucket, region) = (c.bucket.get_ref(), c.region.get_ref());
-        let s3 = aws.s3(region).await;
-        crate::store::ensure_store_bucket(
-            &s3,
-            bucket,
-            region,
-            policy.backup.object_lock.as_ref(),
-            &policy.path.display().to_string(),
-        )
-        .await?;
-        let target = Store::new(s3.clone(), bucket, policy.stack_name());
-        let mut seen = BTreeSet::new();
-        let jobs = manifest
-            .blobs()
-            .into_iter()
-            .filter(|(_, b)| seen.insert(b.sha256.clone()))
-            .map(|(_, b)| {
-                let target = &target;
-                async move {
-                    let key = target.blob_key(&b.sha256);
-                    if target.exists(&key).await? {
-                        return Ok::<u64, Error>(0);
-                    }
-                    // GET + conditional PUT rather than CopyObject: moto 5.2.1 refuses CopyObject into
-                    // an Object Lock bucket without a checksum header the SDK does not send for copies.
-                    let bytes = store.get_blob(&b.sha256).await?.ok_or_else(|| {
-                        Error::failed(format!(
-                            "blob {} vanished while copying point {}",
-                            store.blob_key(&b.sha256),
-                            manifest.id
+    let one = |c: &'_ crate::policy::CopyPolicy| {
+        let (bucket, region) = (c.bucket.get_ref().clone(), c.region.get_ref().clone());
+        async move {
+            let s3 = aws.s3(&region).await;
+            crate::store::ensure_store_bucket(
+                &s3,
+                &bucket,
+                &region,
+                policy.backup.object_lock.as_ref(),
+                &policy.path.display().to_string(),
+            )
+            .await?;
+            let target = Store::new(s3.clone(), &bucket, policy.stack_name());
+            let prev_copied = match prev {
+                Some(p) => target.exists(&target.point_key(&p.id)).await?,
+                None => false,
+            };
+            let mut seen = BTreeSet::new();
+            let jobs = manifest
+                .blobs()
+                .into_iter()
+                .filter(|(_, b)| seen.insert(b.sha256.clone()))
+                .filter(|(_, b)| !(prev_copied && prev.is_some_and(|p| p.blobs.contains(&b.sha256))))
+                .map(|(_, b)| {
+                    let target = &target;
+                    async move {
+                        let key = target.blob_key(&b.sha256);
+                        if let Some(bytes) = fresh.get(&b.sha256) {
+                            // Written by this run: a conditional PUT, no lookup, no read-back.
+                            return Ok::<u64, Error>(u64::from(
+                                target.put_new(&key, bytes).await? == Written::New,
+                            ));
+                        }
+                        if target.exists(&key).await? {
+                            return Ok(0);
+                        }
+                        // GET + conditional PUT rather than CopyObject: moto 5.2.1 refuses
+                        // CopyObject into an Object Lock bucket without a checksum header the SDK
+                        // does not send for copies.
+                        let bytes = store.get_blob(&b.sha256).await?.ok_or_else(|| {
+                            Error::failed(format!(
+                                "blob {} vanished while copying point {}",
+                                store.blob_key(&b.sha256),
+                                manifest.id
+                            ))
+                        })?;
+                        Ok(u64::from(
+                            target.put_once(&key, &bytes).await? == Written::New,
                         ))
-                    })?;
-                    Ok(u64::from(
-                        target.put_once(&key, &bytes).await? == Written::New,
-                    ))
-                }
-            });
-        let mut copied: u64 = futures::future::try_join_all(jobs).await?.into_iter().sum();
-        if target
-            .put_new(&target.point_key(&manifest.id), body)
-            .await?
-            == Written::New
-        {
-            copied += 1;
+                    }
+                });
+            let mut copied: u64 = futures::future::try_join_all(jobs).await?.into_iter().sum();
+            if target
+                .put_new(&target.point_key(&manifest.id), body)
+                .await?
+                == Written::New
+            {
+                copied += 1;
+            }
+            progress(&format!(
+                "copied to s3://{bucket} ({region}): {copied} object(s)"
+            ));
+            Ok::<_, Error>(CopyReport {
+                bucket,
+                region,
+                objects_copied: copied,
+            })
         }
-        progress(&format!(
-            "copied to s3://{bucket} ({region}): {copied} object(s)"
-        ));
-        out.push(CopyReport {
-            bucket: bucket.clone(),
-            region: region.clone(),
-            objects_copied: copied,
-        });
-    }
-    Ok(out)
+    };
+    futures::future::try_join_all(policy.backup.copies.iter().map(one)).await
 }
 
 async fn fetch_code(
