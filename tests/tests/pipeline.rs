@@ -227,6 +227,33 @@ async fn pipeline_failure_runbook_retries_the_failed_stage_until_green() {
     assert_eq!(start.num_calls(), 0);
     assert_eq!(r.steps[1].outputs["actions"], "waited on exec-3");
 
+    // 3b. A resumed run whose recovery already went green (a newer execution than the one
+    // inspect saw succeeded): nothing is retried or started again.
+    let list = mock!(Client::list_pipeline_executions)
+        .sequence()
+        .output(|| summary("exec-5", Pes::Failed))
+        .output(|| summary("exec-6", Pes::Succeeded))
+        .repeatedly()
+        .build();
+    let state =
+        mock!(Client::get_pipeline_state).then_output(|| state_failed_in("Build", "exec-5"));
+    let retry = mock!(Client::retry_stage_execution).then_output(|| {
+        RetryStageExecutionOutput::builder()
+            .pipeline_execution_id("never")
+            .build()
+    });
+    let start = mock!(Client::start_pipeline_execution).then_output(|| {
+        StartPipelineExecutionOutput::builder()
+            .pipeline_execution_id("never")
+            .build()
+    });
+    let r = run(&sb, "pl-e", build(&[&list, &state, &retry, &start]))
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, "succeeded", "{r:?}");
+    assert_eq!(retry.num_calls() + start.num_calls(), 0);
+    assert_eq!(r.steps[1].outputs["actions"], "exec-6 already succeeded");
+
     // 4. Still failing after max_retries (2): the run fails and says what it tried.
     let list =
         mock!(Client::list_pipeline_executions).then_output(|| summary("exec-4", Pes::Failed));

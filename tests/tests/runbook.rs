@@ -310,6 +310,37 @@ async fn rollback_heals_a_corrupted_version_through_the_unchanged_url() {
     assert_eq!(w.live().await, "2");
     assert_eq!(w.url_status().await, 200);
 
+    // Killed right after the compensation, resumed: the failed probe is not run again (it could
+    // pass by chance and report a rollback that was undone); the run ends compensated.
+    let before = w.runs().await;
+    let out = w.drd_env(
+        &["rollback", "--to", "3", "--force"],
+        &[("DRD_FAILPOINT", "move-back:after-journal")],
+    );
+    assert_eq!(out.status.signal(), Some(9), "{}", text(&out));
+    let run = w
+        .runs()
+        .await
+        .into_iter()
+        .find(|r| !before.contains(r))
+        .unwrap();
+    let started_probe = |keys: &[String]| {
+        keys.iter()
+            .filter(|k| k.contains(&run) && k.ends_with("-started-probe.json"))
+            .count()
+    };
+    let probes_before = started_probe(&w.journal_keys().await);
+    // Inputs given on resume must match the run's: a different target is refused.
+    let out = w.drd(&["rollback", "--resume", &run, "--to", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("different inputs"), "{}", text(&out));
+    let out = w.drd(&["rollback", "--resume", &run, "--output", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["run"]["outcome"], "compensated", "{r}");
+    assert_eq!(started_probe(&w.journal_keys().await), probes_before);
+    assert_eq!(w.live().await, "2");
+
     // A recovery point carries the packages of every pinned version (rollback targets), not
     // the broken, unpinned one.
     let out = w.drd(&["backup", "--output", "json"]);

@@ -46,9 +46,9 @@ pub async fn update_secret(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
     let token = token_of(&super::secret::current_value(ctx, &gh.token_secret).await?);
     let value = super::secret::current_value(ctx, secret).await?;
     let client = GitHub::new(&gh.api_url, token);
-    // GitHub reports whole seconds; a second of slack keeps the check honest.
+    // GitHub reports whole seconds by its own clock: a minute of slack absorbs clock skew.
     let after = humantime::format_rfc3339_seconds(
-        std::time::SystemTime::now() - std::time::Duration::from_secs(1),
+        std::time::SystemTime::now() - std::time::Duration::from_secs(60),
     )
     .to_string();
     client
@@ -75,6 +75,11 @@ pub async fn secret_updated(ctx: &Ctx<'_>, args: &Args) -> Result<()> {
         .secret(gh.repository.get_ref(), &name)
         .await?;
     let parse = |s: &str| humantime::parse_rfc3339_weak(s.trim_end_matches('Z')).ok();
+    if !since.is_empty() && parse(since).is_none() {
+        return Err(Error::failed(format!(
+            "check argument since = {since:?} is not an RFC 3339 time"
+        )));
+    }
     match (parse(&meta.updated_at), parse(since)) {
         (Some(u), Some(s)) if u < s => Err(Error::failed(format!(
             "GitHub secret {} was last updated at {}, before this rotation",

@@ -37,7 +37,7 @@ pub async fn choose_rollback_target(ctx: &Ctx<'_>, args: &Args) -> Result<Output
                     "name a version such as 2 (see drd status)",
                 ));
             }
-            match file.get(to) {
+            match file.get(&ctx.region, to) {
                 Some(p) => (to.clone(), p.code_sha256.clone(), true),
                 None if force => {
                     let lambda = ctx.aws.lambda(&ctx.region).await;
@@ -54,20 +54,22 @@ pub async fn choose_rollback_target(ctx: &Ctx<'_>, args: &Args) -> Result<Output
                 }
             }
         }
-        None => match file.newest_before(current) {
+        None => match file.newest_before(&ctx.region, current) {
             Some(p) => (p.version.clone(), p.code_sha256.clone(), true),
             None => {
                 return Err(Error::failed_hint(
                     format!(
                         "no pinned version is older than the live version {current} (pinned: {})",
-                        if file.pins.is_empty() {
-                            "none".to_string()
-                        } else {
-                            file.pins
-                                .iter()
+                        {
+                            let v: Vec<&str> = file
+                                .in_region(&ctx.region)
                                 .map(|p| p.version.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
+                                .collect();
+                            if v.is_empty() {
+                                "none".to_string()
+                            } else {
+                                v.join(", ")
+                            }
                         }
                     ),
                     "name a version with --to N --force, or redeploy a known-good build",
@@ -109,7 +111,7 @@ pub async fn point_alias(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
     let (previous, changed) = match change {
         ops::AliasChange::Created => (String::new(), true),
         ops::AliasChange::Moved { from } => (from, true),
-        ops::AliasChange::Unchanged => (version.to_string(), false),
+        ops::AliasChange::Unchanged => (String::new(), false),
     };
     (ctx.progress)(&format!(
         "alias live -> {version}{}",
@@ -236,7 +238,7 @@ pub async fn pin_version(ctx: &Ctx<'_>, version: &str, deep: bool) -> Result<Pin
 pub async fn pin_exists(ctx: &Ctx<'_>, args: &Args) -> Result<()> {
     let version = arg(args, "version")?;
     let file = pins::load(&ctx.store, ctx.function()).await?;
-    let Some(p) = file.get(version) else {
+    let Some(p) = file.get(&ctx.region, version) else {
         return Err(Error::failed(format!("version {version} is not pinned")));
     };
     let lambda = ctx.aws.lambda(&ctx.region).await;

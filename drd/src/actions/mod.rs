@@ -172,7 +172,7 @@ pub const ACTIONS: &[ActionSpec] = &[
                   failed) and wait, up to `max_retries` times; an execution in progress is waited \
                   on, never started twice.",
         required: &["pipeline", "max_retries"],
-        optional: &["poll"],
+        optional: &["poll", "baseline"],
         outputs: &["execution_id", "attempts", "actions"],
         writes: true,
         suggested_check: Some("pipeline.latest_succeeded"),

@@ -125,6 +125,8 @@ async fn wait(
 }
 
 /// Retry the failed stage (or start a new execution) and wait, up to `max_retries` times.
+/// `baseline` is the execution `inspect` saw: a newer execution that succeeded means this step
+/// already did its work (a resumed run), so nothing is started again.
 pub async fn recover(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
     let name = pipeline_name(args)?;
     let max: u32 = arg(args, "max_retries")?.parse().map_err(|_| {
@@ -138,11 +140,16 @@ pub async fn recover(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
             .map_err(|e| Error::failed(format!("poll {p:?} is not a duration: {e}")))?,
         None => Duration::from_secs(10),
     };
+    let baseline = args.get("baseline").cloned().unwrap_or_default();
     let cp = ctx.aws.codepipeline(&ctx.region).await;
     let mut actions = vec![];
     for attempt in 1..=max.max(1) {
         let l = latest(&cp, &name).await?;
         let id = match &l {
+            Some(l) if l.status == Pes::Succeeded && attempt == 1 && l.id != baseline => {
+                actions.push(format!("{} already succeeded", l.id));
+                return Ok(done(&l.id, 0, &actions));
+            }
             // Already running (a resumed run, or someone else): wait for it, start nothing.
             Some(l) if matches!(l.status, Pes::InProgress | Pes::Stopping) => {
                 actions.push(format!("waited on {}", l.id));

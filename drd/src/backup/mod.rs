@@ -168,7 +168,11 @@ pub async fn backup(
         Ok(prev) => {
             prev_point = prev.as_ref().map(|m| PrevPoint {
                 id: m.id.clone(),
-                blobs: m.blobs().into_iter().map(|(_, b)| b.sha256.clone()).collect(),
+                blobs: m
+                    .blobs()
+                    .into_iter()
+                    .map(|(_, b)| b.sha256.clone())
+                    .collect(),
             });
             capture(aws, policy, &store, &recipients, &lease, prev, progress).await
         }
@@ -412,7 +416,7 @@ async fn capture(
         }
         // Pinned versions are rollback targets: their packages must survive a region loss too.
         let pinned = crate::lambda::pins::load(store, function).await?;
-        for p in &pinned.pins {
+        for p in pinned.in_region(region) {
             if let Some(vc) = versions.iter().find(|x| x.version == p.version) {
                 wanted
                     .entry(vc.code_sha256.clone())
@@ -663,7 +667,9 @@ async fn copy_point(
                 .blobs()
                 .into_iter()
                 .filter(|(_, b)| seen.insert(b.sha256.clone()))
-                .filter(|(_, b)| !(prev_copied && prev.is_some_and(|p| p.blobs.contains(&b.sha256))))
+                .filter(|(_, b)| {
+                    !(prev_copied && prev.is_some_and(|p| p.blobs.contains(&b.sha256)))
+                })
                 .map(|(_, b)| {
                     let target = &target;
                     async move {

@@ -31,11 +31,12 @@ struct Summary<'a> {
 }
 
 pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
+    // On resume, what is given must match the run's inputs (the executor checks).
     let mut inputs = BTreeMap::new();
-    if args.resume.is_none() {
-        if let Some(to) = &args.to {
-            inputs.insert("to".to_string(), to.clone());
-        }
+    if let Some(to) = &args.to {
+        inputs.insert("to".to_string(), to.clone());
+    }
+    if args.force || args.resume.is_none() {
         inputs.insert("force".to_string(), args.force.to_string());
     }
     let Some(r) = super::runbook::run_named(

@@ -57,11 +57,8 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
     } else {
         read_new_value(&policy, &args.secret, args.resume.is_some())?
     };
-    let inputs = if args.resume.is_some() {
-        BTreeMap::new()
-    } else {
-        BTreeMap::from([("secret".to_string(), args.secret.clone())])
-    };
+    // Also on resume: the executor refuses a run that rotates a different secret.
+    let inputs = BTreeMap::from([("secret".to_string(), args.secret.clone())]);
     let Some(r) = super::runbook::run_named(
         cli,
         "secret-rotation",

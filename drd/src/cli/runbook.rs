@@ -155,6 +155,12 @@ pub async fn run_named(
         let (state, store) = match (store, &resume) {
             (Ok(s), Some(run)) => {
                 let st = journal::fold(&journal::read(&s, run).await?);
+                if st.runbook != rb.name {
+                    return Err(Error::failed(format!(
+                        "run {run} is a run of {:?}, not {}",
+                        st.runbook, rb.name
+                    )));
+                }
                 (Some(st), Ok(s))
             }
             (s, _) => (None, s),
@@ -280,6 +286,13 @@ fn short(v: &str) -> String {
 pub fn finish(r: &RunReport) -> Result<()> {
     match r.outcome.as_str() {
         "succeeded" => Ok(()),
+        "succeeded_with_failures" => {
+            eprintln!(
+                "warning: run {} finished, but steps allowed to fail did (see the report)",
+                r.run
+            );
+            Ok(())
+        }
         "waiting" => Err(Error::failed_hint(
             format!("run {} is waiting for a manual approval", r.run),
             format!(
@@ -386,6 +399,11 @@ async fn approve(cli: &Cli, run: &str, step: &str) -> Result<()> {
         ));
     }
     let s = journal::fold(&entries);
+    if let Some(o) = &s.outcome {
+        return Err(Error::failed(format!(
+            "run {run} has finished ({o}); there is nothing to approve"
+        )));
+    }
     let rb: Runbook = runbook::load(Some(&cli.runbooks), &s.runbook)?;
     match rb.step(step) {
         Some(st) if st.action == "manual.approve" => {}
@@ -409,12 +427,16 @@ async fn approve(cli: &Cli, run: &str, step: &str) -> Result<()> {
     );
     let body = serde_json::json!({"run": run, "step": step, "by": by,
         "at": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()});
-    store
+    let written = store
         .put_new(
             &journal::approval_key(&store, run, step),
             body.to_string().as_bytes(),
         )
         .await?;
-    println!("approved step {step} of run {run} as {by}");
+    if written == crate::store::Written::Existed {
+        println!("step {step} of run {run} was already approved");
+    } else {
+        println!("approved step {step} of run {run} as {by}");
+    }
     Ok(())
 }

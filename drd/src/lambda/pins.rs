@@ -57,26 +57,39 @@ pub async fn load(store: &Store, function: &str) -> Result<PinFile> {
     }
 }
 
+/// Version numbers are per region (a restore into another region starts again at 1), so a pin is
+/// named by region and version.
 impl PinFile {
-    pub fn get(&self, version: &str) -> Option<&Pin> {
-        self.pins.iter().find(|p| p.version == version)
-    }
-
-    /// Insert or replace the pin of a version, keeping versions in numeric order.
-    pub fn upsert(&mut self, pin: Pin) {
-        self.pins.retain(|p| p.version != pin.version);
-        self.pins.push(pin);
+    pub fn get(&self, region: &str, version: &str) -> Option<&Pin> {
         self.pins
-            .sort_by_key(|p| p.version.parse::<u64>().unwrap_or(u64::MAX));
+            .iter()
+            .find(|p| p.region == region && p.version == version)
     }
 
-    /// The newest pinned version strictly older than `current`.
-    pub fn newest_before(&self, current: &str) -> Option<&Pin> {
+    /// Insert or replace the pin of a version, keeping (region, version) in order.
+    pub fn upsert(&mut self, pin: Pin) {
+        self.pins
+            .retain(|p| !(p.version == pin.version && p.region == pin.region));
+        self.pins.push(pin);
+        self.pins.sort_by(|a, b| {
+            (&a.region, a.version.parse::<u64>().unwrap_or(u64::MAX))
+                .cmp(&(&b.region, b.version.parse::<u64>().unwrap_or(u64::MAX)))
+        });
+    }
+
+    /// The newest version pinned in `region` strictly older than `current`.
+    pub fn newest_before(&self, region: &str, current: &str) -> Option<&Pin> {
         let cur = current.parse::<u64>().ok()?;
         self.pins
             .iter()
+            .filter(|p| p.region == region)
             .filter(|p| p.version.parse::<u64>().is_ok_and(|v| v < cur))
             .max_by_key(|p| p.version.parse::<u64>().unwrap_or(0))
+    }
+
+    /// The pins of one region.
+    pub fn in_region<'a>(&'a self, region: &'a str) -> impl Iterator<Item = &'a Pin> + 'a {
+        self.pins.iter().filter(move |p| p.region == region)
     }
 }
 
@@ -109,7 +122,7 @@ pub async fn record(
     .await?;
     let result = async {
         let mut file = load(store, function).await?;
-        if let Some(p) = file.get(version) {
+        if let Some(p) = file.get(region, version) {
             let covered = probes
                 .iter()
                 .all(|n| p.probes.iter().any(|o| o.tier == n.tier));
@@ -222,13 +235,24 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["1", "2", "9", "10"]
         );
-        assert_eq!(f.newest_before("10").unwrap().version, "9");
-        assert_eq!(f.newest_before("11").unwrap().version, "10");
-        assert_eq!(f.newest_before("3").unwrap().version, "2");
-        assert!(f.newest_before("1").is_none());
-        assert!(f.newest_before("$LATEST").is_none());
+        assert_eq!(f.newest_before("us-east-1", "10").unwrap().version, "9");
+        assert_eq!(f.newest_before("us-east-1", "11").unwrap().version, "10");
+        assert_eq!(f.newest_before("us-east-1", "3").unwrap().version, "2");
+        assert!(f.newest_before("us-east-1", "1").is_none());
+        assert!(f.newest_before("us-east-1", "$LATEST").is_none());
         // Re-pinning replaces, never duplicates.
         f.upsert(pin("9"));
         assert_eq!(f.pins.len(), 4);
+        // Another region's version 20 is not a target in us-east-1, nor is its 9 the same pin.
+        let mut west = pin("20");
+        west.region = "us-west-2".into();
+        f.upsert(west.clone());
+        west.version = "9".into();
+        f.upsert(west);
+        assert_eq!(f.pins.len(), 6);
+        assert_eq!(f.newest_before("us-east-1", "30").unwrap().version, "10");
+        assert_eq!(f.newest_before("us-west-2", "30").unwrap().version, "20");
+        assert_eq!(f.get("us-west-2", "9").unwrap().region, "us-west-2");
+        assert!(f.get("us-west-2", "10").is_none());
     }
 }

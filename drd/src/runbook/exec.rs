@@ -371,11 +371,12 @@ pub async fn execute(ctx: &Ctx<'_>, rb: &Runbook, opts: &RunOptions) -> Result<R
         .steps
         .iter()
         .map(|s| {
-            s.timeout.saturating_mul(s.retries + 1)
-                + s.backoff.saturating_mul(1 << s.retries.min(10))
+            s.timeout
+                .saturating_mul(s.retries + 1)
+                .saturating_add(s.backoff.saturating_mul(1 << s.retries.min(10)))
         })
-        .sum::<Duration>()
-        .max(Duration::from_secs(300));
+        .fold(Duration::ZERO, Duration::saturating_add)
+        .clamp(Duration::from_secs(300), Duration::from_secs(7 * 24 * 3600));
     let lease = Lease::acquire(
         &ctx.store,
         &lease_name(&rb.name),
@@ -383,6 +384,19 @@ pub async fn execute(ctx: &Ctx<'_>, rb: &Runbook, opts: &RunOptions) -> Result<R
         ttl,
     )
     .await?;
+    // Under the lease, read the journal again: another process may have moved the run on
+    // between the first read and the lease.
+    let state = match &state {
+        Some(s) => {
+            let fresh = journal::fold(&journal::read(&ctx.store, &s.run).await?);
+            if let Some(outcome) = fresh.outcome.clone() {
+                lease.release().await?;
+                return Ok(report_from_state(ctx, rb, &fresh, &outcome, true, None));
+            }
+            Some(fresh)
+        }
+        None => None,
+    };
     let ctx = Ctx {
         aws: ctx.aws,
         policy: ctx.policy,
@@ -474,7 +488,18 @@ async fn run_steps(
             });
             continue;
         }
-        match ex.run_step(step).await? {
+        // A step that failed for good before the crash is not run again: its failure policy
+        // (compensation included) picks up where the journal stops.
+        let prior = state
+            .as_ref()
+            .and_then(|s| s.steps.get(&step.id))
+            .filter(|st| st.final_failure || st.event == Event::Compensated)
+            .map(|st| (st.detail.clone(), st.attempt));
+        let end = match prior {
+            Some((detail, attempts)) => StepEnd::Failed(detail, attempts, 0),
+            None => ex.run_step(step).await?,
+        };
+        match end {
             StepEnd::Succeeded(out, attempts, ms) => {
                 succeeded_at_ms.insert(
                     step.id.clone(),
@@ -520,6 +545,9 @@ async fn run_steps(
                 match &step.on_failure {
                     OnFailure::Continue => {
                         (ctx.progress)(&format!("[{}] failed, continuing: {why}", step.id));
+                        if outcome == "succeeded" {
+                            outcome = "succeeded_with_failures".into();
+                        }
                     }
                     OnFailure::Stop => {
                         error = Some(format!("step {} failed: {why}", step.id));
@@ -536,7 +564,12 @@ async fn run_steps(
                                 "[{}] failed; compensating with [{cid}]",
                                 step.id
                             ));
-                            let (ok, attempts, ms, out, detail) = match ex.run_step(c).await? {
+                            let done = state.as_ref().and_then(|s| s.completed.get(&cid)).cloned();
+                            let end = match done {
+                                Some(out) => StepEnd::Succeeded(out, 0, 0),
+                                None => ex.run_step(c).await?,
+                            };
+                            let (ok, attempts, ms, out, detail) = match end {
                                 StepEnd::Succeeded(out, a, ms) => (true, a, ms, out, String::new()),
                                 StepEnd::Failed(w, a, ms) => (false, a, ms, Outputs::new(), w),
                                 StepEnd::Waiting(a, ms) => {

@@ -242,6 +242,8 @@ pub struct RunState {
 #[derive(Debug, Clone, Serialize)]
 pub struct StepState {
     pub event: Event,
+    /// A `failed` entry after the last attempt (the step's failure policy applied next).
+    pub final_failure: bool,
     pub attempt: u32,
     pub at: String,
     pub at_ms: u64,
@@ -273,6 +275,8 @@ pub fn fold(entries: &[Entry]) -> RunState {
                         step.clone(),
                         StepState {
                             event: e.event,
+                            final_failure: e.event == Event::Failed
+                                && e.outcome.as_deref() == Some("final"),
                             attempt: e.attempt,
                             at: e.at.clone(),
                             at_ms: e.at_ms,

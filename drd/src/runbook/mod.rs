@@ -161,6 +161,7 @@ mod humantime_serde_ms {
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
 pub const MAX_RETRIES: u32 = 10;
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
 /// A `${...}` reference inside an argument.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -373,6 +374,12 @@ impl Runbook {
             let dur = |v: &Option<Spanned<String>>, f: &str, default: Duration| match v {
                 None => Ok(default),
                 Some(v) => match humantime::parse_duration(v.get_ref()) {
+                    Ok(d) if d > MAX_DURATION => Err(at(
+                        v.span().start,
+                        &field(f),
+                        format!("{:?} is longer than a day", v.get_ref()),
+                        "use at most \"24h\"; split longer waits into steps".into(),
+                    )),
                     Ok(d) if !d.is_zero() => Ok(d),
                     Ok(_) => Err(at(
                         v.span().start,
@@ -472,19 +479,29 @@ impl Runbook {
                 compensated_by.entry(t.clone()).or_default().push(i);
             }
         }
+        // How far each step may look back: a regular step sees the steps before it; a
+        // compensation step sees what every step that can trigger it (transitively) sees.
+        let mut horizon_of: Vec<usize> = (0..steps.len())
+            .map(|i| if steps[i].compensation { usize::MAX } else { i })
+            .collect();
+        for _ in 0..steps.len() {
+            for (i, st) in steps.iter().enumerate() {
+                if let OnFailure::Compensate(t) = &st.on_failure {
+                    let ti = index[t];
+                    horizon_of[ti] = horizon_of[ti].min(horizon_of[i]);
+                }
+            }
+        }
         for (i, st) in steps.iter().enumerate() {
             let raw_step = raw.step[i].get_ref();
             if st.compensation && !compensated_by.contains_key(&st.id) {
                 continue; // unreachable: reported below
             }
             // The index before which referenced steps must lie.
-            let horizon = if st.compensation {
-                compensated_by
-                    .get(&st.id)
-                    .and_then(|v| v.iter().min().copied())
-                    .unwrap_or(0)
+            let horizon = if horizon_of[i] == usize::MAX {
+                0
             } else {
-                i
+                horizon_of[i]
             };
             for (map, which) in [
                 (&raw_step.args, "args"),
