@@ -25,6 +25,66 @@ pub struct StatusReport {
     pub function_url: Option<String>,
     pub probes: Vec<ProbeResult>,
     pub healthy: bool,
+    /// What a recovery could use: pins and the newest recovery point (from the store).
+    pub recovery: RecoveryState,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct RecoveryState {
+    /// Versions pinned as known-good in this region, oldest first.
+    pub pins: Vec<String>,
+    /// Whether `live` is a pinned version.
+    pub live_pinned: bool,
+    pub newest_point: Option<PointState>,
+    /// Why the store could not be read (status still reports the rest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PointState {
+    pub id: String,
+    pub created_at: String,
+    /// The recovery point objective as it stands: seconds since the newest point.
+    pub age_seconds: u64,
+}
+
+async fn recovery(aws: &Aws, policy: &Policy, region: &str, live: Option<&str>) -> RecoveryState {
+    let read = async {
+        let store = crate::backup::open_store_read(aws, policy).await?;
+        let (pins, newest) = tokio::join!(
+            crate::lambda::pins::load(&store, policy.function_name()),
+            crate::backup::latest_manifest(&store)
+        );
+        Ok::<_, crate::Error>((pins?, newest?))
+    };
+    match read.await {
+        Ok((pins, newest)) => {
+            let pins: Vec<String> = pins.in_region(region).map(|p| p.version.clone()).collect();
+            let newest_point = newest.map(|m| {
+                let age_seconds = humantime::parse_rfc3339(&m.created_at)
+                    .ok()
+                    .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                PointState {
+                    id: m.id,
+                    created_at: m.created_at,
+                    age_seconds,
+                }
+            });
+            RecoveryState {
+                live_pinned: live.is_some_and(|l| pins.iter().any(|p| p == l)),
+                pins,
+                newest_point,
+                store_error: None,
+            }
+        }
+        Err(e) => RecoveryState {
+            store_error: Some(e.to_string()),
+            ..Default::default()
+        },
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -60,8 +120,10 @@ pub async fn status(aws: &Aws, policy: &Policy, region: &str, deep: bool) -> Res
         function_url: None,
         probes: vec![],
         healthy: false,
+        recovery: RecoveryState::default(),
     };
     if stack_status.is_none() {
+        report.recovery = recovery(aws, policy, region, None).await;
         return Ok(report);
     }
     report.latest_code_sha256 = match ops::code_sha256(&lambda, &function, "$LATEST").await {
@@ -85,5 +147,12 @@ pub async fn status(aws: &Aws, policy: &Policy, region: &str, deep: bool) -> Res
         }
     }
     report.healthy = !report.probes.is_empty() && report.probes.iter().all(|p| p.ok);
+    report.recovery = recovery(
+        aws,
+        policy,
+        region,
+        report.live.as_ref().map(|l| l.version.as_str()),
+    )
+    .await;
     Ok(report)
 }

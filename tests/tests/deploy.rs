@@ -140,6 +140,22 @@ async fn deploy_serves_all_tiers_and_a_second_deploy_changes_nothing() {
         .map(|p| p["tier"].as_str().unwrap())
         .collect();
     assert_eq!(tiers, ["T0", "T1", "T2"]);
+    // The deploy pinned the live version; no recovery point exists yet.
+    assert_eq!(st["recovery"]["pins"], json!([version.as_str()]));
+    assert_eq!(st["recovery"]["live_pinned"], true);
+    assert_eq!(st["recovery"]["newest_point"], Value::Null);
+    let out = sb.run(&["--policy", policy, "backup", "--output", "json"], "");
+    assert!(out.status.success(), "{}", text(&out));
+    let point = serde_json::from_slice::<Value>(&out.stdout).unwrap()["id"].clone();
+    let out = sb.run(&["--policy", policy, "status", "--output", "json"], "");
+    let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["recovery"]["newest_point"]["id"], point);
+    assert!(
+        st["recovery"]["newest_point"]["age_seconds"]
+            .as_u64()
+            .unwrap()
+            < 60
+    );
 
     // Unchanged sources: nothing changes, and it says so; no new object in the artifact bucket.
     let objects_before = s3

@@ -55,6 +55,33 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
             );
         }
         println!("healthy      {}", if r.healthy { "yes" } else { "no" });
+        let rc = &r.recovery;
+        match &rc.store_error {
+            Some(e) => println!("recovery     store unreadable: {e}"),
+            None => {
+                println!(
+                    "pins         {}{}",
+                    if rc.pins.is_empty() {
+                        "none".to_string()
+                    } else {
+                        rc.pins.join(", ")
+                    },
+                    if r.live.is_some() && !rc.live_pinned {
+                        " (live is not pinned)"
+                    } else {
+                        ""
+                    }
+                );
+                match &rc.newest_point {
+                    Some(p) => println!(
+                        "newest point {} ({} ago)",
+                        p.id,
+                        humantime::format_duration(std::time::Duration::from_secs(p.age_seconds))
+                    ),
+                    None => println!("newest point none (take one with drd backup)"),
+                }
+            }
+        }
     }
     if r.healthy {
         Ok(())
