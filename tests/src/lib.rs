@@ -209,6 +209,21 @@ recipients = ["{recipient}"]
         aws_sdk_secretsmanager::Client::new(&self.sdk(region).await)
     }
 
+    /// A JSON object from a bucket, read with the second client.
+    pub async fn get_json(&self, region: &str, bucket: &str, key: &str) -> serde_json::Value {
+        let o = self
+            .s3(region)
+            .await
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("s3://{bucket}/{key}: {e:?}"));
+        let b = o.body.collect().await.unwrap().into_bytes();
+        serde_json::from_slice(&b).unwrap_or_else(|e| panic!("s3://{bucket}/{key}: {e}"))
+    }
+
     /// POST JSON to a Function URL through the function host, as a plain HTTP client would.
     pub async fn call_url(&self, url: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
         let host = reqwest::Url::parse(url)

@@ -164,20 +164,9 @@ async fn rollback_heals_a_corrupted_version_through_the_unchanged_url() {
 
     // The pins, read with a second client: versions 1 and 2 with their real CodeSha256.
     let lambda = w.sb.lambda("us-east-1").await;
-    let s3 = w.sb.s3("us-west-2").await;
-    let pins = s3
-        .get_object()
-        .bucket("rb-a-points")
-        .key("rb-a/pins/rb-a-fn.json")
-        .send()
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap()
-        .into_bytes();
-    let pins: Value = serde_json::from_slice(&pins).unwrap();
+    let pins: Value =
+        w.sb.get_json("us-west-2", "rb-a-points", "rb-a/pins/rb-a-fn.json")
+            .await;
     let pinned: Vec<&str> = pins["pins"]
         .as_array()
         .unwrap()
@@ -349,19 +338,13 @@ async fn rollback_heals_a_corrupted_version_through_the_unchanged_url() {
         .as_str()
         .unwrap()
         .to_string();
-    let m = s3
-        .get_object()
-        .bucket("rb-a-points")
-        .key(format!("rb-a/points/{id}.json"))
-        .send()
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap()
-        .into_bytes();
-    let m: Value = serde_json::from_slice(&m).unwrap();
+    let m: Value =
+        w.sb.get_json(
+            "us-west-2",
+            "rb-a-points",
+            &format!("rb-a/points/{id}.json"),
+        )
+        .await;
     let mut used: Vec<String> = m["code"]
         .as_array()
         .unwrap()
@@ -567,19 +550,13 @@ async fn approval_pauses_a_run_and_resume_finishes_it() {
     let steps = r["steps"].as_array().unwrap();
     assert_eq!(steps[0]["status"], "done_earlier");
     assert_eq!(steps[2]["status"], "succeeded");
-    let pins = s3
-        .get_object()
-        .bucket("rb-gate-points")
-        .key("rb-gate/pins/rb-gate-fn.json")
-        .send()
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap()
-        .into_bytes();
-    let pins: Value = serde_json::from_slice(&pins).unwrap();
+    let pins: Value = sb
+        .get_json(
+            "us-west-2",
+            "rb-gate-points",
+            "rb-gate/pins/rb-gate-fn.json",
+        )
+        .await;
     assert_eq!(pins["pins"][0]["version"], "1");
 
     // A broken runbook file: validate exits 2 with its file and line.

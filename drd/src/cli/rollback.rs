@@ -51,13 +51,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
     else {
         return Ok(());
     };
-    let out = |step: &str, k: &str| {
-        r.steps
-            .iter()
-            .find(|s| s.id == step)
-            .and_then(|s| s.outputs.get(k))
-            .map(String::as_str)
-    };
+    let out = |step: &str, k: &str| r.output(step, k);
     let healthy = if r.outcome == "succeeded" {
         r.succeeded_at_ms.get("probe").copied()
     } else {

@@ -71,13 +71,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
     else {
         return Ok(());
     };
-    let out = |step: &str, k: &str| {
-        r.steps
-            .iter()
-            .find(|s| s.id == step)
-            .and_then(|s| s.outputs.get(k))
-            .cloned()
-    };
+    let out = |step: &str, k: &str| r.output(step, k).map(str::to_string);
     let old = out("observe", "current_version");
     let new = out("stage", "pending_version");
     if cli.json() {

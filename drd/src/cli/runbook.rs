@@ -339,14 +339,7 @@ async fn status(cli: &Cli, run: Option<&str>) -> Result<()> {
         }
         return Ok(());
     };
-    let entries = journal::read(&store, run).await?;
-    if entries.is_empty() {
-        return Err(Error::failed_hint(
-            format!("there is no run {run}"),
-            "list runs with drd runbook status",
-        ));
-    }
-    let s = journal::fold(&entries);
+    let (entries, s) = journal::read_run(&store, run).await?;
     let rb = runbook::load(Some(&cli.runbooks), &s.runbook)?;
     let region = s
         .region
@@ -391,14 +384,7 @@ async fn approve(cli: &Cli, run: &str, step: &str) -> Result<()> {
     let policy = cli.load_policy()?;
     let aws = cli.aws();
     let store = crate::backup::open_store_read(&aws, &policy).await?;
-    let entries = journal::read(&store, run).await?;
-    if entries.is_empty() {
-        return Err(Error::failed_hint(
-            format!("there is no run {run}"),
-            "list runs with drd runbook status",
-        ));
-    }
-    let s = journal::fold(&entries);
+    let (_, s) = journal::read_run(&store, run).await?;
     if let Some(o) = &s.outcome {
         return Err(Error::failed(format!(
             "run {run} has finished ({o}); there is nothing to approve"

@@ -62,6 +62,17 @@ pub struct RunReport {
     pub succeeded_at_ms: BTreeMap<String, u64>,
 }
 
+impl RunReport {
+    /// An output of a step of this run, if the step produced it.
+    pub fn output(&self, step: &str, key: &str) -> Option<&str> {
+        self.steps
+            .iter()
+            .find(|s| s.id == step)
+            .and_then(|s| s.outputs.get(key))
+            .map(String::as_str)
+    }
+}
+
 /// The lease serialising runs of one runbook on one stack.
 pub fn lease_name(runbook: &str) -> String {
     format!("runbook-{runbook}")
@@ -315,18 +326,7 @@ pub async fn execute(ctx: &Ctx<'_>, rb: &Runbook, opts: &RunOptions) -> Result<R
     // Resume: the journal is the truth about inputs and finished steps.
     let (state, inputs) = match &opts.resume {
         Some(run) => {
-            let entries = journal::read(&ctx.store, run).await?;
-            if entries.is_empty() {
-                return Err(Error::failed_hint(
-                    format!(
-                        "run {run} has no journal in s3://{}/{}",
-                        ctx.store.bucket,
-                        journal::journal_prefix(&ctx.store, run)
-                    ),
-                    "list runs with drd runbook status, or start a new run without --resume",
-                ));
-            }
-            let state = journal::fold(&entries);
+            let (_, state) = journal::read_run(&ctx.store, run).await?;
             if state.runbook != rb.name {
                 return Err(Error::failed_hint(
                     format!("run {run} is a run of {}, not {}", state.runbook, rb.name),

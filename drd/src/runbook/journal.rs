@@ -209,6 +209,23 @@ pub async fn read(store: &Store, run: &str) -> Result<Vec<Entry>> {
     Ok(out)
 }
 
+/// A run's entries and folded state; an error naming where it looked when the run has none.
+pub async fn read_run(store: &Store, run: &str) -> Result<(Vec<Entry>, RunState)> {
+    let entries = read(store, run).await?;
+    if entries.is_empty() {
+        return Err(Error::failed_hint(
+            format!(
+                "there is no run {run} (no journal in s3://{}/{})",
+                store.bucket,
+                journal_prefix(store, run)
+            ),
+            "list runs with drd runbook status, or start a new run without --resume",
+        ));
+    }
+    let state = fold(&entries);
+    Ok((entries, state))
+}
+
 /// The ids of every run in the store (oldest first).
 pub async fn run_ids(store: &Store) -> Result<Vec<String>> {
     let prefix = format!("{}journal/", store.prefix);
