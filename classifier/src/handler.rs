@@ -40,8 +40,23 @@ pub struct Classifier {
 const DEFAULT_ROLES: [&str; 2] = ["Agent", "Customer"];
 
 impl Classifier {
+    /// The answer to a `GET` (any path): a liveness check for load balancers and Route 53
+    /// health checks, which cannot send a body. It calls nothing.
+    pub fn health(&self) -> Reply {
+        Reply {
+            status: 200,
+            body: json!({"status": "ok", "service": "speaker-role-classifier"}),
+        }
+    }
+
     /// Handle a Lambda event: a Function URL event (with a `body`) or a direct invocation.
     pub async fn handle_event(&self, event: &Value) -> Reply {
+        let method = event
+            .pointer("/requestContext/http/method")
+            .and_then(Value::as_str);
+        if method == Some("GET") {
+            return self.health();
+        }
         match event.get("body") {
             Some(Value::String(body)) => {
                 let bytes = if event.get("isBase64Encoded") == Some(&Value::Bool(true)) {
@@ -251,6 +266,16 @@ mod tests {
             (r.status, r.body["error"].as_str()),
             (400, Some("Missing required field: transcript"))
         );
+    }
+
+    #[tokio::test]
+    async fn a_get_is_a_health_check() {
+        let c = classifier();
+        let ev = json!({"requestContext": {"http": {"method": "GET"}}, "rawPath": "/healthz"});
+        let r = c.handle_event(&ev).await;
+        assert_eq!((r.status, r.body["status"].as_str()), (200, Some("ok")));
+        let post = json!({"requestContext": {"http": {"method": "POST"}}, "body": "{}"});
+        assert_eq!(c.handle_event(&post).await.status, 400);
     }
 
     #[test]

@@ -11,10 +11,14 @@ pub async fn serve_http(
     listener: tokio::net::TcpListener,
     classifier: Arc<Classifier>,
 ) -> std::io::Result<()> {
-    let app = axum::Router::new().fallback(move |body: Bytes| {
+    let app = axum::Router::new().fallback(move |method: axum::http::Method, body: Bytes| {
         let c = classifier.clone();
         async move {
-            let reply = c.handle_body(&body).await;
+            let reply = if method == axum::http::Method::GET {
+                c.health()
+            } else {
+                c.handle_body(&body).await
+            };
             Response::builder()
                 .status(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK))
                 .header(header::CONTENT_TYPE, "application/json")

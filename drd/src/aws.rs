@@ -119,6 +119,12 @@ impl Aws {
         *self.codepipeline.lock().expect("client override") = Some(client);
     }
 
+    /// Route 53 is a global service: its API is signed for us-east-1 whatever region drd acts
+    /// on (on AWS its control plane lives there; see docs/restore.md).
+    pub async fn route53(&self) -> aws_sdk_route53::Client {
+        aws_sdk_route53::Client::new(&self.config("us-east-1").await)
+    }
+
     pub async fn sts(&self, region: &str) -> aws_sdk_sts::Client {
         aws_sdk_sts::Client::new(&self.config(region).await)
     }

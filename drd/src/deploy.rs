@@ -61,6 +61,9 @@ pub struct DeployReport {
     pub pin_written: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pin_error: Option<String>,
+    /// What happened to the policy's DNS record (absent without `[dns]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<String>,
     pub changed: bool,
     pub duration_ms: u64,
 }
@@ -367,6 +370,16 @@ pub async fn deploy(
             (false, false, Some(e.to_string()))
         }
     };
+    // 8. The service's DNS name: created when there is none yet (a first deploy). An existing
+    // record is never moved by a deploy: `drd restore` decides where users go.
+    let dns = match &policy.dns {
+        None => None,
+        Some(_) => {
+            let d = initial_dns(aws, policy, &url).await;
+            progress(&format!("dns: {d}"));
+            Some(d)
+        }
+    };
     let changed = code_uploaded
         || pin_written
         || new_secret.is_some()
@@ -396,6 +409,7 @@ pub async fn deploy(
         pinned,
         pin_written,
         pin_error,
+        dns,
         changed,
         duration_ms: started.elapsed().as_millis() as u64,
     })
@@ -424,8 +438,38 @@ async fn pin_deployed(
     Ok(written)
 }
 
+/// Point the policy's DNS record at this deployment if it points nowhere yet; describes what it
+/// did. Problems are reported, not fatal: the service itself is healthy.
+async fn initial_dns(aws: &Aws, policy: &Policy, url: &str) -> String {
+    let host = crate::dns::url_host(url);
+    let r = async {
+        let Some(zone) = crate::dns::find_zone(aws, policy.dns.as_ref().expect("dns")).await?
+        else {
+            return Ok::<String, Error>(
+                "warning: the hosted zone of [dns] does not exist; no record made".into(),
+            );
+        };
+        let v = crate::dns::view(aws, policy, &zone).await?;
+        Ok(match v.primary {
+            Some(p) if p == host => format!("{} -> {host} (unchanged)", v.record),
+            Some(p) => format!(
+                "{} sends users to {p}; left alone (drd restore moves it)",
+                v.record
+            ),
+            None => {
+                let c = crate::dns::point_at(aws, policy, &zone, &host).await?;
+                format!("{} -> {host} (created)", c.after.record)
+            }
+        })
+    };
+    match r.await {
+        Ok(s) => s,
+        Err(e) => format!("warning: the DNS record was not checked: {e}"),
+    }
+}
+
 /// Create or update the stack and wait for it; returns (action, final status).
-async fn ensure_stack(
+pub(crate) async fn ensure_stack(
     cf: &aws_sdk_cloudformation::Client,
     name: &str,
     body: &str,

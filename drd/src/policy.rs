@@ -28,6 +28,9 @@ pub struct Policy {
     /// The AWS CodePipeline that is the CI alternative (procedure 1 retries it).
     #[serde(default)]
     pub pipeline: Option<PipelinePolicy>,
+    /// The Route 53 record users reach the service by (procedure 4 fails it over).
+    #[serde(default)]
+    pub dns: Option<DnsPolicy>,
     /// Where the policy was read from (set by `load`).
     #[serde(skip)]
     pub path: PathBuf,
@@ -161,6 +164,57 @@ pub struct PipelinePolicy {
     /// How many times `pipeline-failure` retries or restarts before giving up.
     #[serde(default = "default_pipeline_retries")]
     pub max_retries: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsMode {
+    /// Failover records (PRIMARY with a health check, SECONDARY): Route 53 itself moves traffic
+    /// when the primary's health check fails, even while its control plane is unreachable.
+    #[default]
+    Failover,
+    /// One plain record whose value is swapped.
+    Swap,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsPolicy {
+    /// The public hosted zone: its name (`example.com.`) or id (`Z0123456789ABC`). It must
+    /// exist: drd never creates zones (delegation is the domain owner's decision).
+    pub zone: Spanned<String>,
+    /// The service's name inside the zone, e.g. `classifier.example.com`.
+    pub record: Spanned<String>,
+    #[serde(default)]
+    pub mode: DnsMode,
+    #[serde(default = "default_dns_ttl")]
+    pub ttl: Spanned<i64>,
+    /// Path Route 53's HTTPS health check requests (the classifier answers any GET with 200).
+    #[serde(default = "default_health_path")]
+    pub health_check_path: String,
+}
+
+fn default_dns_ttl() -> Spanned<i64> {
+    Spanned::new(0..0, 60)
+}
+
+fn default_health_path() -> String {
+    "/healthz".into()
+}
+
+impl DnsPolicy {
+    /// The record name as Route 53 returns it: lowercase, with the trailing dot.
+    pub fn record_fqdn(&self) -> String {
+        fqdn(self.record.get_ref())
+    }
+}
+
+/// `name` lowercased with exactly one trailing dot.
+pub fn fqdn(name: &str) -> String {
+    format!(
+        "{}.",
+        name.trim().trim_end_matches('.').to_ascii_lowercase()
+    )
 }
 
 fn default_pipeline_retries() -> u32 {
@@ -390,6 +444,39 @@ impl Policy {
                     "github.repository",
                     format!("{r:?} is not a repository name"),
                     "write it as \"owner/name\"",
+                ));
+            }
+        }
+        if let Some(d) = &self.dns {
+            let zone = d.zone.get_ref().trim();
+            let is_id = zone.starts_with('Z')
+                && zone.len() > 5
+                && zone
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+            if zone.is_empty() || (!is_id && !zone.trim_end_matches('.').contains('.')) {
+                return Err(at(
+                    &d.zone.span(),
+                    "dns.zone",
+                    format!("{zone:?} is neither a hosted zone name nor an id"),
+                    "write the zone's domain (\"example.com.\") or its id (\"Z0123456789ABC\")",
+                ));
+            }
+            let rec = fqdn(d.record.get_ref());
+            if !is_id && !(rec == fqdn(zone) || rec.ends_with(&format!(".{}", fqdn(zone)))) {
+                return Err(at(
+                    &d.record.span(),
+                    "dns.record",
+                    format!("{rec:?} is not inside the zone {:?}", fqdn(zone)),
+                    "name a record in the zone, e.g. \"classifier.<zone>\"",
+                ));
+            }
+            if !(0..=172_800).contains(d.ttl.get_ref()) {
+                return Err(at(
+                    &d.ttl.span(),
+                    "dns.ttl",
+                    format!("TTL {} is out of range", d.ttl.get_ref()),
+                    "use 0-172800 seconds; 60 keeps a failover quick",
                 ));
             }
         }

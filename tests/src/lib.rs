@@ -209,6 +209,10 @@ recipients = ["{recipient}"]
         aws_sdk_secretsmanager::Client::new(&self.sdk(region).await)
     }
 
+    pub async fn route53(&self) -> aws_sdk_route53::Client {
+        aws_sdk_route53::Client::new(&self.sdk("us-east-1").await)
+    }
+
     /// A JSON object from a bucket, read with the second client.
     pub async fn get_json(&self, region: &str, bucket: &str, key: &str) -> serde_json::Value {
         let o = self

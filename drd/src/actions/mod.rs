@@ -9,6 +9,7 @@ mod github;
 mod lambda;
 mod manual;
 mod pipeline;
+mod restore;
 mod secret;
 
 pub use lambda::{pin_version, PinOutcome};
@@ -178,6 +179,98 @@ pub const ACTIONS: &[ActionSpec] = &[
         suggested_check: Some("pipeline.latest_succeeded"),
     },
     ActionSpec {
+        name: "restore.preflight",
+        summary: "Check everything that can stop a restore, writing nothing: the target is not \
+                  the primary, the identity decrypts the backups, the point (named, or the \
+                  newest that passes verify) is sound, the hosted zone exists; plan the \
+                  region-bound rewrites and probe the primary once (3 s).",
+        required: &["region", "identity"],
+        optional: &["point"],
+        outputs: &[
+            "point",
+            "created_at",
+            "rpo_seconds",
+            "point_region",
+            "live_version",
+            "code_sha256",
+            "secret_versions",
+            "rewrites",
+            "stack_exists",
+            "primary_reachable",
+            "primary",
+            "skipped_points",
+            "dns_now",
+        ],
+        writes: false,
+        suggested_check: None,
+    },
+    ActionSpec {
+        name: "restore.secrets",
+        summary: "Recreate every secret in the region from its age backup, each AWSCURRENT and \
+                  AWSPREVIOUS version under its original version id, with its stage labels.",
+        required: &["region", "point", "identity"],
+        optional: &[],
+        outputs: &["secrets", "versions_put"],
+        writes: true,
+        suggested_check: Some("restore.secrets_match"),
+    },
+    ActionSpec {
+        name: "restore.code",
+        summary: "Copy the package `live` ran from the store into the region's artifact bucket \
+                  (created if absent), checking its hash.",
+        required: &["region", "point"],
+        optional: &[],
+        outputs: &["bucket", "key", "uploaded"],
+        writes: true,
+        suggested_check: Some("restore.code_present"),
+    },
+    ActionSpec {
+        name: "restore.stack",
+        summary: "Create (or converge) the stack in the region from the point's template and \
+                  parameters, rewriting only region-bound values, and wait for it.",
+        required: &["region", "point"],
+        optional: &[],
+        outputs: &["action", "status", "rewrites"],
+        writes: true,
+        suggested_check: Some("restore.stack_matches"),
+    },
+    ActionSpec {
+        name: "restore.function",
+        summary: "Publish the restored code, probe the version (T0, T1), point `live`, make sure \
+                  the Function URL exists and passes T0/T1, pin the version and record the \
+                  region as active.",
+        required: &["region", "point"],
+        optional: &[],
+        outputs: &[
+            "version",
+            "published",
+            "function_url",
+            "url_host",
+            "healthy_at",
+            "pinned",
+        ],
+        writes: true,
+        suggested_check: Some("restore.function_healthy"),
+    },
+    ActionSpec {
+        name: "dns.point_at",
+        summary: "Make the policy's Route 53 record send users to a Function URL host (failover \
+                  PRIMARY with a health check, the old primary as SECONDARY; or a plain swap), \
+                  and read it back. Without [dns] in the policy: skipped, and reported.",
+        required: &["host"],
+        optional: &[],
+        outputs: &[
+            "record",
+            "before",
+            "secondary",
+            "changed",
+            "change_id",
+            "skipped",
+        ],
+        writes: true,
+        suggested_check: Some("dns.points_at"),
+    },
+    ActionSpec {
         name: "manual.approve",
         summary: "Wait until an operator runs `drd runbook approve RUN STEP`.",
         required: &["message"],
@@ -272,6 +365,61 @@ pub const CHECKS: &[ActionSpec] = &[
         suggested_check: None,
     },
     ActionSpec {
+        name: "restore.secrets_match",
+        summary: "Every AWSCURRENT/AWSPREVIOUS version of the point exists in the region with its \
+                  labels.",
+        required: &["region", "point"],
+        optional: &[],
+        outputs: &[],
+        writes: false,
+        suggested_check: None,
+    },
+    ActionSpec {
+        name: "restore.code_present",
+        summary: "The package is in the region's artifact bucket and hashes to its address.",
+        required: &["region", "point"],
+        optional: &[],
+        outputs: &[],
+        writes: false,
+        suggested_check: None,
+    },
+    ActionSpec {
+        name: "restore.stack_matches",
+        summary: "The stack in the region is complete with the planned template and parameters.",
+        required: &["region", "point"],
+        optional: &[],
+        outputs: &[],
+        writes: false,
+        suggested_check: None,
+    },
+    ActionSpec {
+        name: "restore.function_healthy",
+        summary: "`live` in the region runs the point's code and its URL passes T1.",
+        required: &["region", "point"],
+        optional: &[],
+        outputs: &[],
+        writes: false,
+        suggested_check: None,
+    },
+    ActionSpec {
+        name: "dns.points_at",
+        summary: "The record sends users to the host (no [dns] in the policy: nothing to prove).",
+        required: &["host"],
+        optional: &[],
+        outputs: &[],
+        writes: false,
+        suggested_check: None,
+    },
+    ActionSpec {
+        name: "backup.captures",
+        summary: "The recovery point captured the stack in the given region.",
+        required: &["point", "region"],
+        optional: &[],
+        outputs: &[],
+        writes: false,
+        suggested_check: None,
+    },
+    ActionSpec {
         name: "pin.exists",
         summary: "The version is pinned with its current CodeSha256.",
         required: &["version"],
@@ -334,6 +482,12 @@ pub async fn run(ctx: &Ctx<'_>, step: &str, name: &str, args: &Args) -> Result<O
         "backup.take" => github::take_backup(ctx).await,
         "pipeline.inspect" => pipeline::inspect(ctx, args).await,
         "pipeline.recover" => pipeline::recover(ctx, args).await,
+        "restore.preflight" => restore::preflight(ctx, args).await,
+        "restore.secrets" => restore::secrets(ctx, args).await,
+        "restore.code" => restore::code(ctx, args).await,
+        "restore.stack" => restore::stack(ctx, args).await,
+        "restore.function" => restore::function(ctx, args).await,
+        "dns.point_at" => restore::dns_point_at(ctx, args).await,
         other => Err(Error::failed(format!("unknown action {other}"))),
     }
 }
@@ -351,13 +505,24 @@ pub async fn check(ctx: &Ctx<'_>, name: &str, args: &Args) -> Result<()> {
         "github.secret_updated" => github::secret_updated(ctx, args).await,
         "backup.has_secret_version" => github::has_secret_version(ctx, args).await,
         "pipeline.latest_succeeded" => pipeline::latest_succeeded(ctx, args).await,
+        "restore.secrets_match" => restore::secrets_match(ctx, args).await,
+        "restore.code_present" => restore::code_present(ctx, args).await,
+        "restore.stack_matches" => restore::stack_matches(ctx, args).await,
+        "restore.function_healthy" => restore::function_healthy(ctx, args).await,
+        "dns.points_at" => restore::dns_points_at(ctx, args).await,
+        "backup.captures" => restore::backup_captures(ctx, args).await,
         other => Err(Error::failed(format!("unknown check {other}"))),
     }
 }
 
 /// A one-line description of what a (write) step would do, for plans.
 pub fn describe(name: &str, args: &Args) -> String {
-    let a = |k: &str| args.get(k).map(String::as_str).unwrap_or("?");
+    let a = |k: &str| {
+        args.get(k)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+            .unwrap_or("?")
+    };
     match name {
         "lambda.observe" => "read the live alias, its code hash and the Function URL".into(),
         "lambda.choose_rollback_target" => match args.get("to").filter(|s| !s.is_empty()) {
@@ -402,6 +567,31 @@ pub fn describe(name: &str, args: &Args) -> String {
             a("pipeline"),
             a("max_retries")
         ),
+        "restore.preflight" => format!(
+            "check the target {}, the identity and point {} (no writes)",
+            a("region"),
+            args.get("point").map(String::as_str).unwrap_or("latest")
+        ),
+        "restore.secrets" => format!(
+            "recreate the secrets of point {} in {} (AWSCURRENT and AWSPREVIOUS)",
+            a("point"),
+            a("region")
+        ),
+        "restore.code" => format!(
+            "copy the code package of point {} into the artifact bucket in {}",
+            a("point"),
+            a("region")
+        ),
+        "restore.stack" => format!(
+            "create the stack in {} from point {} (region-bound values rewritten)",
+            a("region"),
+            a("point")
+        ),
+        "restore.function" => format!(
+            "publish, probe and pin the function in {}, point live, check the Function URL",
+            a("region")
+        ),
+        "dns.point_at" => format!("send the service's DNS name to {}", a("host")),
         _ => name.to_string(),
     }
 }

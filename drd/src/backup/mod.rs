@@ -215,7 +215,13 @@ async fn capture(
     prev: Option<Manifest>,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<(BackupReport, Manifest, Vec<u8>, BTreeMap<String, Vec<u8>>)> {
-    let region = policy.primary_region();
+    // The stack is captured where it serves: the primary, or the region the last
+    // `drd restore` recorded as active.
+    let active = crate::restore::read_active(store).await?;
+    let region = active
+        .as_ref()
+        .map(|a| a.region.as_str())
+        .unwrap_or(policy.primary_region());
     let w = Writer {
         store,
         new_blobs: AtomicU64::new(0),

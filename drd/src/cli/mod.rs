@@ -7,6 +7,7 @@ mod deploy;
 mod pin;
 mod points;
 mod prune;
+mod restore;
 mod rollback;
 mod rotate;
 mod runbook;
@@ -45,7 +46,8 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, env = "DRD_LOG_FORMAT", default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// Region to act on (default: the policy's primary region).
+    /// Region to act on (default: where the stack serves now: the primary, or the region the
+    /// last `drd restore` made active).
     #[arg(long, global = true, env = "DRD_REGION")]
     pub region: Option<String>,
     /// AWS profile (standard credential chain otherwise).
@@ -107,6 +109,9 @@ pub enum Command {
     Rollback(rollback::Args),
     /// Rotate a secret (runbook secret-rotation); the new value comes on stdin.
     Rotate(rotate::Args),
+    /// Redeploy from a recovery point into another region and fail DNS over (runbook
+    /// region-redeploy).
+    Restore(restore::Args),
     /// Runbooks: list, show, run, status, approve.
     Runbook(runbook::Args),
     /// The local sandbox (moto server + function host + LLM stub).
@@ -127,6 +132,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Pin(a) => pin::run(&cli, a).await,
         Command::Rollback(a) => rollback::run(&cli, a).await,
         Command::Rotate(a) => rotate::run(&cli, a).await,
+        Command::Restore(a) => restore::run(&cli, a).await,
         Command::Runbook(a) => runbook::run(&cli, a).await,
         Command::Sandbox(a) => sandbox::run(&cli, a).await,
     }
@@ -157,6 +163,15 @@ impl Cli {
             .hint("use a region code such as us-west-2")
             .into()),
             None => Ok(policy.primary_region().to_string()),
+        }
+    }
+
+    /// The region commands act on: `--region`, else where the stack serves now (the region
+    /// the last `drd restore` made active, recorded in the store), else the primary.
+    pub async fn acting_region(&self, aws: &Aws, policy: &Policy) -> Result<String> {
+        match &self.region {
+            Some(_) => self.region(policy),
+            None => Ok(crate::restore::active_region(aws, policy).await),
         }
     }
 

@@ -17,8 +17,8 @@ pub struct Args {
 
 pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
     let policy = cli.load_policy()?;
-    let region = cli.region(&policy)?;
     let aws = cli.aws();
+    let region = cli.acting_region(&aws, &policy).await?;
     let version = match &args.version {
         Some(v) => v.clone(),
         None => {

@@ -142,8 +142,8 @@ pub async fn run_named(
 ) -> Result<Option<RunReport>> {
     let rb = runbook::load(Some(&cli.runbooks), name)?;
     let policy = cli.load_policy()?;
-    let region = cli.region(&policy)?;
     let aws = cli.aws();
+    let region = cli.acting_region(&aws, &policy).await?;
     let show = !cli.json() && std::io::stderr().is_terminal();
     let progress = move |line: &str| {
         if show {
@@ -300,6 +300,12 @@ pub fn finish(r: &RunReport) -> Result<()> {
                 r.run, r.runbook, r.run
             ),
         )),
+        "failed" if r.config_error => Err(ConfigError::new(
+            format!("run {}", r.run),
+            r.error.clone().unwrap_or_else(|| "bad input".into()),
+        )
+        .hint("nothing was written after the check that failed; fix the input and run again")
+        .into()),
         other => Err(Error::failed_hint(
             format!(
                 "run {} {other}: {}",

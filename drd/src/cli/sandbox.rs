@@ -41,7 +41,15 @@ pub enum SandboxCommand {
         #[command(subcommand)]
         action: LlmAction,
     },
-    /// Internal: run the function host and the LLM stub (started by `up`).
+    /// Take a region down: its AWS endpoints drop every connection and the function host stops
+    /// serving its Function URLs (a region-loss drill; global services such as Route 53 stay up).
+    FailRegion {
+        /// The region to fail, e.g. us-east-1.
+        region: String,
+    },
+    /// Bring a failed region back.
+    RestoreRegion { region: String },
+    /// Internal: run the function host, the LLM stub and the region gate (started by `up`).
     #[command(hide = true)]
     Serve {
         #[arg(long)]
@@ -50,6 +58,8 @@ pub enum SandboxCommand {
         host_port: u16,
         #[arg(long)]
         llm_port: u16,
+        #[arg(long)]
+        proxy_port: u16,
     },
 }
 
@@ -133,9 +143,18 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
             };
             let rows = [
                 ("moto server", &s.moto, s.moto.url()),
+                ("region gate", &s.host, s.endpoint_url()),
                 ("function host", &s.host, s.host.url()),
                 ("llm stub", &s.host, s.llm_base_url()),
             ];
+            let failed = if s.running() {
+                sandbox::gate_stats(&s)
+                    .await
+                    .map(|g| g.0)
+                    .unwrap_or_default()
+            } else {
+                vec![]
+            };
             if cli.json() {
                 super::print_json(&serde_json::json!({
                     "dir": args.dir,
@@ -143,6 +162,8 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
                     "moto": {"pid": s.moto.pid, "url": s.moto.url(), "alive": s.moto.alive()},
                     "host": {"pid": s.host.pid, "url": s.host.url(), "alive": s.host.alive()},
                     "llm": {"url": s.llm_base_url()},
+                    "endpoint_url": s.endpoint_url(),
+                    "failed_regions": failed,
                     "started_at": s.started_at,
                 }));
             } else {
@@ -152,6 +173,9 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
                         p.pid,
                         if p.alive() { "running" } else { "stopped" }
                     );
+                }
+                if !failed.is_empty() {
+                    println!("failed regions: {}", failed.join(", "));
                 }
             }
             if s.running() {
@@ -182,11 +206,61 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
             );
             Ok(())
         }
+        SandboxCommand::FailRegion { region } | SandboxCommand::RestoreRegion { region } => {
+            let fail = matches!(args.command, SandboxCommand::FailRegion { .. });
+            if !crate::policy::is_region_name(region) {
+                return Err(
+                    ConfigError::new("REGION", format!("{region:?} is not a region name"))
+                        .hint("use a region code such as us-east-1")
+                        .into(),
+                );
+            }
+            let s = sandbox::running_state(&args.dir)?;
+            if s.proxy_port.is_none() {
+                return Err(Error::failed_hint(
+                    "this sandbox was started without the region gate",
+                    "restart it: drd sandbox down && drd sandbox up",
+                ));
+            }
+            let (failed, changed) = sandbox::set_region(&s, region, fail).await?;
+            if cli.json() {
+                super::print_json(&serde_json::json!({
+                    "region": region, "failed": fail, "changed": changed, "failed_regions": failed,
+                }));
+            } else {
+                let what = match (fail, changed) {
+                    (true, true) => "failed: its endpoints now drop connections",
+                    (true, false) => "was already failed",
+                    (false, true) => "restored",
+                    (false, false) => "was not failed",
+                };
+                println!("region {region} {what}");
+                println!(
+                    "failed regions: {}",
+                    if failed.is_empty() {
+                        "none".to_string()
+                    } else {
+                        failed.join(", ")
+                    }
+                );
+            }
+            Ok(())
+        }
         SandboxCommand::Serve {
             moto_url,
             host_port,
             llm_port,
-        } => sandbox::serve(args.dir.clone(), moto_url.clone(), *host_port, *llm_port).await,
+            proxy_port,
+        } => {
+            sandbox::serve(
+                args.dir.clone(),
+                moto_url.clone(),
+                *host_port,
+                *llm_port,
+                *proxy_port,
+            )
+            .await
+        }
     }
 }
 

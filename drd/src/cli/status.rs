@@ -12,8 +12,9 @@ pub struct Args {
 
 pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
     let policy = cli.load_policy()?;
-    let region = cli.region(&policy)?;
-    let r = crate::status::status(&cli.aws(), &policy, &region, args.deep).await?;
+    let aws = cli.aws();
+    let region = cli.acting_region(&aws, &policy).await?;
+    let r = crate::status::status(&aws, &policy, &region, args.deep).await?;
     if cli.json() {
         super::print_json(&r);
     } else {

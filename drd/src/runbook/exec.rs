@@ -55,6 +55,9 @@ pub struct RunReport {
     pub started_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The run stopped on bad input (exit 2): nothing after the failing check was written.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub config_error: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub journal_local: Option<String>,
     pub journal_store: String,
@@ -214,6 +217,8 @@ struct Exec<'a> {
     inputs: BTreeMap<String, String>,
     policy: BTreeMap<String, String>,
     outputs: BTreeMap<String, Outputs>,
+    /// Whether the last step that failed for good failed on bad input (a config error).
+    config_failure: std::sync::atomic::AtomicBool,
 }
 
 impl Exec<'_> {
@@ -286,6 +291,8 @@ impl Exec<'_> {
                     return Ok(StepEnd::Waiting(attempt, ms));
                 }
                 other => {
+                    // Bad input does not heal on a retry: it fails the step at once.
+                    let config = matches!(other, Ok(Err(Error::Config(_))));
                     let why = match other {
                         Err(_) => format!(
                             "timed out after {}",
@@ -294,7 +301,9 @@ impl Exec<'_> {
                         Ok(Err(e)) => e.to_string(),
                         Ok(Ok(_)) => unreachable!(),
                     };
-                    let last = attempt == attempts;
+                    let last = attempt == attempts || config;
+                    self.config_failure
+                        .store(config, std::sync::atomic::Ordering::Relaxed);
                     let mut e = self.journal.entry(Event::Failed, Some(&step.id));
                     e.attempt = attempt;
                     e.detail = why.clone();
@@ -458,10 +467,12 @@ async fn run_steps(
             .as_ref()
             .map(|s| s.completed.clone())
             .unwrap_or_default(),
+        config_failure: Default::default(),
     };
     let mut reports: Vec<StepReport> = vec![];
     let mut outcome = "succeeded".to_string();
     let mut error = None;
+    let mut config_error = false;
     let mut succeeded_at_ms = BTreeMap::new();
     if let Some(s) = &state {
         for (id, st) in &s.steps {
@@ -551,6 +562,7 @@ async fn run_steps(
                     }
                     OnFailure::Stop => {
                         error = Some(format!("step {} failed: {why}", step.id));
+                        config_error = ex.config_failure.load(std::sync::atomic::Ordering::Relaxed);
                         outcome = "failed".into();
                         stopped = true;
                     }
@@ -635,6 +647,7 @@ async fn run_steps(
         duration_ms: journal::now_ms().saturating_sub(started_ms),
         started_at,
         error,
+        config_error,
         journal_local: journal.local_path().map(|p| p.display().to_string()),
         journal_store: format!(
             "s3://{}/{}",
@@ -700,6 +713,7 @@ pub fn report_from_state(
         duration_ms: last_ms.saturating_sub(s.started_at_ms),
         started_at: s.started_at.clone().unwrap_or_default(),
         error: None,
+        config_error: false,
         journal_local: local,
         journal_store: format!(
             "s3://{}/{}",

@@ -38,6 +38,10 @@ pub const SHIPPED: &[(&str, &str)] = &[
         include_str!("../../../runbooks/secret-rotation.toml"),
     ),
     (
+        "region-redeploy",
+        include_str!("../../../runbooks/region-redeploy.toml"),
+    ),
+    (
         "pipeline-failure",
         include_str!("../../../runbooks/pipeline-failure.toml"),
     ),

@@ -29,8 +29,8 @@ pub struct Host {
     http: reqwest::Client,
     instances: Mutex<HashMap<String, Instance>>,
     urls: Mutex<HashMap<String, (String, Instant)>>,
-    /// Regions whose data plane is switched off (for region-loss drills).
-    pub failed_regions: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Regions switched off (region-loss drills) and the emulator busy clock.
+    pub gate: Arc<super::gate::Gate>,
 }
 
 struct Instance {
@@ -47,7 +47,7 @@ enum RunError {
 }
 
 impl Host {
-    pub fn new(moto_url: String, dir: PathBuf) -> Arc<Self> {
+    pub fn new(moto_url: String, dir: PathBuf, gate: Arc<super::gate::Gate>) -> Arc<Self> {
         let aws = Aws::new(crate::aws::AwsSettings {
             endpoint_url: Some(moto_url.clone()),
             max_attempts: Some(1),
@@ -63,7 +63,7 @@ impl Host {
                 .expect("reqwest client"),
             instances: Mutex::new(HashMap::new()),
             urls: Mutex::new(HashMap::new()),
-            failed_regions: Default::default(),
+            gate,
         })
     }
 
@@ -98,6 +98,15 @@ impl Host {
             let n = self.instance_count().await;
             return axum::Json(json!({"ok": true, "instances": n})).into_response();
         }
+        if let Some(rest) = path.strip_prefix("/_sandbox/regions") {
+            return self.regions(&parts.method, rest).await;
+        }
+        if path == "/_sandbox/stats" {
+            let (busy_ms, requests) = self.gate.busy_stats();
+            return axum::Json(json!({"emulator_busy_ms": busy_ms, "requests": requests}))
+                .into_response();
+        }
+        let _busy = self.gate.busy();
         if let Some(rest) = path.strip_prefix("/2015-03-31/functions/") {
             if let Some(name) = rest.strip_suffix("/invocations") {
                 let name = percent_decode(name);
@@ -306,10 +315,43 @@ impl Host {
     }
 
     fn region_failed(&self, region: &str) -> bool {
-        self.failed_regions
-            .lock()
-            .expect("regions")
-            .contains(region)
+        self.gate.is_failed(region)
+    }
+
+    /// `GET /_sandbox/regions`, `POST /_sandbox/regions/<R>/fail|restore`.
+    async fn regions(&self, method: &Method, rest: &str) -> Response {
+        let words: Vec<&str> = rest.trim_matches('/').split('/').collect();
+        let changed = match (method, words.as_slice()) {
+            (&Method::GET, [""]) => None,
+            (&Method::POST, [region, "fail"]) if crate::policy::is_region_name(region) => {
+                let changed = self.gate.fail(region);
+                // A failed region's function processes die with it.
+                let mut map = self.instances.lock().await;
+                let prefix = format!("{region}/");
+                let keys: Vec<String> = map
+                    .keys()
+                    .filter(|k| k.starts_with(&prefix))
+                    .cloned()
+                    .collect();
+                for k in keys {
+                    if let Some(mut i) = map.remove(&k) {
+                        let _ = i.child.start_kill();
+                    }
+                }
+                Some(changed)
+            }
+            (&Method::POST, [region, "restore"]) if crate::policy::is_region_name(region) => {
+                Some(self.gate.restore(region))
+            }
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "Bad Request",
+                    "use GET /_sandbox/regions or POST /_sandbox/regions/<region>/fail|restore",
+                )
+            }
+        };
+        axum::Json(json!({"failed": self.gate.failed(), "changed": changed})).into_response()
     }
 
     /// Which function a Function URL host belongs to (cached briefly).
@@ -417,7 +459,7 @@ impl Host {
             }
             instances.remove(&key);
         }
-        let bootstrap = self.prepare_code(&code_sha).await?;
+        let bootstrap = self.prepare_code(region, &code_sha).await?;
         let port = free_port().map_err(|e| RunError::Start(format!("no free port: {e}")))?;
         let log_path = self.dir.join(format!("fn-{}.log", &env_digest[..12]));
         let log = std::fs::File::create(&log_path)
@@ -481,16 +523,19 @@ impl Host {
         Ok((port, version))
     }
 
-    /// Fetch, verify and unpack the package with this `CodeSha256`; returns the bootstrap path.
-    async fn prepare_code(&self, code_sha: &str) -> Result<PathBuf, RunError> {
+    /// Fetch, verify and unpack the package with this `CodeSha256` from a bucket in the
+    /// function's own region (as Lambda copies code from a same-region bucket); returns the
+    /// bootstrap path. Unpacked packages are kept per region, so a package that exists only in
+    /// another region never runs.
+    async fn prepare_code(&self, region: &str, code_sha: &str) -> Result<PathBuf, RunError> {
         let hex = package::hex_of_code_sha256(code_sha)
             .ok_or_else(|| RunError::Start(format!("CodeSha256 {code_sha:?} is not a SHA-256")))?;
-        let dir = self.dir.join("code").join(&hex);
+        let dir = self.dir.join("code").join(region).join(&hex);
         let bootstrap = dir.join("bootstrap");
         if bootstrap.exists() {
             return Ok(bootstrap);
         }
-        let s3 = self.aws.s3("us-east-1").await;
+        let s3 = self.aws.s3(region).await;
         let key = package::object_key(&hex);
         let buckets = s3
             .list_buckets()
@@ -500,6 +545,18 @@ impl Host {
         let mut zip = None;
         for b in buckets.buckets() {
             let Some(name) = b.name() else { continue };
+            let location = s3
+                .get_bucket_location()
+                .bucket(name)
+                .send()
+                .await
+                .ok()
+                .and_then(|l| l.location_constraint().map(|c| c.as_str().to_string()))
+                .filter(|c| !c.is_empty())
+                .unwrap_or_else(|| "us-east-1".into());
+            if location != region {
+                continue;
+            }
             if let Ok(obj) = s3.get_object().bucket(name).key(&key).send().await {
                 if let Ok(data) = obj.body.collect().await {
                     zip = Some(data.into_bytes().to_vec());
@@ -509,7 +566,7 @@ impl Host {
         }
         let zip = zip.ok_or_else(|| {
             RunError::Start(format!(
-                "no artifact bucket holds the code package {key}; deploy it with drd deploy"
+                "no bucket in {region} holds the code package {key}; deploy it with drd deploy"
             ))
         })?;
         let got = hex::encode(Sha256::digest(&zip));

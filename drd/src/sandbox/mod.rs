@@ -6,6 +6,7 @@
 //! a state file whose processes are gone (or whose PIDs now belong to other programs) is stale
 //! and replaced.
 
+pub mod gate;
 pub mod host;
 pub mod llm;
 
@@ -55,6 +56,10 @@ pub struct State {
     pub moto: Proc,
     pub host: Proc,
     pub llm_port: u16,
+    /// The region gate in front of moto (what `AWS_ENDPOINT_URL` points to); absent in the
+    /// state of sandboxes started by older drd versions.
+    #[serde(default)]
+    pub proxy_port: Option<u16>,
     pub region: String,
     pub started_at: String,
 }
@@ -64,10 +69,18 @@ impl State {
         format!("http://127.0.0.1:{}/v1", self.llm_port)
     }
 
+    /// The control-plane endpoint users talk to: the region gate, or moto itself.
+    pub fn endpoint_url(&self) -> String {
+        match self.proxy_port {
+            Some(p) => format!("http://127.0.0.1:{p}"),
+            None => self.moto.url(),
+        }
+    }
+
     /// The environment a shell (or a test) uses to talk to this sandbox.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
-            ("AWS_ENDPOINT_URL", self.moto.url()),
+            ("AWS_ENDPOINT_URL", self.endpoint_url()),
             ("AWS_ACCESS_KEY_ID", "testing".into()),
             ("AWS_SECRET_ACCESS_KEY", "testing".into()),
             ("AWS_REGION", self.region.clone()),
@@ -144,11 +157,12 @@ pub async fn up(opts: &UpOptions) -> Result<Up> {
             return Err(e);
         }
     };
-    let (host, llm_port) = host;
+    let (host, llm_port, proxy_port) = host;
     let state = State {
         moto,
         host,
         llm_port,
+        proxy_port: Some(proxy_port),
         region: opts.region.clone(),
         started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
     };
@@ -227,10 +241,11 @@ async fn start_moto(opts: &UpOptions) -> Result<Proc> {
     Ok(proc)
 }
 
-async fn start_host(opts: &UpOptions, moto: &Proc) -> Result<(Proc, u16)> {
+async fn start_host(opts: &UpOptions, moto: &Proc) -> Result<(Proc, u16, u16)> {
     let exe = std::env::current_exe().map_err(|e| Error::io("locating the drd binary", e))?;
     let port = host::free_port().map_err(|e| Error::io("finding a free port", e))?;
     let llm_port = host::free_port().map_err(|e| Error::io("finding a free port", e))?;
+    let proxy_port = host::free_port().map_err(|e| Error::io("finding a free port", e))?;
     let log = std::fs::File::create(opts.dir.join("host.log"))
         .map_err(|e| Error::io("creating host.log", e))?;
     let mut cmd = std::process::Command::new(exe);
@@ -240,6 +255,7 @@ async fn start_host(opts: &UpOptions, moto: &Proc) -> Result<(Proc, u16)> {
         .args(["--moto-url", &moto.url()])
         .args(["--host-port", &port.to_string()])
         .args(["--llm-port", &llm_port.to_string()])
+        .args(["--proxy-port", &proxy_port.to_string()])
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_REGION", &opts.region)
@@ -277,8 +293,13 @@ async fn start_host(opts: &UpOptions, moto: &Proc) -> Result<(Proc, u16)> {
             .send()
             .await
             .is_ok_and(|r| r.status().is_success());
-        if host_ok && llm_ok {
-            return Ok((proc, llm_port));
+        let proxy_ok = http
+            .get(format!("http://127.0.0.1:{proxy_port}/moto-api/data.json"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if host_ok && llm_ok && proxy_ok {
+            return Ok((proc, llm_port, proxy_port));
         }
         if Instant::now() > deadline {
             let _ = child.kill();
@@ -320,9 +341,17 @@ pub async fn down(dir: &Path) -> Result<bool> {
     Ok(a || b)
 }
 
-/// Run the function host and the LLM stub until SIGTERM/SIGINT (the hidden `sandbox serve`).
-pub async fn serve(dir: PathBuf, moto_url: String, host_port: u16, llm_port: u16) -> Result<()> {
-    let h = host::Host::new(moto_url, dir.clone());
+/// Run the function host, the LLM stub and the region gate until SIGTERM/SIGINT (the hidden
+/// `sandbox serve`).
+pub async fn serve(
+    dir: PathBuf,
+    moto_url: String,
+    host_port: u16,
+    llm_port: u16,
+    proxy_port: u16,
+) -> Result<()> {
+    let gate = gate::Gate::new();
+    let h = host::Host::new(moto_url.clone(), dir.clone(), gate.clone());
     let stub = llm::LlmStub::new(Some(dir.join("llm-keys.json")));
     let hl = tokio::net::TcpListener::bind(("127.0.0.1", host_port))
         .await
@@ -330,7 +359,11 @@ pub async fn serve(dir: PathBuf, moto_url: String, host_port: u16, llm_port: u16
     let ll = tokio::net::TcpListener::bind(("127.0.0.1", llm_port))
         .await
         .map_err(|e| Error::io(format!("listening on 127.0.0.1:{llm_port}"), e))?;
+    let pl = tokio::net::TcpListener::bind(("127.0.0.1", proxy_port))
+        .await
+        .map_err(|e| Error::io(format!("listening on 127.0.0.1:{proxy_port}"), e))?;
     let (tx, rx) = tokio::sync::watch::channel(false);
+    let c = tokio::spawn(gate::serve(pl, moto_url, gate, rx.clone()));
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
@@ -339,7 +372,12 @@ pub async fn serve(dir: PathBuf, moto_url: String, host_port: u16, llm_port: u16
     let a =
         tokio::spawn(async move { axum::serve(hl, hr).with_graceful_shutdown(wait(rx2)).await });
     let b = tokio::spawn(async move { axum::serve(ll, sr).with_graceful_shutdown(wait(rx)).await });
-    tracing::info!(host_port, llm_port, "function host and LLM stub listening");
+    tracing::info!(
+        host_port,
+        llm_port,
+        proxy_port,
+        "function host, LLM stub and region gate listening"
+    );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::io("installing the SIGTERM handler", e))?;
     tokio::select! {
@@ -352,9 +390,78 @@ pub async fn serve(dir: PathBuf, moto_url: String, host_port: u16, llm_port: u16
     let _ = tokio::time::timeout(Duration::from_secs(3), async {
         let _ = a.await;
         let _ = b.await;
+        let _ = c.await;
     })
     .await;
     Ok(())
+}
+
+/// Fail (`fail = true`) or restore a region in a running sandbox; returns the failed regions
+/// and whether anything changed.
+pub async fn set_region(state: &State, region: &str, fail: bool) -> Result<(Vec<String>, bool)> {
+    let verb = if fail { "fail" } else { "restore" };
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{}/_sandbox/regions/{region}/{verb}",
+            state.host.url()
+        ))
+        .send()
+        .await
+        .map_err(|e| {
+            Error::failed(format!(
+                "the function host did not answer: {}",
+                e.without_url()
+            ))
+        })?;
+    if !r.status().is_success() {
+        return Err(Error::failed(format!(
+            "the function host refused to {verb} {region}: HTTP {}",
+            r.status()
+        )));
+    }
+    let v: serde_json::Value = r.json().await.unwrap_or_default();
+    let failed = v["failed"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((failed, v["changed"].as_bool().unwrap_or(false)))
+}
+
+/// The regions a running sandbox has failed, and its emulator busy clock (ms, requests).
+pub async fn gate_stats(state: &State) -> Result<(Vec<String>, u64, u64)> {
+    let http = reqwest::Client::new();
+    let get = |path: &'static str| {
+        let http = http.clone();
+        let url = format!("{}{path}", state.host.url());
+        async move {
+            let r = http.get(url).send().await.map_err(|e| {
+                Error::failed(format!(
+                    "the function host did not answer: {}",
+                    e.without_url()
+                ))
+            })?;
+            Ok::<serde_json::Value, Error>(r.json().await.unwrap_or_default())
+        }
+    };
+    let regions = get("/_sandbox/regions").await?;
+    let stats = get("/_sandbox/stats").await?;
+    let failed = regions["failed"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((
+        failed,
+        stats["emulator_busy_ms"].as_u64().unwrap_or(0),
+        stats["requests"].as_u64().unwrap_or(0),
+    ))
 }
 
 /// Tell the LLM stub that a key is valid (or no longer valid). The key never leaves memory

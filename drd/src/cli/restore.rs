@@ -1,0 +1,150 @@
+//! `drd restore --region R --identity FILE [--point ID|latest]`: runbook `region-redeploy`
+//! (procedure 4), with the RTO/RPO report.
+
+use super::Cli;
+use crate::error::{ConfigError, Result};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The recovery point (`latest`: the newest that passes verify with the identity).
+    #[arg(long, value_name = "ID|latest")]
+    pub point: Option<String>,
+    /// The age identity file that decrypts the secret backups.
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// Print the plan (preflight included) and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Continue an interrupted restore.
+    #[arg(long, value_name = "RUN")]
+    pub resume: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Summary<'a> {
+    region: &'a str,
+    point: Option<&'a str>,
+    /// Age of the point when the restore started.
+    rpo_seconds: Option<u64>,
+    /// From the run's start to the first healthy probe through the Function URL in the region.
+    rto_ms: Option<u64>,
+    function_url: Option<&'a str>,
+    version: Option<&'a str>,
+    dns_record: Option<&'a str>,
+    dns_before: Option<&'a str>,
+    primary: Option<&'a str>,
+    new_point: Option<&'a str>,
+    run: &'a crate::runbook::exec::RunReport,
+}
+
+pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
+    let Some(region) = cli.region.clone() else {
+        return Err(
+            ConfigError::new("--region", "drd restore needs the region to restore into")
+                .hint("pass --region R, a region other than the failed primary (e.g. us-west-2)")
+                .into(),
+        );
+    };
+    let mut inputs = BTreeMap::new();
+    inputs.insert("region".to_string(), region.clone());
+    match &args.identity {
+        Some(p) => {
+            // Absolute, so a resume from another directory reads the same file; the path is
+            // journaled, the key never is.
+            let abs = std::fs::canonicalize(p).map_err(|e| {
+                ConfigError::new(p.display().to_string(), format!("cannot read the identity file: {e}"))
+                    .field("--identity")
+                    .hint("pass the age identity file (age-keygen output) whose public key is in backup.recipients")
+            })?;
+            inputs.insert("identity".to_string(), abs.display().to_string());
+        }
+        None if args.resume.is_none() => {
+            return Err(ConfigError::new(
+                "--identity",
+                "drd restore needs the identity that decrypts the secret backups",
+            )
+            .hint(
+                "pass --identity FILE (the age identity whose public key is in backup.recipients)",
+            )
+            .into());
+        }
+        None => {}
+    }
+    if let Some(p) = &args.point {
+        inputs.insert("point".to_string(), p.clone());
+    }
+    let Some(r) = super::runbook::run_named(
+        cli,
+        "region-redeploy",
+        inputs,
+        args.dry_run,
+        args.resume.clone(),
+        None,
+    )
+    .await?
+    else {
+        return Ok(());
+    };
+    let out = |step: &str, k: &str| r.output(step, k);
+    let rto_ms = out("function", "healthy_at")
+        .and_then(|h| humantime::parse_rfc3339_weak(h).ok())
+        .zip(humantime::parse_rfc3339_weak(&r.started_at).ok())
+        .and_then(|(h, s)| h.duration_since(s).ok())
+        .map(|d| d.as_millis() as u64);
+    let s = Summary {
+        region: &region,
+        point: out("preflight", "point"),
+        rpo_seconds: out("preflight", "rpo_seconds").and_then(|v| v.parse().ok()),
+        rto_ms,
+        function_url: out("function", "function_url"),
+        version: out("function", "version"),
+        dns_record: out("dns", "record").filter(|v| !v.is_empty()),
+        dns_before: out("dns", "before").filter(|v| !v.is_empty()),
+        primary: out("preflight", "primary"),
+        new_point: out("backup", "point"),
+        run: &r,
+    };
+    if cli.json() {
+        super::print_json(&s);
+    } else {
+        super::runbook::print_report(cli, &r);
+        if let Some(p) = s.point {
+            println!("restored into {region} from point {p}");
+        }
+        if let Some(rpo) = s.rpo_seconds {
+            println!("  RPO  {rpo} s (age of the point at the start)");
+        }
+        if let Some(ms) = rto_ms {
+            println!(
+                "  RTO  {:.2} s (start to the first healthy probe in {region})",
+                ms as f64 / 1000.0
+            );
+        }
+        if let (Some(url), Some(v)) = (s.function_url, s.version) {
+            println!("  live version {v} at {url}");
+        }
+        match (
+            s.dns_record,
+            out("dns", "url_host").or(out("function", "url_host")),
+        ) {
+            (Some(rec), Some(host)) => println!(
+                "  DNS  {rec} -> {host} (was {})",
+                s.dns_before.unwrap_or("nothing")
+            ),
+            (None, _) if out("dns", "skipped") == Some("true") => {
+                println!("  DNS  skipped: the policy has no [dns] section")
+            }
+            _ => {}
+        }
+        if let Some(p) = s.primary {
+            println!("  primary: {p}");
+        }
+        if let Some(p) = s.new_point {
+            println!("  new recovery point {p}");
+        }
+    }
+    super::runbook::finish(&r)
+}

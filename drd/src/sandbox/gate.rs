@@ -1,0 +1,301 @@
+//! The region gate: makes a region loss real in the sandbox.
+//!
+//! Every SDK request of a sandbox user goes through a small HTTP proxy in front of moto (the
+//! environment's `AWS_ENDPOINT_URL` is the proxy). The proxy reads the region from the SigV4
+//! credential scope (`Credential=AK/DATE/REGION/SERVICE/aws4_request`) and, for a region that
+//! `drd sandbox fail-region` switched off, closes the connection without an answer: the caller
+//! sees exactly what a dead regional endpoint gives, a connection error, not an HTTP error it
+//! could mistake for a service answer. The function host consults the same gate and stops
+//! serving Function URLs and `Invoke` in a failed region.
+//!
+//! Global services (Route 53, IAM, CloudFront, Organizations) sign with us-east-1 but are not
+//! regional, so a failed us-east-1 does not take them down here. (On real AWS the Route 53
+//! *control plane* does live in us-east-1; see docs/restore.md for why `failover` mode is the
+//! default.)
+//!
+//! The gate also keeps a busy clock: the wall time during which at least one emulator request
+//! (proxied call or function-host request) was in flight, so a benchmark can split a command's
+//! wall time into its own time and time spent waiting on the emulator.
+
+use axum::body::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Services that are global on AWS: not taken down with one region.
+pub const GLOBAL_SERVICES: &[&str] = &["route53", "iam", "cloudfront", "organizations"];
+
+#[derive(Default)]
+pub struct Gate {
+    failed: Mutex<BTreeSet<String>>,
+    busy: Mutex<BusyClock>,
+}
+
+#[derive(Default)]
+struct BusyClock {
+    inflight: u32,
+    since: Option<Instant>,
+    total: Duration,
+    requests: u64,
+}
+
+/// Counts one request as in flight until dropped.
+pub struct BusyGuard<'a>(&'a Gate);
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        let mut b = self.0.busy.lock().expect("busy clock");
+        b.inflight -= 1;
+        if b.inflight == 0 {
+            if let Some(s) = b.since.take() {
+                b.total += s.elapsed();
+            }
+        }
+    }
+}
+
+impl Gate {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn fail(&self, region: &str) -> bool {
+        self.failed
+            .lock()
+            .expect("regions")
+            .insert(region.to_string())
+    }
+
+    pub fn restore(&self, region: &str) -> bool {
+        self.failed.lock().expect("regions").remove(region)
+    }
+
+    pub fn failed(&self) -> Vec<String> {
+        self.failed
+            .lock()
+            .expect("regions")
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    pub fn is_failed(&self, region: &str) -> bool {
+        self.failed.lock().expect("regions").contains(region)
+    }
+
+    /// Whether a request signed for `region` and `service` must be dropped.
+    pub fn blocks(&self, region: &str, service: &str) -> bool {
+        !GLOBAL_SERVICES.contains(&service) && self.is_failed(region)
+    }
+
+    pub fn busy(&self) -> BusyGuard<'_> {
+        let mut b = self.busy.lock().expect("busy clock");
+        if b.inflight == 0 {
+            b.since = Some(Instant::now());
+        }
+        b.inflight += 1;
+        b.requests += 1;
+        BusyGuard(self)
+    }
+
+    /// (busy milliseconds so far, requests so far).
+    pub fn busy_stats(&self) -> (u64, u64) {
+        let b = self.busy.lock().expect("busy clock");
+        let open = b.since.map(|s| s.elapsed()).unwrap_or_default();
+        ((b.total + open).as_millis() as u64, b.requests)
+    }
+}
+
+/// Region and service of a SigV4 `Authorization` header (or a presigned URL's
+/// `X-Amz-Credential`).
+pub fn credential_scope(auth: Option<&str>, query: Option<&str>) -> Option<(String, String)> {
+    let scope = match auth.and_then(|a| a.split("Credential=").nth(1)) {
+        Some(c) => c.split([',', ' ']).next()?.to_string(),
+        None => {
+            let q = query?;
+            let v = q
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("X-Amz-Credential="))?;
+            v.replace("%2F", "/").replace("%2f", "/")
+        }
+    };
+    let mut parts = scope.split('/');
+    let (_ak, _date, region, service) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    Some((region.to_string(), service.to_string()))
+}
+
+#[derive(Debug)]
+struct Dropped(String);
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+const HOP_BY_HOP: &[&str] = &[
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "content-length",
+];
+
+/// Serve the proxy on `listener` until `stop` turns true.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    upstream: String,
+    gate: Arc<Gate>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .expect("reqwest client");
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(_) => continue,
+            },
+            _ = stop.wait_for(|v| *v) => return,
+        };
+        let (http, upstream, gate) = (http.clone(), upstream.clone(), gate.clone());
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                forward(req, http.clone(), upstream.clone(), gate.clone())
+            });
+            // An error here is a dropped region's connection or a client going away.
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+async fn forward(
+    req: Request<Incoming>,
+    http: reqwest::Client,
+    upstream: String,
+    gate: Arc<Gate>,
+) -> Result<Response<Full<Bytes>>, Dropped> {
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
+    if let Some((region, service)) = credential_scope(auth, req.uri().query()) {
+        if gate.blocks(&region, &service) {
+            // Returning an error makes hyper close the connection without a response.
+            return Err(Dropped(format!("region {region} is failed")));
+        }
+    }
+    let _busy = gate.busy();
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| Dropped(format!("reading the request: {e}")))?
+        .to_bytes();
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let method = reqwest::Method::from_bytes(parts.method.as_str().as_bytes())
+        .map_err(|e| Dropped(e.to_string()))?;
+    let mut out = http.request(method, format!("{upstream}{pq}"));
+    for (k, v) in parts.headers.iter() {
+        if !HOP_BY_HOP.contains(&k.as_str()) {
+            out = out.header(k.as_str(), v.as_bytes());
+        }
+    }
+    let resp = match out.body(body).send().await {
+        Ok(r) => r,
+        Err(e) => {
+            let msg = format!("the emulator did not answer: {}", e.without_url());
+            return Ok(Response::builder()
+                .status(502)
+                .body(Full::new(Bytes::from(msg)))
+                .expect("response"));
+        }
+    };
+    let mut b = Response::builder().status(resp.status().as_u16());
+    for (k, v) in resp.headers().iter() {
+        // Content-Length stays: a HEAD answer carries the object's size in it.
+        if k.as_str() == "content-length" || !HOP_BY_HOP.contains(&k.as_str()) {
+            b = b.header(k.as_str(), v.as_bytes());
+        }
+    }
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| Dropped(format!("reading the emulator's answer: {e}")))?;
+    Ok(b.body(Full::new(bytes)).expect("response"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_from_header_and_presigned_query() {
+        let h = "AWS4-HMAC-SHA256 Credential=testing/20261127/eu-west-1/lambda/aws4_request, \
+                 SignedHeaders=host, Signature=abc";
+        assert_eq!(
+            credential_scope(Some(h), None),
+            Some(("eu-west-1".into(), "lambda".into()))
+        );
+        let q = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=testing%2F20261127%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=x";
+        assert_eq!(
+            credential_scope(None, Some(q)),
+            Some(("us-east-1".into(), "s3".into()))
+        );
+        assert_eq!(credential_scope(None, Some("a=b")), None);
+        assert_eq!(credential_scope(Some("Bearer x"), None), None);
+    }
+
+    #[test]
+    fn a_failed_region_blocks_regional_services_only() {
+        let g = Gate::new();
+        assert!(!g.blocks("us-east-1", "s3"));
+        assert!(g.fail("us-east-1"));
+        assert!(!g.fail("us-east-1"), "failing twice reports no change");
+        assert!(g.blocks("us-east-1", "s3"));
+        assert!(g.blocks("us-east-1", "lambda"));
+        assert!(!g.blocks("us-east-1", "route53"), "Route 53 is global");
+        assert!(!g.blocks("us-west-2", "s3"));
+        assert!(g.restore("us-east-1"));
+        assert!(!g.blocks("us-east-1", "s3"));
+    }
+
+    #[test]
+    fn the_busy_clock_counts_overlapping_requests_once() {
+        let g = Gate::new();
+        let t0 = Instant::now();
+        {
+            let _a = g.busy();
+            std::thread::sleep(Duration::from_millis(30));
+            let _b = g.busy();
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        let busy_end = t0.elapsed().as_millis() as u64;
+        std::thread::sleep(Duration::from_millis(50));
+        let (ms, n) = g.busy_stats();
+        assert_eq!(n, 2);
+        assert!(ms >= 60, "{ms} ms: both sleeps are busy time");
+        assert!(
+            ms <= busy_end,
+            "{ms} ms > {busy_end} ms: idle time was counted"
+        );
+    }
+}

@@ -1,0 +1,791 @@
+//! Procedure 4 end to end on a sandbox: deploy to us-east-1 (points in us-west-2), fail
+//! us-east-1 for real (its endpoints drop connections, the function host stops serving it),
+//! `drd restore --region us-west-2`, and check the end state with second clients: the stack
+//! from the same template, the secrets with the same values and version ids, `live` on the
+//! backed-up code, T1 through the function host, the Route 53 record, the report. Also: a
+//! second restore converges without duplicates, bad inputs stop before the first write, and
+//! SIGKILL after every step resumes to the same end state.
+
+use drd_e2e::{age_keygen, bootstrap, text, Sandbox};
+use serde_json::{json, Value};
+use std::os::unix::process::ExitStatusExt;
+
+const KEY: &str = "sk-e2e-restore-0123456789";
+const ZONE: &str = "drd-e2e.example.";
+
+struct World {
+    sb: Sandbox,
+    policy: String,
+    name: String,
+    identity: String,
+    url: String,
+}
+
+impl World {
+    fn drd(&self, args: &[&str]) -> std::process::Output {
+        self.drd_env(args, &[])
+    }
+
+    fn drd_env(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+        let mut a = vec!["--policy", self.policy.as_str()];
+        a.extend_from_slice(args);
+        self.sb.run_env(&a, "", env)
+    }
+
+    fn restore(&self, region: &str, extra: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+        let mut a = vec![
+            "restore",
+            "--region",
+            region,
+            "--identity",
+            self.identity.as_str(),
+            "--output",
+            "json",
+        ];
+        a.extend_from_slice(extra);
+        self.drd_env(&a, env)
+    }
+
+    fn function(&self) -> String {
+        format!("{}-fn", self.name)
+    }
+
+    fn record(&self) -> String {
+        format!("{}.{ZONE}", self.name)
+    }
+
+    async fn secret(&self, region: &str, name: &str, stage: &str) -> (String, String) {
+        let v = self
+            .sb
+            .secrets(region)
+            .await
+            .get_secret_value()
+            .secret_id(name)
+            .version_stage(stage)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{name} {stage} in {region}: {e:?}"));
+        (
+            v.version_id().unwrap().to_string(),
+            v.secret_string().unwrap().to_string(),
+        )
+    }
+
+    /// The failover records of the service name: (set identifier, value) sorted.
+    async fn records(&self, zone_id: &str) -> Vec<(String, String)> {
+        let out = self
+            .sb
+            .route53()
+            .await
+            .list_resource_record_sets()
+            .hosted_zone_id(zone_id)
+            .send()
+            .await
+            .unwrap();
+        let mut v: Vec<(String, String)> = out
+            .resource_record_sets()
+            .iter()
+            .filter(|s| s.name().trim_end_matches('.') == self.record().trim_end_matches('.'))
+            .map(|s| {
+                (
+                    s.set_identifier().unwrap_or("").to_string(),
+                    s.resource_records()[0].value().to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The live version's CodeSha256 in a region.
+    async fn live_code(&self, region: &str) -> String {
+        let lambda = self.sb.lambda(region).await;
+        let live = lambda
+            .get_alias()
+            .function_name(self.function())
+            .name("live")
+            .send()
+            .await
+            .unwrap()
+            .function_version()
+            .unwrap()
+            .to_string();
+        lambda
+            .get_function_configuration()
+            .function_name(self.function())
+            .qualifier(&live)
+            .send()
+            .await
+            .unwrap()
+            .code_sha256()
+            .unwrap()
+            .to_string()
+    }
+
+    async fn journal_keys(&self, run: &str) -> Vec<String> {
+        let out = self
+            .sb
+            .s3("us-west-2")
+            .await
+            .list_objects_v2()
+            .bucket(format!("{}-points", self.name))
+            .prefix(format!("{}/journal/{run}/", self.name))
+            .send()
+            .await
+            .unwrap();
+        out.contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect()
+    }
+
+    async fn runs(&self) -> Vec<String> {
+        let out = self
+            .sb
+            .s3("us-west-2")
+            .await
+            .list_objects_v2()
+            .bucket(format!("{}-points", self.name))
+            .prefix(format!("{}/journal/", self.name))
+            .send()
+            .await
+            .unwrap();
+        let mut r: Vec<String> = out
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                o.key()
+                    .and_then(|k| k.split('/').nth(2))
+                    .map(str::to_string)
+            })
+            .collect();
+        r.dedup();
+        r
+    }
+
+    /// What a restore must not have created in a region before its first write.
+    async fn untouched(&self, region: &str) {
+        let cf = self.sb.cloudformation(region).await;
+        assert!(
+            cf.describe_stacks()
+                .stack_name(&self.name)
+                .send()
+                .await
+                .is_err(),
+            "a stack exists in {region}"
+        );
+        for s in ["openai-api-key", "github-token"] {
+            assert!(
+                self.sb
+                    .secrets(region)
+                    .await
+                    .describe_secret()
+                    .secret_id(s)
+                    .send()
+                    .await
+                    .is_err(),
+                "secret {s} exists in {region}"
+            );
+        }
+        let buckets = self
+            .sb
+            .s3(region)
+            .await
+            .list_buckets()
+            .send()
+            .await
+            .unwrap();
+        let artifacts = format!("{}-artifacts-{region}", self.name);
+        assert!(
+            !buckets
+                .buckets()
+                .iter()
+                .any(|b| b.name() == Some(artifacts.as_str())),
+            "{artifacts} exists"
+        );
+    }
+}
+
+/// Create the hosted zone, deploy to us-east-1 (which creates the DNS record), give the
+/// `github-token` secret two versions (AWSCURRENT and AWSPREVIOUS), and take a point.
+async fn world(name: &str, zone: &str) -> (World, String) {
+    let sb = Sandbox::start();
+    sb.allow_key(KEY);
+    let keys = sb.dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let (identity, recipient) = age_keygen(&keys);
+    let zone_id = sb
+        .route53()
+        .await
+        .create_hosted_zone()
+        .name(ZONE)
+        .caller_reference(format!("e2e-{name}"))
+        .send()
+        .await
+        .unwrap()
+        .hosted_zone()
+        .unwrap()
+        .id()
+        .trim_start_matches("/hostedzone/")
+        .to_string();
+    let extra = format!(
+        "[secrets]\nothers = [\"github-token\"]\n\n[dns]\nzone = \"{zone}\"\nrecord = \"{name}.{ZONE}\"\n"
+    );
+    let policy = sb
+        .policy_with(name, &recipient, &extra)
+        .to_str()
+        .unwrap()
+        .to_string();
+    let sm = sb.secrets("us-east-1").await;
+    sm.create_secret()
+        .name("github-token")
+        .secret_string("ghp_first_token_value")
+        .send()
+        .await
+        .unwrap();
+    sm.put_secret_value()
+        .secret_id("github-token")
+        .secret_string("ghp_second_token_value")
+        .send()
+        .await
+        .unwrap();
+    let out = sb.run(
+        &[
+            "--policy",
+            &policy,
+            "deploy",
+            "--bootstrap",
+            bootstrap().to_str().unwrap(),
+            "--output",
+            "json",
+        ],
+        KEY,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let url = r["function_url"].as_str().unwrap().to_string();
+    assert!(r["dns"].as_str().unwrap_or("").contains("(created)"), "{r}");
+    let w = World {
+        sb,
+        policy,
+        name: name.to_string(),
+        identity: identity.to_str().unwrap().to_string(),
+        url,
+    };
+    let out = w.drd(&["backup"]);
+    assert!(out.status.success(), "{}", text(&out));
+    (w, zone_id)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restore_into_another_region_after_the_primary_fails() {
+    let (w, zone_id) = world("rs-a", ZONE).await;
+    let old_host = w
+        .url
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_string();
+    assert_eq!(
+        w.records(&zone_id).await,
+        [("drd-primary".to_string(), old_host.clone())]
+    );
+
+    // What the primary held, read with a second client before it goes.
+    let cf = w.sb.cloudformation("us-east-1").await;
+    let template = cf
+        .get_template()
+        .stack_name(&w.name)
+        .send()
+        .await
+        .unwrap()
+        .template_body()
+        .unwrap()
+        .to_string();
+    let key_current = w.secret("us-east-1", "openai-api-key", "AWSCURRENT").await;
+    let gh_current = w.secret("us-east-1", "github-token", "AWSCURRENT").await;
+    let gh_previous = w.secret("us-east-1", "github-token", "AWSPREVIOUS").await;
+    let code = w.live_code("us-east-1").await;
+    let (status, _) =
+        w.sb.call_url(&w.url, &json!({"transcript": "Agent: a\nCustomer: b"}))
+            .await;
+    assert_eq!(status, 200);
+
+    // The region loss is real: its endpoints drop connections, its URL stops answering.
+    let out = w.drd(&["sandbox", "fail-region", "us-east-1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let err =
+        w.sb.lambda("us-east-1")
+            .await
+            .get_function_configuration()
+            .function_name(w.function())
+            .send()
+            .await
+            .unwrap_err();
+    assert!(
+        matches!(err, aws_sdk_lambda::error::SdkError::DispatchFailure(_)),
+        "a failed region must give connection errors: {err:?}"
+    );
+    let (status, _) =
+        w.sb.call_url(&w.url, &json!({"transcript": "Agent: a"}))
+            .await;
+    assert_eq!(status, 503);
+    // Anything that still depends on the primary fails, quickly, and writes no point.
+    let out = w.drd(&["backup"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("Unreachable"), "{}", text(&out));
+
+    let started = std::time::Instant::now();
+    let out = w.restore("us-west-2", &[], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let wall = started.elapsed();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["run"]["outcome"], "succeeded", "{r}");
+    let steps: Vec<(&str, &str)> = r["run"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["id"].as_str().unwrap(), s["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("preflight", "succeeded"),
+            ("secrets", "succeeded"),
+            ("code", "succeeded"),
+            ("stack", "succeeded"),
+            ("function", "succeeded"),
+            ("dns", "succeeded"),
+            ("backup", "succeeded"),
+        ]
+    );
+    for s in r["run"]["steps"].as_array().unwrap() {
+        assert!(s["duration_ms"].as_u64().is_some(), "{s}");
+    }
+    // RTO: positive and within the wall time; RPO: the point's age.
+    let rto = r["rto_ms"].as_u64().unwrap();
+    assert!(rto > 0 && rto <= wall.as_millis() as u64, "{r}");
+    assert!(r["rpo_seconds"].as_u64().is_some(), "{r}");
+    assert!(
+        r["primary"].as_str().unwrap().contains("unreachable"),
+        "the primary's state is reported: {r}"
+    );
+
+    // The stack in us-west-2: the same template byte for byte (it names no region-bound
+    // value), the code bucket rewritten and reported.
+    let cf = w.sb.cloudformation("us-west-2").await;
+    let body = cf
+        .get_template()
+        .stack_name(&w.name)
+        .send()
+        .await
+        .unwrap()
+        .template_body()
+        .unwrap()
+        .to_string();
+    assert_eq!(body, template);
+    let rewrites = r["run"]["steps"][0]["outputs"]["rewrites"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        rewrites,
+        format!(
+            "parameter CodeBucket: {0}-artifacts-us-east-1 -> {0}-artifacts-us-west-2",
+            w.name
+        )
+    );
+    let stack = cf
+        .describe_stacks()
+        .stack_name(&w.name)
+        .send()
+        .await
+        .unwrap();
+    let params: Vec<(String, String)> = stack.stacks()[0]
+        .parameters()
+        .iter()
+        .map(|p| {
+            (
+                p.parameter_key().unwrap().to_string(),
+                p.parameter_value().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(params.contains(&(
+        "CodeBucket".into(),
+        format!("{}-artifacts-us-west-2", w.name)
+    )));
+
+    // The secrets: same values, same version ids, same stages.
+    assert_eq!(
+        w.secret("us-west-2", "openai-api-key", "AWSCURRENT").await,
+        key_current
+    );
+    assert_eq!(
+        w.secret("us-west-2", "github-token", "AWSCURRENT").await,
+        gh_current
+    );
+    assert_eq!(
+        w.secret("us-west-2", "github-token", "AWSPREVIOUS").await,
+        gh_previous
+    );
+
+    // live runs the backed-up code, and answers T1 through the function host.
+    assert_eq!(w.live_code("us-west-2").await, code);
+    let new_url = r["function_url"].as_str().unwrap();
+    assert!(new_url.contains(".lambda-url.us-west-2."), "{new_url}");
+    let (status, body) =
+        w.sb.call_url(new_url, &json!({"transcript": "Agent: a\nCustomer: b"}))
+            .await;
+    assert_eq!(
+        (status, body["transcript"].as_str()),
+        (200, Some("Agent: a\nCustomer: b"))
+    );
+
+    // Route 53: the new region is the primary, the old one the standby.
+    let new_host = new_url
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_string();
+    assert_eq!(
+        w.records(&zone_id).await,
+        [
+            ("drd-primary".to_string(), new_host.clone()),
+            ("drd-secondary".to_string(), old_host.clone())
+        ]
+    );
+
+    // A fresh point of the restored stack, and the store knows where the stack serves.
+    let new_point = r["new_point"].as_str().unwrap();
+    let m =
+        w.sb.get_json(
+            "us-west-2",
+            "rs-a-points",
+            &format!("rs-a/points/{new_point}.json"),
+        )
+        .await;
+    assert_eq!(m["stack"]["region"], "us-west-2");
+    let active =
+        w.sb.get_json("us-west-2", "rs-a-points", "rs-a/active-region.json")
+            .await;
+    assert_eq!(active["region"], "us-west-2");
+    // Later commands follow it: status and backup act on us-west-2 without --region.
+    let out = w.drd(&["status", "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["region"], "us-west-2", "{st}");
+
+    // A second restore into the same region converges: nothing new anywhere.
+    let lambda = w.sb.lambda("us-west-2").await;
+    let versions = |l: aws_sdk_lambda::Client| {
+        let f = w.function();
+        async move {
+            l.list_versions_by_function()
+                .function_name(f)
+                .send()
+                .await
+                .unwrap()
+                .versions()
+                .len()
+        }
+    };
+    let before_versions = versions(lambda.clone()).await;
+    let sm = w.sb.secrets("us-west-2").await;
+    let gh_versions = |sm: aws_sdk_secretsmanager::Client| async move {
+        sm.list_secret_version_ids()
+            .secret_id("github-token")
+            .send()
+            .await
+            .unwrap()
+            .versions()
+            .len()
+    };
+    let before_secret_versions = gh_versions(sm.clone()).await;
+    let out = w.restore("us-west-2", &[], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let r2: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let outs = |id: &str| -> Value {
+        r2["run"]["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap()["outputs"]
+            .clone()
+    };
+    assert_eq!(outs("secrets")["versions_put"], "0", "{r2}");
+    assert_eq!(outs("code")["uploaded"], "false", "{r2}");
+    assert_eq!(outs("stack")["action"], "unchanged", "{r2}");
+    assert_eq!(outs("function")["published"], "false", "{r2}");
+    assert_eq!(outs("function")["function_url"], new_url, "{r2}");
+    assert_eq!(outs("dns")["changed"], "false", "{r2}");
+    assert_eq!(versions(lambda).await, before_versions);
+    assert_eq!(gh_versions(sm).await, before_secret_versions);
+    assert_eq!(w.records(&zone_id).await.len(), 2);
+    let hcs =
+        w.sb.route53()
+            .await
+            .list_health_checks()
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(
+        hcs.health_checks().len(),
+        2,
+        "one health check per Function URL host"
+    );
+
+    // No secret value ever reached the output or the journal.
+    let all = format!("{}{}", text(&out), r);
+    for v in [KEY, "ghp_first_token_value", "ghp_second_token_value"] {
+        assert!(!all.contains(v), "{v} leaked");
+    }
+    let run = r["run"]["run"].as_str().unwrap();
+    for k in w.journal_keys(run).await {
+        let o =
+            w.sb.s3("us-west-2")
+                .await
+                .get_object()
+                .bucket("rs-a-points")
+                .key(&k)
+                .send()
+                .await
+                .unwrap();
+        let b = o.body.collect().await.unwrap().into_bytes();
+        let s = String::from_utf8_lossy(&b);
+        for v in [
+            KEY,
+            "ghp_first_token_value",
+            "ghp_second_token_value",
+            "AGE-SECRET-KEY",
+        ] {
+            assert!(!s.contains(v), "{v} in {k}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_inputs_stop_the_restore_before_the_first_write() {
+    let (w, _) = world("rs-bad", ZONE).await;
+    let out = w.drd(&["sandbox", "fail-region", "us-east-1"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // A wrong identity: a fresh key that is not a recipient.
+    let other = w.sb.dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let (wrong, _) = age_keygen(&other);
+    let out = w.drd(&[
+        "restore",
+        "--region",
+        "us-west-2",
+        "--identity",
+        wrong.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("cannot decrypt the secret backups"),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("--identity"), "{}", text(&out));
+    w.untouched("us-west-2").await;
+
+    // The target is the failed primary.
+    let out = w.restore("us-east-1", &[], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("primary region"), "{}", text(&out));
+
+    // A point that fails verify (one byte of its template flipped), named explicitly.
+    let s3 = w.sb.s3("us-west-2").await;
+    let points = s3
+        .list_objects_v2()
+        .bucket("rs-bad-points")
+        .prefix("rs-bad/points/")
+        .send()
+        .await
+        .unwrap();
+    let pkey = points.contents()[0].key().unwrap().to_string();
+    let point = pkey
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .trim_end_matches(".json")
+        .to_string();
+    let m = w.sb.get_json("us-west-2", "rs-bad-points", &pkey).await;
+    let tkey = format!(
+        "rs-bad/objects/sha256/{}/{}",
+        &m["stack"]["template"]["sha256"].as_str().unwrap()[..2],
+        m["stack"]["template"]["sha256"].as_str().unwrap()
+    );
+    let o = s3
+        .get_object()
+        .bucket("rs-bad-points")
+        .key(&tkey)
+        .send()
+        .await
+        .unwrap();
+    let mut b = o.body.collect().await.unwrap().into_bytes().to_vec();
+    b[0] ^= 1;
+    s3.put_object()
+        .bucket("rs-bad-points")
+        .key(&tkey)
+        .body(b.into())
+        .send()
+        .await
+        .unwrap();
+    let out = w.restore("us-west-2", &["--point", &point], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("fails verify"), "{}", text(&out));
+    assert!(
+        text(&out).contains(&tkey),
+        "names the broken object: {}",
+        text(&out)
+    );
+    // `latest` skips it too, and then has no sound point left.
+    let out = w.restore("us-west-2", &[], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("no recovery point passes verify"),
+        "{}",
+        text(&out)
+    );
+    w.untouched("us-west-2").await;
+
+    // A hosted zone that does not exist.
+    let text_policy = std::fs::read_to_string(&w.policy)
+        .unwrap()
+        .replace(&format!("zone = \"{ZONE}\""), "zone = \"missing.example.\"")
+        .replace(
+            &format!("record = \"rs-bad.{ZONE}\""),
+            "record = \"rs-bad.missing.example.\"",
+        );
+    let missing = w.sb.dir.path().join("missing-zone.toml");
+    std::fs::write(&missing, text_policy).unwrap();
+    let out = w.sb.run(
+        &[
+            "--policy",
+            missing.to_str().unwrap(),
+            "restore",
+            "--region",
+            "us-west-2",
+            "--identity",
+            &w.identity,
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("dns.zone"), "{}", text(&out));
+    assert!(text(&out).contains("no hosted zone"), "{}", text(&out));
+    w.untouched("us-west-2").await;
+}
+
+/// A dry run prints the whole plan, with the preflight's findings, and writes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_plans_the_restore_and_writes_nothing() {
+    let (w, _) = world("rs-dry", ZONE).await;
+    let out = w.drd(&["sandbox", "fail-region", "us-east-1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = w.restore("us-west-2", &["--dry-run"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = plan.to_string();
+    assert!(
+        s.contains("artifacts-us-west-2"),
+        "the rewrite is in the plan: {s}"
+    );
+    let writes = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|st| st["writes"] == true)
+        .count();
+    assert_eq!(writes, 6, "{s}");
+    w.untouched("us-west-2").await;
+    let out = w.restore("us-west-2", &["--dry-run"], &[]);
+    let t = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!t.contains(KEY));
+}
+
+/// SIGKILL after every step of region-redeploy (after the effect but before its journal
+/// entry, then after the entry), each time resuming the same run: the end state is that of an
+/// uninterrupted restore, and a step whose success was journaled never runs again.
+#[tokio::test(flavor = "multi_thread")]
+async fn restore_killed_after_every_step_resumes_to_the_same_end_state() {
+    let (w, zone_id) = world("rs-crash", ZONE).await;
+    let code = w.live_code("us-east-1").await;
+    let key = w.secret("us-east-1", "openai-api-key", "AWSCURRENT").await;
+    let out = w.drd(&["sandbox", "fail-region", "us-east-1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let steps = [
+        "preflight",
+        "secrets",
+        "code",
+        "stack",
+        "function",
+        "dns",
+        "backup",
+    ];
+    // One chain per failpoint kind, each into a region of its own.
+    for (when, region) in [
+        ("after-action", "us-west-2"),
+        ("after-journal", "eu-west-1"),
+    ] {
+        let before = w.runs().await;
+        let fp = format!("{}:{when}", steps[0]);
+        let out = w.restore(region, &[], &[("DRD_FAILPOINT", &fp)]);
+        assert_eq!(out.status.signal(), Some(9), "{fp}: {}", text(&out));
+        let run = w
+            .runs()
+            .await
+            .into_iter()
+            .find(|r| !before.contains(r))
+            .unwrap_or_else(|| panic!("{fp}: no new run"));
+        for step in &steps[1..] {
+            let fp = format!("{step}:{when}");
+            let out = w.restore(region, &["--resume", &run], &[("DRD_FAILPOINT", &fp)]);
+            assert_eq!(out.status.signal(), Some(9), "{fp}: {}", text(&out));
+        }
+        let out = w.restore(region, &["--resume", &run], &[]);
+        assert!(out.status.success(), "{when}: {}", text(&out));
+        let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["run"]["outcome"], "succeeded", "{when}: {r}");
+        assert_eq!(r["run"]["resumed"], true);
+        assert!(r["rto_ms"].as_u64().unwrap() > 0);
+
+        // The same end state as an uninterrupted restore.
+        assert_eq!(w.live_code(region).await, code, "{when}");
+        assert_eq!(w.secret(region, "openai-api-key", "AWSCURRENT").await, key);
+        let url = r["function_url"].as_str().unwrap();
+        assert!(url.contains(&format!(".lambda-url.{region}.")), "{url}");
+        let (status, _) = w.sb.call_url(url, &json!({"transcript": "Agent: a"})).await;
+        assert_eq!(status, 200, "{when}");
+        let host = url
+            .trim_start_matches("https://")
+            .trim_end_matches('/')
+            .to_string();
+        let recs = w.records(&zone_id).await;
+        assert_eq!(recs[0], ("drd-primary".to_string(), host), "{when}");
+        let lambda = w.sb.lambda(region).await;
+        let n = lambda
+            .list_versions_by_function()
+            .function_name(w.function())
+            .send()
+            .await
+            .unwrap()
+            .versions()
+            .len();
+        assert_eq!(n, 2, "{when}: $LATEST and one published version, never two");
+
+        let keys = w.journal_keys(&run).await;
+        let count = |ev: &str, s: &str| {
+            keys.iter()
+                .filter(|k| k.ends_with(&format!("-{ev}-{s}.json")))
+                .count()
+        };
+        for s in steps {
+            assert_eq!(count("succeeded", s), 1, "{when} {s}: {keys:?}");
+            // Killed after its journal entry: never started again. Killed before it: run
+            // again (idempotently) exactly once more.
+            let expected = if when == "after-journal" { 1 } else { 2 };
+            assert_eq!(count("started", s), expected, "{when} {s}: {keys:?}");
+        }
+    }
+}
