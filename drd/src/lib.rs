@@ -9,6 +9,7 @@ pub mod aws;
 pub mod backup;
 pub mod check;
 pub mod cli;
+pub mod daemon;
 pub mod deploy;
 pub mod dns;
 pub mod error;

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // drd's own events at the chosen level; the AWS SDK only with -vvv (it can log request details).
+    let daemon = matches!(cli.command, drd::cli::Command::Daemon(_));
     let filter = match cli.verbose {
+        0 if daemon => "warn,drd=info",
         0 => "warn",
         1 => "warn,drd=info",
         2 => "warn,drd=debug",

@@ -31,6 +31,9 @@ pub struct Policy {
     /// The Route 53 record users reach the service by (procedure 4 fails it over).
     #[serde(default)]
     pub dns: Option<DnsPolicy>,
+    /// What `drd daemon` does on schedule for this stack, and its listener.
+    #[serde(default)]
+    pub daemon: DaemonPolicy,
     /// Where the policy was read from (set by `load`).
     #[serde(skip)]
     pub path: PathBuf,
@@ -164,6 +167,63 @@ pub struct PipelinePolicy {
     /// How many times `pipeline-failure` retries or restarts before giving up.
     #[serde(default = "default_pipeline_retries")]
     pub max_retries: u32,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonPolicy {
+    /// Address of the daemon's HTTP listener (`/healthz`, `/readyz`, `/metrics`); default
+    /// `127.0.0.1:9464`. With a directory of policies, at most one value may be given.
+    #[serde(default)]
+    pub listen: Option<Spanned<String>>,
+    /// The recovery point objective: `/readyz` fails when the newest point is older. Default
+    /// "2h".
+    #[serde(default)]
+    pub rpo: Option<Spanned<String>>,
+    /// An age identity file for scheduled `verify` (decrypts every secret backup). Without
+    /// one, the scheduled verify is structural (re-hashes every blob).
+    #[serde(default)]
+    pub identity: Option<String>,
+    #[serde(default)]
+    pub schedule: Vec<SchedulePolicy>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulePolicy {
+    /// `backup`, `verify`, `prune`, `mirror` (reserved for CI failover) or `runbook:NAME`.
+    pub job: Spanned<String>,
+    /// `sec min hour day-of-month month day-of-week [year]`.
+    pub cron: Spanned<String>,
+    /// IANA time zone the cron is read in (default UTC).
+    #[serde(default)]
+    pub timezone: Option<Spanned<String>>,
+    /// A random-looking but deterministic delay in `[0, jitter)` per firing, e.g. "30s".
+    #[serde(default)]
+    pub jitter: Option<Spanned<String>>,
+    /// Inputs of a scheduled runbook.
+    #[serde(default)]
+    pub inputs: std::collections::BTreeMap<String, String>,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+
+impl DaemonPolicy {
+    pub fn rpo(&self) -> std::time::Duration {
+        self.rpo
+            .as_ref()
+            .and_then(|r| humantime::parse_duration(r.get_ref()).ok())
+            .unwrap_or(std::time::Duration::from_secs(7200))
+    }
+}
+
+impl SchedulePolicy {
+    pub fn jitter(&self) -> std::time::Duration {
+        self.jitter
+            .as_ref()
+            .and_then(|j| humantime::parse_duration(j.get_ref()).ok())
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
@@ -478,6 +538,74 @@ impl Policy {
                     format!("TTL {} is out of range", d.ttl.get_ref()),
                     "use 0-172800 seconds; 60 keeps a failover quick",
                 ));
+            }
+        }
+        let d = &self.daemon;
+        if let Some(l) = &d.listen {
+            if l.get_ref().parse::<std::net::SocketAddr>().is_err() {
+                return Err(at(
+                    &l.span(),
+                    "daemon.listen",
+                    format!("{:?} is not an address", l.get_ref()),
+                    "write ip:port, e.g. \"127.0.0.1:9464\"",
+                ));
+            }
+        }
+        if let Some(r) = &d.rpo {
+            if humantime::parse_duration(r.get_ref()).is_err() {
+                return Err(at(
+                    &r.span(),
+                    "daemon.rpo",
+                    format!("{:?} is not a duration", r.get_ref()),
+                    "write a duration such as \"1h\" or \"30m\"",
+                ));
+            }
+        }
+        let mut jobs = std::collections::BTreeSet::new();
+        for (i, s) in d.schedule.iter().enumerate() {
+            let job = s.job.get_ref();
+            let known = matches!(job.as_str(), "backup" | "verify" | "prune" | "mirror")
+                || job.strip_prefix("runbook:").is_some_and(|n| !n.is_empty());
+            if !known {
+                return Err(at(
+                    &s.job.span(),
+                    &format!("daemon.schedule[{i}].job"),
+                    format!("{job:?} is not a job"),
+                    "use backup, verify, prune, mirror or runbook:NAME",
+                ));
+            }
+            if !jobs.insert(job.clone()) {
+                return Err(at(
+                    &s.job.span(),
+                    &format!("daemon.schedule[{i}].job"),
+                    format!("{job:?} is scheduled twice"),
+                    "give each job one schedule (a cron expression can list several times)",
+                ));
+            }
+            if let Err(why) = crate::daemon::schedule::Cron::parse(
+                s.cron.get_ref(),
+                s.timezone.as_ref().map(|t| t.get_ref().as_str()),
+            ) {
+                let span = match (&s.timezone, why.contains("time zone")) {
+                    (Some(t), true) => t.span(),
+                    _ => s.cron.span(),
+                };
+                return Err(at(
+                    &span,
+                    &format!("daemon.schedule[{i}].cron"),
+                    why,
+                    "e.g. cron = \"0 */15 * * * *\" (every 15 minutes), timezone = \"Europe/Berlin\"",
+                ));
+            }
+            if let Some(j) = &s.jitter {
+                if humantime::parse_duration(j.get_ref()).is_err() {
+                    return Err(at(
+                        &j.span(),
+                        &format!("daemon.schedule[{i}].jitter"),
+                        format!("{:?} is not a duration", j.get_ref()),
+                        "write a duration such as \"30s\"",
+                    ));
+                }
             }
         }
         let recipients = &self.backup.recipients;

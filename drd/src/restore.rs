@@ -920,6 +920,7 @@ recipients = ["age1nl9upv528fhapk9tpcejgcthvxt9g7nvdygteey9ekltsxmxjs3q9u3u2k"]
             created_at: "2026-11-27T00:00:00Z".into(),
             holder: "t".into(),
             fencing_token: 1,
+            scheduled: None,
             stack: StackCapture {
                 name: "s".into(),
                 region: "us-east-1".into(),

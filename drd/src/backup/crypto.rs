@@ -9,8 +9,8 @@ use std::path::Path;
 use std::str::FromStr;
 
 /// Parse recipients (already validated by the policy).
-pub fn recipients(list: &[String]) -> Result<Vec<Box<dyn age::Recipient + Send>>> {
-    let mut out: Vec<Box<dyn age::Recipient + Send>> = vec![];
+pub fn recipients(list: &[String]) -> Result<Vec<Box<dyn age::Recipient + Send + Sync>>> {
+    let mut out: Vec<Box<dyn age::Recipient + Send + Sync>> = vec![];
     for r in list {
         let r = r.trim();
         if let Ok(x) = age::x25519::Recipient::from_str(r) {
@@ -29,7 +29,10 @@ pub fn recipients(list: &[String]) -> Result<Vec<Box<dyn age::Recipient + Send>>
 }
 
 /// Encrypt to every recipient, ASCII-armored.
-pub fn encrypt(recipients: &[Box<dyn age::Recipient + Send>], plaintext: &[u8]) -> Result<Vec<u8>> {
+pub fn encrypt(
+    recipients: &[Box<dyn age::Recipient + Send + Sync>],
+    plaintext: &[u8],
+) -> Result<Vec<u8>> {
     let enc = age::Encryptor::with_recipients(
         recipients.iter().map(|r| r.as_ref() as &dyn age::Recipient),
     )
@@ -45,7 +48,7 @@ pub fn encrypt(recipients: &[Box<dyn age::Recipient + Send>], plaintext: &[u8]) 
 }
 
 /// An operator's identities, read from a file (age identities or an SSH private key).
-pub struct Identities(Vec<Box<dyn age::Identity>>);
+pub struct Identities(Vec<Box<dyn age::Identity + Send + Sync>>);
 
 impl Identities {
     pub fn from_file(path: &Path) -> Result<Self> {
@@ -55,11 +58,29 @@ impl Identities {
                 .field("--identity")
                 .hint("pass the age identity file (age-keygen output) that matches the policy's recipients")
         })?;
-        if let Ok(f) = age::IdentityFile::from_buffer(&bytes[..]) {
-            if let Ok(ids) = f.into_identities() {
-                if !ids.is_empty() {
-                    return Ok(Self(ids));
+        // An age identity file: `AGE-SECRET-KEY-1...` lines, `#` comments (what age-keygen
+        // writes). Parsed line by line so the identities are Send + Sync (the daemon verifies on
+        // its worker threads).
+        if let Ok(text) = std::str::from_utf8(&bytes) {
+            let lines: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .collect();
+            if !lines.is_empty() && lines.iter().all(|l| l.starts_with("AGE-SECRET-KEY-")) {
+                let mut ids: Vec<Box<dyn age::Identity + Send + Sync>> = vec![];
+                for l in lines {
+                    let id = l.parse::<age::x25519::Identity>().map_err(|e| {
+                        ConfigError::new(
+                            &shown,
+                            format!("an AGE-SECRET-KEY line does not parse: {e}"),
+                        )
+                        .field("--identity")
+                        .hint("pass the file written by age-keygen, unchanged")
+                    })?;
+                    ids.push(Box::new(id));
                 }
+                return Ok(Self(ids));
             }
         }
         match age::ssh::Identity::from_buffer(&bytes[..], Some(shown.clone())) {

@@ -16,12 +16,27 @@ pub struct Manifest {
     pub holder: String,
     /// The store lease's fencing token at the time of writing.
     pub fencing_token: u64,
+    /// Set when `drd daemon` took the point on schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled: Option<Scheduled>,
     pub stack: StackCapture,
     pub function: FunctionCapture,
     pub code: Vec<CodeCapture>,
     pub log_group: Option<LogGroupCapture>,
     pub secrets: Vec<SecretCapture>,
     pub changes: Changes,
+}
+
+/// Which daemon firing took a point.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Scheduled {
+    pub job: String,
+    /// RFC 3339 of the firing.
+    pub tick: String,
+    /// The job's fencing token (one more than the previous firing's).
+    pub token: u64,
+    pub daemon: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

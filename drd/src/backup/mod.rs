@@ -8,6 +8,7 @@
 
 pub mod crypto;
 pub mod manifest;
+pub mod prune;
 pub mod retention;
 pub mod verify;
 
@@ -145,6 +146,16 @@ pub async fn backup(
     policy: &Policy,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<BackupReport> {
+    backup_scheduled(aws, policy, progress, None).await
+}
+
+/// Take one recovery point; a scheduled run records its firing and fencing token in it.
+pub async fn backup_scheduled(
+    aws: &Aws,
+    policy: &Policy,
+    progress: &(dyn Fn(&str) + Sync),
+    scheduled: Option<manifest::Scheduled>,
+) -> Result<BackupReport> {
     let started = Instant::now();
     let recipients = crypto::recipients(
         &policy
@@ -174,7 +185,17 @@ pub async fn backup(
                     .map(|(_, b)| b.sha256.clone())
                     .collect(),
             });
-            capture(aws, policy, &store, &recipients, &lease, prev, progress).await
+            capture(
+                aws,
+                policy,
+                &store,
+                &recipients,
+                &lease,
+                prev,
+                scheduled,
+                progress,
+            )
+            .await
         }
         Err(e) => Err(e),
     };
@@ -210,9 +231,10 @@ async fn capture(
     aws: &Aws,
     policy: &Policy,
     store: &Store,
-    recipients: &[Box<dyn age::Recipient + Send>],
+    recipients: &[Box<dyn age::Recipient + Send + Sync>],
     lease: &Lease,
     prev: Option<Manifest>,
+    scheduled: Option<manifest::Scheduled>,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<(BackupReport, Manifest, Vec<u8>, BTreeMap<String, Vec<u8>>)> {
     // The stack is captured where it serves: the primary, or the region the last
@@ -577,6 +599,7 @@ async fn capture(
             lease.record.holder, lease.record.host, lease.record.pid
         ),
         fencing_token: lease.record.token,
+        scheduled,
         stack: StackCapture {
             name: policy.stack_name().to_string(),
             region: region.to_string(),

@@ -3,6 +3,7 @@
 
 mod backup;
 mod check;
+mod daemon;
 mod deploy;
 mod pin;
 mod points;
@@ -114,6 +115,11 @@ pub enum Command {
     Restore(restore::Args),
     /// Runbooks: list, show, run, status, approve.
     Runbook(runbook::Args),
+    /// Scheduled protection: backups, verification, retention and runbooks on cron schedules,
+    /// with leases across daemons, /healthz, /readyz and /metrics.
+    Daemon(daemon::Args),
+    /// Preview the next firings of the policy's schedules.
+    Schedule(daemon::ScheduleArgs),
     /// The local sandbox (moto server + function host + LLM stub).
     Sandbox(sandbox::Args),
 }
@@ -135,6 +141,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Restore(a) => restore::run(&cli, a).await,
         Command::Runbook(a) => runbook::run(&cli, a).await,
         Command::Sandbox(a) => sandbox::run(&cli, a).await,
+        Command::Daemon(a) => daemon::run(&cli, a).await,
+        Command::Schedule(a) => daemon::schedule(&cli, a).await,
     }
 }
 

@@ -147,13 +147,10 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
                 ("function host", &s.host, s.host.url()),
                 ("llm stub", &s.host, s.llm_base_url()),
             ];
-            let failed = if s.running() {
-                sandbox::gate_stats(&s)
-                    .await
-                    .map(|g| g.0)
-                    .unwrap_or_default()
+            let (failed, busy_ms, requests) = if s.running() {
+                sandbox::gate_stats(&s).await.unwrap_or_default()
             } else {
-                vec![]
+                Default::default()
             };
             if cli.json() {
                 super::print_json(&serde_json::json!({
@@ -164,6 +161,9 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
                     "llm": {"url": s.llm_base_url()},
                     "endpoint_url": s.endpoint_url(),
                     "failed_regions": failed,
+                    // Wall time with at least one emulator request in flight (benchmarks).
+                    "emulator_busy_ms": busy_ms,
+                    "emulator_requests": requests,
                     "started_at": s.started_at,
                 }));
             } else {

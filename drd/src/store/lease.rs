@@ -105,6 +105,33 @@ impl Lease {
         )))
     }
 
+    /// Extend the lease by `ttl` from now. `Ok(false)` when it is no longer ours (it expired
+    /// and another holder took it). The read-then-write leaves a window of one round trip, so
+    /// holders renew well before expiry (the daemon: every third of the TTL) and what they write
+    /// carries their fencing token.
+    pub async fn renew(&mut self, ttl: Duration) -> Result<bool> {
+        let Some(b) = self.store.get(&self.key).await? else {
+            return Ok(false);
+        };
+        if serde_json::from_slice::<LeaseRecord>(&b).ok().as_ref() != Some(&self.record) {
+            return Ok(false);
+        }
+        let mut next = self.record.clone();
+        next.expires_at = now_secs() + ttl.as_secs();
+        self.store
+            .put(
+                &self.key,
+                &serde_json::to_vec(&next).expect("lease serializes"),
+            )
+            .await?;
+        self.record = next;
+        Ok(true)
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
     /// Give the lease back (only if it is still ours).
     pub async fn release(self) -> Result<()> {
         if let Some(b) = self.store.get(&self.key).await? {

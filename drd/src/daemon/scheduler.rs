@@ -1,0 +1,399 @@
+//! The scheduling core, independent of AWS: one loop per (stack, job) that sleeps until the
+//! next firing (plus its jitter), then competes for the job's lease and runs the job once for
+//! that firing.
+//!
+//! Rules:
+//! - **Exactly once per firing** across any number of daemons: the job's lease decides who
+//!   runs, and the store's tick record (`daemon/<job>.json`: the last firing run, with its
+//!   fencing token) tells a daemon that got the lease later that the firing is already done.
+//! - **Takeover**: a daemon that finds the lease held waits as a standby, retrying every third
+//!   of the TTL; if the holder dies, its lease expires (or, on the same host, is seen dead at
+//!   once) and the standby runs the firing. The firing is lost only if a newer firing arrives
+//!   first, which then supersedes it.
+//! - **No overlap**: each loop is sequential, and the lease keeps daemons apart.
+//! - **Catch-up, not a burst**: after downtime (or a run longer than the interval) only the
+//!   latest missed firing runs, once.
+//! - **Bounded concurrency**: a semaphore shared by every stack and job.
+//! - **Fencing**: each run takes the token after the tick record's, and what it writes carries
+//!   it; a tick record is only replaced by one with a higher token.
+
+use super::metrics::Metrics;
+use super::schedule::{self, Cron};
+use crate::error::Result;
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Semaphore};
+
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub stack: String,
+    /// `backup`, `verify`, `prune`, `mirror`, `runbook:NAME`.
+    pub job: String,
+    pub cron: Cron,
+    pub jitter: Duration,
+}
+
+impl JobSpec {
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.stack, self.job)
+    }
+
+    /// The moment firing `tick` runs.
+    pub fn fire_at(&self, tick: DateTime<Utc>) -> DateTime<Utc> {
+        schedule::add(
+            tick,
+            schedule::jitter(self.jitter, &self.stack, &self.job, tick),
+        )
+    }
+}
+
+/// A job's record in the store: the last firing that ran to the end (whatever its outcome),
+/// the highest fencing token ever issued, and the firing being run now, if any.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TickRecord {
+    /// RFC 3339 of the last finished firing (the scheduled time, not the jittered start).
+    pub tick: String,
+    /// The highest fencing token issued for this job; a run takes this plus one and claims it
+    /// here before it starts, so a takeover always holds a higher token than a dead holder.
+    pub token: u64,
+    pub outcome: String,
+    pub finished_at: String,
+    pub holder: String,
+    pub catch_up: bool,
+    /// The firing a holder has claimed and not finished (a crash leaves it here; the next
+    /// start runs it again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<String>,
+}
+
+impl TickRecord {
+    pub fn tick_time(&self) -> Option<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(&self.tick)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+}
+
+/// What a job run reports.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub detail: String,
+    pub bytes: u64,
+    pub objects: u64,
+    /// Creation time (unix seconds) of a recovery point the run made or found.
+    pub newest_point: Option<f64>,
+}
+
+/// A held job lease.
+pub trait Held: Send {
+    /// Extend it; `Ok(false)` when it was lost.
+    fn renew(&mut self, ttl: Duration) -> BoxFuture<'_, Result<bool>>;
+    fn release(self: Box<Self>) -> BoxFuture<'static, ()>;
+}
+
+/// Where leases, tick records and job runs come from (the store and AWS, or a test double).
+pub trait Backend: Send + Sync + 'static {
+    /// Take the job's lease; `Ok(None)` when another daemon holds it.
+    fn acquire<'a>(
+        &'a self,
+        job: &'a JobSpec,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<Box<dyn Held>>>>;
+    fn last_tick<'a>(&'a self, job: &'a JobSpec) -> BoxFuture<'a, Result<Option<TickRecord>>>;
+    /// Write the record unless the stored one has a higher token.
+    fn record_tick<'a>(
+        &'a self,
+        job: &'a JobSpec,
+        rec: &'a TickRecord,
+    ) -> BoxFuture<'a, Result<()>>;
+    fn run<'a>(
+        &'a self,
+        job: &'a JobSpec,
+        tick: DateTime<Utc>,
+        token: u64,
+    ) -> BoxFuture<'a, Result<Outcome>>;
+}
+
+/// Wall time for the scheduler: real UTC in production, a tokio-driven clock in tests (so
+/// paused time moves it).
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+pub struct WallClock;
+
+impl Clock for WallClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// `base` plus the tokio time elapsed since creation.
+pub struct TokioClock {
+    base: DateTime<Utc>,
+    start: tokio::time::Instant,
+}
+
+impl TokioClock {
+    pub fn new(base: DateTime<Utc>) -> Self {
+        Self {
+            base,
+            start: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> DateTime<Utc> {
+        schedule::add(self.base, self.start.elapsed())
+    }
+}
+
+/// Sleep until `t` on `clock`, in steps of at most a minute (so a wall clock that jumps is
+/// followed); `false` when `stop` turned true first.
+pub async fn sleep_until(
+    clock: &dyn Clock,
+    t: DateTime<Utc>,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    loop {
+        if *stop.borrow() {
+            return false;
+        }
+        let now = clock.now();
+        if now >= t {
+            return true;
+        }
+        let d = (t - now)
+            .to_std()
+            .unwrap_or_default()
+            .min(Duration::from_secs(60));
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+pub struct Scheduler {
+    pub backend: Arc<dyn Backend>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+    pub permits: Arc<Semaphore>,
+    pub ttl: Duration,
+    pub holder: String,
+}
+
+impl Scheduler {
+    /// Run one job's schedule until `stop`.
+    pub async fn job_loop(self: Arc<Self>, job: JobSpec, mut stop: watch::Receiver<bool>) {
+        let now = self.clock.now();
+        // Catch-up at start: the latest firing since the last one recorded (or within the
+        // look-back when there is no record), once.
+        let last = match self.backend.last_tick(&job).await {
+            Ok(r) => r.and_then(|r| r.tick_time()),
+            Err(e) => {
+                tracing::warn!(job = %job.key(), error = %e, "cannot read the tick record");
+                None
+            }
+        };
+        let from =
+            last.unwrap_or(now - chrono::Duration::days(schedule::FIRST_START_LOOKBACK_DAYS));
+        let mut cursor = now;
+        if let Some(missed) = job.cron.latest_in(from, now) {
+            tracing::info!(job = %job.key(), tick = %missed, "catching up on a missed firing");
+            self.attempt(&job, missed, true, &mut stop).await;
+        }
+        loop {
+            let Some(tick) = job.cron.next_after(cursor) else {
+                tracing::info!(job = %job.key(), "the schedule never fires again");
+                return;
+            };
+            if !sleep_until(self.clock.as_ref(), job.fire_at(tick), &mut stop).await {
+                return;
+            }
+            self.attempt(&job, tick, false, &mut stop).await;
+            cursor = tick;
+            // Firings that passed while this one ran: the latest of them runs once.
+            let now = self.clock.now();
+            if let Some(missed) = job.cron.latest_in(cursor, now) {
+                if *stop.borrow() {
+                    return;
+                }
+                self.attempt(&job, missed, true, &mut stop).await;
+                cursor = missed;
+            }
+        }
+    }
+
+    /// Compete for firing `tick` and run it if nobody has.
+    pub async fn attempt(
+        &self,
+        job: &JobSpec,
+        tick: DateTime<Utc>,
+        catch_up: bool,
+        stop: &mut watch::Receiver<bool>,
+    ) {
+        let (stack, name) = (job.stack.as_str(), job.job.as_str());
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let held = match self.backend.acquire(job, self.ttl).await {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!(job = %job.key(), error = %e, "cannot take the job lease");
+                    self.metrics.with(stack, name, |s| s.failed += 1);
+                    return;
+                }
+            };
+            let Some(mut held) = held else {
+                // Another daemon runs it: stand by until it is done, it dies (its lease
+                // expires), or the next firing supersedes this one.
+                let next = job.cron.next_after(tick).map(|n| job.fire_at(n));
+                let wake = schedule::add(self.clock.now(), self.ttl / 3);
+                if next.is_some_and(|n| n <= wake) {
+                    return;
+                }
+                if !sleep_until(self.clock.as_ref(), wake, stop).await {
+                    return;
+                }
+                match self.backend.last_tick(job).await {
+                    Ok(Some(r)) if r.tick_time().is_some_and(|t| t >= tick) => {
+                        self.metrics.with(stack, name, |s| s.done_elsewhere += 1);
+                        return;
+                    }
+                    _ => continue,
+                }
+            };
+            let last = match self.backend.last_tick(job).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(job = %job.key(), error = %e, "cannot read the tick record");
+                    held.release().await;
+                    self.metrics.with(stack, name, |s| s.failed += 1);
+                    return;
+                }
+            };
+            if last
+                .as_ref()
+                .and_then(|r| r.tick_time())
+                .is_some_and(|t| t >= tick)
+            {
+                held.release().await;
+                self.metrics.with(stack, name, |s| s.done_elsewhere += 1);
+                return;
+            }
+            let token = last.as_ref().map(|r| r.token).unwrap_or(0) + 1;
+            let fmt = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            // Claim the firing (and the token) before running it.
+            let claim = TickRecord {
+                tick: last.as_ref().map(|r| r.tick.clone()).unwrap_or_default(),
+                token,
+                outcome: last.as_ref().map(|r| r.outcome.clone()).unwrap_or_default(),
+                finished_at: last
+                    .as_ref()
+                    .map(|r| r.finished_at.clone())
+                    .unwrap_or_default(),
+                holder: self.holder.clone(),
+                catch_up,
+                running: Some(fmt(tick)),
+            };
+            if let Err(e) = self.backend.record_tick(job, &claim).await {
+                tracing::warn!(job = %job.key(), error = %e, "cannot claim the firing");
+                held.release().await;
+                self.metrics.with(stack, name, |s| s.failed += 1);
+                return;
+            }
+            let _permit = self
+                .permits
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("semaphore");
+            self.metrics.with(stack, name, |s| s.lease_held = true);
+            tracing::info!(job = %job.key(), tick = %tick, token, catch_up, "running");
+            let started = tokio::time::Instant::now();
+            let lost = Arc::new(AtomicBool::new(false));
+            let (done_tx, mut done_rx) = watch::channel(false);
+            let ttl = self.ttl;
+            let lost2 = lost.clone();
+            // Renew every third of the TTL while the job runs.
+            let renewer = async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(ttl / 3) => {}
+                        _ = done_rx.changed() => return held,
+                    }
+                    match held.renew(ttl).await {
+                        Ok(true) => {}
+                        Ok(false) | Err(_) => {
+                            lost2.store(true, Ordering::Relaxed);
+                            let _ = done_rx.changed().await;
+                            return held;
+                        }
+                    }
+                }
+            };
+            let run = async {
+                let r = self.backend.run(job, tick, token).await;
+                let _ = done_tx.send(true);
+                r
+            };
+            let (result, held) = tokio::join!(run, renewer);
+            let secs = started.elapsed().as_secs_f64();
+            self.metrics.observe_duration(stack, name, secs);
+            let lost = lost.load(Ordering::Relaxed);
+            let outcome = match &result {
+                Ok(_) => "succeeded",
+                Err(_) => "failed",
+            };
+            match &result {
+                Ok(o) => {
+                    tracing::info!(job = %job.key(), tick = %tick, secs, detail = %o.detail, "succeeded");
+                    let now = self.clock.now().timestamp_millis() as f64 / 1000.0;
+                    self.metrics.with(stack, name, |s| {
+                        s.succeeded += 1;
+                        s.last_success = Some(now);
+                        s.bytes_written += o.bytes;
+                        s.objects_written += o.objects;
+                        if catch_up {
+                            s.catch_ups += 1;
+                        }
+                    });
+                    if let Some(p) = o.newest_point {
+                        self.metrics.set_newest_point(stack, p);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(job = %job.key(), tick = %tick, error = %e, "failed");
+                    self.metrics.with(stack, name, |s| s.failed += 1);
+                }
+            }
+            if lost {
+                tracing::warn!(job = %job.key(), tick = %tick, "lease lost during the run: the firing is not recorded");
+                self.metrics.with(stack, name, |s| s.lease_lost += 1);
+            } else {
+                let rec = TickRecord {
+                    tick: fmt(tick),
+                    token,
+                    outcome: outcome.into(),
+                    finished_at: fmt(self.clock.now()),
+                    holder: self.holder.clone(),
+                    catch_up,
+                    running: None,
+                };
+                if let Err(e) = self.backend.record_tick(job, &rec).await {
+                    tracing::warn!(job = %job.key(), error = %e, "cannot write the tick record");
+                }
+            }
+            held.release().await;
+            self.metrics.with(stack, name, |s| s.lease_held = false);
+            return;
+        }
+    }
+}
