@@ -17,6 +17,7 @@ fn main() -> ExitCode {
     };
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter));
     match cli.log_format {
         LogFormat::Json => builder.json().init(),
