@@ -26,6 +26,8 @@ pub struct AwsSettings {
 pub struct Aws {
     settings: AwsSettings,
     configs: Mutex<HashMap<String, SdkConfig>>,
+    /// One S3 client per region: a daemon protecting many stacks opens a store per stack.
+    s3_clients: Mutex<HashMap<String, aws_sdk_s3::Client>>,
     /// A CodePipeline client given from outside (tests use the SDK's mock client: the emulator
     /// serves no pipeline executions, see docs/emulator-gaps.md).
     codepipeline: Mutex<Option<aws_sdk_codepipeline::Client>>,
@@ -36,6 +38,7 @@ impl Aws {
         Self {
             settings,
             configs: Mutex::new(HashMap::new()),
+            s3_clients: Mutex::new(HashMap::new()),
             codepipeline: Mutex::new(None),
         }
     }
@@ -74,11 +77,19 @@ impl Aws {
     }
 
     pub async fn s3(&self, region: &str) -> aws_sdk_s3::Client {
+        if let Some(c) = self.s3_clients.lock().expect("s3 clients").get(region) {
+            return c.clone();
+        }
         let conf = self.config(region).await;
         let s3 = aws_sdk_s3::config::Builder::from(&conf)
             .force_path_style(self.settings.endpoint_url.is_some())
             .build();
-        aws_sdk_s3::Client::from_conf(s3)
+        let c = aws_sdk_s3::Client::from_conf(s3);
+        self.s3_clients
+            .lock()
+            .expect("s3 clients")
+            .insert(region.to_string(), c.clone());
+        c
     }
 
     pub async fn cloudformation(&self, region: &str) -> aws_sdk_cloudformation::Client {

@@ -523,11 +523,14 @@ impl Policy {
                 ));
             }
             let rec = fqdn(d.record.get_ref());
-            if !is_id && !(rec == fqdn(zone) || rec.ends_with(&format!(".{}", fqdn(zone)))) {
+            if !(is_id || rec.ends_with(&format!(".{}", fqdn(zone)))) {
                 return Err(at(
                     &d.record.span(),
                     "dns.record",
-                    format!("{rec:?} is not inside the zone {:?}", fqdn(zone)),
+                    format!(
+                        "{rec:?} is not inside the zone {:?} (and a CNAME cannot be the zone apex)",
+                        fqdn(zone)
+                    ),
                     "name a record in the zone, e.g. \"classifier.<zone>\"",
                 ));
             }
@@ -774,6 +777,63 @@ recipients = ["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"]
         assert!(e.message.contains("unknown field `bucket_prefx`"), "{e}");
         assert_eq!(e.line, Some(9));
         assert!(e.to_string().starts_with("p.toml:9:"), "{e}");
+    }
+
+    #[test]
+    fn daemon_and_dns_mistakes_name_field_and_line() {
+        let cases: &[(&str, &str, usize, &str)] = &[
+            (
+                "[[daemon.schedule]]\njob = \"backup\"\ncron = \"0 * * * *\"\n",
+                "daemon.schedule[0].cron",
+                17,
+                "6 or 7",
+            ),
+            (
+                "[[daemon.schedule]]\njob = \"backups\"\ncron = \"0 * * * * *\"\n",
+                "daemon.schedule[0].job",
+                16,
+                "not a job",
+            ),
+            (
+                "[[daemon.schedule]]\njob = \"verify\"\ncron = \"0 0 4 * * *\"\ntimezone = \"Berlin\"\n",
+                "daemon.schedule[0].cron",
+                18,
+                "time zone",
+            ),
+            (
+                "[[daemon.schedule]]\njob = \"prune\"\ncron = \"0 0 4 * * *\"\n[[daemon.schedule]]\njob = \"prune\"\ncron = \"0 0 5 * * *\"\n",
+                "daemon.schedule[1].job",
+                19,
+                "twice",
+            ),
+            ("[daemon]\nrpo = \"soon\"\n", "daemon.rpo", 16, "not a duration"),
+            ("[daemon]\nlisten = \"localhost\"\n", "daemon.listen", 16, "not an address"),
+            (
+                "[dns]\nzone = \"example.com.\"\nrecord = \"classifier.example.org\"\n",
+                "dns.record",
+                17,
+                "not inside the zone",
+            ),
+            ("[dns]\nzone = \"com\"\nrecord = \"x.com\"\n", "dns.zone", 16, "neither"),
+        ];
+        for (extra, field, line, msg) in cases {
+            let e = parse(&format!("{GOOD}{extra}")).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some(*field), "{extra}: {e}");
+            assert_eq!(e.line, Some(*line), "{extra}: {e}");
+            assert!(e.message.contains(msg), "{extra}: {e}");
+            assert!(e.hint.is_some(), "{e}");
+        }
+        let ok = parse(&format!(
+            "{GOOD}[dns]\nzone = \"Z0123456789ABC\"\nrecord = \"classifier.example.com\"\nmode = \"swap\"\n\
+             [daemon]\nrpo = \"45m\"\n[[daemon.schedule]]\njob = \"runbook:lambda-rollback\"\ncron = \"0 0 6 * * Mon\"\njitter = \"2m\"\n"
+        ))
+        .unwrap();
+        assert_eq!(ok.daemon.rpo(), std::time::Duration::from_secs(45 * 60));
+        assert_eq!(
+            ok.daemon.schedule[0].jitter(),
+            std::time::Duration::from_secs(120)
+        );
+        assert_eq!(ok.dns.unwrap().record_fqdn(), "classifier.example.com.");
     }
 
     #[test]

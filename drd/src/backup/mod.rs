@@ -227,6 +227,8 @@ pub async fn backup_scheduled(
     Ok(report)
 }
 
+// The capture needs the run's whole context; a struct for it would only be unpacked here.
+#[allow(clippy::too_many_arguments)]
 async fn capture(
     aws: &Aws,
     policy: &Policy,

@@ -251,7 +251,7 @@ pub async fn run(aws: Arc<Aws>, opts: Options) -> Result<()> {
                     refresh_metrics.set_newest_point(&stack, t);
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+                    _ = tokio::time::sleep(Duration::from_secs(30)) => {}
                     _ = refresh_stop.changed() => return,
                 }
             }
@@ -296,7 +296,7 @@ pub async fn run(aws: Arc<Aws>, opts: Options) -> Result<()> {
             continue;
         }
         tracing::info!(grace = ?opts.grace, "stopping: no new runs; waiting for running jobs");
-        tasks.extend(draining.drain(..));
+        tasks.append(&mut draining);
         let all = futures::future::join_all(tasks.iter_mut());
         if tokio::time::timeout(opts.grace, all).await.is_err() {
             tracing::warn!("grace period over: aborting the jobs still running (a backup without its manifest leaves no point; a runbook resumes from its journal)");

@@ -392,3 +392,82 @@ async fn renewal_keeps_a_long_run_from_being_taken_over() {
     assert_eq!(r.len(), 1, "{r:?}");
     assert_eq!(r[0].who, "a");
 }
+
+#[tokio::test(start_paused = true)]
+async fn concurrency_is_bounded_across_stacks() {
+    let mem = Arc::new(Mem::default());
+    *mem.run_time.lock().unwrap() = Duration::from_secs(3);
+    let clock = Arc::new(TokioClock::new(t("2026-11-27T10:00:00.500Z")));
+    let sched = Arc::new(Scheduler {
+        backend: Arc::new(View {
+            mem: mem.clone(),
+            who: "a".into(),
+            clock: clock.clone(),
+        }),
+        clock: clock.clone(),
+        metrics: Arc::new(Metrics::default()),
+        permits: Arc::new(Semaphore::new(2)),
+        ttl: Duration::from_secs(6),
+        holder: "a".into(),
+    });
+    let (tx, rx) = watch::channel(false);
+    let mut handles = vec![];
+    for i in 0..5 {
+        let mut j = spec("*/10 * * * * *", Duration::ZERO);
+        j.stack = format!("stack-{i}");
+        handles.push(tokio::spawn(sched.clone().job_loop(j, rx.clone())));
+    }
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let _ = tx.send(true);
+    for h in handles {
+        let _ = h.await;
+    }
+    let r = runs(&mem);
+    assert!(r.len() >= 25, "{}", r.len());
+    // At no moment were more than two runs in flight.
+    let mut edges: Vec<(DateTime<Utc>, i32)> = vec![];
+    for x in &r {
+        edges.push((x.start, 1));
+        edges.push((x.end.unwrap(), -1));
+    }
+    edges.sort();
+    let (mut now, mut peak) = (0, 0);
+    for (_, d) in edges {
+        now += d;
+        peak = peak.max(now);
+    }
+    assert_eq!(peak, 2, "{r:?}");
+}
+
+#[test]
+fn a_directory_of_policies_loads_sorted_and_refuses_a_stack_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = |name: &str| {
+        format!(
+            "[stack]\nname = \"{name}\"\nprimary_region = \"us-east-1\"\ntemplate = \"t.yaml\"\nfunction_name = \"f\"\n\
+             [artifacts]\nbucket_prefix = \"a-{name}\"\n[backup]\nbucket = \"b-{name}\"\nregion = \"us-west-2\"\n\
+             recipients = [\"age1nl9upv528fhapk9tpcejgcthvxt9g7nvdygteey9ekltsxmxjs3q9u3u2k\"]\n\
+             [[daemon.schedule]]\njob = \"backup\"\ncron = \"0 0 * * * *\"\n"
+        )
+    };
+    std::fs::write(dir.path().join("b.toml"), policy("two")).unwrap();
+    std::fs::write(dir.path().join("a.toml"), policy("one")).unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not a policy").unwrap();
+    let ps = super::load_policies(dir.path()).unwrap();
+    let names: Vec<&str> = ps.iter().map(|p| p.stack_name()).collect();
+    assert_eq!(names, ["one", "two"]);
+    assert_eq!(super::jobs(&ps).unwrap().len(), 2);
+    assert_eq!(
+        super::listen_addr(&ps, None).unwrap().to_string(),
+        crate::policy::DEFAULT_LISTEN
+    );
+    std::fs::write(dir.path().join("c.toml"), policy("one")).unwrap();
+    let e = super::load_policies(dir.path()).unwrap_err();
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.to_string().contains("also protected by"), "{e}");
+    let empty = tempfile::tempdir().unwrap();
+    assert!(super::load_policies(empty.path())
+        .unwrap_err()
+        .to_string()
+        .contains("no *.toml"));
+}
