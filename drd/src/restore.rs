@@ -466,6 +466,10 @@ pub async fn restore_secrets(
                     .any(|st| st == "AWSCURRENT" || st == "AWSPREVIOUS")
             })
             .collect();
+        if wanted.is_empty() {
+            // Absent when the point was taken: nothing to recreate.
+            continue;
+        }
         // AWSPREVIOUS first, so AWSCURRENT is the last one put.
         wanted.sort_by_key(|v| v.stages.iter().any(|st| st == "AWSCURRENT"));
         let existing = secret_versions(&sm, &s.name).await?;
@@ -579,8 +583,16 @@ pub async fn secrets_match(aws: &Aws, m: &Manifest, target: &str) -> Result<()> 
     let mut problems = vec![];
     for s in &m.secrets {
         let have = secret_versions(&sm, &s.name).await?;
+        let wanted = s.versions.iter().any(|v| {
+            v.stages
+                .iter()
+                .any(|st| st == "AWSCURRENT" || st == "AWSPREVIOUS")
+        });
         let Some(have) = have else {
-            problems.push(format!("{} does not exist in {target}", s.name));
+            // A secret the point holds no version of (absent at backup time) stays absent.
+            if wanted {
+                problems.push(format!("{} does not exist in {target}", s.name));
+            }
             continue;
         };
         for v in s.versions.iter() {

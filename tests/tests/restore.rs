@@ -229,7 +229,7 @@ async fn world(name: &str, zone: &str) -> (World, String) {
         .trim_start_matches("/hostedzone/")
         .to_string();
     let extra = format!(
-        "[secrets]\nothers = [\"github-token\"]\n\n[dns]\nzone = \"{zone}\"\nrecord = \"{name}.{ZONE}\"\n"
+        "[secrets]\nothers = [\"github-token\", \"never-created\"]\n\n[dns]\nzone = \"{zone}\"\nrecord = \"{name}.{ZONE}\"\n"
     );
     let policy = sb
         .policy_with(name, &recipient, &extra)
@@ -427,6 +427,17 @@ async fn restore_into_another_region_after_the_primary_fails() {
         w.secret("us-west-2", "github-token", "AWSPREVIOUS").await,
         gh_previous
     );
+
+    // A secret the policy names but that did not exist at backup time stays absent.
+    assert!(w
+        .sb
+        .secrets("us-west-2")
+        .await
+        .describe_secret()
+        .secret_id("never-created")
+        .send()
+        .await
+        .is_err());
 
     // live runs the backed-up code, and answers T1 through the function host.
     assert_eq!(w.live_code("us-west-2").await, code);

@@ -111,7 +111,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
         super::print_json(&s);
     } else {
         super::runbook::print_report(cli, &r);
-        if let Some(p) = s.point {
+        if let (Some(p), "succeeded") = (s.point, r.outcome.as_str()) {
             println!("restored into {region} from point {p}");
         }
         if let Some(rpo) = s.rpo_seconds {
