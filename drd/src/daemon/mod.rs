@@ -251,7 +251,7 @@ pub async fn run(aws: Arc<Aws>, opts: Options) -> Result<()> {
                     refresh_metrics.set_newest_point(&stack, t);
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => {}
                     _ = refresh_stop.changed() => return,
                 }
             }
