@@ -213,6 +213,28 @@ recipients = ["{recipient}"]
         aws_sdk_route53::Client::new(&self.sdk("us-east-1").await)
     }
 
+    /// Every key under `prefix` in a bucket, read with the second client.
+    pub async fn list_keys(&self, region: &str, bucket: &str, prefix: &str) -> Vec<String> {
+        let mut keys = vec![];
+        let mut pages = self
+            .s3(region)
+            .await
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.unwrap_or_else(|e| panic!("s3://{bucket}/{prefix}: {e:?}"));
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
+        }
+        keys
+    }
+
     /// A JSON object from a bucket, read with the second client.
     pub async fn get_json(&self, region: &str, bucket: &str, key: &str) -> serde_json::Value {
         let o = self

@@ -77,21 +77,11 @@ impl World {
 
     /// (point id, scheduled firing) of every manifest in the store.
     async fn points(&self) -> Vec<(String, Option<String>)> {
-        let s3 = self.sb.s3("us-west-2").await;
-        let out = s3
-            .list_objects_v2()
-            .bucket(format!("{}-points", self.name))
-            .prefix(format!("{}/points/", self.name))
-            .send()
-            .await
-            .unwrap();
+        let bucket = format!("{}-points", self.name);
+        let prefix = format!("{}/points/", self.name);
         let mut v = vec![];
-        for o in out.contents() {
-            let k = o.key().unwrap();
-            let m = self
-                .sb
-                .get_json("us-west-2", &format!("{}-points", self.name), k)
-                .await;
+        for k in self.sb.list_keys("us-west-2", &bucket, &prefix).await {
+            let m = self.sb.get_json("us-west-2", &bucket, &k).await;
             v.push((
                 m["id"].as_str().unwrap().to_string(),
                 m["scheduled"]["tick"].as_str().map(str::to_string),

@@ -123,41 +123,20 @@ impl World {
     }
 
     async fn journal_keys(&self, run: &str) -> Vec<String> {
-        let out = self
-            .sb
-            .s3("us-west-2")
-            .await
-            .list_objects_v2()
-            .bucket(format!("{}-points", self.name))
-            .prefix(format!("{}/journal/{run}/", self.name))
-            .send()
-            .await
-            .unwrap();
-        out.contents()
-            .iter()
-            .filter_map(|o| o.key().map(str::to_string))
-            .collect()
+        let bucket = format!("{}-points", self.name);
+        let prefix = format!("{}/journal/{run}/", self.name);
+        self.sb.list_keys("us-west-2", &bucket, &prefix).await
     }
 
     async fn runs(&self) -> Vec<String> {
-        let out = self
+        let bucket = format!("{}-points", self.name);
+        let prefix = format!("{}/journal/", self.name);
+        let mut r: Vec<String> = self
             .sb
-            .s3("us-west-2")
+            .list_keys("us-west-2", &bucket, &prefix)
             .await
-            .list_objects_v2()
-            .bucket(format!("{}-points", self.name))
-            .prefix(format!("{}/journal/", self.name))
-            .send()
-            .await
-            .unwrap();
-        let mut r: Vec<String> = out
-            .contents()
             .iter()
-            .filter_map(|o| {
-                o.key()
-                    .and_then(|k| k.split('/').nth(2))
-                    .map(str::to_string)
-            })
+            .filter_map(|k| k.split('/').nth(2).map(str::to_string))
             .collect();
         r.dedup();
         r
