@@ -117,11 +117,38 @@ struct Writer<'a> {
     new_bytes: AtomicU64,
     /// The bytes of every blob this run wrote, so copies need not read them back.
     fresh: std::sync::Mutex<BTreeMap<String, Vec<u8>>>,
+    /// The blobs (hex digest -> size) the store held when the run took its lease, when one
+    /// listing page held them all: a blob found there is neither looked up nor written again.
+    /// `None`: each blob is looked up (or conditionally written) on its own.
+    listed: Option<BTreeMap<String, u64>>,
 }
 
 impl Writer<'_> {
+    /// The stored size of a blob, or `None` when the store does not hold it.
+    async fn stored_size(&self, hex: &str) -> Result<Option<u64>> {
+        match &self.listed {
+            Some(l) => Ok(l.get(hex).copied()),
+            None => self.store.head_size(&self.store.blob_key(hex)).await,
+        }
+    }
+
     async fn put(&self, bytes: &[u8]) -> Result<BlobRef> {
-        let (r, w) = self.store.put_blob(bytes).await?;
+        let (r, w) = match &self.listed {
+            Some(l) => {
+                let r = BlobRef {
+                    sha256: hex::encode(Sha256::digest(bytes)),
+                    size: bytes.len() as u64,
+                };
+                // Listed: nothing to write. Not listed (or listed with another size, which
+                // `drd verify` reports as damaged): a conditional write, without a lookup first.
+                if l.get(&r.sha256) == Some(&r.size) {
+                    return Ok(r);
+                }
+                let w = self.store.put_new(&self.store.blob_key(&r.sha256), bytes).await?;
+                (r, w)
+            }
+            None => self.store.put_blob(bytes).await?,
+        };
         if w == Written::New {
             self.new_blobs.fetch_add(1, Ordering::Relaxed);
             self.new_bytes.fetch_add(r.size, Ordering::Relaxed);
@@ -132,6 +159,20 @@ impl Writer<'_> {
         }
         Ok(r)
     }
+}
+
+/// The blobs the store holds (hex digest -> size), when one listing page holds them all.
+async fn listed_blobs(store: &Store) -> Result<Option<BTreeMap<String, u64>>> {
+    let prefix = store.objects_prefix();
+    let (keys, more) = store.list_first_page(&prefix).await?;
+    if more {
+        return Ok(None);
+    }
+    Ok(Some(
+        keys.into_iter()
+            .filter_map(|(k, size)| Some((k.rsplit('/').next()?.to_string(), size)))
+            .collect(),
+    ))
 }
 
 /// The previous point as copies see it: its id and the blobs it names.
@@ -166,17 +207,38 @@ pub async fn backup_scheduled(
             .map(|r| r.get_ref().clone())
             .collect::<Vec<_>>(),
     )?;
-    let store = open_store(aws, policy).await?;
+    // A store with Object Lock is checked first (a lock is never weakened); one without is
+    // used at once, and created only when the first write finds no bucket.
+    let store = if policy.backup.object_lock.is_some() {
+        open_store(aws, policy).await?
+    } else {
+        Store::new(
+            aws.s3(policy.backup.region.get_ref()).await,
+            policy.backup.bucket.get_ref(),
+            policy.stack_name(),
+        )
+    };
     // The previous point is only a hint (which secret versions are already stored; every reuse
-    // is checked against the store), so it is read while the lease is taken.
-    let (lease, prev) = tokio::join!(
-        Lease::acquire(&store, STORE_LEASE, "drd backup", LEASE_TTL),
-        latest_manifest(&store)
-    );
+    // is checked against the store), so it is read while the lease is taken, as are the record
+    // of the region the stack serves from and the list of stored blobs.
+    let start = || async {
+        tokio::join!(
+            Lease::acquire(&store, STORE_LEASE, "drd backup", LEASE_TTL),
+            latest_manifest(&store),
+            crate::restore::read_active(&store),
+            listed_blobs(&store)
+        )
+    };
+    let (mut lease, mut prev, mut active, mut listed) = start().await;
+    if matches!(&lease, Err(Error::Aws { code, .. }) if code == "NoSuchBucket") {
+        open_store(aws, policy).await?;
+        (lease, prev, active, listed) = start().await;
+    }
     let lease = lease?;
     let mut prev_point = None;
-    let result = match prev {
-        Ok(prev) => {
+    let mut prepared = vec![];
+    let result = match (prev, active, listed) {
+        (Ok(prev), Ok(active), Ok(listed)) => {
             prev_point = prev.as_ref().map(|m| PrevPoint {
                 id: m.id.clone(),
                 blobs: m
@@ -185,19 +247,39 @@ pub async fn backup_scheduled(
                     .map(|(_, b)| b.sha256.clone())
                     .collect(),
             });
-            capture(
-                aws,
-                policy,
-                &store,
-                &recipients,
-                &lease,
-                prev,
-                scheduled,
-                progress,
-            )
-            .await
+            // The stack is captured where it serves: the primary, or the region the last
+            // `drd restore` recorded as active.
+            let region = active
+                .as_ref()
+                .map(|a| a.region.as_str())
+                .unwrap_or(policy.primary_region());
+            // Copy buckets are made ready (and asked whether they hold the previous point)
+            // while the capture runs; their failures are reported at the copy, after the point.
+            let (r, p) = tokio::join!(
+                capture(
+                    aws,
+                    policy,
+                    &store,
+                    region,
+                    listed,
+                    &recipients,
+                    &lease,
+                    prev,
+                    scheduled,
+                    progress,
+                ),
+                futures::future::join_all(
+                    policy
+                        .backup
+                        .copies
+                        .iter()
+                        .map(|c| prepare_copy(aws, policy, c, prev_point.as_ref()))
+                )
+            );
+            prepared = p;
+            r
         }
-        Err(e) => Err(e),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
     };
     // The point is complete once its manifest exists: copy it to further buckets while the
     // store lease is given back.
@@ -205,13 +287,12 @@ pub async fn backup_scheduled(
         Ok((_, manifest, body, fresh)) => {
             let (c, r) = tokio::join!(
                 copy_point(
-                    aws,
-                    policy,
                     &store,
                     manifest,
                     body,
                     prev_point.as_ref(),
                     fresh,
+                    prepared,
                     progress
                 ),
                 lease.release()
@@ -233,24 +314,20 @@ async fn capture(
     aws: &Aws,
     policy: &Policy,
     store: &Store,
+    region: &str,
+    listed: Option<BTreeMap<String, u64>>,
     recipients: &[Box<dyn age::Recipient + Send + Sync>],
     lease: &Lease,
     prev: Option<Manifest>,
     scheduled: Option<manifest::Scheduled>,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<(BackupReport, Manifest, Vec<u8>, BTreeMap<String, Vec<u8>>)> {
-    // The stack is captured where it serves: the primary, or the region the last
-    // `drd restore` recorded as active.
-    let active = crate::restore::read_active(store).await?;
-    let region = active
-        .as_ref()
-        .map(|a| a.region.as_str())
-        .unwrap_or(policy.primary_region());
     let w = Writer {
         store,
         new_blobs: AtomicU64::new(0),
         new_bytes: AtomicU64::new(0),
         fresh: Default::default(),
+        listed,
     };
     let w = &w;
     let prev = &prev;
@@ -351,7 +428,8 @@ async fn capture(
         // The function: configuration per version, aliases, URL.
         let lambda = aws.lambda(region).await;
         let function = policy.function_name();
-        let (listed, out, url) = tokio::try_join!(
+        // The pin file (rollback targets, whose packages are captured too) is read meanwhile.
+        let (listed, out, url, pinned) = tokio::try_join!(
             async {
                 let mut all = vec![];
                 let mut pages = lambda
@@ -391,6 +469,7 @@ async fn capture(
                     Err(e) => Err(aws_error("lambda", "GetFunctionUrlConfig", e)),
                 }
             },
+            crate::lambda::pins::load(store, function),
         )?;
         let mut configs = BTreeMap::new();
         let mut versions = vec![];
@@ -422,9 +501,8 @@ async fn capture(
                 });
             }
         }
-        let configuration = w
-            .put(&serde_json::to_vec_pretty(&configs).expect("serializes"))
-            .await?;
+        let configs = serde_json::to_vec_pretty(&configs).expect("serializes");
+        let configuration = w.put(&configs);
         let mut aliases = BTreeMap::new();
         for a in out.aliases() {
             aliases.insert(
@@ -432,8 +510,6 @@ async fn capture(
                 a.function_version().unwrap_or_default().to_string(),
             );
         }
-        progress("function configuration captured");
-
         // Code packages of the live (and, with pins, pinned) versions, re-hashed.
         let mut wanted: BTreeMap<String, Vec<String>> = BTreeMap::new();
         if let Some(v) = aliases.get(crate::lambda::LIVE_ALIAS) {
@@ -445,7 +521,6 @@ async fn capture(
             }
         }
         // Pinned versions are rollback targets: their packages must survive a region loss too.
-        let pinned = crate::lambda::pins::load(store, function).await?;
         for p in pinned.in_region(region) {
             if let Some(vc) = versions.iter().find(|x| x.version == p.version) {
                 wanted
@@ -455,20 +530,21 @@ async fn capture(
             }
         }
         let artifacts = aws.s3(region).await;
-        let mut code = vec![];
-        for (sha, used_by) in wanted {
+        let (artifacts, lambda) = (&artifacts, &lambda);
+        // The configuration blob is written while the packages are looked up; packages
+        // concurrently.
+        let packages = wanted.into_iter().map(|(sha, used_by)| async move {
             let hex = package::hex_of_code_sha256(&sha)
                 .ok_or_else(|| Error::failed(format!("CodeSha256 {sha:?} is not a SHA-256")))?;
-            let blob = if let Some(size) = store.head_size(&store.blob_key(&hex)).await? {
+            let blob = if let Some(size) = w.stored_size(&hex).await? {
                 BlobRef {
                     sha256: hex.clone(),
                     size,
                 }
             } else {
-                let zip = fetch_code(
-                    &artifacts, &lambda, policy, region, function, &hex, &used_by,
-                )
-                .await?;
+                let zip =
+                    fetch_code(artifacts, lambda, policy, region, function, &hex, &used_by)
+                        .await?;
                 let got = hex::encode(Sha256::digest(&zip));
                 if got != hex {
                     return Err(Error::failed(format!(
@@ -478,12 +554,15 @@ async fn capture(
                 }
                 w.put(&zip).await?
             };
-            code.push(CodeCapture {
+            Ok::<_, Error>(CodeCapture {
                 code_sha256: sha,
                 used_by,
                 blob,
-            });
-        }
+            })
+        });
+        let (configuration, code) =
+            tokio::try_join!(configuration, futures::future::try_join_all(packages))?;
+        progress("function configuration captured");
         progress(&format!("{} code package(s) captured", code.len()));
 
         Ok::<_, Error>((configuration, versions, aliases, url, code))
@@ -505,24 +584,34 @@ async fn capture(
         let (sm, known) = (&sm, &known);
         // Secrets, and the versions of each, are captured concurrently.
         let one_secret = |name: String| async move {
-            // DescribeSecret first: moto 5.2.1 answers ListSecretVersionIds on a missing secret
-            // with a 500 instead of ResourceNotFoundException.
-            match sm.describe_secret().secret_id(&name).send().await {
-                Ok(_) => {}
+            // The listing answers for a secret that exists; only when it fails is the secret
+            // described, to tell "absent" (moto 5.2.1 answers ListSecretVersionIds on a missing
+            // secret with a 500, not ResourceNotFoundException) from a real error.
+            let listed = match sm.list_secret_version_ids().secret_id(&name).send().await {
+                Ok(l) => l,
                 Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {
                     return Ok(SecretCapture {
                         name,
                         versions: vec![],
                     });
                 }
-                Err(e) => return Err(aws_error("secretsmanager", "DescribeSecret", e)),
-            }
-            let listed = sm
-                .list_secret_version_ids()
-                .secret_id(&name)
-                .send()
-                .await
-                .map_err(|e| aws_error("secretsmanager", "ListSecretVersionIds", e))?;
+                Err(list_err) => {
+                    return match sm.describe_secret().secret_id(&name).send().await {
+                        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {
+                            Ok(SecretCapture {
+                                name,
+                                versions: vec![],
+                            })
+                        }
+                        Err(e) => Err(aws_error("secretsmanager", "DescribeSecret", e)),
+                        Ok(_) => Err(aws_error(
+                            "secretsmanager",
+                            "ListSecretVersionIds",
+                            list_err,
+                        )),
+                    };
+                }
+            };
             let name_ref = &name;
             let jobs = listed
                 .versions()
@@ -533,7 +622,7 @@ async fn capture(
                     let id = v.version_id().unwrap_or_default();
                     let created_date = v.created_date().map(|d| d.to_string());
                     if let Some(k) = known.get(&(name_ref.clone(), id.to_string())) {
-                        if store.exists(&store.blob_key(&k.blob.sha256)).await? {
+                        if w.stored_size(&k.blob.sha256).await?.is_some() {
                             return Ok::<_, Error>(SecretVersionCapture {
                                 stages,
                                 created_date,
@@ -660,94 +749,121 @@ pub struct CopyReport {
     pub objects_copied: u64,
 }
 
+/// A copy bucket made ready for this run's point: created (with the policy's Object Lock) if
+/// missing, and asked whether it holds the previous point.
+struct PreparedCopy {
+    bucket: String,
+    region: String,
+    target: Result<(Store, bool)>,
+}
+
+async fn prepare_copy(
+    aws: &Aws,
+    policy: &Policy,
+    c: &crate::policy::CopyPolicy,
+    prev: Option<&PrevPoint>,
+) -> PreparedCopy {
+    let (bucket, region) = (c.bucket.get_ref().clone(), c.region.get_ref().clone());
+    let target = async {
+        let s3 = aws.s3(&region).await;
+        let target = Store::new(s3.clone(), &bucket, policy.stack_name());
+        let lock = policy.backup.object_lock.as_ref();
+        // The common case costs one request: the bucket (without a lock to check) holds the
+        // previous point. Anything else makes sure the bucket exists first.
+        if let (Some(p), None) = (prev, lock) {
+            if target.exists(&target.point_key(&p.id)).await? {
+                return Ok((target, true));
+            }
+        }
+        let file = policy.path.display().to_string();
+        crate::store::ensure_store_bucket(&s3, &bucket, &region, lock, &file).await?;
+        let prev_copied = match (prev, lock) {
+            (Some(p), Some(_)) => target.exists(&target.point_key(&p.id)).await?,
+            _ => false,
+        };
+        Ok((target, prev_copied))
+    }
+    .await;
+    PreparedCopy {
+        bucket,
+        region,
+        target,
+    }
+}
+
 /// Copy a point to every further bucket (concurrently): missing blobs first, the manifest last.
 ///
 /// A copy bucket that holds the previous point's manifest holds every blob it names (manifests
 /// are written last), so only the blobs the previous point did not name are looked at; blobs
 /// this run wrote are copied from memory, others read back from the store.
-#[allow(clippy::too_many_arguments)]
 async fn copy_point(
-    aws: &Aws,
-    policy: &Policy,
     store: &Store,
     manifest: &Manifest,
     body: &[u8],
     prev: Option<&PrevPoint>,
     fresh: &BTreeMap<String, Vec<u8>>,
+    prepared: Vec<PreparedCopy>,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Vec<CopyReport>> {
-    let one = |c: &'_ crate::policy::CopyPolicy| {
-        let (bucket, region) = (c.bucket.get_ref().clone(), c.region.get_ref().clone());
-        async move {
-            let s3 = aws.s3(&region).await;
-            crate::store::ensure_store_bucket(
-                &s3,
-                &bucket,
-                &region,
-                policy.backup.object_lock.as_ref(),
-                &policy.path.display().to_string(),
-            )
-            .await?;
-            let target = Store::new(s3.clone(), &bucket, policy.stack_name());
-            let prev_copied = match prev {
-                Some(p) => target.exists(&target.point_key(&p.id)).await?,
-                None => false,
-            };
-            let mut seen = BTreeSet::new();
-            let jobs = manifest
-                .blobs()
-                .into_iter()
-                .filter(|(_, b)| seen.insert(b.sha256.clone()))
-                .filter(|(_, b)| {
-                    !(prev_copied && prev.is_some_and(|p| p.blobs.contains(&b.sha256)))
-                })
-                .map(|(_, b)| {
-                    let target = &target;
-                    async move {
-                        let key = target.blob_key(&b.sha256);
-                        if let Some(bytes) = fresh.get(&b.sha256) {
-                            // Written by this run: a conditional PUT, no lookup, no read-back.
-                            return Ok::<u64, Error>(u64::from(
-                                target.put_new(&key, bytes).await? == Written::New,
-                            ));
-                        }
-                        if target.exists(&key).await? {
-                            return Ok(0);
-                        }
-                        // GET + conditional PUT rather than CopyObject: moto 5.2.1 refuses
-                        // CopyObject into an Object Lock bucket without a checksum header the SDK
-                        // does not send for copies.
-                        let bytes = store.get_blob(&b.sha256).await?.ok_or_else(|| {
-                            Error::failed(format!(
-                                "blob {} vanished while copying point {}",
-                                store.blob_key(&b.sha256),
-                                manifest.id
-                            ))
-                        })?;
-                        Ok(u64::from(
-                            target.put_once(&key, &bytes).await? == Written::New,
-                        ))
+    let one = |p: PreparedCopy| async move {
+        let PreparedCopy {
+            bucket,
+            region,
+            target,
+        } = p;
+        let (target, prev_copied) = target?;
+        let mut seen = BTreeSet::new();
+        let jobs = manifest
+            .blobs()
+            .into_iter()
+            .filter(|(_, b)| seen.insert(b.sha256.clone()))
+            .filter(|(_, b)| !(prev_copied && prev.is_some_and(|p| p.blobs.contains(&b.sha256))))
+            .map(|(_, b)| {
+                let target = &target;
+                async move {
+                    let key = target.blob_key(&b.sha256);
+                    if let Some(bytes) = fresh.get(&b.sha256) {
+                        // Written by this run: a conditional PUT, no lookup, no read-back.
+                        return Ok::<u64, Error>(u64::from(
+                            target.put_new(&key, bytes).await? == Written::New,
+                        ));
                     }
-                });
-            let mut copied: u64 = futures::future::try_join_all(jobs).await?.into_iter().sum();
-            if target
-                .put_new(&target.point_key(&manifest.id), body)
-                .await?
-                == Written::New
-            {
-                copied += 1;
-            }
-            progress(&format!(
-                "copied to s3://{bucket} ({region}): {copied} object(s)"
-            ));
-            Ok::<_, Error>(CopyReport {
-                bucket,
-                region,
-                objects_copied: copied,
-            })
+                    if target.exists(&key).await? {
+                        return Ok(0);
+                    }
+                    // GET + conditional PUT rather than CopyObject: moto 5.2.1 refuses
+                    // CopyObject into an Object Lock bucket without a checksum header the SDK
+                    // does not send for copies.
+                    let bytes = store.get_blob(&b.sha256).await?.ok_or_else(|| {
+                        Error::failed(format!(
+                            "blob {} vanished while copying point {}",
+                            store.blob_key(&b.sha256),
+                            manifest.id
+                        ))
+                    })?;
+                    Ok(u64::from(
+                        target.put_once(&key, &bytes).await? == Written::New,
+                    ))
+                }
+            });
+        let mut copied: u64 = futures::future::try_join_all(jobs).await?.into_iter().sum();
+        if target
+            .put_new(&target.point_key(&manifest.id), body)
+            .await?
+            == Written::New
+        {
+            copied += 1;
         }
+        progress(&format!(
+            "copied to s3://{bucket} ({region}): {copied} object(s)"
+        ));
+        Ok::<_, Error>(CopyReport {
+            bucket,
+            region,
+            objects_copied: copied,
+        })
     };
-    futures::future::try_join_all(policy.backup.copies.iter().map(one)).await
+    futures::future::try_join_all(prepared.into_iter().map(one)).await
 }
 
 async fn fetch_code(

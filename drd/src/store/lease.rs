@@ -6,7 +6,7 @@ use super::{status_of, Store};
 use crate::aws::aws_error;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LeaseRecord {
@@ -22,6 +22,9 @@ pub struct Lease {
     store: Store,
     key: String,
     pub record: LeaseRecord,
+    /// The TTL of the last write of the record, and when (this process's monotonic clock).
+    ttl: Duration,
+    written: Instant,
 }
 
 fn now_secs() -> u64 {
@@ -74,6 +77,8 @@ impl Lease {
                         store: store.clone(),
                         key,
                         record,
+                        ttl,
+                        written: Instant::now(),
                     })
                 }
                 Err(e) if status_of(&e) == Some(412) => {}
@@ -125,6 +130,7 @@ impl Lease {
             )
             .await?;
         self.record = next;
+        (self.ttl, self.written) = (ttl, Instant::now());
         Ok(true)
     }
 
@@ -132,8 +138,20 @@ impl Lease {
         &self.key
     }
 
-    /// Give the lease back (only if it is still ours).
+    /// Whether nobody can have taken the lease over: more than half its TTL is left, by the
+    /// wall clock (which a suspended host's monotonic clock would not see pass) and by the
+    /// monotonic clock (which a wall-clock jump does not move). Takers wait for expiry by their
+    /// own clocks, so this holds unless clocks disagree by more than half the TTL.
+    fn surely_ours(&self) -> bool {
+        let half = self.ttl / 2;
+        self.written.elapsed() < half && now_secs() + half.as_secs() < self.record.expires_at
+    }
+
+    /// Give the lease back (only if it is still ours: read back first unless `surely_ours`).
     pub async fn release(self) -> Result<()> {
+        if self.surely_ours() {
+            return self.store.delete(&self.key).await;
+        }
         if let Some(b) = self.store.get(&self.key).await? {
             if serde_json::from_slice::<LeaseRecord>(&b).ok().as_ref() == Some(&self.record) {
                 self.store.delete(&self.key).await?;
