@@ -358,7 +358,11 @@ async fn blobs_missing_from_the_store_are_written_again_by_the_next_backup() {
             blobs.push(v["blob"]["sha256"].as_str().unwrap().into());
         }
     }
-    assert_eq!(blobs.len(), 6, "template, configuration, code, 3 secret versions");
+    assert_eq!(
+        blobs.len(),
+        6,
+        "template, configuration, code, 3 secret versions"
+    );
     let s3 = s.sb.s3("us-west-2").await;
     for hex in &blobs {
         s3.delete_object()

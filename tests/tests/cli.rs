@@ -68,3 +68,51 @@ fn usage_errors_exit_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
+
+/// `drd runbook list` names the four shipped runbooks, and `drd runbook show NAME --format md`
+/// prints exactly the on-call document checked in beside each (from the built-in copy: the test
+/// runs where no `runbooks/` directory is).
+#[test]
+fn runbook_list_and_show_render_the_shipped_runbooks() {
+    let empty = tempfile::tempdir().unwrap();
+    let drd = |args: &[&str]| {
+        std::process::Command::new(drd_bin())
+            .args(args)
+            .current_dir(empty.path())
+            .env_remove("DRD_RUNBOOKS")
+            .output()
+            .unwrap()
+    };
+    let out = drd(&["runbook", "list", "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "lambda-rollback",
+            "pipeline-failure",
+            "region-redeploy",
+            "secret-rotation"
+        ]
+    );
+    for name in names {
+        let out = drd(&["runbook", "show", name, "--format", "md"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let want = std::fs::read_to_string(root().join(format!("runbooks/{name}.md"))).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim_end(),
+            want.trim_end(),
+            "{name}"
+        );
+    }
+    let out = drd(&["runbook", "show", "no-such-runbook"]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("no-such-runbook"), "{}", text(&out));
+}

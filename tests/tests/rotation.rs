@@ -230,6 +230,10 @@ async fn rotation_heals_a_revoked_key_and_a_bad_key_changes_nothing() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["run"]["outcome"], "compensated", "{r}");
+    assert!(
+        r["revoke"].is_null(),
+        "nothing to revoke after a failed rotation: {r}"
+    );
     assert_eq!(w.current_key().await, KEY1);
     assert_eq!(w.live().await, live_before);
     assert!(!w.latest_env_marked().await);
@@ -259,6 +263,11 @@ async fn rotation_heals_a_revoked_key_and_a_bad_key_changes_nothing() {
     assert_eq!(w.current_key().await, key2);
     let new_version = r["new_version"].as_str().unwrap().to_string();
     let old_version = r["old_version"].as_str().unwrap().to_string();
+    // What is left to the operator: revoking the old key at the provider.
+    assert_eq!(
+        r["revoke"].as_str().unwrap(),
+        format!("revoke the old key at the provider (the value of openai-api-key version {old_version}), then check with drd status --deep")
+    );
     let st = w.stages().await;
     assert!(st
         .iter()

@@ -213,6 +213,34 @@ async fn rollback_heals_a_corrupted_version_through_the_unchanged_url() {
     let p: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(p["writes"], 1);
 
+    // A pin whose CodeSha256 no longer matches its version (the pin file says version 2 holds
+    // version 1's code): the rollback stops at verify-code and live stays where it was.
+    let pins_key = "rb-a/pins/rb-a-fn.json";
+    let s3 = w.sb.s3("us-west-2").await;
+    let mut tampered = pins.clone();
+    tampered["pins"][1]["code_sha256"] = pins["pins"][0]["code_sha256"].clone();
+    let put = |body: &Value| {
+        s3.put_object()
+            .bucket("rb-a-points")
+            .key(pins_key)
+            .body(serde_json::to_vec(body).unwrap().into())
+            .send()
+    };
+    put(&tampered).await.unwrap();
+    let out = w.drd(&["rollback"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("version 2 has CodeSha256")
+            && text(&out).contains(&format!(
+                "not the pinned {}",
+                pins["pins"][0]["code_sha256"].as_str().unwrap()
+            )),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(w.live().await, "3");
+    put(&pins).await.unwrap();
+
     // The rollback.
     let out = w.drd(&["rollback", "--output", "json"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -262,9 +290,18 @@ async fn rollback_heals_a_corrupted_version_through_the_unchanged_url() {
         lines.lines().count(),
         keys.iter().filter(|k| k.contains(run)).count()
     );
-    // Resuming a finished run does nothing.
+    // Resuming a finished run does nothing, and reports the run's own measure again.
     let out = w.drd(&["rollback", "--resume", run]);
     assert!(out.status.success(), "{}", text(&out));
+    let line = format!(
+        "rolled back live from version 3 to 2: healthy through the Function URL {:.2}s after the start",
+        healthy as f64 / 1000.0
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&line),
+        "{line}\n{}",
+        text(&out)
+    );
     assert_eq!(
         w.journal_keys()
             .await
@@ -273,6 +310,35 @@ async fn rollback_heals_a_corrupted_version_through_the_unchanged_url() {
             .count(),
         keys.iter().filter(|k| k.contains(run)).count()
     );
+
+    // `drd pin --deep` (live's version by default) adds T2, one LLM call, to version 2's pin;
+    // with the key revoked at the provider T2 fails and version 1's pin is left as it was.
+    let out = w.drd(&["pin", "--deep"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("version 2 pinned (CodeSha256")
+            && text(&out).contains("probes T0,T1,T2"),
+        "{}",
+        text(&out)
+    );
+    w.sb.revoke_key(KEY);
+    let out = w.drd(&["pin", "--deep", "--version", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("T2"), "{}", text(&out));
+    w.sb.allow_key(KEY);
+    let pins: Value = w.sb.get_json("us-west-2", "rb-a-points", pins_key).await;
+    let tiers = |v: &str| {
+        pins["pins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["version"] == v)
+            .unwrap()["probes"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!((tiers("1"), tiers("2")), (2, 3), "{pins}");
 
     // An unpinned target is refused without --force; nothing moves.
     let out = w.drd(&["rollback", "--to", "3"]);

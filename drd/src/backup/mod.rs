@@ -144,7 +144,10 @@ impl Writer<'_> {
                 if l.get(&r.sha256) == Some(&r.size) {
                     return Ok(r);
                 }
-                let w = self.store.put_new(&self.store.blob_key(&r.sha256), bytes).await?;
+                let w = self
+                    .store
+                    .put_new(&self.store.blob_key(&r.sha256), bytes)
+                    .await?;
                 (r, w)
             }
             None => self.store.put_blob(bytes).await?,
@@ -268,13 +271,12 @@ pub async fn backup_scheduled(
                     scheduled,
                     progress,
                 ),
-                futures::future::join_all(
-                    policy
-                        .backup
-                        .copies
-                        .iter()
-                        .map(|c| prepare_copy(aws, policy, c, prev_point.as_ref()))
-                )
+                futures::future::join_all(policy.backup.copies.iter().map(|c| prepare_copy(
+                    aws,
+                    policy,
+                    c,
+                    prev_point.as_ref()
+                )))
             );
             prepared = p;
             r

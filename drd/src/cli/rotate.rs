@@ -81,6 +81,12 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
             "new_version": new,
             "point": out("backup", "point"),
             "github_secret": out("github", "github_secret"),
+            // What the operator must still do by hand (only once the rotation succeeded).
+            "revoke": (r.outcome == "succeeded").then(|| format!(
+                "revoke the old key at the provider (the value of {} version {}), then check with drd status --deep",
+                args.secret,
+                old.as_deref().unwrap_or("?")
+            )),
             "run": r,
         }));
     } else {

@@ -205,7 +205,9 @@ fn failpoint(opts: &RunOptions, step: &str, when: &str) {
 
 /// How one step attempt loop ended.
 enum StepEnd {
-    Succeeded(Outputs, u32, u64),
+    /// Outputs, attempts, duration, and the time (ms since the epoch) the journal records for
+    /// the success: what reports measure from, live or read back.
+    Succeeded(Outputs, u32, u64, u64),
     Failed(String, u32, u64),
     Waiting(u32, u64),
 }
@@ -276,9 +278,10 @@ impl Exec<'_> {
                     e.attempt = attempt;
                     e.outputs = out.clone();
                     e.duration_ms = Some(ms);
+                    let at_ms = e.at_ms;
                     self.journal.write(e).await?;
                     failpoint(self.opts, &step.id, "after-journal");
-                    return Ok(StepEnd::Succeeded(out, attempt, ms));
+                    return Ok(StepEnd::Succeeded(out, attempt, ms, at_ms));
                 }
                 Err(_) if step.action == "manual.approve" => {
                     let mut e = self.journal.entry(Event::Waiting, Some(&step.id));
@@ -511,11 +514,8 @@ async fn run_steps(
             None => ex.run_step(step).await?,
         };
         match end {
-            StepEnd::Succeeded(out, attempts, ms) => {
-                succeeded_at_ms.insert(
-                    step.id.clone(),
-                    journal::now_ms().saturating_sub(started_ms),
-                );
+            StepEnd::Succeeded(out, attempts, ms, at_ms) => {
+                succeeded_at_ms.insert(step.id.clone(), at_ms.saturating_sub(started_ms));
                 ex.outputs.insert(step.id.clone(), out.clone());
                 reports.push(StepReport {
                     id: step.id.clone(),
@@ -578,11 +578,13 @@ async fn run_steps(
                             ));
                             let done = state.as_ref().and_then(|s| s.completed.get(&cid)).cloned();
                             let end = match done {
-                                Some(out) => StepEnd::Succeeded(out, 0, 0),
+                                Some(out) => StepEnd::Succeeded(out, 0, 0, 0),
                                 None => ex.run_step(c).await?,
                             };
                             let (ok, attempts, ms, out, detail) = match end {
-                                StepEnd::Succeeded(out, a, ms) => (true, a, ms, out, String::new()),
+                                StepEnd::Succeeded(out, a, ms, _) => {
+                                    (true, a, ms, out, String::new())
+                                }
                                 StepEnd::Failed(w, a, ms) => (false, a, ms, Outputs::new(), w),
                                 StepEnd::Waiting(a, ms) => {
                                     (false, a, ms, Outputs::new(), "no approval".to_string())
