@@ -121,6 +121,25 @@ impl Setup {
     }
 }
 
+/// The hex digests of a manifest's blobs: template, configuration, the first code package, and
+/// every secret version's age file.
+fn blob_hexes(m: &Value) -> Vec<String> {
+    let mut blobs: Vec<String> = vec![
+        m["stack"]["template"]["sha256"].as_str().unwrap().into(),
+        m["function"]["configuration"]["sha256"]
+            .as_str()
+            .unwrap()
+            .into(),
+        m["code"][0]["blob"]["sha256"].as_str().unwrap().into(),
+    ];
+    for sct in m["secrets"].as_array().unwrap() {
+        for v in sct["versions"].as_array().unwrap() {
+            blobs.push(v["blob"]["sha256"].as_str().unwrap().into());
+        }
+    }
+    blobs
+}
+
 fn age_decrypt(identity: &Path, cipher: &[u8], dir: &Path) -> Vec<u8> {
     let f = dir.join("cipher.age");
     std::fs::write(&f, cipher).unwrap();
@@ -345,19 +364,7 @@ async fn blobs_missing_from_the_store_are_written_again_by_the_next_backup() {
     let s = Setup::new("bk-g").await;
     let id = s.backup()["id"].as_str().unwrap().to_string();
     let m = s.manifest(&id).await;
-    let mut blobs: Vec<String> = vec![
-        m["stack"]["template"]["sha256"].as_str().unwrap().into(),
-        m["function"]["configuration"]["sha256"]
-            .as_str()
-            .unwrap()
-            .into(),
-        m["code"][0]["blob"]["sha256"].as_str().unwrap().into(),
-    ];
-    for sct in m["secrets"].as_array().unwrap() {
-        for v in sct["versions"].as_array().unwrap() {
-            blobs.push(v["blob"]["sha256"].as_str().unwrap().into());
-        }
-    }
+    let blobs = blob_hexes(&m);
     assert_eq!(
         blobs.len(),
         6,
@@ -411,19 +418,7 @@ async fn verify_names_the_point_and_object_for_every_kind_of_damage() {
     );
 
     // One corrupted byte in each blob, then each blob deleted.
-    let mut blobs: Vec<String> = vec![
-        m["stack"]["template"]["sha256"].as_str().unwrap().into(),
-        m["function"]["configuration"]["sha256"]
-            .as_str()
-            .unwrap()
-            .into(),
-        m["code"][0]["blob"]["sha256"].as_str().unwrap().into(),
-    ];
-    for sct in m["secrets"].as_array().unwrap() {
-        for v in sct["versions"].as_array().unwrap() {
-            blobs.push(v["blob"]["sha256"].as_str().unwrap().into());
-        }
-    }
+    let blobs = blob_hexes(&m);
     for hex in &blobs {
         let key = s.blob_key(hex);
         let original = s.get(&key).await;
