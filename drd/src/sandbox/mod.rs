@@ -180,7 +180,23 @@ pub async fn up(opts: &UpOptions) -> Result<Up> {
     })
 }
 
+/// Ports come from the kernel's free list and are released before the server binds them, so
+/// two sandboxes starting at once can be handed the same port: the loser exits with "in use"
+/// and is started again on another port.
 async fn start_moto(opts: &UpOptions) -> Result<Proc> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match start_moto_once(opts).await {
+            Err(e) if attempt < 5 && e.to_string().contains("in use") => {
+                tracing::warn!("moto lost its port to another process; starting it again");
+            }
+            r => return r,
+        }
+    }
+}
+
+async fn start_moto_once(opts: &UpOptions) -> Result<Proc> {
     let mut words = opts.moto_cmd.split_whitespace();
     let program = words.next().ok_or_else(|| {
         ConfigError::new("--moto-server", "the moto server command is empty")
@@ -224,9 +240,15 @@ async fn start_moto(opts: &UpOptions) -> Result<Proc> {
                 format!("check the install: pip install '{}'", moto_requirement()),
             ));
         }
-        if let Ok(r) = http.get(format!("{url}/moto-api/data.json")).send().await {
-            if r.status().is_success() {
-                break;
+        // Ours only once our server says it bound the port: another sandbox's moto may be the
+        // one answering on it.
+        let bound = std::fs::read_to_string(opts.dir.join("moto.log"))
+            .is_ok_and(|l| l.contains(&format!("Running on {url}")));
+        if bound {
+            if let Ok(r) = http.get(format!("{url}/moto-api/data.json")).send().await {
+                if r.status().is_success() {
+                    break;
+                }
             }
         }
         if Instant::now() > deadline {
@@ -241,7 +263,29 @@ async fn start_moto(opts: &UpOptions) -> Result<Proc> {
     Ok(proc)
 }
 
+/// The host's three ports can be lost to another process like moto's (see `start_moto`).
 async fn start_host(opts: &UpOptions, moto: &Proc) -> Result<(Proc, u16, u16)> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match start_host_once(opts, moto).await {
+            Err(e) if attempt < 5 && e.to_string().contains("Address already in use") => {
+                tracing::warn!(
+                    "the function host lost a port to another process; starting it again"
+                );
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Written by `sandbox serve` once all its listeners are bound.
+fn ready_path(dir: &Path) -> PathBuf {
+    dir.join("serve.ready")
+}
+
+async fn start_host_once(opts: &UpOptions, moto: &Proc) -> Result<(Proc, u16, u16)> {
+    let _ = std::fs::remove_file(ready_path(&opts.dir));
     let exe = std::env::current_exe().map_err(|e| Error::io("locating the drd binary", e))?;
     let port = host::free_port().map_err(|e| Error::io("finding a free port", e))?;
     let llm_port = host::free_port().map_err(|e| Error::io("finding a free port", e))?;
@@ -283,11 +327,14 @@ async fn start_host(opts: &UpOptions, moto: &Proc) -> Result<(Proc, u16, u16)> {
                 log.lines().last().unwrap_or("")
             )));
         }
-        let host_ok = http
-            .get(format!("{}/_sandbox/healthz", proc.url()))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
+        // Until our host has bound its ports, whatever answers on them is someone else's.
+        let ours = ready_path(&opts.dir).exists();
+        let host_ok = ours
+            && http
+                .get(format!("{}/_sandbox/healthz", proc.url()))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
         let llm_ok = http
             .get(format!("http://127.0.0.1:{llm_port}/_sandbox/keys"))
             .send()
@@ -362,6 +409,8 @@ pub async fn serve(
     let pl = tokio::net::TcpListener::bind(("127.0.0.1", proxy_port))
         .await
         .map_err(|e| Error::io(format!("listening on 127.0.0.1:{proxy_port}"), e))?;
+    std::fs::write(ready_path(&dir), format!("{}\n", std::process::id()))
+        .map_err(|e| Error::io("writing serve.ready", e))?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     let c = tokio::spawn(gate::serve(pl, moto_url, gate, rx.clone()));
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
