@@ -43,29 +43,33 @@ pub struct BackupReport {
     pub duration_ms: u64,
 }
 
+/// The policy's store, without asking S3 anything: the bucket may not exist yet.
+async fn store_of(aws: &Aws, policy: &Policy) -> Store {
+    let s3 = aws.s3(policy.backup.region.get_ref()).await;
+    Store::new(s3, policy.backup.bucket.get_ref(), policy.stack_name())
+}
+
 /// Open the store of the policy's stack, creating the bucket in the backup region if needed.
 pub async fn open_store(aws: &Aws, policy: &Policy) -> Result<Store> {
-    let region = policy.backup.region.get_ref();
-    let bucket = policy.backup.bucket.get_ref();
-    let s3 = aws.s3(region).await;
+    let store = store_of(aws, policy).await;
     crate::store::ensure_store_bucket(
-        &s3,
-        bucket,
-        region,
+        &store.s3,
+        &store.bucket,
+        policy.backup.region.get_ref(),
         policy.backup.object_lock.as_ref(),
         &policy.path.display().to_string(),
     )
     .await?;
-    Ok(Store::new(s3, bucket, policy.stack_name()))
+    Ok(store)
 }
 
 /// Open an existing store for reading; never creates anything.
 pub async fn open_store_read(aws: &Aws, policy: &Policy) -> Result<Store> {
     let region = policy.backup.region.get_ref();
-    let bucket = policy.backup.bucket.get_ref();
-    let s3 = aws.s3(region).await;
-    match s3.head_bucket().bucket(bucket).send().await {
-        Ok(_) => Ok(Store::new(s3, bucket, policy.stack_name())),
+    let store = store_of(aws, policy).await;
+    let bucket = &store.bucket;
+    match store.s3.head_bucket().bucket(bucket).send().await {
+        Ok(_) => Ok(store),
         Err(e) if crate::store::status_of(&e) == Some(404) => Err(Error::failed_hint(
             format!("the store bucket {bucket} does not exist in {region}: there is no recovery point yet"),
             "take one with drd backup",
@@ -215,11 +219,7 @@ pub async fn backup_scheduled(
     let store = if policy.backup.object_lock.is_some() {
         open_store(aws, policy).await?
     } else {
-        Store::new(
-            aws.s3(policy.backup.region.get_ref()).await,
-            policy.backup.bucket.get_ref(),
-            policy.stack_name(),
-        )
+        store_of(aws, policy).await
     };
     // The previous point is only a hint (which secret versions are already stored; every reuse
     // is checked against the store), so it is read while the lease is taken, as are the record

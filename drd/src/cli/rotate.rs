@@ -74,6 +74,14 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
     let out = |step: &str, k: &str| r.output(step, k).map(str::to_string);
     let old = out("observe", "current_version");
     let new = out("stage", "pending_version");
+    // What the operator must still do by hand, once the rotation succeeded.
+    let revoke = (r.outcome == "succeeded").then(|| {
+        format!(
+            "revoke the old key at the provider (the value of {} version {}), then check with drd status --deep",
+            args.secret,
+            old.as_deref().unwrap_or("?")
+        )
+    });
     if cli.json() {
         super::print_json(&serde_json::json!({
             "secret": args.secret,
@@ -81,28 +89,19 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
             "new_version": new,
             "point": out("backup", "point"),
             "github_secret": out("github", "github_secret"),
-            // What the operator must still do by hand (only once the rotation succeeded).
-            "revoke": (r.outcome == "succeeded").then(|| format!(
-                "revoke the old key at the provider (the value of {} version {}), then check with drd status --deep",
-                args.secret,
-                old.as_deref().unwrap_or("?")
-            )),
+            "revoke": revoke,
             "run": r,
         }));
     } else {
         super::runbook::print_report(cli, &r);
-        if r.outcome == "succeeded" {
+        if let Some(revoke) = &revoke {
             println!(
                 "rotated {}: AWSCURRENT is now version {}; the old value is version {} (AWSPREVIOUS)",
                 args.secret,
                 new.as_deref().unwrap_or("?"),
                 old.as_deref().unwrap_or("?")
             );
-            println!(
-                "now revoke the old key at the provider (the value of {} version {}), then check with drd status --deep",
-                args.secret,
-                old.as_deref().unwrap_or("?")
-            );
+            println!("now {revoke}");
         }
     }
     super::runbook::finish(&r)

@@ -180,20 +180,28 @@ pub async fn up(opts: &UpOptions) -> Result<Up> {
     })
 }
 
-/// Ports come from the kernel's free list and are released before the server binds them, so
-/// two sandboxes starting at once can be handed the same port: the loser exits with "in use"
-/// and is started again on another port.
-async fn start_moto(opts: &UpOptions) -> Result<Proc> {
+/// Ports come from the kernel's free list and are released before a server binds them, so two
+/// sandboxes starting at once can be handed the same port: the loser exits saying so (`lost`
+/// in its error) and is started again, on fresh ports, up to five times.
+async fn on_fresh_ports<T, F: std::future::Future<Output = Result<T>>>(
+    what: &str,
+    lost: &str,
+    start: impl Fn() -> F,
+) -> Result<T> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match start_moto_once(opts).await {
-            Err(e) if attempt < 5 && e.to_string().contains("in use") => {
-                tracing::warn!("moto lost its port to another process; starting it again");
+        match start().await {
+            Err(e) if attempt < 5 && e.to_string().contains(lost) => {
+                tracing::warn!("{what} lost a port to another process; starting it again");
             }
             r => return r,
         }
     }
+}
+
+async fn start_moto(opts: &UpOptions) -> Result<Proc> {
+    on_fresh_ports("moto", "in use", || start_moto_once(opts)).await
 }
 
 async fn start_moto_once(opts: &UpOptions) -> Result<Proc> {
@@ -263,20 +271,11 @@ async fn start_moto_once(opts: &UpOptions) -> Result<Proc> {
     Ok(proc)
 }
 
-/// The host's three ports can be lost to another process like moto's (see `start_moto`).
 async fn start_host(opts: &UpOptions, moto: &Proc) -> Result<(Proc, u16, u16)> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match start_host_once(opts, moto).await {
-            Err(e) if attempt < 5 && e.to_string().contains("Address already in use") => {
-                tracing::warn!(
-                    "the function host lost a port to another process; starting it again"
-                );
-            }
-            r => return r,
-        }
-    }
+    on_fresh_ports("the function host", "Address already in use", || {
+        start_host_once(opts, moto)
+    })
+    .await
 }
 
 /// Written by `sandbox serve` once all its listeners are bound.
