@@ -12,12 +12,11 @@ use crate::lambda::probe::{self, ProbeResult, Tier, UrlProber};
 use crate::policy::Policy;
 use crate::workload::package::{self, Package};
 use crate::workload::template::Template;
-use aws_sdk_cloudformation::types::{Capability, Parameter, StackStatus};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Where the value of a missing API-key secret comes from. Never a command-line argument.
 pub enum SecretInput {
@@ -157,62 +156,12 @@ pub async fn deploy(
     let template = Template::load(&policy.template_path())?;
 
     // 1. The package (built or given), checked before any write.
-    let bootstrap_path = match &opts.bootstrap {
-        Some(p) => p.clone(),
-        None => {
-            progress("building the function (cargo, musl)");
-            package::cargo_build(&policy.source_path())?
-        }
-    };
-    let shown = bootstrap_path.display().to_string();
-    let bin = std::fs::read(&bootstrap_path).map_err(|e| {
-        ConfigError::new(&shown, format!("cannot read the bootstrap binary: {e}"))
-            .field("--bootstrap")
-            .hint("build it with scripts/build-function or omit --bootstrap to let drd build it")
-    })?;
-    if !opts.skip_static_check {
-        match package::is_static_elf(&bin) {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(ConfigError::new(
-                    &shown,
-                    "the bootstrap is dynamically linked; it would not start on provided.al2023",
-                )
-                .field("--bootstrap")
-                .hint(format!("build with --target {}", package::LAMBDA_TARGET))
-                .into())
-            }
-            Err(why) => {
-                return Err(ConfigError::new(
-                    &shown,
-                    format!("the bootstrap is not a Linux executable: {why}"),
-                )
-                .field("--bootstrap")
-                .into())
-            }
-        }
-    }
-    let pkg = Package::from_bootstrap(&bin)?;
-    drop(bin);
+    let pkg = load_package(policy, opts, progress)?;
 
     // 2. The secret: read its value now if it must be created, before any write.
     let secrets = aws.secrets(region).await;
     let secret_name = policy.api_key_secret();
-    let secret_exists = match secrets
-        .describe_secret()
-        .secret_id(secret_name)
-        .send()
-        .await
-    {
-        Ok(_) => true,
-        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => false,
-        Err(e) => return Err(aws_error("secretsmanager", "DescribeSecret", e)),
-    };
-    let new_secret = if secret_exists {
-        None
-    } else {
-        Some(read_secret_value(&opts.secret_input, secret_name)?)
-    };
+    let new_secret = secret_to_create(&secrets, secret_name, &opts.secret_input).await?;
 
     // 3. Writes begin: the package, content-addressed, in this region's artifact bucket.
     let bucket = policy.artifact_bucket(region);
@@ -267,7 +216,8 @@ pub async fn deploy(
     }
     let cf = aws.cloudformation(region).await;
     let (stack_action, stack_status) =
-        ensure_stack(&cf, policy.stack_name(), &template.body, &params, progress).await?;
+        crate::stack::ensure_stack(&cf, policy.stack_name(), &template.body, &params, progress)
+            .await?;
 
     // 5. Publish, probe the new version, and only then move `live`.
     let lambda = aws.lambda(region).await;
@@ -289,24 +239,7 @@ pub async fn deploy(
             "unchanged"
         }
     ));
-    let data = aws.lambda_data(region).await;
-    let mut probes = vec![];
-    for tier in [Tier::T0, Tier::T1] {
-        let r = probe::probe_invoke(&data, function, &version.version, tier).await;
-        if !r.ok {
-            let live = ops::live_version(&lambda, function)
-                .await?
-                .unwrap_or_else(|| "nothing".into());
-            return Err(Error::failed_hint(
-                format!(
-                    "version {} failed probe {:?}: {}; live still points to {live}",
-                    version.version, tier, r.detail
-                ),
-                "fix the code and deploy again, or roll back with drd rollback",
-            ));
-        }
-        probes.push(r);
-    }
+    let mut probes = probe_version(aws, &lambda, region, function, &version.version).await?;
     let alias = ops::point_live(&lambda, function, &version.version).await?;
     let (alias_from, alias_changed) = match &alias {
         AliasChange::Created => (None, true),
@@ -325,51 +258,21 @@ pub async fn deploy(
     let (url, url_created) = ops::ensure_function_url(&lambda, function).await?;
 
     // 6. Prove the URL answers.
-    let prober = UrlProber::new(aws.settings().data_endpoint.clone());
-    for tier in [Tier::T0, Tier::T1] {
-        let r = prober.probe(&url, tier).await;
-        if !r.ok {
-            return Err(Error::failed_hint(
-                format!(
-                    "the Function URL {url} failed probe {:?}: {}",
-                    tier, r.detail
-                ),
-                "run drd status for details",
-            ));
-        }
-        probes.push(r);
-    }
+    probes.extend(probe_url(aws, &url).await?);
     // 7. The version passed its probes: record it as known-good (a rollback target). A store
     // that cannot be reached does not undo a healthy deploy; it is reported instead.
     let invoke_probes: Vec<ProbeResult> =
         probes.iter().filter(|p| p.via != "url").cloned().collect();
-    let (pinned, pin_written, pin_error) = match pin_deployed(
+    let (pinned, pin_written, pin_error) = pin_or_warn(
         aws,
         policy,
         &lambda,
         region,
         &version.version,
         invoke_probes,
+        progress,
     )
-    .await
-    {
-        Ok(w) => {
-            progress(&format!(
-                "version {} pinned as known-good{}",
-                version.version,
-                if w { "" } else { " (already)" }
-            ));
-            (true, w, None)
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "could not pin the deployed version");
-            progress(&format!(
-                "warning: version {} not pinned: {e}",
-                version.version
-            ));
-            (false, false, Some(e.to_string()))
-        }
-    };
+    .await;
     // 8. The service's DNS name: created when there is none yet (a first deploy). An existing
     // record is never moved by a deploy: `drd restore` decides where users go.
     let dns = match &policy.dns {
@@ -415,6 +318,152 @@ pub async fn deploy(
     })
 }
 
+/// The API key's value when its secret does not exist yet (read from stdin or the file now,
+/// before any write); `None` when it exists.
+async fn secret_to_create(
+    secrets: &aws_sdk_secretsmanager::Client,
+    secret_name: &str,
+    input: &SecretInput,
+) -> Result<Option<SecretString>> {
+    let secret_exists = match secrets
+        .describe_secret()
+        .secret_id(secret_name)
+        .send()
+        .await
+    {
+        Ok(_) => true,
+        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => false,
+        Err(e) => return Err(aws_error("secretsmanager", "DescribeSecret", e)),
+    };
+    Ok(if secret_exists {
+        None
+    } else {
+        Some(read_secret_value(input, secret_name)?)
+    })
+}
+
+/// The bootstrap (built, or given with --bootstrap), checked to be a static Linux executable,
+/// and packaged reproducibly.
+fn load_package(
+    policy: &Policy,
+    opts: &DeployOptions,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Package> {
+    let bootstrap_path = match &opts.bootstrap {
+        Some(p) => p.clone(),
+        None => {
+            progress("building the function (cargo, musl)");
+            package::cargo_build(&policy.source_path())?
+        }
+    };
+    let shown = bootstrap_path.display().to_string();
+    let bin = std::fs::read(&bootstrap_path).map_err(|e| {
+        ConfigError::new(&shown, format!("cannot read the bootstrap binary: {e}"))
+            .field("--bootstrap")
+            .hint("build it with scripts/build-function or omit --bootstrap to let drd build it")
+    })?;
+    if !opts.skip_static_check {
+        match package::is_static_elf(&bin) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(ConfigError::new(
+                    &shown,
+                    "the bootstrap is dynamically linked; it would not start on provided.al2023",
+                )
+                .field("--bootstrap")
+                .hint(format!("build with --target {}", package::LAMBDA_TARGET))
+                .into())
+            }
+            Err(why) => {
+                return Err(ConfigError::new(
+                    &shown,
+                    format!("the bootstrap is not a Linux executable: {why}"),
+                )
+                .field("--bootstrap")
+                .into())
+            }
+        }
+    }
+    Package::from_bootstrap(&bin)
+}
+
+/// Probe a published version by invoking it (T0, T1) before `live` may point to it.
+async fn probe_version(
+    aws: &Aws,
+    lambda: &aws_sdk_lambda::Client,
+    region: &str,
+    function: &str,
+    version: &str,
+) -> Result<Vec<ProbeResult>> {
+    let data = aws.lambda_data(region).await;
+    let mut probes = vec![];
+    for tier in [Tier::T0, Tier::T1] {
+        let r = probe::probe_invoke(&data, function, version, tier).await;
+        if !r.ok {
+            let live = ops::live_version(lambda, function)
+                .await?
+                .unwrap_or_else(|| "nothing".into());
+            return Err(Error::failed_hint(
+                format!(
+                    "version {} failed probe {:?}: {}; live still points to {live}",
+                    version, tier, r.detail
+                ),
+                "fix the code and deploy again, or roll back with drd rollback",
+            ));
+        }
+        probes.push(r);
+    }
+    Ok(probes)
+}
+
+/// Prove the Function URL answers (T0, T1).
+async fn probe_url(aws: &Aws, url: &str) -> Result<Vec<ProbeResult>> {
+    let mut probes = vec![];
+    let prober = UrlProber::new(aws.settings().data_endpoint.clone());
+    for tier in [Tier::T0, Tier::T1] {
+        let r = prober.probe(url, tier).await;
+        if !r.ok {
+            return Err(Error::failed_hint(
+                format!(
+                    "the Function URL {url} failed probe {:?}: {}",
+                    tier, r.detail
+                ),
+                "run drd status for details",
+            ));
+        }
+        probes.push(r);
+    }
+    Ok(probes)
+}
+
+/// Pin the deployed version; a store that cannot be reached does not undo a healthy deploy.
+/// Returns (pinned, written, error).
+async fn pin_or_warn(
+    aws: &Aws,
+    policy: &Policy,
+    lambda: &aws_sdk_lambda::Client,
+    region: &str,
+    version: &str,
+    invoke_probes: Vec<ProbeResult>,
+    progress: &(dyn Fn(&str) + Sync),
+) -> (bool, bool, Option<String>) {
+    match pin_deployed(aws, policy, lambda, region, version, invoke_probes).await {
+        Ok(w) => {
+            progress(&format!(
+                "version {} pinned as known-good{}",
+                version,
+                if w { "" } else { " (already)" }
+            ));
+            (true, w, None)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not pin the deployed version");
+            progress(&format!("warning: version {} not pinned: {e}", version));
+            (false, false, Some(e.to_string()))
+        }
+    }
+}
+
 async fn pin_deployed(
     aws: &Aws,
     policy: &Policy,
@@ -423,7 +472,7 @@ async fn pin_deployed(
     version: &str,
     probes: Vec<ProbeResult>,
 ) -> Result<bool> {
-    let store = crate::backup::open_store(aws, policy).await?;
+    let store = crate::store::open_store(aws, policy).await?;
     let by = format!("drd deploy on {}", crate::store::lease::hostname());
     let (_, written) = crate::lambda::pins::record(
         &store,
@@ -465,173 +514,6 @@ async fn initial_dns(aws: &Aws, policy: &Policy, url: &str) -> String {
     match r.await {
         Ok(s) => s,
         Err(e) => format!("warning: the DNS record was not checked: {e}"),
-    }
-}
-
-/// Create or update the stack and wait for it; returns (action, final status).
-pub(crate) async fn ensure_stack(
-    cf: &aws_sdk_cloudformation::Client,
-    name: &str,
-    body: &str,
-    params: &BTreeMap<&str, String>,
-    progress: &(dyn Fn(&str) + Sync),
-) -> Result<(String, String)> {
-    let parameters: Vec<Parameter> = params
-        .iter()
-        .map(|(k, v)| {
-            Parameter::builder()
-                .parameter_key(*k)
-                .parameter_value(v)
-                .build()
-        })
-        .collect();
-    let existing = describe_stack(cf, name).await?;
-    let action = match existing {
-        None => {
-            cf.create_stack()
-                .stack_name(name)
-                .template_body(body)
-                .set_parameters(Some(parameters))
-                .capabilities(Capability::CapabilityIam)
-                .capabilities(Capability::CapabilityNamedIam)
-                .send()
-                .await
-                .map_err(|e| aws_error("cloudformation", "CreateStack", e))?;
-            "created"
-        }
-        Some(stack) => {
-            let status = stack
-                .stack_status()
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_default();
-            if status == StackStatus::RollbackComplete.as_str() || status.ends_with("_FAILED") {
-                return Err(Error::failed_hint(
-                    format!("stack {name} is in {status} and cannot be updated"),
-                    format!("inspect its events, delete it (aws cloudformation delete-stack --stack-name {name}) and deploy again"),
-                ));
-            }
-            let current: BTreeMap<String, String> = stack
-                .parameters()
-                .iter()
-                .map(|p| {
-                    (
-                        p.parameter_key().unwrap_or_default().to_string(),
-                        p.parameter_value().unwrap_or_default().to_string(),
-                    )
-                })
-                .collect();
-            let wanted: BTreeMap<String, String> = params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect();
-            let same_params = wanted.iter().all(|(k, v)| current.get(k) == Some(v));
-            let tpl = cf
-                .get_template()
-                .stack_name(name)
-                .send()
-                .await
-                .map_err(|e| aws_error("cloudformation", "GetTemplate", e))?;
-            if same_params && tpl.template_body() == Some(body) {
-                progress(&format!("stack {name}: unchanged ({status})"));
-                return Ok(("unchanged".into(), status));
-            }
-            cf.update_stack()
-                .stack_name(name)
-                .template_body(body)
-                .set_parameters(Some(parameters))
-                .capabilities(Capability::CapabilityIam)
-                .capabilities(Capability::CapabilityNamedIam)
-                .send()
-                .await
-                .map_err(|e| aws_error("cloudformation", "UpdateStack", e))?;
-            "updated"
-        }
-    };
-    let status = wait_stack(cf, name, progress).await?;
-    Ok((action.into(), status))
-}
-
-/// The stack, or `None` when it does not exist (CloudFormation answers `ValidationError`).
-pub(crate) async fn describe_stack(
-    cf: &aws_sdk_cloudformation::Client,
-    name: &str,
-) -> Result<Option<aws_sdk_cloudformation::types::Stack>> {
-    match cf.describe_stacks().stack_name(name).send().await {
-        Ok(out) => Ok(out.stacks().first().cloned()),
-        Err(e) if error_code(&e) == Some("ValidationError") => Ok(None),
-        Err(e) => Err(aws_error("cloudformation", "DescribeStacks", e)),
-    }
-}
-
-/// Poll until the stack leaves `*_IN_PROGRESS`; fail with the events' reasons.
-async fn wait_stack(
-    cf: &aws_sdk_cloudformation::Client,
-    name: &str,
-    progress: &(dyn Fn(&str) + Sync),
-) -> Result<String> {
-    let start = Instant::now();
-    let mut last = String::new();
-    loop {
-        let stack = describe_stack(cf, name)
-            .await?
-            .ok_or_else(|| Error::failed(format!("stack {name} disappeared while waiting")))?;
-        let status = stack
-            .stack_status()
-            .map(|s| s.as_str().to_string())
-            .unwrap_or_default();
-        if status != last {
-            progress(&format!(
-                "stack {name}: {status} ({}s)",
-                start.elapsed().as_secs()
-            ));
-            last = status.clone();
-        }
-        if !status.ends_with("_IN_PROGRESS") {
-            if status == "CREATE_COMPLETE" || status == "UPDATE_COMPLETE" {
-                return Ok(status);
-            }
-            let events = cf
-                .describe_stack_events()
-                .stack_name(name)
-                .send()
-                .await
-                .map(|o| {
-                    o.stack_events()
-                        .iter()
-                        .filter(|e| {
-                            e.resource_status()
-                                .is_some_and(|s| s.as_str().ends_with("_FAILED"))
-                        })
-                        .take(3)
-                        .map(|e| {
-                            format!(
-                                "{}: {}",
-                                e.logical_resource_id().unwrap_or("?"),
-                                e.resource_status_reason().unwrap_or("")
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                })
-                .unwrap_or_default();
-            return Err(Error::failed_hint(
-                format!("stack {name} ended in {status}: {events}"),
-                "fix the template or parameters; the previous version keeps serving",
-            ));
-        }
-        if start.elapsed() > Duration::from_secs(1800) {
-            return Err(Error::failed(format!(
-                "stack {name} still {status} after 30 minutes"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(
-            if start.elapsed() < Duration::from_secs(10) {
-                250
-            } else {
-                5000
-            },
-        ))
-        .await;
     }
 }
 

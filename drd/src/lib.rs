@@ -1,8 +1,9 @@
 //! drd: disaster recovery and multi-region failover for a serverless AWS workload.
 //!
 //! The library holds everything; `main.rs` only parses arguments, sets up tracing and calls
-//! [`cli::run`]. Dependencies point one way: `cli` -> `deploy`/`status`/`check`/`sandbox` ->
-//! `lambda`/`workload` -> `aws`. See ARCHITECTURE.md for the code map and the invariants.
+//! [`cli::run`]. The dependency rule (which module may use which) is stated once, in
+//! ARCHITECTURE.md's `layers` block, and enforced by `tests/tidy.rs`; that page also has the code
+//! map and the invariants. The local lab is the separate `drd-sandbox` crate.
 
 pub mod actions;
 pub mod aws;
@@ -18,7 +19,8 @@ pub mod lambda;
 pub mod policy;
 pub mod restore;
 pub mod runbook;
-pub mod sandbox;
+pub mod schedule;
+pub mod stack;
 pub mod status;
 pub mod store;
 pub mod workload;

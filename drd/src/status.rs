@@ -51,7 +51,7 @@ pub struct PointState {
 
 async fn recovery(aws: &Aws, policy: &Policy, region: &str, live: Option<&str>) -> RecoveryState {
     let read = async {
-        let store = crate::backup::open_store_read(aws, policy).await?;
+        let store = crate::store::open_store_read(aws, policy).await?;
         let (pins, newest) = tokio::join!(
             crate::lambda::pins::load(&store, policy.function_name()),
             crate::backup::latest_manifest(&store)
@@ -101,7 +101,7 @@ pub struct LiveState {
 
 pub async fn status(aws: &Aws, policy: &Policy, region: &str, deep: bool) -> Result<StatusReport> {
     let cf = aws.cloudformation(region).await;
-    let stack_status = crate::deploy::describe_stack(&cf, policy.stack_name())
+    let stack_status = crate::stack::describe_stack(&cf, policy.stack_name())
         .await?
         .and_then(|s| s.stack_status().map(|s| s.as_str().to_string()));
     let function = policy.function_name().to_string();

@@ -1,8 +1,7 @@
 //! End-to-end test harness: each test starts its own sandbox (moto server + function host + LLM
 //! stub) on free loopback ports with `drd sandbox up`, drives the real `drd` binary, and checks
 //! the end state with second clients built here from the AWS SDK, never through drd's own code.
-
-pub mod github;
+//! The GitHub REST stub some tests start lives in the lab crate (`drd_sandbox::github`).
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -26,6 +25,21 @@ pub fn drd_bin() -> PathBuf {
         p.display()
     );
     p
+}
+
+/// Crash tests set `DRD_FAILPOINT`, which only a drd built with the `failpoints` feature obeys
+/// (scripts/test builds it so); fail with the way out instead of a confusing signal assertion.
+pub fn require_failpoints() {
+    let out = std::process::Command::new(drd_bin())
+        .arg("--version")
+        .output()
+        .expect("run drd --version");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("(failpoints)"),
+        "{} was built without the `failpoints` feature: run ./scripts/test, or build with \
+         `cargo build --workspace --bins --features drd/failpoints`",
+        drd_bin().display()
+    );
 }
 
 /// The static classifier binary (scripts/test sets DRD_TEST_BOOTSTRAP).

@@ -12,6 +12,8 @@ fn code_sha256_of_bootstrap() -> String {
         .code_sha256()
 }
 
+// One end-to-end story, told in the order an operator lives it; its steps share state.
+#[allow(clippy::too_many_lines)]
 #[tokio::test(flavor = "multi_thread")]
 async fn deploy_serves_all_tiers_and_a_second_deploy_changes_nothing() {
     let sb = Sandbox::start();

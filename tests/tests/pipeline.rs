@@ -86,7 +86,7 @@ async fn run(
         ..Default::default()
     });
     aws.set_codepipeline(client);
-    let store = drd::backup::open_store(&aws, &policy).await.unwrap();
+    let store = drd::store::open_store(&aws, &policy).await.unwrap();
     let lines = std::sync::Mutex::new(Vec::<String>::new());
     let progress = |l: &str| lines.lock().unwrap().push(l.to_string());
     let ctx = Ctx {
@@ -101,9 +101,8 @@ async fn run(
     let rb = drd::runbook::load(None, "pipeline-failure").unwrap();
     let opts = RunOptions {
         inputs: BTreeMap::from([("poll".to_string(), "10ms".to_string())]),
-        resume: None,
         state_dir: Some(sb.dir.path().join("state")),
-        failpoint: None,
+        ..Default::default()
     };
     let r = exec::execute(&ctx, &rb, &opts).await;
     for l in lines.lock().unwrap().iter() {

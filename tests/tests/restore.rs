@@ -256,6 +256,8 @@ async fn world(name: &str, zone: &str) -> (World, String) {
     (w, zone_id)
 }
 
+// One end-to-end story, told in the order an operator lives it; its steps share state.
+#[allow(clippy::too_many_lines)]
 #[tokio::test(flavor = "multi_thread")]
 async fn restore_into_another_region_after_the_primary_fails() {
     let (w, zone_id) = world("rs-a", ZONE).await;
@@ -699,6 +701,7 @@ async fn a_dry_run_plans_the_restore_and_writes_nothing() {
 /// uninterrupted restore, and a step whose success was journaled never runs again.
 #[tokio::test(flavor = "multi_thread")]
 async fn restore_killed_after_every_step_resumes_to_the_same_end_state() {
+    drd_e2e::require_failpoints();
     let (w, zone_id) = world("rs-crash", ZONE).await;
     let code = w.live_code("us-east-1").await;
     let key = w.secret("us-east-1", "openai-api-key", "AWSCURRENT").await;

@@ -3,8 +3,8 @@
 //! End states are checked with second clients.
 
 use drd::lambda::probe::T2_TRANSCRIPT;
-use drd_e2e::github::GitHubStub;
 use drd_e2e::{bootstrap, text, Sandbox};
+use drd_sandbox::github::GitHubStub;
 use serde_json::{json, Value};
 use std::os::unix::process::ExitStatusExt;
 
@@ -380,6 +380,7 @@ async fn rotation_heals_a_revoked_key_and_a_bad_key_changes_nothing() {
 /// `--resume` with the value piped again: the same end state as an uninterrupted rotation.
 #[tokio::test(flavor = "multi_thread")]
 async fn rotation_killed_after_any_step_resumes_to_the_same_end_state() {
+    drd_e2e::require_failpoints();
     let w = world("rot-crash").await;
     let steps = [
         "observe", "stage", "prove", "promote", "probe", "github", "backup",

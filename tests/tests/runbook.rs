@@ -157,8 +157,11 @@ async fn world(name: &str) -> World {
     }
 }
 
+// One end-to-end story, told in the order an operator lives it; its steps share state.
+#[allow(clippy::too_many_lines)]
 #[tokio::test(flavor = "multi_thread")]
 async fn rollback_heals_a_corrupted_version_through_the_unchanged_url() {
+    drd_e2e::require_failpoints();
     let w = world("rb-a").await;
     assert_eq!(w.live().await, "2");
 
@@ -428,6 +431,7 @@ async fn rollback_heals_a_corrupted_version_through_the_unchanged_url() {
 /// a step whose success was journaled never runs again.
 #[tokio::test(flavor = "multi_thread")]
 async fn rollback_killed_after_any_step_resumes_to_the_same_end_state() {
+    drd_e2e::require_failpoints();
     let w = world("rb-crash").await;
     for step in ["observe", "choose", "verify-code", "move-alias", "probe"] {
         for when in ["after-action", "after-journal"] {

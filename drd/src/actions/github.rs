@@ -105,7 +105,7 @@ pub async fn has_secret_version(ctx: &Ctx<'_>, args: &Args) -> Result<()> {
     let point = arg(args, "point")?;
     let secret = arg(args, "secret")?;
     let version = arg(args, "version")?;
-    let store = crate::backup::open_store_read(ctx.aws, ctx.policy).await?;
+    let store = crate::store::open_store_read(ctx.aws, ctx.policy).await?;
     let m = crate::backup::read_manifest(&store, point).await?;
     let found = m
         .secrets

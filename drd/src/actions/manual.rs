@@ -4,12 +4,11 @@
 
 use super::{arg, Ctx, Outputs};
 use crate::error::Result;
-use crate::runbook::journal::approval_key;
 use std::time::Duration;
 
 pub async fn approve(ctx: &Ctx<'_>, step: &str, args: &crate::actions::Args) -> Result<Outputs> {
     let message = arg(args, "message")?;
-    let key = approval_key(&ctx.store, &ctx.run_id, step);
+    let key = ctx.store.approval_key(&ctx.run_id, step);
     let mut told = false;
     loop {
         if let Some(b) = ctx.store.get(&key).await? {

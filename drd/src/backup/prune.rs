@@ -27,7 +27,7 @@ pub async fn prune(
             .map(|d| d.as_secs())
             .unwrap_or(0)
     };
-    let store = super::open_store_read(aws, policy).await?;
+    let store = crate::store::open_store_read(aws, policy).await?;
     let lease = if dry_run {
         None
     } else {
@@ -45,7 +45,11 @@ pub async fn prune(
                 manifests.insert(id, m);
             }
         }
-        let decisions = retention::apply(&policy.retention.rules(), &points, secs(now));
+        let decisions = retention::apply(
+            &retention::Rules::from_policy(&policy.retention),
+            &points,
+            secs(now),
+        );
         let kept: Vec<BTreeSet<String>> = decisions
             .iter()
             .filter(|d| d.keep)

@@ -20,6 +20,22 @@ pub struct Rules {
 }
 
 impl Rules {
+    /// The rules the policy's `[retention]` section states.
+    pub fn from_policy(p: &crate::policy::RetentionPolicy) -> Self {
+        Self {
+            last: p.keep_last,
+            hourly: p.keep_hourly,
+            daily: p.keep_daily,
+            weekly: p.keep_weekly,
+            monthly: p.keep_monthly,
+            within: p
+                .keep_within
+                .as_ref()
+                .and_then(|w| humantime::parse_duration(w.get_ref()).ok())
+                .map(|d| d.as_secs()),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         *self == Rules::default()
     }

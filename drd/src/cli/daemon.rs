@@ -1,8 +1,9 @@
 //! `drd daemon` and `drd schedule`.
 
 use super::Cli;
-use crate::daemon::{self, schedule};
+use crate::daemon;
 use crate::error::{ConfigError, Result};
+use crate::schedule;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Duration;

@@ -23,10 +23,16 @@ use crate::policy::Policy;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+/// `drd --version`; a crash-test build says so (the end-to-end harness checks it).
+#[cfg(not(feature = "failpoints"))]
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+#[cfg(feature = "failpoints")]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (failpoints)");
+
 #[derive(Debug, Parser)]
 #[command(
     name = "drd",
-    version,
+    version = VERSION,
     about = "Disaster recovery and multi-region failover for the speaker-role classifier"
 )]
 pub struct Cli {
@@ -120,7 +126,9 @@ pub enum Command {
     Daemon(daemon::Args),
     /// Preview the next firings of the policy's schedules.
     Schedule(daemon::ScheduleArgs),
-    /// The local sandbox (moto server + function host + LLM stub).
+    /// The local lab (moto server + region gate + function host + LLM stub), served by the
+    /// separate `drd-sandbox` binary; run `drd sandbox --help` for its commands.
+    #[command(disable_help_flag = true)]
     Sandbox(sandbox::Args),
 }
 
@@ -140,7 +148,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Rotate(a) => rotate::run(&cli, a).await,
         Command::Restore(a) => restore::run(&cli, a).await,
         Command::Runbook(a) => runbook::run(&cli, a).await,
-        Command::Sandbox(a) => sandbox::run(&cli, a).await,
+        Command::Sandbox(a) => sandbox::run(&cli, a),
         Command::Daemon(a) => daemon::run(&cli, a).await,
         Command::Schedule(a) => daemon::schedule(&cli, a).await,
     }
@@ -179,7 +187,7 @@ impl Cli {
     pub async fn acting_region(&self, aws: &Aws, policy: &Policy) -> Result<String> {
         match &self.region {
             Some(_) => self.region(policy),
-            None => Ok(crate::restore::active_region(aws, policy).await),
+            None => Ok(crate::store::active::active_region(aws, policy).await),
         }
     }
 

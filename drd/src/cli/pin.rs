@@ -33,7 +33,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
                 })?
         }
     };
-    let store = crate::backup::open_store(&aws, &policy).await?;
+    let store = crate::store::open_store(&aws, &policy).await?;
     let noop = |_: &str| {};
     let ctx = Ctx {
         aws: &aws,

@@ -151,7 +151,7 @@ pub async fn run_named(
         }
     };
     if dry_run {
-        let store = crate::backup::open_store_read(&aws, &policy).await;
+        let store = crate::store::open_store_read(&aws, &policy).await;
         let (state, store) = match (store, &resume) {
             (Ok(s), Some(run)) => {
                 let st = journal::fold(&journal::read(&s, run).await?);
@@ -204,7 +204,7 @@ pub async fn run_named(
         }
         return Ok(None);
     }
-    let store = crate::backup::open_store(&aws, &policy).await?;
+    let store = crate::store::open_store(&aws, &policy).await?;
     let ctx = Ctx {
         aws: &aws,
         policy: &policy,
@@ -218,6 +218,7 @@ pub async fn run_named(
         inputs,
         resume,
         state_dir: cli.state_dir(),
+        #[cfg(feature = "failpoints")]
         failpoint: std::env::var("DRD_FAILPOINT")
             .ok()
             .filter(|s| !s.is_empty()),
@@ -320,7 +321,7 @@ pub fn finish(r: &RunReport) -> Result<()> {
 async fn status(cli: &Cli, run: Option<&str>) -> Result<()> {
     let policy = cli.load_policy()?;
     let aws = cli.aws();
-    let store = crate::backup::open_store_read(&aws, &policy).await?;
+    let store = crate::store::open_store_read(&aws, &policy).await?;
     let Some(run) = run else {
         let mut rows = vec![];
         for id in journal::run_ids(&store).await? {
@@ -389,7 +390,7 @@ async fn status(cli: &Cli, run: Option<&str>) -> Result<()> {
 async fn approve(cli: &Cli, run: &str, step: &str) -> Result<()> {
     let policy = cli.load_policy()?;
     let aws = cli.aws();
-    let store = crate::backup::open_store_read(&aws, &policy).await?;
+    let store = crate::store::open_store_read(&aws, &policy).await?;
     let (_, s) = journal::read_run(&store, run).await?;
     if let Some(o) = &s.outcome {
         return Err(Error::failed(format!(
@@ -420,10 +421,7 @@ async fn approve(cli: &Cli, run: &str, step: &str) -> Result<()> {
     let body = serde_json::json!({"run": run, "step": step, "by": by,
         "at": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()});
     let written = store
-        .put_new(
-            &journal::approval_key(&store, run, step),
-            body.to_string().as_bytes(),
-        )
+        .put_new(&store.approval_key(run, step), body.to_string().as_bytes())
         .await?;
     if written == crate::store::Written::Existed {
         println!("step {step} of run {run} was already approved");

@@ -1,7 +1,7 @@
 //! `drd verify [--point ID|--all] [--identity FILE]`.
 
 use super::Cli;
-use crate::backup::{self, crypto::Identities, verify};
+use crate::backup::{crypto::Identities, verify};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -25,7 +25,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
         Some(p) => Some(Identities::from_file(p)?),
         None => None,
     };
-    let store = backup::open_store_read(&cli.aws(), &policy).await?;
+    let store = crate::store::open_store_read(&cli.aws(), &policy).await?;
     let ids = match (&args.point, args.all) {
         (Some(id), _) => vec![id.clone()],
         (None, true) => store.point_ids().await?,

@@ -266,7 +266,7 @@ impl Backend for StoreBackend {
                         return Err(Error::failed(format!("unknown job {other}")));
                     };
                     let rb = crate::runbook::load(self.runbooks.as_deref(), name)?;
-                    let region = crate::restore::active_region(aws, policy).await;
+                    let region = crate::store::active::active_region(aws, policy).await;
                     let inputs = policy
                         .daemon
                         .schedule
@@ -285,9 +285,8 @@ impl Backend for StoreBackend {
                     };
                     let opts = crate::runbook::exec::RunOptions {
                         inputs,
-                        resume: None,
                         state_dir: self.state_dir.clone(),
-                        failpoint: None,
+                        ..Default::default()
                     };
                     let r = Box::pin(crate::runbook::exec::execute(&actx, &rb, &opts)).await?;
                     if r.outcome == "succeeded" {

@@ -145,39 +145,7 @@ impl Metrics {
             "Runs whose lease was lost before they finished.",
             per(&|s| s.lease_lost.to_string()),
         );
-        // Histogram.
-        let _ = writeln!(out, "# HELP drd_job_duration_seconds Job run durations.");
-        let _ = writeln!(out, "# TYPE drd_job_duration_seconds histogram");
-        for ((s, j), st) in &jobs {
-            for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "drd_job_duration_seconds_bucket{{stack=\"{}\",job=\"{}\",le=\"{b}\"}} {}",
-                    esc(s),
-                    esc(j),
-                    st.bucket_counts[i]
-                );
-            }
-            let _ = writeln!(
-                out,
-                "drd_job_duration_seconds_bucket{{stack=\"{}\",job=\"{}\",le=\"+Inf\"}} {}",
-                esc(s),
-                esc(j),
-                st.duration_count
-            );
-            let _ = writeln!(
-                out,
-                "drd_job_duration_seconds_sum{} {}",
-                l(s, j),
-                st.duration_sum
-            );
-            let _ = writeln!(
-                out,
-                "drd_job_duration_seconds_count{} {}",
-                l(s, j),
-                st.duration_count
-            );
-        }
+        write_histogram(&mut out, &jobs);
         let mut out2 = String::new();
         let mut family2 = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
             let _ = writeln!(out2, "# HELP {name} {help}");
@@ -246,6 +214,43 @@ impl Metrics {
             ],
         );
         out + &out2
+    }
+}
+
+/// `drd_job_duration_seconds` as a Prometheus histogram (buckets, sum, count) per job.
+fn write_histogram(out: &mut String, jobs: &BTreeMap<(String, String), JobStats>) {
+    let l = |stack: &str, job: &str| format!("{{stack=\"{}\",job=\"{}\"}}", esc(stack), esc(job));
+    let _ = writeln!(out, "# HELP drd_job_duration_seconds Job run durations.");
+    let _ = writeln!(out, "# TYPE drd_job_duration_seconds histogram");
+    for ((s, j), st) in jobs {
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "drd_job_duration_seconds_bucket{{stack=\"{}\",job=\"{}\",le=\"{b}\"}} {}",
+                esc(s),
+                esc(j),
+                st.bucket_counts[i]
+            );
+        }
+        let _ = writeln!(
+            out,
+            "drd_job_duration_seconds_bucket{{stack=\"{}\",job=\"{}\",le=\"+Inf\"}} {}",
+            esc(s),
+            esc(j),
+            st.duration_count
+        );
+        let _ = writeln!(
+            out,
+            "drd_job_duration_seconds_sum{} {}",
+            l(s, j),
+            st.duration_sum
+        );
+        let _ = writeln!(
+            out,
+            "drd_job_duration_seconds_count{} {}",
+            l(s, j),
+            st.duration_count
+        );
     }
 }
 

@@ -9,12 +9,12 @@
 pub mod backend;
 mod http;
 pub mod metrics;
-pub mod schedule;
 pub mod scheduler;
 
 use crate::aws::Aws;
 use crate::error::{ConfigError, Error, Result};
 use crate::policy::Policy;
+use crate::schedule;
 use backend::{StackCtx, StoreBackend};
 use metrics::Metrics;
 use scheduler::{Clock, JobSpec, Scheduler, WallClock};
@@ -158,7 +158,7 @@ async fn backend_for(
 ) -> Result<StoreBackend> {
     let mut stacks = BTreeMap::new();
     for p in policies {
-        let store = crate::backup::open_store(aws, p).await?;
+        let store = crate::store::open_store(aws, p).await?;
         stacks.insert(
             p.stack_name().to_string(),
             StackCtx {

@@ -18,8 +18,8 @@
 //!   it; a tick record is only replaced by one with a higher token.
 
 use super::metrics::Metrics;
-use super::schedule::{self, Cron};
 use crate::error::Result;
+use crate::schedule::{self, Cron};
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -230,6 +230,32 @@ impl Scheduler {
         }
     }
 
+    /// Another daemon runs `tick`: stand by until it is done, it dies (its lease expires), or
+    /// the next firing supersedes this one. True when the firing is still to compete for.
+    async fn stand_by(
+        &self,
+        job: &JobSpec,
+        tick: DateTime<Utc>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let next = job.cron.next_after(tick).map(|n| job.fire_at(n));
+        let wake = schedule::add(self.clock.now(), self.ttl / 3);
+        if next.is_some_and(|n| n <= wake) {
+            return false;
+        }
+        if !sleep_until(self.clock.as_ref(), wake, stop).await {
+            return false;
+        }
+        match self.backend.last_tick(job).await {
+            Ok(Some(r)) if r.tick_time().is_some_and(|t| t >= tick) => {
+                self.metrics
+                    .with(&job.stack, &job.job, |s| s.done_elsewhere += 1);
+                false
+            }
+            _ => true,
+        }
+    }
+
     /// Compete for firing `tick` and run it if nobody has.
     pub async fn attempt(
         &self,
@@ -252,23 +278,10 @@ impl Scheduler {
                 }
             };
             let Some(mut held) = held else {
-                // Another daemon runs it: stand by until it is done, it dies (its lease
-                // expires), or the next firing supersedes this one.
-                let next = job.cron.next_after(tick).map(|n| job.fire_at(n));
-                let wake = schedule::add(self.clock.now(), self.ttl / 3);
-                if next.is_some_and(|n| n <= wake) {
-                    return;
+                if self.stand_by(job, tick, stop).await {
+                    continue;
                 }
-                if !sleep_until(self.clock.as_ref(), wake, stop).await {
-                    return;
-                }
-                match self.backend.last_tick(job).await {
-                    Ok(Some(r)) if r.tick_time().is_some_and(|t| t >= tick) => {
-                        self.metrics.with(stack, name, |s| s.done_elsewhere += 1);
-                        return;
-                    }
-                    _ => continue,
-                }
+                return;
             };
             let last = match self.backend.last_tick(job).await {
                 Ok(r) => r,

@@ -3,9 +3,9 @@
 //! holder dies, and renewal keeping a long run's lease.
 
 use super::metrics::Metrics;
-use super::schedule::Cron;
 use super::scheduler::*;
 use crate::error::Result;
+use crate::schedule::Cron;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::FutureExt;

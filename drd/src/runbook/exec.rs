@@ -8,22 +8,27 @@
 //! entry simply converges again.
 
 use super::journal::{self, Event, Journal, RunState};
-use super::{OnFailure, Ref, Runbook, Step};
+pub use super::readback::{observe, report_from_state};
+pub use super::resolve::{policy_vars, resolve, resolve_all, resolve_inputs};
+use super::{OnFailure, Runbook, Step};
 use crate::actions::{self, Ctx, Outputs};
-use crate::error::{ConfigError, Error, Result};
+use crate::error::{Error, Result};
 use crate::store::lease::Lease;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+#[derive(Default)]
 pub struct RunOptions {
     /// `--input NAME=VALUE` pairs given on the command line.
     pub inputs: BTreeMap<String, String>,
     pub resume: Option<String>,
     /// Where the local copy of the journal goes.
     pub state_dir: Option<PathBuf>,
-    /// Test hook (`DRD_FAILPOINT=STEP:after-action|after-journal`): SIGKILL this process there.
+    /// Crash-test hook (`DRD_FAILPOINT=STEP:after-action|after-journal`): SIGKILL this process
+    /// there. Only in builds with the `failpoints` feature (scripts/test), never in a release.
+    #[cfg(feature = "failpoints")]
     pub failpoint: Option<String>,
 }
 
@@ -81,127 +86,16 @@ pub fn lease_name(runbook: &str) -> String {
     format!("runbook-{runbook}")
 }
 
-/// Values `${policy.KEY}` resolves to.
-pub fn policy_vars(policy: &crate::policy::Policy, region: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("stack".to_string(), policy.stack_name().to_string()),
-        ("function".to_string(), policy.function_name().to_string()),
-        ("region".to_string(), region.to_string()),
-        (
-            "primary_region".to_string(),
-            policy.primary_region().to_string(),
-        ),
-        (
-            "api_key_secret".to_string(),
-            policy.api_key_secret().to_string(),
-        ),
-        (
-            "pipeline".to_string(),
-            policy
-                .pipeline
-                .as_ref()
-                .map(|p| p.name.get_ref().clone())
-                .unwrap_or_default(),
-        ),
-        (
-            "pipeline_max_retries".to_string(),
-            policy
-                .pipeline
-                .as_ref()
-                .map(|p| p.max_retries)
-                .unwrap_or(2)
-                .to_string(),
-        ),
-    ])
-}
-
-/// Check the given inputs against the runbook's declarations and fill in defaults.
-pub fn resolve_inputs(
-    rb: &Runbook,
-    given: &BTreeMap<String, String>,
-) -> Result<BTreeMap<String, String>, ConfigError> {
-    for k in given.keys() {
-        if !rb.inputs.contains_key(k) {
-            return Err(ConfigError::new(
-                "--input",
-                format!("runbook {} has no input {k:?}", rb.name),
-            )
-            .hint(format!(
-                "its inputs are: {}",
-                if rb.inputs.is_empty() {
-                    "none".to_string()
-                } else {
-                    rb.inputs.keys().cloned().collect::<Vec<_>>().join(", ")
-                }
-            )));
-        }
-    }
-    let mut out = BTreeMap::new();
-    for (k, i) in &rb.inputs {
-        match given.get(k).or(i.default.as_ref()) {
-            Some(v) => {
-                out.insert(k.clone(), v.clone());
-            }
-            None if i.required => {
-                return Err(ConfigError::new(
-                    "--input",
-                    format!(
-                        "runbook {} needs the input {k:?} ({})",
-                        rb.name, i.description
-                    ),
-                )
-                .hint(format!("pass --input {k}=VALUE")))
-            }
-            None => {
-                out.insert(k.clone(), String::new());
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Substitute references; `Err` names the first one that has no value yet.
-pub fn resolve(
-    value: &str,
-    inputs: &BTreeMap<String, String>,
-    policy: &BTreeMap<String, String>,
-    outputs: &BTreeMap<String, Outputs>,
-) -> std::result::Result<String, String> {
-    let parts = super::parse_refs(value)?;
-    let mut s = String::new();
-    for p in parts {
-        match p {
-            Ok(lit) => s.push_str(&lit),
-            Err(Ref::Input(n)) => s.push_str(inputs.get(&n).ok_or(format!("input.{n}"))?),
-            Err(Ref::Policy(k)) => s.push_str(policy.get(&k).ok_or(format!("policy.{k}"))?),
-            Err(Ref::Step(st, o)) => s.push_str(
-                outputs
-                    .get(&st)
-                    .and_then(|m| m.get(&o))
-                    .ok_or(format!("steps.{st}.{o}"))?,
-            ),
-        }
-    }
-    Ok(s)
-}
-
-pub fn resolve_all(
-    args: &BTreeMap<String, String>,
-    inputs: &BTreeMap<String, String>,
-    policy: &BTreeMap<String, String>,
-    outputs: &BTreeMap<String, Outputs>,
-) -> std::result::Result<BTreeMap<String, String>, String> {
-    args.iter()
-        .map(|(k, v)| resolve(v, inputs, policy, outputs).map(|r| (k.clone(), r)))
-        .collect()
-}
-
+#[cfg(feature = "failpoints")]
 fn failpoint(opts: &RunOptions, step: &str, when: &str) {
     if opts.failpoint.as_deref() == Some(&format!("{step}:{when}")) {
         eprintln!("failpoint {step}:{when}: killing this process (SIGKILL)");
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     }
 }
+
+#[cfg(not(feature = "failpoints"))]
+fn failpoint(_: &RunOptions, _: &str, _: &str) {}
 
 /// How one step attempt loop ended.
 enum StepEnd {
@@ -330,6 +224,64 @@ impl Exec<'_> {
         }
         unreachable!("the attempt loop returns")
     }
+
+    /// Run the compensation chain that starts at `first` after `step` failed for good: each
+    /// compensation that fails hands over to its own `compensate:` target. Returns whether one
+    /// succeeded, and the error to report when none did.
+    async fn compensate(
+        &self,
+        rb: &Runbook,
+        step: &Step,
+        first: &str,
+        why: &str,
+        state: Option<&RunState>,
+        reports: &mut Vec<StepReport>,
+    ) -> Result<(bool, Option<String>)> {
+        let mut error = None;
+        let mut next = Some(first.to_string());
+        let mut compensated = false;
+        while let Some(cid) = next.take() {
+            let c = rb.step(&cid).expect("validated");
+            (self.ctx.progress)(&format!("[{}] failed; compensating with [{cid}]", step.id));
+            let done = state.and_then(|s| s.completed.get(&cid)).cloned();
+            let end = match done {
+                Some(out) => StepEnd::Succeeded(out, 0, 0, 0),
+                None => self.run_step(c).await?,
+            };
+            let (ok, attempts, ms, out, detail) = match end {
+                StepEnd::Succeeded(out, a, ms, _) => (true, a, ms, out, String::new()),
+                StepEnd::Failed(w, a, ms) => (false, a, ms, Outputs::new(), w),
+                StepEnd::Waiting(a, ms) => {
+                    (false, a, ms, Outputs::new(), "no approval".to_string())
+                }
+            };
+            reports.push(StepReport {
+                id: c.id.clone(),
+                title: c.title.clone(),
+                status: if ok { "succeeded" } else { "failed" }.into(),
+                attempts,
+                duration_ms: ms,
+                outputs: out,
+                detail: if ok {
+                    format!("compensation for {}", step.id)
+                } else {
+                    detail.clone()
+                },
+            });
+            if ok {
+                compensated = true;
+            } else {
+                error = Some(format!(
+                    "step {} failed: {why}; compensation {cid} failed too: {detail}",
+                    step.id
+                ));
+                if let OnFailure::Compensate(n) = &c.on_failure {
+                    next = Some(n.clone());
+                }
+            }
+        }
+        Ok((compensated, error))
+    }
 }
 
 /// Run (or resume) a runbook.
@@ -443,23 +395,7 @@ async fn run_steps(
     policy: BTreeMap<String, String>,
 ) -> Result<RunReport> {
     let resumed = state.is_some();
-    let started_ms = match &state {
-        Some(s) => {
-            let mut e = journal.entry(Event::RunResumed, None);
-            e.detail = format!("{} step(s) already done", s.completed.len());
-            journal.write(e).await?;
-            s.started_at_ms
-        }
-        None => {
-            let mut e = journal.entry(Event::RunStarted, None);
-            e.inputs = inputs.clone();
-            e.region = Some(ctx.region.clone());
-            journal.write(e).await?.at_ms
-        }
-    };
-    let started_at =
-        humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(started_ms))
-            .to_string();
+    let (started_ms, started_at) = start_run(ctx, journal, state.as_ref(), &inputs).await?;
     let mut ex = Exec {
         ctx,
         opts,
@@ -568,52 +504,11 @@ async fn run_steps(
                     }
                     OnFailure::Compensate(first) => {
                         error = Some(format!("step {} failed: {why}", step.id));
-                        let mut next = Some(first.clone());
-                        let mut compensated = false;
-                        while let Some(cid) = next.take() {
-                            let c = rb.step(&cid).expect("validated");
-                            (ctx.progress)(&format!(
-                                "[{}] failed; compensating with [{cid}]",
-                                step.id
-                            ));
-                            let done = state.as_ref().and_then(|s| s.completed.get(&cid)).cloned();
-                            let end = match done {
-                                Some(out) => StepEnd::Succeeded(out, 0, 0, 0),
-                                None => ex.run_step(c).await?,
-                            };
-                            let (ok, attempts, ms, out, detail) = match end {
-                                StepEnd::Succeeded(out, a, ms, _) => {
-                                    (true, a, ms, out, String::new())
-                                }
-                                StepEnd::Failed(w, a, ms) => (false, a, ms, Outputs::new(), w),
-                                StepEnd::Waiting(a, ms) => {
-                                    (false, a, ms, Outputs::new(), "no approval".to_string())
-                                }
-                            };
-                            reports.push(StepReport {
-                                id: c.id.clone(),
-                                title: c.title.clone(),
-                                status: if ok { "succeeded" } else { "failed" }.into(),
-                                attempts,
-                                duration_ms: ms,
-                                outputs: out,
-                                detail: if ok {
-                                    format!("compensation for {}", step.id)
-                                } else {
-                                    detail.clone()
-                                },
-                            });
-                            if ok {
-                                compensated = true;
-                            } else {
-                                error = Some(format!(
-                                    "step {} failed: {why}; compensation {cid} failed too: {detail}",
-                                    step.id
-                                ));
-                                if let OnFailure::Compensate(n) = &c.on_failure {
-                                    next = Some(n.clone());
-                                }
-                            }
+                        let (compensated, why_not) = ex
+                            .compensate(rb, step, first, &why, state.as_ref(), &mut reports)
+                            .await?;
+                        if let Some(w) = why_not {
+                            error = Some(w);
                         }
                         if compensated {
                             let mut e = journal.entry(Event::Compensated, Some(&step.id));
@@ -632,6 +527,74 @@ async fn run_steps(
             }
         }
     }
+    let end = RunEnd {
+        outcome,
+        error,
+        config_error,
+        started_ms,
+        started_at,
+        resumed,
+        succeeded_at_ms,
+    };
+    finish(ctx, rb, journal, reports, end).await
+}
+
+/// Journal `run_resumed` (a resume) or `run_started` with the inputs and region; returns when the
+/// run started (ms since the epoch, and as RFC 3339).
+async fn start_run(
+    ctx: &Ctx<'_>,
+    journal: &Journal,
+    state: Option<&RunState>,
+    inputs: &BTreeMap<String, String>,
+) -> Result<(u64, String)> {
+    let started_ms = match state {
+        Some(s) => {
+            let mut e = journal.entry(Event::RunResumed, None);
+            e.detail = format!("{} step(s) already done", s.completed.len());
+            journal.write(e).await?;
+            s.started_at_ms
+        }
+        None => {
+            let mut e = journal.entry(Event::RunStarted, None);
+            e.inputs = inputs.clone();
+            e.region = Some(ctx.region.clone());
+            journal.write(e).await?.at_ms
+        }
+    };
+    let started_at =
+        humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(started_ms))
+            .to_string();
+    Ok((started_ms, started_at))
+}
+
+/// How a run's step loop ended, for its closing journal entry and report.
+struct RunEnd {
+    outcome: String,
+    error: Option<String>,
+    config_error: bool,
+    started_ms: u64,
+    started_at: String,
+    resumed: bool,
+    succeeded_at_ms: BTreeMap<String, u64>,
+}
+
+/// Journal `run_finished` (unless the run waits for an approval) and build the report.
+async fn finish(
+    ctx: &Ctx<'_>,
+    rb: &Runbook,
+    journal: &Journal,
+    reports: Vec<StepReport>,
+    end: RunEnd,
+) -> Result<RunReport> {
+    let RunEnd {
+        outcome,
+        error,
+        config_error,
+        started_ms,
+        started_at,
+        resumed,
+        succeeded_at_ms,
+    } = end;
     if outcome != "waiting" {
         let mut e = journal.entry(Event::RunFinished, None);
         e.outcome = Some(outcome.clone());
@@ -660,7 +623,7 @@ async fn run_steps(
     })
 }
 
-fn not_run(step: &Step) -> StepReport {
+pub(super) fn not_run(step: &Step) -> StepReport {
     StepReport {
         id: step.id.clone(),
         title: step.title.clone(),
@@ -670,97 +633,4 @@ fn not_run(step: &Step) -> StepReport {
         outputs: Outputs::new(),
         detail: String::new(),
     }
-}
-
-/// A report of a run as its journal tells it (for `status` and finished runs).
-pub fn report_from_state(
-    ctx: &Ctx<'_>,
-    rb: &Runbook,
-    s: &RunState,
-    outcome: &str,
-    resumed: bool,
-    local: Option<String>,
-) -> RunReport {
-    let mut steps = vec![];
-    let mut succeeded_at_ms = BTreeMap::new();
-    let mut last_ms = s.started_at_ms;
-    for step in &rb.steps {
-        let Some(st) = s.steps.get(&step.id) else {
-            if !step.compensation {
-                steps.push(not_run(step));
-            }
-            continue;
-        };
-        last_ms = last_ms.max(st.at_ms);
-        if st.event == Event::Succeeded {
-            succeeded_at_ms.insert(step.id.clone(), st.at_ms.saturating_sub(s.started_at_ms));
-        }
-        steps.push(StepReport {
-            id: step.id.clone(),
-            title: step.title.clone(),
-            status: st.event.as_str().to_string(),
-            attempts: st.attempt,
-            duration_ms: st.duration_ms.unwrap_or(0),
-            outputs: s.completed.get(&step.id).cloned().unwrap_or_default(),
-            detail: st.detail.clone(),
-        });
-    }
-    RunReport {
-        run: s.run.clone(),
-        runbook: s.runbook.clone(),
-        region: s.region.clone().unwrap_or_else(|| ctx.region.clone()),
-        outcome: outcome.to_string(),
-        resumed,
-        steps,
-        duration_ms: last_ms.saturating_sub(s.started_at_ms),
-        started_at: s.started_at.clone().unwrap_or_default(),
-        error: None,
-        config_error: false,
-        journal_local: local,
-        journal_store: format!(
-            "s3://{}/{}",
-            ctx.store.bucket,
-            journal::journal_prefix(&ctx.store, &s.run)
-        ),
-        succeeded_at_ms,
-    }
-}
-
-/// For a dry run: run the read-only steps up to the first step that writes (or waits), so the
-/// plan can show real values. Nothing is written, no lease is taken, nothing is journaled.
-pub async fn observe(
-    ctx: &Ctx<'_>,
-    rb: &Runbook,
-    inputs: &BTreeMap<String, String>,
-    done: &BTreeMap<String, Outputs>,
-) -> (BTreeMap<String, Outputs>, Option<String>) {
-    let policy = policy_vars(ctx.policy, &ctx.region);
-    let mut known = done.clone();
-    let mut observed = BTreeMap::new();
-    for step in rb.steps.iter().filter(|s| !s.compensation) {
-        if done.contains_key(&step.id) {
-            continue;
-        }
-        let spec = actions::spec(&step.action).expect("validated");
-        if spec.writes || step.action == "manual.approve" {
-            break;
-        }
-        let Ok(args) = resolve_all(&step.args, &inputs.clone(), &policy, &known) else {
-            break;
-        };
-        match tokio::time::timeout(
-            step.timeout,
-            actions::run(ctx, &step.id, &step.action, &args),
-        )
-        .await
-        {
-            Ok(Ok(out)) => {
-                known.insert(step.id.clone(), out.clone());
-                observed.insert(step.id.clone(), out);
-            }
-            Ok(Err(e)) => return (observed, Some(format!("step {}: {e}", step.id))),
-            Err(_) => return (observed, Some(format!("step {}: timed out", step.id))),
-        }
-    }
-    (observed, None)
 }

@@ -84,10 +84,6 @@ pub fn journal_prefix(store: &Store, run: &str) -> String {
     format!("{}journal/{run}/", store.prefix)
 }
 
-pub fn approval_key(store: &Store, run: &str, step: &str) -> String {
-    format!("{}journal/{run}/approvals/{step}.json", store.prefix)
-}
-
 /// A new run id: sortable time and a random suffix.
 pub fn new_run_id() -> String {
     crate::backup::new_point_id(SystemTime::now())

@@ -8,10 +8,12 @@
 //! A point exists only once its manifest exists; a run that dies halfway leaves at most
 //! unreferenced blobs, which `prune` removes.
 
+pub mod active;
 pub mod lease;
 
-use crate::aws::{aws_error, error_code};
+use crate::aws::{aws_error, error_code, Aws};
 use crate::error::{Error, Result};
+use crate::policy::Policy;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -52,6 +54,11 @@ impl Store {
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
         }
+    }
+
+    /// Where an operator's approval of a runbook step is recorded.
+    pub fn approval_key(&self, run: &str, step: &str) -> String {
+        format!("{}journal/{run}/approvals/{step}.json", self.prefix)
     }
 
     pub fn blob_key(&self, hex: &str) -> String {
@@ -375,4 +382,39 @@ pub async fn ensure_store_bucket(
         .await
         .map_err(|e| aws_error("s3", "PutObjectLockConfiguration", e))?;
     Ok(())
+}
+
+/// The policy's store, without asking S3 anything: the bucket may not exist yet.
+pub async fn store_of(aws: &Aws, policy: &Policy) -> Store {
+    let s3 = aws.s3(policy.backup.region.get_ref()).await;
+    Store::new(s3, policy.backup.bucket.get_ref(), policy.stack_name())
+}
+
+/// Open the store of the policy's stack, creating the bucket in the backup region if needed.
+pub async fn open_store(aws: &Aws, policy: &Policy) -> Result<Store> {
+    let store = store_of(aws, policy).await;
+    ensure_store_bucket(
+        &store.s3,
+        &store.bucket,
+        policy.backup.region.get_ref(),
+        policy.backup.object_lock.as_ref(),
+        &policy.path.display().to_string(),
+    )
+    .await?;
+    Ok(store)
+}
+
+/// Open an existing store for reading; never creates anything.
+pub async fn open_store_read(aws: &Aws, policy: &Policy) -> Result<Store> {
+    let region = policy.backup.region.get_ref();
+    let store = store_of(aws, policy).await;
+    let bucket = &store.bucket;
+    match store.s3.head_bucket().bucket(bucket).send().await {
+        Ok(_) => Ok(store),
+        Err(e) if status_of(&e) == Some(404) => Err(Error::failed_hint(
+            format!("the store bucket {bucket} does not exist in {region}: there is no recovery point yet"),
+            "take one with drd backup",
+        )),
+        Err(e) => Err(aws_error("s3", "HeadBucket", e)),
+    }
 }

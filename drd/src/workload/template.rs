@@ -2,8 +2,8 @@
 //! offline for what drd relies on: the code parameters and one Lambda function.
 
 use crate::error::{ConfigError, Result};
-use serde_yaml::Value;
 use std::path::Path;
+use yaml_serde::Value;
 
 /// Parameters drd sets on every deploy; the template must declare them.
 pub const REQUIRED_PARAMETERS: [&str; 3] = ["FunctionName", "CodeBucket", "CodeKey"];
@@ -31,7 +31,7 @@ impl Template {
     }
 
     pub fn parse(body: String, shown: &str) -> Result<Self, ConfigError> {
-        let doc: Value = serde_yaml::from_str(&body).map_err(|e| {
+        let doc: Value = yaml_serde::from_str(&body).map_err(|e| {
             let mut err = ConfigError::new(shown, format!("not valid YAML: {e}"))
                 .hint("fix the YAML syntax (cfn-lint shows more)");
             if let Some(loc) = e.location() {

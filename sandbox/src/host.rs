@@ -8,12 +8,12 @@
 //! 502 (or an `Unhandled` function error for `Invoke`) with the reason, never a hang. Every
 //! process it starts is killed when it stops (and by the kernel if it dies: `PDEATHSIG`).
 
-use crate::aws::{aws_error, Aws};
-use crate::workload::package;
 use axum::body::Bytes;
 use axum::extract::Request;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use drd::aws::{aws_error, Aws};
+use drd::workload::package;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -48,7 +48,7 @@ enum RunError {
 
 impl Host {
     pub fn new(moto_url: String, dir: PathBuf, gate: Arc<super::gate::Gate>) -> Arc<Self> {
-        let aws = Aws::new(crate::aws::AwsSettings {
+        let aws = Aws::new(drd::aws::AwsSettings {
             endpoint_url: Some(moto_url.clone()),
             max_attempts: Some(1),
             ..Default::default()
@@ -173,10 +173,7 @@ impl Host {
             }
             Err(e) => return error(StatusCode::BAD_GATEWAY, "Emulator Error", &e),
         };
-        match self
-            .run(&region, &function, crate::lambda::LIVE_ALIAS)
-            .await
-        {
+        match self.run(&region, &function, drd::lambda::LIVE_ALIAS).await {
             Ok((port, _version)) => {
                 let ct = headers
                     .get("content-type")
@@ -323,7 +320,7 @@ impl Host {
         let words: Vec<&str> = rest.trim_matches('/').split('/').collect();
         let changed = match (method, words.as_slice()) {
             (&Method::GET, [""]) => None,
-            (&Method::POST, [region, "fail"]) if crate::policy::is_region_name(region) => {
+            (&Method::POST, [region, "fail"]) if drd::policy::is_region_name(region) => {
                 let changed = self.gate.fail(region);
                 // A failed region's function processes die with it.
                 let mut map = self.instances.lock().await;
@@ -340,7 +337,7 @@ impl Host {
                 }
                 Some(changed)
             }
-            (&Method::POST, [region, "restore"]) if crate::policy::is_region_name(region) => {
+            (&Method::POST, [region, "restore"]) if drd::policy::is_region_name(region) => {
                 Some(self.gate.restore(region))
             }
             _ => {
@@ -372,7 +369,7 @@ impl Host {
                 let found = lambda
                     .get_function_url_config()
                     .function_name(name)
-                    .qualifier(crate::lambda::LIVE_ALIAS)
+                    .qualifier(drd::lambda::LIVE_ALIAS)
                     .send()
                     .await;
                 if let Ok(cfg) = found {

@@ -1,22 +1,26 @@
-//! The local lab: moto server as the AWS control plane, the function host as the Lambda data
-//! plane, and a chat-completions stub, all on loopback ports.
+//! The local lab (`drd-sandbox`, run as `drd sandbox ...`): moto server as the AWS control plane,
+//! the function host as the Lambda data plane, a chat-completions stub and a GitHub REST stub, all
+//! on loopback ports. It is a crate of its own so that the production `drd` binary and the daemon
+//! image carry none of it.
 //!
 //! `up` starts them in their own process groups, records their PIDs and ports in
 //! `<dir>/sandbox.json`, prints the environment to use, and returns. Starting twice is harmless;
 //! a state file whose processes are gone (or whose PIDs now belong to other programs) is stale
 //! and replaced.
 
+pub mod cli;
 pub mod gate;
+pub mod github;
 pub mod host;
 pub mod llm;
 
-use crate::error::{ConfigError, Error, Result};
+use drd::error::{ConfigError, Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The one place the emulator version is pinned (also read by `scripts/setup`).
-const REQUIREMENTS: &str = include_str!("../../../requirements-sandbox.txt");
+const REQUIREMENTS: &str = include_str!("../../requirements-sandbox.txt");
 
 /// The pinned moto requirement, e.g. `moto[server]==5.2.1`, for install hints.
 pub fn moto_requirement() -> &'static str {
@@ -285,14 +289,15 @@ fn ready_path(dir: &Path) -> PathBuf {
 
 async fn start_host_once(opts: &UpOptions, moto: &Proc) -> Result<(Proc, u16, u16)> {
     let _ = std::fs::remove_file(ready_path(&opts.dir));
-    let exe = std::env::current_exe().map_err(|e| Error::io("locating the drd binary", e))?;
+    let exe =
+        std::env::current_exe().map_err(|e| Error::io("locating the drd-sandbox binary", e))?;
     let port = host::free_port().map_err(|e| Error::io("finding a free port", e))?;
     let llm_port = host::free_port().map_err(|e| Error::io("finding a free port", e))?;
     let proxy_port = host::free_port().map_err(|e| Error::io("finding a free port", e))?;
     let log = std::fs::File::create(opts.dir.join("host.log"))
         .map_err(|e| Error::io("creating host.log", e))?;
     let mut cmd = std::process::Command::new(exe);
-    cmd.args(["sandbox", "serve"])
+    cmd.arg("serve")
         .arg("--dir")
         .arg(&opts.dir)
         .args(["--moto-url", &moto.url()])

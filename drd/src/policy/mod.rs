@@ -1,0 +1,409 @@
+//! The DR policy file (TOML): what to protect, where recovery points go, who may read them.
+//!
+//! Parsing is strict (`deny_unknown_fields`) and every semantic check reports the file, line and
+//! field of the offending value, with a fix. Relative paths are resolved against the policy file's
+//! folder, so a policy can be used from any working directory.
+
+mod validate;
+
+use crate::error::ConfigError;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub stack: StackPolicy,
+    #[serde(default)]
+    pub workload: WorkloadPolicy,
+    pub artifacts: ArtifactsPolicy,
+    pub backup: BackupPolicy,
+    #[serde(default)]
+    pub secrets: SecretsPolicy,
+    #[serde(default)]
+    pub retention: RetentionPolicy,
+    /// The GitHub repository whose Actions secrets mirror some of ours (optional).
+    #[serde(default)]
+    pub github: Option<GithubPolicy>,
+    /// The AWS CodePipeline that is the CI alternative (procedure 1 retries it).
+    #[serde(default)]
+    pub pipeline: Option<PipelinePolicy>,
+    /// The Route 53 record users reach the service by (procedure 4 fails it over).
+    #[serde(default)]
+    pub dns: Option<DnsPolicy>,
+    /// What `drd daemon` does on schedule for this stack, and its listener.
+    #[serde(default)]
+    pub daemon: DaemonPolicy,
+    /// Where the policy was read from (set by `load`).
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackPolicy {
+    /// CloudFormation stack name.
+    pub name: Spanned<String>,
+    pub primary_region: Spanned<String>,
+    /// The stack template, relative to the policy file.
+    pub template: Spanned<String>,
+    /// The Lambda function the template creates (its `FunctionName` parameter).
+    pub function_name: Spanned<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadPolicy {
+    /// The cargo package directory `drd deploy` builds when no `--bootstrap` is given.
+    #[serde(default = "default_source")]
+    pub source: String,
+    /// OpenAI-compatible API base URL the function calls (`OPENAI_BASE_URL`).
+    #[serde(default = "default_llm_base_url")]
+    pub llm_base_url: String,
+    #[serde(default = "default_llm_model")]
+    pub llm_model: String,
+}
+
+impl Default for WorkloadPolicy {
+    fn default() -> Self {
+        Self {
+            source: default_source(),
+            llm_base_url: default_llm_base_url(),
+            llm_model: default_llm_model(),
+        }
+    }
+}
+
+fn default_source() -> String {
+    "../classifier".into()
+}
+fn default_llm_base_url() -> String {
+    "https://api.openai.com/v1".into()
+}
+fn default_llm_model() -> String {
+    "gpt-4o-mini".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactsPolicy {
+    /// Code packages go to `<bucket_prefix>-<region>` (one bucket per region, created on demand).
+    pub bucket_prefix: Spanned<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupPolicy {
+    /// The recovery-point bucket; it must live outside the primary region.
+    pub bucket: Spanned<String>,
+    pub region: Spanned<String>,
+    /// age recipients (X25519 `age1...` or SSH public keys): drd can encrypt, never decrypt.
+    pub recipients: Spanned<Vec<Spanned<String>>>,
+    /// Object Lock on the store bucket(s): created with it, never weakened.
+    #[serde(default)]
+    pub object_lock: Option<ObjectLockPolicy>,
+    /// Further buckets every point is copied to (each outside the primary region).
+    #[serde(default)]
+    pub copies: Vec<CopyPolicy>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockMode {
+    Governance,
+    Compliance,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectLockPolicy {
+    pub mode: LockMode,
+    pub days: Spanned<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyPolicy {
+    pub bucket: Spanned<String>,
+    pub region: Spanned<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsPolicy {
+    /// The secret the function reads its OpenAI key from.
+    #[serde(default = "default_api_key_secret")]
+    pub api_key: Spanned<String>,
+    /// Further secrets that are backed up (for example the CI's `github-token`).
+    #[serde(default)]
+    pub others: Vec<Spanned<String>>,
+    /// Secrets among `others` whose values drd may generate (`drd rotate NAME --generate`):
+    /// shared secrets no provider issues. The API key and tokens come from their provider.
+    #[serde(default)]
+    pub generated: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubPolicy {
+    /// REST API base (GitHub Enterprise: `https://HOST/api/v3`).
+    #[serde(default = "default_github_api")]
+    pub api_url: String,
+    /// `owner/name`.
+    pub repository: Spanned<String>,
+    /// The Secrets Manager secret holding the API token.
+    #[serde(default = "default_github_token_secret")]
+    pub token_secret: String,
+    /// Secrets Manager secret name -> GitHub Actions secret name, e.g.
+    /// `"openai-api-key" = "OPENAI_API_KEY"`.
+    #[serde(default)]
+    pub secrets: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelinePolicy {
+    pub name: Spanned<String>,
+    /// How many times `pipeline-failure` retries or restarts before giving up.
+    #[serde(default = "default_pipeline_retries")]
+    pub max_retries: u32,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonPolicy {
+    /// Address of the daemon's HTTP listener (`/healthz`, `/readyz`, `/metrics`); default
+    /// `127.0.0.1:9464`. With a directory of policies, at most one value may be given.
+    #[serde(default)]
+    pub listen: Option<Spanned<String>>,
+    /// The recovery point objective: `/readyz` fails when the newest point is older. Default
+    /// "2h".
+    #[serde(default)]
+    pub rpo: Option<Spanned<String>>,
+    /// An age identity file for scheduled `verify` (decrypts every secret backup). Without
+    /// one, the scheduled verify is structural (re-hashes every blob).
+    #[serde(default)]
+    pub identity: Option<String>,
+    #[serde(default)]
+    pub schedule: Vec<SchedulePolicy>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulePolicy {
+    /// `backup`, `verify`, `prune`, `mirror` (reserved for CI failover) or `runbook:NAME`.
+    pub job: Spanned<String>,
+    /// `sec min hour day-of-month month day-of-week [year]`.
+    pub cron: Spanned<String>,
+    /// IANA time zone the cron is read in (default UTC).
+    #[serde(default)]
+    pub timezone: Option<Spanned<String>>,
+    /// A random-looking but deterministic delay in `[0, jitter)` per firing, e.g. "30s".
+    #[serde(default)]
+    pub jitter: Option<Spanned<String>>,
+    /// Inputs of a scheduled runbook.
+    #[serde(default)]
+    pub inputs: std::collections::BTreeMap<String, String>,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+
+impl DaemonPolicy {
+    pub fn rpo(&self) -> std::time::Duration {
+        self.rpo
+            .as_ref()
+            .and_then(|r| humantime::parse_duration(r.get_ref()).ok())
+            .unwrap_or(std::time::Duration::from_secs(7200))
+    }
+}
+
+impl SchedulePolicy {
+    pub fn jitter(&self) -> std::time::Duration {
+        self.jitter
+            .as_ref()
+            .and_then(|j| humantime::parse_duration(j.get_ref()).ok())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsMode {
+    /// Failover records (PRIMARY with a health check, SECONDARY): Route 53 itself moves traffic
+    /// when the primary's health check fails, even while its control plane is unreachable.
+    #[default]
+    Failover,
+    /// One plain record whose value is swapped.
+    Swap,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsPolicy {
+    /// The public hosted zone: its name (`example.com.`) or id (`Z0123456789ABC`). It must
+    /// exist: drd never creates zones (delegation is the domain owner's decision).
+    pub zone: Spanned<String>,
+    /// The service's name inside the zone, e.g. `classifier.example.com`.
+    pub record: Spanned<String>,
+    #[serde(default)]
+    pub mode: DnsMode,
+    #[serde(default = "default_dns_ttl")]
+    pub ttl: Spanned<i64>,
+    /// Path Route 53's HTTPS health check requests (the classifier answers any GET with 200).
+    #[serde(default = "default_health_path")]
+    pub health_check_path: String,
+}
+
+fn default_dns_ttl() -> Spanned<i64> {
+    Spanned::new(0..0, 60)
+}
+
+fn default_health_path() -> String {
+    "/healthz".into()
+}
+
+impl DnsPolicy {
+    /// The record name as Route 53 returns it: lowercase, with the trailing dot.
+    pub fn record_fqdn(&self) -> String {
+        fqdn(self.record.get_ref())
+    }
+}
+
+/// `name` lowercased with exactly one trailing dot.
+pub fn fqdn(name: &str) -> String {
+    format!(
+        "{}.",
+        name.trim().trim_end_matches('.').to_ascii_lowercase()
+    )
+}
+
+fn default_pipeline_retries() -> u32 {
+    2
+}
+
+fn default_github_api() -> String {
+    "https://api.github.com".into()
+}
+
+fn default_github_token_secret() -> String {
+    "github-token".into()
+}
+
+/// Which recovery points `drd prune` keeps (restic semantics); no rule keeps everything.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionPolicy {
+    pub keep_last: Option<u32>,
+    pub keep_hourly: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    /// A duration such as "2d" or "36h".
+    pub keep_within: Option<Spanned<String>>,
+}
+
+impl Default for SecretsPolicy {
+    fn default() -> Self {
+        Self {
+            api_key: default_api_key_secret(),
+            others: vec![],
+            generated: vec![],
+        }
+    }
+}
+
+fn default_api_key_secret() -> Spanned<String> {
+    Spanned::new(0..0, "openai-api-key".into())
+}
+
+impl Policy {
+    /// Read, parse and validate a policy file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(&shown, format!("cannot read the policy file: {e}"))
+                .hint("pass --policy FILE or set DRD_POLICY (see policies/classifier.toml)")
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let mut policy: Policy = toml::from_str(text).map_err(|e| {
+            let mut err = ConfigError::new(&shown, e.message().trim().to_string());
+            if let Some(span) = e.span() {
+                err = err.at_offset(text, span.start);
+            }
+            if e.message().contains("unknown field") {
+                err = err.hint("remove the key or rename it to one of the expected keys");
+            } else if e.message().contains("missing field") {
+                err = err.hint("add the field (see policies/classifier.toml for an example)");
+            }
+            err
+        })?;
+        policy.path = path.to_path_buf();
+        validate::validate(&policy, text)?;
+        Ok(policy)
+    }
+
+    /// The template path, resolved against the policy file's folder.
+    pub fn template_path(&self) -> PathBuf {
+        self.resolve(self.stack.template.get_ref())
+    }
+
+    pub fn source_path(&self) -> PathBuf {
+        self.resolve(&self.workload.source)
+    }
+
+    fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            return p.to_path_buf();
+        }
+        self.path.parent().unwrap_or(Path::new(".")).join(p)
+    }
+
+    pub fn stack_name(&self) -> &str {
+        self.stack.name.get_ref()
+    }
+    pub fn function_name(&self) -> &str {
+        self.stack.function_name.get_ref()
+    }
+    pub fn primary_region(&self) -> &str {
+        self.stack.primary_region.get_ref()
+    }
+    pub fn api_key_secret(&self) -> &str {
+        self.secrets.api_key.get_ref()
+    }
+    /// The artifact bucket of one region.
+    pub fn artifact_bucket(&self, region: &str) -> String {
+        format!("{}-{}", self.artifacts.bucket_prefix.get_ref(), region)
+    }
+    /// Every secret the policy protects, the function's own first.
+    pub fn secret_names(&self) -> Vec<String> {
+        let mut v = vec![self.api_key_secret().to_string()];
+        v.extend(self.secrets.others.iter().map(|s| s.get_ref().clone()));
+        v
+    }
+}
+
+/// `us-east-1`, `eu-central-2`, `ap-southeast-3`, `us-gov-west-1`, `cn-north-1`, ...
+pub fn is_region_name(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    if !(3..=4).contains(&parts.len()) {
+        return false;
+    }
+    let first = parts[0];
+    let last = parts[parts.len() - 1];
+    first.len() == 2
+        && first.bytes().all(|b| b.is_ascii_lowercase())
+        && !last.is_empty()
+        && last.bytes().all(|b| b.is_ascii_digit())
+        && parts[1..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,380 @@
+//! Semantic checks of a parsed policy, one validator per section. The first mistake found
+//! stops the load with the file, line, field and a fix; the order of the sections is the order
+//! of the checks.
+
+use super::{fqdn, is_region_name, Policy};
+use crate::error::ConfigError;
+use std::ops::Range;
+use std::str::FromStr;
+
+/// Check a parsed policy against the text it came from (for line numbers).
+pub(super) fn validate(policy: &Policy, text: &str) -> Result<(), ConfigError> {
+    let c = Check {
+        file: policy.path.display().to_string(),
+        text,
+    };
+    c.regions_and_names(policy)?;
+    c.buckets(policy)?;
+    c.copies(policy)?;
+    c.retention_and_secrets(policy)?;
+    c.github(policy)?;
+    c.dns(policy)?;
+    c.daemon(policy)?;
+    c.recipients(policy)?;
+    Ok(())
+}
+
+struct Check<'a> {
+    file: String,
+    text: &'a str,
+}
+
+impl Check<'_> {
+    fn at(&self, s: &Range<usize>, field: &str, msg: String, hint: &str) -> ConfigError {
+        ConfigError::new(&self.file, msg)
+            .at_offset(self.text, s.start)
+            .field(field)
+            .hint(hint)
+    }
+
+    /// Region names, the backup region apart from the primary, no empty names.
+    fn regions_and_names(&self, p: &Policy) -> Result<(), ConfigError> {
+        for (field, value) in [
+            ("stack.primary_region", &p.stack.primary_region),
+            ("backup.region", &p.backup.region),
+        ] {
+            if !is_region_name(value.get_ref()) {
+                return Err(self.at(
+                    &value.span(),
+                    field,
+                    format!("{:?} is not an AWS region name", value.get_ref()),
+                    "use a region code such as \"us-east-1\" or \"eu-west-2\"",
+                ));
+            }
+        }
+        if p.backup.region.get_ref() == p.stack.primary_region.get_ref() {
+            return Err(self.at(
+                &p.backup.region.span(),
+                "backup.region",
+                format!(
+                    "the backup bucket is in the primary region {:?}; a region loss would take \
+                     the recovery points with it",
+                    p.stack.primary_region.get_ref()
+                ),
+                "put the backup bucket in another region, e.g. \"us-west-2\"",
+            ));
+        }
+        for (field, value) in [
+            ("stack.name", &p.stack.name),
+            ("stack.function_name", &p.stack.function_name),
+            ("stack.template", &p.stack.template),
+        ] {
+            if value.get_ref().trim().is_empty() {
+                return Err(self.at(
+                    &value.span(),
+                    field,
+                    "must not be empty".into(),
+                    "give it a value",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Bucket names, and Object Lock days.
+    fn buckets(&self, p: &Policy) -> Result<(), ConfigError> {
+        for (field, value) in [
+            ("backup.bucket", &p.backup.bucket),
+            ("artifacts.bucket_prefix", &p.artifacts.bucket_prefix),
+        ] {
+            if let Err(why) = check_bucket_name(value.get_ref()) {
+                return Err(self.at(
+                    &value.span(),
+                    field,
+                    format!("{:?} is not a valid S3 bucket name: {why}", value.get_ref()),
+                    "use 3-63 lowercase letters, digits, '-' and '.'",
+                ));
+            }
+        }
+        if let Some(l) = &p.backup.object_lock {
+            if *l.days.get_ref() == 0 {
+                return Err(self.at(
+                    &l.days.span(),
+                    "backup.object_lock.days",
+                    "Object Lock retention must be at least 1 day".into(),
+                    "set days = 1 or more, or remove [backup.object_lock]",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Each copy: a region that is not the primary, a valid bucket that is not the store's.
+    fn copies(&self, p: &Policy) -> Result<(), ConfigError> {
+        for (i, c) in p.backup.copies.iter().enumerate() {
+            if !is_region_name(c.region.get_ref()) {
+                return Err(self.at(
+                    &c.region.span(),
+                    &format!("backup.copies[{i}].region"),
+                    format!("{:?} is not an AWS region name", c.region.get_ref()),
+                    "use a region code such as \"eu-west-1\"",
+                ));
+            }
+            if c.region.get_ref() == p.stack.primary_region.get_ref() {
+                return Err(self.at(
+                    &c.region.span(),
+                    &format!("backup.copies[{i}].region"),
+                    "a copy in the primary region is lost with it".into(),
+                    "put copies in other regions",
+                ));
+            }
+            if let Err(why) = check_bucket_name(c.bucket.get_ref()) {
+                return Err(self.at(
+                    &c.bucket.span(),
+                    &format!("backup.copies[{i}].bucket"),
+                    format!(
+                        "{:?} is not a valid S3 bucket name: {why}",
+                        c.bucket.get_ref()
+                    ),
+                    "use 3-63 lowercase letters, digits, '-' and '.'",
+                ));
+            }
+            if c.bucket.get_ref() == p.backup.bucket.get_ref() {
+                return Err(self.at(
+                    &c.bucket.span(),
+                    &format!("backup.copies[{i}].bucket"),
+                    "the copy bucket is the backup bucket itself".into(),
+                    "name a different bucket",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `keep_within` is a duration; generated secrets are listed secrets.
+    fn retention_and_secrets(&self, p: &Policy) -> Result<(), ConfigError> {
+        if let Some(w) = &p.retention.keep_within {
+            if let Err(e) = humantime::parse_duration(w.get_ref()) {
+                return Err(self.at(
+                    &w.span(),
+                    "retention.keep_within",
+                    format!("{:?} is not a duration: {e}", w.get_ref()),
+                    "write a duration such as \"36h\" or \"7days\"",
+                ));
+            }
+        }
+        for (i, g) in p.secrets.generated.iter().enumerate() {
+            if !p.secrets.others.iter().any(|o| o.get_ref() == g.get_ref()) {
+                return Err(self.at(
+                    &g.span(),
+                    &format!("secrets.generated[{i}]"),
+                    format!("{:?} is not listed in secrets.others", g.get_ref()),
+                    "add it to secrets.others (the API key is always issued by its provider)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `owner/name`.
+    fn github(&self, p: &Policy) -> Result<(), ConfigError> {
+        if let Some(gh) = &p.github {
+            let r = gh.repository.get_ref();
+            let parts: Vec<&str> = r.split('/').collect();
+            if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
+                return Err(self.at(
+                    &gh.repository.span(),
+                    "github.repository",
+                    format!("{r:?} is not a repository name"),
+                    "write it as \"owner/name\"",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A zone name or id, a record inside it, a TTL in range.
+    fn dns(&self, p: &Policy) -> Result<(), ConfigError> {
+        if let Some(d) = &p.dns {
+            let zone = d.zone.get_ref().trim();
+            let is_id = zone.starts_with('Z')
+                && zone.len() > 5
+                && zone
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+            if zone.is_empty() || (!is_id && !zone.trim_end_matches('.').contains('.')) {
+                return Err(self.at(
+                    &d.zone.span(),
+                    "dns.zone",
+                    format!("{zone:?} is neither a hosted zone name nor an id"),
+                    "write the zone's domain (\"example.com.\") or its id (\"Z0123456789ABC\")",
+                ));
+            }
+            let rec = fqdn(d.record.get_ref());
+            if !(is_id || rec.ends_with(&format!(".{}", fqdn(zone)))) {
+                return Err(self.at(
+                    &d.record.span(),
+                    "dns.record",
+                    format!(
+                        "{rec:?} is not inside the zone {:?} (and a CNAME cannot be the zone apex)",
+                        fqdn(zone)
+                    ),
+                    "name a record in the zone, e.g. \"classifier.<zone>\"",
+                ));
+            }
+            if !(0..=172_800).contains(d.ttl.get_ref()) {
+                return Err(self.at(
+                    &d.ttl.span(),
+                    "dns.ttl",
+                    format!("TTL {} is out of range", d.ttl.get_ref()),
+                    "use 0-172800 seconds; 60 keeps a failover quick",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The listen address, the RPO, and each schedule (known job, once, cron, jitter).
+    fn daemon(&self, p: &Policy) -> Result<(), ConfigError> {
+        let d = &p.daemon;
+        if let Some(l) = &d.listen {
+            if l.get_ref().parse::<std::net::SocketAddr>().is_err() {
+                return Err(self.at(
+                    &l.span(),
+                    "daemon.listen",
+                    format!("{:?} is not an address", l.get_ref()),
+                    "write ip:port, e.g. \"127.0.0.1:9464\"",
+                ));
+            }
+        }
+        if let Some(r) = &d.rpo {
+            if humantime::parse_duration(r.get_ref()).is_err() {
+                return Err(self.at(
+                    &r.span(),
+                    "daemon.rpo",
+                    format!("{:?} is not a duration", r.get_ref()),
+                    "write a duration such as \"1h\" or \"30m\"",
+                ));
+            }
+        }
+        let mut jobs = std::collections::BTreeSet::new();
+        for (i, s) in d.schedule.iter().enumerate() {
+            let job = s.job.get_ref();
+            let known = matches!(job.as_str(), "backup" | "verify" | "prune" | "mirror")
+                || job.strip_prefix("runbook:").is_some_and(|n| !n.is_empty());
+            if !known {
+                return Err(self.at(
+                    &s.job.span(),
+                    &format!("daemon.schedule[{i}].job"),
+                    format!("{job:?} is not a job"),
+                    "use backup, verify, prune, mirror or runbook:NAME",
+                ));
+            }
+            if !jobs.insert(job.clone()) {
+                return Err(self.at(
+                    &s.job.span(),
+                    &format!("daemon.schedule[{i}].job"),
+                    format!("{job:?} is scheduled twice"),
+                    "give each job one schedule (a cron expression can list several times)",
+                ));
+            }
+            if let Err(why) = crate::schedule::Cron::parse(
+                s.cron.get_ref(),
+                s.timezone.as_ref().map(|t| t.get_ref().as_str()),
+            ) {
+                let span = match (&s.timezone, why.contains("time zone")) {
+                    (Some(t), true) => t.span(),
+                    _ => s.cron.span(),
+                };
+                return Err(self.at(
+                    &span,
+                    &format!("daemon.schedule[{i}].cron"),
+                    why,
+                    "e.g. cron = \"0 */15 * * * *\" (every 15 minutes), timezone = \"Europe/Berlin\"",
+                ));
+            }
+            if let Some(j) = &s.jitter {
+                if humantime::parse_duration(j.get_ref()).is_err() {
+                    return Err(self.at(
+                        &j.span(),
+                        &format!("daemon.schedule[{i}].jitter"),
+                        format!("{:?} is not a duration", j.get_ref()),
+                        "write a duration such as \"30s\"",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// At least one recipient, each a public key (never a private one).
+    fn recipients(&self, p: &Policy) -> Result<(), ConfigError> {
+        let recipients = &p.backup.recipients;
+        if recipients.get_ref().is_empty() {
+            return Err(self.at(
+                &recipients.span(),
+                "backup.recipients",
+                "the recipient list is empty: secret backups could not be encrypted".into(),
+                "add the public key of the recovery identity, e.g. the output of `age-keygen -y KEYFILE`",
+            ));
+        }
+        for (i, r) in recipients.get_ref().iter().enumerate() {
+            if let Err((msg, hint)) = check_recipient(r.get_ref()) {
+                return Err(self.at(&r.span(), &format!("backup.recipients[{i}]"), msg, hint));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_bucket_name(s: &str) -> Result<(), &'static str> {
+    if !(3..=63).contains(&s.len()) {
+        return Err("it must be 3 to 63 characters long");
+    }
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    {
+        return Err("only lowercase letters, digits, '-' and '.' are allowed");
+    }
+    if !s.as_bytes()[0].is_ascii_alphanumeric()
+        || !s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
+    {
+        return Err("it must start and end with a letter or digit");
+    }
+    Ok(())
+}
+
+/// Accept X25519 (`age1...`) and SSH (`ssh-ed25519`, `ssh-rsa`) public keys. Never echo a value
+/// that looks like a private key.
+fn check_recipient(s: &str) -> Result<(), (String, &'static str)> {
+    let s = s.trim();
+    if s.to_ascii_uppercase().starts_with("AGE-SECRET-KEY-") || s.contains("PRIVATE KEY") {
+        return Err((
+            "this is a private identity, not a public recipient; drd must never hold it".into(),
+            "remove it from the policy, keep it offline, and list its public key (`age-keygen -y FILE`)",
+        ));
+    }
+    if s.starts_with("age1") {
+        return age::x25519::Recipient::from_str(s)
+            .map(|_| ())
+            .map_err(|e| {
+                (
+                    format!("{s:?} is not a valid age X25519 recipient: {e}"),
+                    "copy the whole `age1...` line printed by `age-keygen`",
+                )
+            });
+    }
+    if s.starts_with("ssh-") {
+        return age::ssh::Recipient::from_str(s).map(|_| ()).map_err(|e| {
+            (
+                format!("{s:?} is not a usable SSH recipient: {e:?}"),
+                "use an ssh-ed25519 or ssh-rsa public key line",
+            )
+        });
+    }
+    Err((
+        format!("{s:?} is not an age recipient"),
+        "use an `age1...` X25519 public key or an ssh-ed25519/ssh-rsa public key",
+    ))
+}

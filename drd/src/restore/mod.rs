@@ -1,0 +1,234 @@
+//! Procedure 4: redeploy the stack from a recovery point into another region.
+//!
+//! Everything here reads only the recovery-point store (outside the primary region) and the
+//! target region; the primary is touched by one bounded reachability probe, whose result is
+//! reported and never waited on. Each function is idempotent: a second restore into a region that
+//! already holds the restored stack converges without creating anything twice (secret versions
+//! keep their ids, code is content-addressed, the stack update is skipped when nothing differs,
+//! `PublishVersion` reuses an unchanged version, DNS changes are read first).
+
+mod code;
+mod function;
+mod plan;
+mod secrets;
+mod stack;
+#[cfg(test)]
+mod tests;
+
+pub use code::*;
+pub use function::*;
+pub use plan::*;
+use secrets::restorable;
+pub use secrets::*;
+pub use stack::*;
+
+use crate::aws::{aws_error, error_code, Aws};
+use crate::backup::crypto::Identities;
+use crate::backup::manifest::Manifest;
+use crate::backup::verify::verify_point;
+use crate::error::{ConfigError, Error, Result};
+use crate::policy::Policy;
+use crate::store::Store;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+/// What the preflight found; nothing was written.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preflight {
+    pub point: String,
+    pub created_at: String,
+    pub rpo_seconds: u64,
+    pub point_region: String,
+    /// Newer points passed over because they fail `verify`.
+    pub skipped: Vec<String>,
+    pub live_version: String,
+    pub code_sha256: String,
+    pub secret_versions: usize,
+    pub rewrites: Vec<Rewrite>,
+    pub stack_exists: bool,
+    pub primary_region: String,
+    pub primary_reachable: bool,
+    pub primary_detail: String,
+    pub dns_zone: Option<String>,
+    pub dns_now: Option<String>,
+}
+
+pub(super) fn identities(path: &str) -> Result<Identities> {
+    if path.trim().is_empty() {
+        return Err(ConfigError::new("--identity", "no identity file given")
+            .hint("pass --identity FILE: the age identity whose public key is in backup.recipients")
+            .into());
+    }
+    Identities::from_file(Path::new(path))
+}
+
+/// Reject a target that cannot be right, before anything else.
+pub fn check_target(policy: &Policy, target: &str) -> Result<()> {
+    if !crate::policy::is_region_name(target) {
+        return Err(
+            ConfigError::new("--region", format!("{target:?} is not an AWS region name"))
+                .hint("use a region code such as us-west-2")
+                .into(),
+        );
+    }
+    if target == policy.primary_region() {
+        return Err(ConfigError::new(
+            "--region",
+            format!(
+                "{target} is the stack's primary region, the one a restore recovers from"
+            ),
+        )
+        .hint(format!(
+            "restore into another region (e.g. {}); to return to {target} once it is back, run drd deploy --region {target}",
+            policy.backup.region.get_ref()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Choose the point: `sel` is an id or `latest` (the newest that passes verify with the
+/// identity). A wrong identity stops at once: it is not the points' fault.
+pub async fn choose_point(
+    store: &Store,
+    sel: &str,
+    ids: &Identities,
+    identity_path: &str,
+) -> Result<(Manifest, Vec<String>)> {
+    let named = !(sel.is_empty() || sel == "latest");
+    let candidates: Vec<String> = if named {
+        vec![sel.to_string()]
+    } else {
+        let mut all = store.point_ids().await?;
+        all.reverse();
+        all
+    };
+    if candidates.is_empty() {
+        return Err(Error::failed_hint(
+            "the store holds no recovery point",
+            "there is nothing to restore from; check backup.bucket in the policy",
+        ));
+    }
+    let mut cache = HashMap::new();
+    let mut skipped = vec![];
+    for id in candidates {
+        let check = verify_point(store, &id, Some(ids), &mut cache).await?;
+        if let Some(p) = check
+            .problems
+            .iter()
+            .find(|p| p.contains("No matching keys") || p.contains("cannot decrypt"))
+        {
+            return Err(ConfigError::new(
+                identity_path,
+                format!("this identity cannot decrypt the secret backups: {p}"),
+            )
+            .field("--identity")
+            .hint("pass the identity whose public key (age-keygen -y FILE) is in backup.recipients")
+            .into());
+        }
+        if !check.ok {
+            if named {
+                return Err(Error::failed_hint(
+                    format!(
+                        "point {id} fails verify: {}",
+                        check.problems.join("; ")
+                    ),
+                    "choose another point (drd points list) or omit --point to take the newest sound one",
+                ));
+            }
+            skipped.push(format!("{id}: {}", check.problems.join("; ")));
+            continue;
+        }
+        let m = crate::backup::read_manifest(store, &id).await?;
+        return Ok((m, skipped));
+    }
+    Err(Error::failed_hint(
+        format!("no recovery point passes verify: {}", skipped.join(" | ")),
+        "inspect the store with drd verify --all --identity FILE",
+    ))
+}
+
+/// Every check that can stop a restore, with no write anywhere.
+pub async fn preflight(
+    aws: &Aws,
+    policy: &Policy,
+    store: &Store,
+    target: &str,
+    sel: &str,
+    identity_path: &str,
+) -> Result<Preflight> {
+    check_target(policy, target)?;
+    let ids = identities(identity_path)?;
+    let zone = match &policy.dns {
+        Some(_) => Some(crate::dns::require_zone(aws, policy).await?),
+        None => None,
+    };
+    let (m, skipped) = choose_point(store, sel, &ids, identity_path).await?;
+    let (live_version, code_sha256, _) = live_code(&m)?;
+    let template = load_template(store, &m).await?;
+    let plan = plan_stack(&m, &template, policy, target)?;
+    let cf = aws.cloudformation(target).await;
+    let stack_exists = crate::stack::describe_stack(&cf, policy.stack_name())
+        .await?
+        .is_some();
+    let (primary_reachable, primary_detail) = probe_primary(aws, policy).await;
+    let dns_now = match &zone {
+        Some(z) => crate::dns::view(aws, policy, z).await?.primary,
+        None => None,
+    };
+    let created: SystemTime = humantime::parse_rfc3339(&m.created_at)
+        .map_err(|e| Error::failed(format!("point {} has a bad created_at: {e}", m.id)))?;
+    let rpo = SystemTime::now()
+        .duration_since(created)
+        .unwrap_or_default()
+        .as_secs();
+    Ok(Preflight {
+        point: m.id.clone(),
+        created_at: m.created_at.clone(),
+        rpo_seconds: rpo,
+        point_region: m.stack.region.clone(),
+        skipped,
+        live_version,
+        code_sha256,
+        secret_versions: restorable(&m).count(),
+        rewrites: plan.rewrites,
+        stack_exists,
+        primary_region: policy.primary_region().to_string(),
+        primary_reachable,
+        primary_detail,
+        dns_zone: zone.map(|z| z.name),
+        dns_now,
+    })
+}
+
+/// One bounded look at the primary (3 s, one attempt): reported, never waited on.
+async fn probe_primary(aws: &Aws, policy: &Policy) -> (bool, String) {
+    let primary = policy.primary_region();
+    let lambda = aws.lambda(primary).await;
+    let call = lambda
+        .get_function_configuration()
+        .function_name(policy.function_name())
+        .send();
+    match tokio::time::timeout(Duration::from_secs(3), call).await {
+        Err(_) => (
+            false,
+            format!("{primary} did not answer within 3 s: skipped"),
+        ),
+        Ok(Ok(_)) => (true, format!("{primary} answers; nothing is written there")),
+        Ok(Err(e)) => match error_code(&e) {
+            Some(code) => (
+                true,
+                format!("{primary} answers ({code}); nothing is written there"),
+            ),
+            None => {
+                tracing::debug!(error = %aws_error("lambda", "GetFunctionConfiguration", e), "primary probe");
+                (
+                    false,
+                    format!("{primary} is unreachable (no connection): nothing is read or written there"),
+                )
+            }
+        },
+    }
+}

@@ -1,0 +1,214 @@
+//! Secrets from age backups: every restorable version recreated in the target with its
+//! original version id and stage labels, and the check that they are there.
+
+use super::identities;
+use crate::aws::{aws_error, error_code, Aws};
+use crate::backup::manifest::Manifest;
+use crate::error::{Error, Result};
+use crate::store::Store;
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// The secret versions a restore recreates: AWSCURRENT and AWSPREVIOUS (a pending rotation is
+/// not carried over: rotate again after the restore).
+pub(super) fn restorable(
+    m: &Manifest,
+) -> impl Iterator<Item = (&str, &crate::backup::manifest::SecretVersionCapture)> {
+    m.secrets.iter().flat_map(|s| {
+        s.versions
+            .iter()
+            .filter(|v| {
+                v.stages
+                    .iter()
+                    .any(|st| st == "AWSCURRENT" || st == "AWSPREVIOUS")
+            })
+            .map(move |v| (s.name.as_str(), v))
+    })
+}
+
+/// What the secret step did, per secret.
+#[derive(Debug, Clone, Serialize)]
+pub struct SecretRestore {
+    pub name: String,
+    pub created: bool,
+    pub versions_put: usize,
+    pub stages_moved: usize,
+}
+
+/// Recreate every secret in `target` from the point: each AWSPREVIOUS and AWSCURRENT version
+/// with its original version id, then the stage labels. Plaintext lives only in zeroizing
+/// buffers and the request bodies.
+pub async fn restore_secrets(
+    aws: &Aws,
+    store: &Store,
+    m: &Manifest,
+    identity_path: &str,
+    target: &str,
+) -> Result<Vec<SecretRestore>> {
+    let ids = identities(identity_path)?;
+    let sm = aws.secrets(target).await;
+    let mut out = vec![];
+    for s in &m.secrets {
+        let mut wanted: Vec<&crate::backup::manifest::SecretVersionCapture> = s
+            .versions
+            .iter()
+            .filter(|v| {
+                v.stages
+                    .iter()
+                    .any(|st| st == "AWSCURRENT" || st == "AWSPREVIOUS")
+            })
+            .collect();
+        if wanted.is_empty() {
+            // Absent when the point was taken: nothing to recreate.
+            continue;
+        }
+        // AWSPREVIOUS first, so AWSCURRENT is the last one put.
+        wanted.sort_by_key(|v| v.stages.iter().any(|st| st == "AWSCURRENT"));
+        let existing = secret_versions(&sm, &s.name).await?;
+        let mut r = SecretRestore {
+            name: s.name.clone(),
+            created: false,
+            versions_put: 0,
+            stages_moved: 0,
+        };
+        let mut exists = existing.is_some();
+        let have = existing.unwrap_or_default();
+        for v in &wanted {
+            if have.contains_key(&v.version_id) {
+                continue;
+            }
+            let cipher = store.get_blob(&v.blob.sha256).await?.ok_or_else(|| {
+                Error::failed(format!(
+                    "the backup of {} version {} is missing from the store",
+                    s.name, v.version_id
+                ))
+            })?;
+            let plain = ids.decrypt(&cipher).map_err(|why| {
+                Error::failed(format!("secret {} version {}: {why}", s.name, v.version_id))
+            })?;
+            let text = std::str::from_utf8(plain.expose_secret()).ok();
+            if !exists {
+                let mut req = sm
+                    .create_secret()
+                    .name(&s.name)
+                    .client_request_token(&v.version_id)
+                    .description("restored by drd from a recovery point");
+                req = match text {
+                    Some(t) => req.secret_string(t),
+                    None => req
+                        .secret_binary(aws_smithy_types::Blob::new(plain.expose_secret().to_vec())),
+                };
+                req.send()
+                    .await
+                    .map_err(|e| aws_error("secretsmanager", "CreateSecret", e))?;
+                exists = true;
+                r.created = true;
+            } else {
+                let mut req = sm
+                    .put_secret_value()
+                    .secret_id(&s.name)
+                    .client_request_token(&v.version_id);
+                req = match text {
+                    Some(t) => req.secret_string(t),
+                    None => req
+                        .secret_binary(aws_smithy_types::Blob::new(plain.expose_secret().to_vec())),
+                };
+                req.send()
+                    .await
+                    .map_err(|e| aws_error("secretsmanager", "PutSecretValue", e))?;
+            }
+            r.versions_put += 1;
+        }
+        // Stage labels exactly as in the point.
+        for stage in ["AWSCURRENT", "AWSPREVIOUS"] {
+            let Some(v) = wanted
+                .iter()
+                .find(|v| v.stages.iter().any(|st| st == stage))
+            else {
+                continue;
+            };
+            let now = secret_versions(&sm, &s.name).await?.unwrap_or_default();
+            let holder = now
+                .iter()
+                .find(|(_, stages)| stages.iter().any(|st| st == stage))
+                .map(|(id, _)| id.clone());
+            if holder.as_deref() == Some(v.version_id.as_str()) {
+                continue;
+            }
+            let mut req = sm
+                .update_secret_version_stage()
+                .secret_id(&s.name)
+                .version_stage(stage)
+                .move_to_version_id(&v.version_id);
+            if let Some(h) = holder {
+                req = req.remove_from_version_id(h);
+            }
+            req.send()
+                .await
+                .map_err(|e| aws_error("secretsmanager", "UpdateSecretVersionStage", e))?;
+            r.stages_moved += 1;
+        }
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// Version id -> stages of a secret, or `None` when it does not exist.
+async fn secret_versions(
+    sm: &aws_sdk_secretsmanager::Client,
+    name: &str,
+) -> Result<Option<BTreeMap<String, Vec<String>>>> {
+    match sm.describe_secret().secret_id(name).send().await {
+        Ok(d) => Ok(Some(
+            d.version_ids_to_stages()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
+        )),
+        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(None),
+        Err(e) => Err(aws_error("secretsmanager", "DescribeSecret", e)),
+    }
+}
+
+/// Check: every restorable version exists in `target` with its stage labels.
+pub async fn secrets_match(aws: &Aws, m: &Manifest, target: &str) -> Result<()> {
+    let sm = aws.secrets(target).await;
+    let mut problems = vec![];
+    for s in &m.secrets {
+        let have = secret_versions(&sm, &s.name).await?;
+        let wanted = s.versions.iter().any(|v| {
+            v.stages
+                .iter()
+                .any(|st| st == "AWSCURRENT" || st == "AWSPREVIOUS")
+        });
+        let Some(have) = have else {
+            // A secret the point holds no version of (absent at backup time) stays absent.
+            if wanted {
+                problems.push(format!("{} does not exist in {target}", s.name));
+            }
+            continue;
+        };
+        for v in s.versions.iter() {
+            for st in v
+                .stages
+                .iter()
+                .filter(|st| *st == "AWSCURRENT" || *st == "AWSPREVIOUS")
+            {
+                let ok = have
+                    .get(&v.version_id)
+                    .is_some_and(|stages| stages.contains(st));
+                if !ok {
+                    problems.push(format!(
+                        "{} version {} does not carry {st} in {target}",
+                        s.name, v.version_id
+                    ));
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::failed(problems.join("; ")))
+    }
+}

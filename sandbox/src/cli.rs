@@ -1,0 +1,325 @@
+//! `drd-sandbox up|down|status|env|llm|fail-region|restore-region` (run by users as
+//! `drd sandbox ...`, which hands its arguments to this binary).
+
+use crate::{self as sandbox, Up, UpOptions};
+use drd::error::{ConfigError, Error, Result};
+use std::path::PathBuf;
+
+/// Output format, as `drd --output` (which `drd sandbox` passes on as `DRD_OUTPUT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "drd sandbox",
+    bin_name = "drd sandbox",
+    version,
+    about = "The local lab: moto server (AWS control plane) behind a region gate, the function \
+             host (Lambda data plane) and a chat-completions stub, on loopback ports",
+    after_help = "Examples:\n  eval \"$(drd sandbox up)\"\n  drd sandbox fail-region us-east-1\n  drd sandbox down"
+)]
+pub struct Args {
+    /// Output format.
+    #[arg(long, global = true, value_enum, env = "DRD_OUTPUT", default_value_t = Output::Text)]
+    pub output: Output,
+    /// Where the sandbox keeps its state, logs and unpacked packages.
+    #[arg(
+        long,
+        global = true,
+        env = "DRD_SANDBOX_DIR",
+        default_value = ".drd/sandbox"
+    )]
+    pub dir: PathBuf,
+    #[command(subcommand)]
+    pub command: SandboxCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SandboxCommand {
+    /// Start moto server, the function host and the LLM stub; print the environment.
+    Up {
+        /// The moto server command.
+        #[arg(long, env = "DRD_MOTO_SERVER", default_value = "moto_server")]
+        moto_server: String,
+        /// The default region printed in the environment.
+        #[arg(long, default_value = sandbox::DEFAULT_REGION)]
+        sandbox_region: String,
+    },
+    /// Stop everything `up` started.
+    Down,
+    /// What runs where.
+    Status,
+    /// Print the environment again (`eval "$(drd sandbox env)"`).
+    Env,
+    /// Tell the LLM stub which keys are valid. The key is read from stdin (or --key-file).
+    Llm {
+        #[command(subcommand)]
+        action: LlmAction,
+    },
+    /// Take a region down: its AWS endpoints drop every connection and the function host stops
+    /// serving its Function URLs (a region-loss drill; global services such as Route 53 stay up).
+    FailRegion {
+        /// The region to fail, e.g. us-east-1.
+        region: String,
+    },
+    /// Bring a failed region back.
+    RestoreRegion { region: String },
+    /// Internal: run the function host, the LLM stub and the region gate (started by `up`).
+    #[command(hide = true)]
+    Serve {
+        #[arg(long)]
+        moto_url: String,
+        #[arg(long)]
+        host_port: u16,
+        #[arg(long)]
+        llm_port: u16,
+        #[arg(long)]
+        proxy_port: u16,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum LlmAction {
+    Allow {
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
+    Revoke {
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
+}
+
+impl Args {
+    fn json(&self) -> bool {
+        self.output == Output::Json
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("reports serialize")
+    );
+}
+
+fn print_env(args: &Args, state: &sandbox::State) {
+    if args.json() {
+        let map: serde_json::Map<String, serde_json::Value> = state
+            .env()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v)))
+            .collect();
+        print_json(&map);
+    } else {
+        for (k, v) in state.env() {
+            println!("export {k}={v}");
+        }
+    }
+}
+
+pub async fn run(args: &Args) -> Result<()> {
+    match &args.command {
+        SandboxCommand::Up {
+            moto_server,
+            sandbox_region,
+        } => {
+            let up = sandbox::up(&UpOptions {
+                dir: args.dir.clone(),
+                moto_cmd: moto_server.clone(),
+                region: sandbox_region.clone(),
+            })
+            .await?;
+            let state = match up {
+                Up::Started(s) => {
+                    eprintln!("sandbox started in {}", args.dir.display());
+                    s
+                }
+                Up::AlreadyRunning(s) => {
+                    eprintln!("sandbox already running in {}", args.dir.display());
+                    s
+                }
+                Up::Restarted { state, stale } => {
+                    eprintln!(
+                        "found stale sandbox state (pids {} and {} are gone); started a new sandbox in {}",
+                        stale.moto.pid,
+                        stale.host.pid,
+                        args.dir.display()
+                    );
+                    state
+                }
+            };
+            print_env(args, &state);
+            Ok(())
+        }
+        SandboxCommand::Down => {
+            if sandbox::down(&args.dir).await? {
+                eprintln!("sandbox stopped");
+            } else {
+                eprintln!("no sandbox was running in {}", args.dir.display());
+            }
+            Ok(())
+        }
+        SandboxCommand::Status => status(args).await,
+        SandboxCommand::Env => {
+            let s = sandbox::running_state(&args.dir)?;
+            print_env(args, &s);
+            Ok(())
+        }
+        SandboxCommand::Llm { action } => {
+            let s = sandbox::running_state(&args.dir)?;
+            let (allow, file) = match action {
+                LlmAction::Allow { key_file } => (true, key_file),
+                LlmAction::Revoke { key_file } => (false, key_file),
+            };
+            let key = read_key(file.as_ref())?;
+            let n = sandbox::llm_key(&s, &key, allow).await?;
+            eprintln!(
+                "llm stub: key {}; {n} key(s) valid",
+                if allow { "allowed" } else { "revoked" }
+            );
+            Ok(())
+        }
+        SandboxCommand::FailRegion { region } => set_region(args, region, true).await,
+        SandboxCommand::RestoreRegion { region } => set_region(args, region, false).await,
+        SandboxCommand::Serve {
+            moto_url,
+            host_port,
+            llm_port,
+            proxy_port,
+        } => {
+            sandbox::serve(
+                args.dir.clone(),
+                moto_url.clone(),
+                *host_port,
+                *llm_port,
+                *proxy_port,
+            )
+            .await
+        }
+    }
+}
+
+/// `status`: what runs where, and the region gate's counters.
+async fn status(args: &Args) -> Result<()> {
+    let state = sandbox::read_state(&args.dir);
+    let Some(s) = state else {
+        println!("no sandbox in {}", args.dir.display());
+        return Err(Error::failed_hint(
+            "the sandbox is not running",
+            "run drd sandbox up",
+        ));
+    };
+    let rows = [
+        ("moto server", &s.moto, s.moto.url()),
+        ("region gate", &s.host, s.endpoint_url()),
+        ("function host", &s.host, s.host.url()),
+        ("llm stub", &s.host, s.llm_base_url()),
+    ];
+    let (failed, busy_ms, requests) = if s.running() {
+        sandbox::gate_stats(&s).await.unwrap_or_default()
+    } else {
+        Default::default()
+    };
+    if args.json() {
+        print_json(&serde_json::json!({
+            "dir": args.dir,
+            "running": s.running(),
+            "moto": {"pid": s.moto.pid, "url": s.moto.url(), "alive": s.moto.alive()},
+            "host": {"pid": s.host.pid, "url": s.host.url(), "alive": s.host.alive()},
+            "llm": {"url": s.llm_base_url()},
+            "endpoint_url": s.endpoint_url(),
+            "failed_regions": failed,
+            // Wall time with at least one emulator request in flight (benchmarks).
+            "emulator_busy_ms": busy_ms,
+            "emulator_requests": requests,
+            "started_at": s.started_at,
+        }));
+    } else {
+        for (name, p, url) in rows {
+            println!(
+                "{name:14} pid {:>7} {:8} {url}",
+                p.pid,
+                if p.alive() { "running" } else { "stopped" }
+            );
+        }
+        if !failed.is_empty() {
+            println!("failed regions: {}", failed.join(", "));
+        }
+    }
+    if s.running() {
+        Ok(())
+    } else {
+        Err(Error::failed_hint(
+            "the sandbox state is stale",
+            "run drd sandbox up",
+        ))
+    }
+}
+
+/// `fail-region` / `restore-region`.
+async fn set_region(args: &Args, region: &str, fail: bool) -> Result<()> {
+    if !drd::policy::is_region_name(region) {
+        return Err(
+            ConfigError::new("REGION", format!("{region:?} is not a region name"))
+                .hint("use a region code such as us-east-1")
+                .into(),
+        );
+    }
+    let s = sandbox::running_state(&args.dir)?;
+    if s.proxy_port.is_none() {
+        return Err(Error::failed_hint(
+            "this sandbox was started without the region gate",
+            "restart it: drd sandbox down && drd sandbox up",
+        ));
+    }
+    let (failed, changed) = sandbox::set_region(&s, region, fail).await?;
+    if args.json() {
+        print_json(&serde_json::json!({
+            "region": region, "failed": fail, "changed": changed, "failed_regions": failed,
+        }));
+    } else {
+        let what = match (fail, changed) {
+            (true, true) => "failed: its endpoints now drop connections",
+            (true, false) => "was already failed",
+            (false, true) => "restored",
+            (false, false) => "was not failed",
+        };
+        println!("region {region} {what}");
+        println!(
+            "failed regions: {}",
+            if failed.is_empty() {
+                "none".to_string()
+            } else {
+                failed.join(", ")
+            }
+        );
+    }
+    Ok(())
+}
+
+fn read_key(file: Option<&PathBuf>) -> Result<secrecy::SecretString> {
+    use std::io::Read;
+    let raw = match file {
+        Some(p) => std::fs::read_to_string(p).map_err(|e| {
+            ConfigError::new(
+                p.display().to_string(),
+                format!("cannot read the key file: {e}"),
+            )
+        })?,
+        None => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|e| Error::io("reading the key from stdin", e))?;
+            s
+        }
+    };
+    let source = file
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "<stdin>".into());
+    drd::deploy::parse_api_key(&raw, &source, "sandbox llm key")
+}
