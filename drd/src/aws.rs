@@ -1,5 +1,6 @@
 //! The one place AWS SDK clients are built: per region, from one `AwsSettings` (profile, endpoint
-//! override, data-plane override, retries), honouring the standard credential chain.
+//! override, data-plane override, retries, operation and attempt timeouts), honouring the
+//! standard credential chain.
 //!
 //! With an endpoint override (an emulator) S3 uses path-style addressing and retries default to a
 //! single attempt: the SDK's retries repeat moto's 500s and hide the first, real error.
@@ -11,6 +12,7 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_smithy_runtime_api::client::result::SdkError;
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Default)]
 pub struct AwsSettings {
@@ -21,7 +23,17 @@ pub struct AwsSettings {
     pub data_endpoint: Option<String>,
     /// Total attempts per call; `None` picks 3 against AWS and 1 against an emulator.
     pub max_attempts: Option<u32>,
+    /// Longest one call may take, retries included (`DEFAULT_OPERATION_TIMEOUT` when unset).
+    pub operation_timeout: Option<Duration>,
+    /// Longest one attempt of a call may take (`DEFAULT_ATTEMPT_TIMEOUT` when unset): a hung read
+    /// fails and is retried instead of stalling a job that keeps renewing its lease.
+    pub attempt_timeout: Option<Duration>,
 }
+
+/// Covers a Lambda `Invoke` that waits for a cold start and an LLM call (the function's own
+/// timeout is 60 s) and a code package upload.
+pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(90);
+pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub struct Aws {
     settings: AwsSettings,
@@ -61,7 +73,21 @@ impl Aws {
                 });
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(region.to_string()))
-            .retry_config(RetryConfig::standard().with_max_attempts(attempts.max(1)));
+            .retry_config(RetryConfig::standard().with_max_attempts(attempts.max(1)))
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .operation_timeout(
+                        self.settings
+                            .operation_timeout
+                            .unwrap_or(DEFAULT_OPERATION_TIMEOUT),
+                    )
+                    .operation_attempt_timeout(
+                        self.settings
+                            .attempt_timeout
+                            .unwrap_or(DEFAULT_ATTEMPT_TIMEOUT),
+                    )
+                    .build(),
+            );
         if let Some(p) = &self.settings.profile {
             loader = loader.profile_name(p);
         }

@@ -32,7 +32,12 @@ pub enum Error {
         hint: Option<String>,
     },
     /// Another run holds the lease.
-    #[error("lock {name} is held by {holder} until {until}")]
+    #[error(
+        "lock {name} is held by {holder} until {until} unless renewed (fix: if that holder is gone, \
+         `drd unlock {lease}` breaks the lock once it stops renewing; an interrupted runbook run \
+         continues with --resume RUN)",
+        lease = name.rsplit('/').next().unwrap_or(name)
+    )]
     LockHeld {
         name: String,
         holder: String,

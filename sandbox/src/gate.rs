@@ -13,6 +13,11 @@
 //! *control plane* does live in us-east-1; see docs/restore.md for why `failover` mode is the
 //! default.)
 //!
+//! The gate also makes S3 writes as atomic as S3's: moto's threaded server checks a
+//! condition (`If-Match`, `If-None-Match`) and writes in two steps, so two conditional writes to
+//! one key could both pass. The gate holds a per-object lock around every S3 write (PUT, POST,
+//! DELETE), so a race test tests drd, not moto (docs/emulator-gaps.md).
+//!
 //! The gate also keeps a busy clock: the wall time during which at least one emulator request
 //! (proxied call or function-host request) was in flight, so a benchmark can split a command's
 //! wall time into its own time and time spent waiting on the emulator.
@@ -32,6 +37,8 @@ pub const GLOBAL_SERVICES: &[&str] = &["route53", "iam", "cloudfront", "organiza
 pub struct Gate {
     failed: Mutex<BTreeSet<String>>,
     busy: Mutex<BusyClock>,
+    /// One lock per S3 object being written (host + path), dropped when unused.
+    writes: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 #[derive(Default)]
@@ -99,6 +106,17 @@ impl Gate {
         b.inflight += 1;
         b.requests += 1;
         BusyGuard(self)
+    }
+
+    /// Serialize writes to one S3 object: the returned guard holds its lock.
+    pub async fn write_lock(&self, object: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = {
+            let mut w = self.writes.lock().expect("write locks");
+            // Forget locks nobody holds or waits for, so the map stays small.
+            w.retain(|_, m| Arc::strong_count(m) > 1);
+            w.entry(object.to_string()).or_default().clone()
+        };
+        m.lock_owned().await
     }
 
     /// (busy milliseconds so far, requests so far).
@@ -193,12 +211,30 @@ async fn forward(
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok());
-    if let Some((region, service)) = credential_scope(auth, req.uri().query()) {
-        if gate.blocks(&region, &service) {
+    let scope = credential_scope(auth, req.uri().query());
+    if let Some((region, service)) = &scope {
+        if gate.blocks(region, service) {
             // Returning an error makes hyper close the connection without a response.
             return Err(Dropped(format!("region {region} is failed")));
         }
     }
+    // An S3 write holds its object's lock until moto has answered.
+    let is_s3_write = scope.as_ref().is_some_and(|(_, s)| s == "s3")
+        && matches!(req.method().as_str(), "PUT" | "POST" | "DELETE");
+    let _write = match is_s3_write {
+        true => {
+            let host = req
+                .headers()
+                .get("host")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            Some(
+                gate.write_lock(&format!("{host}{}", req.uri().path()))
+                    .await,
+            )
+        }
+        false => None,
+    };
     let _busy = gate.busy();
     let (parts, body) = req.into_parts();
     let body = body
@@ -276,6 +312,31 @@ mod tests {
         assert!(!g.blocks("us-west-2", "s3"));
         assert!(g.restore("us-east-1"));
         assert!(!g.blocks("us-east-1", "s3"));
+    }
+
+    #[tokio::test]
+    async fn writes_to_one_object_are_serialized_and_others_are_not() {
+        let g = Gate::new();
+        let a = g.write_lock("h/bucket/locks/store").await;
+        // Another object is free at once.
+        let _b = tokio::time::timeout(Duration::from_millis(100), g.write_lock("h/bucket/x"))
+            .await
+            .expect("another object is not blocked");
+        // The same object waits until the first write is done.
+        let g2 = g.clone();
+        let waiter = tokio::spawn(async move {
+            g2.write_lock("h/bucket/locks/store").await;
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !waiter.is_finished(),
+            "a second write to the object must wait"
+        );
+        drop(a);
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("released")
+            .unwrap();
     }
 
     #[test]

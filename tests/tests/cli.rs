@@ -116,3 +116,46 @@ fn runbook_list_and_show_render_the_shipped_runbooks() {
     assert_ne!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("no-such-runbook"), "{}", text(&out));
 }
+
+/// An endpoint that accepts the connection and never answers (a hung read): the attempt timeout
+/// ends the call, so a command fails in bounded time instead of stalling (while, in a daemon, it
+/// would keep renewing its lease).
+#[test]
+fn a_hung_endpoint_fails_within_the_attempt_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accept and hold every connection without a byte of answer.
+    let held = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for c in listener.incoming().flatten() {
+            keep.lock().unwrap().push(c);
+        }
+    });
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(drd_bin())
+        .args(["points", "list", "--attempt-timeout", "2s", "--policy"])
+        .arg(root().join("policies/classifier.toml"))
+        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "took {took:?}: the hung read was not cut off"
+    );
+    assert!(
+        !held.lock().unwrap().is_empty(),
+        "drd reached the hung endpoint"
+    );
+    assert!(
+        text(&out).to_lowercase().contains("timeout")
+            || text(&out).to_lowercase().contains("timed out"),
+        "{}",
+        text(&out)
+    );
+}

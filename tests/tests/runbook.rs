@@ -476,6 +476,73 @@ async fn rollback_killed_after_any_step_resumes_to_the_same_end_state() {
     }
 }
 
+/// The machine running a rollback dies (SIGKILL, host id `laptop-a`); a colleague on another
+/// machine (`laptop-b`, its own state directory) resumes the run within one lease TTL: the
+/// resume waits for the dead holder's lease (another host cannot see that its PID is gone)
+/// instead of failing, then finishes the run.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_killed_on_one_host_is_resumed_from_another_within_one_ttl() {
+    drd_e2e::require_failpoints();
+    let w = world("rb-host").await;
+    w.force_live("3").await;
+    let before = w.runs().await;
+    let out = w.drd_env(
+        &["rollback"],
+        &[
+            ("DRD_FAILPOINT", "move-alias:after-action"),
+            ("DRD_HOST_ID", "laptop-a"),
+            ("DRD_LOCK_TTL", "6s"),
+        ],
+    );
+    assert_eq!(out.status.signal(), Some(9), "{}", text(&out));
+    let run = w
+        .runs()
+        .await
+        .into_iter()
+        .find(|r| !before.contains(r))
+        .expect("a new run");
+    let state_b = w.sb.dir.path().join("state-laptop-b");
+    let started = std::time::Instant::now();
+    let out = w.drd_env(
+        &["rollback", "--resume", &run, "--output", "json"],
+        &[
+            ("DRD_HOST_ID", "laptop-b"),
+            ("DRD_STATE_DIR", state_b.to_str().unwrap()),
+            ("DRD_LOCK_TTL", "6s"),
+        ],
+    );
+    let took = started.elapsed();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("waiting for the lease"),
+        "the resume waited for laptop-a's lease: {}",
+        text(&out)
+    );
+    assert!(
+        took < std::time::Duration::from_secs(6 + 10),
+        "resumed {took:?} after the kill: more than one TTL (6 s) plus the run"
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["run"]["outcome"], "succeeded", "{r}");
+    assert_eq!(r["run"]["resumed"], true);
+    assert_eq!(w.live().await, "2");
+    // The lease's record names laptop-b's run, released, with a token above laptop-a's.
+    let lease =
+        w.sb.get_json(
+            "us-west-2",
+            "rb-host-points",
+            "rb-host/locks/runbook-lambda-rollback",
+        )
+        .await;
+    assert_eq!(lease["host"], "laptop-b", "{lease}");
+    assert!(lease["released_by"].is_string(), "{lease}");
+    assert!(lease["token"].as_u64().unwrap() >= 2, "{lease}");
+    assert!(
+        std::fs::read_dir(&state_b).is_ok(),
+        "laptop-b kept its own journal copy"
+    );
+}
+
 const GATED: &str = r#"
 name = "gated-pin"
 title = "Pin the live version after an operator agrees"

@@ -5,12 +5,12 @@
 use super::crypto;
 use super::manifest::*;
 use super::writer::Writer;
-use super::{new_point_id, BackupReport};
+use super::{new_point_id, scheduled_point_id, BackupReport};
 use crate::aws::{aws_error, error_code, Aws};
 use crate::error::{Error, Result};
 use crate::policy::Policy;
-use crate::store::lease::Lease;
-use crate::store::{BlobRef, Store};
+use crate::store::lease::LeaseRecord;
+use crate::store::{BlobRef, Store, Written};
 use crate::workload::package;
 use crate::workload::template::Template;
 use secrecy::{ExposeSecret, SecretString};
@@ -41,7 +41,11 @@ type KnownVersions = BTreeMap<(String, String), SecretVersionCapture>;
 
 impl Capture<'_> {
     /// Capture the four parts concurrently, then write the manifest (the point exists from then).
-    pub(super) async fn run(self, lease: &Lease, scheduled: Option<Scheduled>) -> Result<Captured> {
+    pub(super) async fn run(
+        self,
+        lease: &LeaseRecord,
+        scheduled: Option<Scheduled>,
+    ) -> Result<Captured> {
         let (stack, (function, code), log_group, secrets) = tokio::try_join!(
             self.stack(),
             self.function(),
@@ -56,13 +60,13 @@ impl Capture<'_> {
         let now = SystemTime::now();
         let mut manifest = Manifest {
             schema: MANIFEST_SCHEMA,
-            id: new_point_id(now),
+            id: scheduled
+                .as_ref()
+                .and_then(|s| scheduled_point_id(self.policy.stack_name(), s))
+                .unwrap_or_else(|| new_point_id(now)),
             created_at: humantime::format_rfc3339_millis(now).to_string(),
-            holder: format!(
-                "{}@{} pid {}",
-                lease.record.holder, lease.record.host, lease.record.pid
-            ),
-            fencing_token: lease.record.token,
+            holder: format!("{}@{} pid {}", lease.holder, lease.host, lease.pid),
+            fencing_token: lease.token,
             scheduled,
             stack,
             function,
@@ -79,18 +83,25 @@ impl Capture<'_> {
         let fresh = std::mem::take(&mut *w.fresh.lock().expect("fresh blobs"));
         let body = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
         // Last: the point exists from here on.
-        store.put_new(&store.point_key(&manifest.id), &body).await?;
+        if store.put_new(&store.point_key(&manifest.id), &body).await? == Written::Existed {
+            // A retry of the same firing: its first attempt stored the point (and the reply
+            // was lost). That point stands; this run adds no second one.
+            // Copies get the stored manifest, not this attempt's.
+            progress(&format!(
+                "point {} exists already (a retried firing)",
+                manifest.id
+            ));
+            let key = store.point_key(&manifest.id);
+            let stored = store.get(&key).await?.unwrap_or(body);
+            let kept: Manifest = serde_json::from_slice(&stored)
+                .map_err(|e| crate::error::Error::failed(format!("{key} is unreadable: {e}")))?;
+            let mut report = report_of(&kept, new_blobs, new_bytes);
+            report.objects_written = new_blobs;
+            return Ok((report, kept, stored, fresh));
+        }
         progress(&format!("manifest {} written", manifest.id));
         Ok((
-            BackupReport {
-                id: manifest.id.clone(),
-                new_blobs,
-                new_bytes,
-                objects_written: new_blobs + 1,
-                changed: manifest.changes.items.clone(),
-                copies: vec![],
-                duration_ms: 0,
-            },
+            report_of(&manifest, new_blobs, new_bytes),
             manifest,
             body,
             fresh,
@@ -496,6 +507,18 @@ impl Capture<'_> {
             blob,
             json,
         })
+    }
+}
+
+fn report_of(manifest: &Manifest, new_blobs: u64, new_bytes: u64) -> BackupReport {
+    BackupReport {
+        id: manifest.id.clone(),
+        new_blobs,
+        new_bytes,
+        objects_written: new_blobs + 1,
+        changed: manifest.changes.items.clone(),
+        copies: vec![],
+        duration_ms: 0,
     }
 }
 

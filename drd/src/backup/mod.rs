@@ -34,7 +34,8 @@ use writer::{listed_blobs, Writer};
 
 /// Lease on the store held by every writing command.
 pub const STORE_LEASE: &str = "store";
-pub const LEASE_TTL: Duration = Duration::from_secs(600);
+/// Renewed every third of it while a backup or prune runs.
+pub const LEASE_TTL: Duration = Duration::from_secs(60);
 
 #[derive(Debug, serde::Serialize)]
 pub struct BackupReport {
@@ -85,6 +86,18 @@ pub fn new_point_id(now: SystemTime) -> String {
     format!("{compact}-{}", &h[..8])
 }
 
+/// The id of the point a daemon firing takes: the firing's time, then a digest of the stack, job,
+/// firing and fencing token. A retried firing (the same claim) writes the same id, so a reply
+/// lost after the manifest was stored can never make two points for one firing.
+pub fn scheduled_point_id(stack: &str, s: &manifest::Scheduled) -> Option<String> {
+    let tick = humantime::parse_rfc3339(&s.tick).ok()?;
+    let t = humantime::format_rfc3339_millis(tick).to_string();
+    let compact: String = t.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    let seed = format!("{stack}\n{}\n{}\n{}", s.job, s.tick, s.token);
+    let h = hex::encode(Sha256::digest(seed.as_bytes()));
+    Some(format!("{compact}-{}", &h[..8]))
+}
+
 /// The previous point as copies see it: its id and the blobs it names.
 struct PrevPoint {
     pub(crate) id: String,
@@ -124,72 +137,85 @@ pub async fn backup_scheduled(
     } else {
         crate::store::store_of(aws, policy).await
     };
-    // The previous point is only a hint (which secret versions are already stored; every reuse
-    // is checked against the store), so it is read while the lease is taken, as are the record
-    // of the region the stack serves from and the list of stored blobs.
-    let start = || async {
-        tokio::join!(
-            Lease::acquire(&store, STORE_LEASE, "drd backup", LEASE_TTL),
+    // The lease first: blob reuse is decided from a listing taken under it, so no prune can
+    // delete a listed blob before this point names it. A store without a bucket yet answers the
+    // lease write with NoSuchBucket: create it and take the lease again.
+    let mut lease = match Lease::acquire(&store, STORE_LEASE, "drd backup", LEASE_TTL).await {
+        Err(Error::Aws { code, .. }) if code == "NoSuchBucket" => {
+            crate::store::open_store(aws, policy).await?;
+            Lease::acquire(&store, STORE_LEASE, "drd backup", LEASE_TTL).await?
+        }
+        r => r?,
+    };
+    let record = lease.record.clone();
+    let mut prev_point = None;
+    // Everything that writes runs under the renewed lease; losing it stops the run before its
+    // manifest (a run that stops earlier leaves no point).
+    let work = async {
+        // The previous point is only a hint (which secret versions are already stored; every
+        // reuse is checked against the store).
+        let (prev, active, listed) = tokio::join!(
             latest_manifest(&store),
             crate::store::active::read_active(&store),
             listed_blobs(&store)
-        )
-    };
-    let (mut lease, mut prev, mut active, mut listed) = start().await;
-    if matches!(&lease, Err(Error::Aws { code, .. }) if code == "NoSuchBucket") {
-        crate::store::open_store(aws, policy).await?;
-        (lease, prev, active, listed) = start().await;
-    }
-    let lease = lease?;
-    let mut prev_point = None;
-    let mut prepared = vec![];
-    let result = match (prev, active, listed) {
-        (Ok(prev), Ok(active), Ok(listed)) => {
-            prev_point = prev.as_ref().map(|m| PrevPoint {
-                id: m.id.clone(),
-                blobs: m
-                    .blobs()
-                    .into_iter()
-                    .map(|(_, b)| b.sha256.clone())
-                    .collect(),
-            });
-            // The stack is captured where it serves: the primary, or the region the last
-            // `drd restore` recorded as active.
-            let region = active
-                .as_ref()
-                .map(|a| a.region.as_str())
-                .unwrap_or(policy.primary_region());
-            // Copy buckets are made ready (and asked whether they hold the previous point)
-            // while the capture runs; their failures are reported at the copy, after the point.
-            let (r, p) = tokio::join!(
-                Capture {
-                    aws,
-                    policy,
+        );
+        let (prev, active, listed) = (prev?, active?, listed?);
+        prev_point = prev.as_ref().map(|m| PrevPoint {
+            id: m.id.clone(),
+            blobs: m
+                .blobs()
+                .into_iter()
+                .map(|(_, b)| b.sha256.clone())
+                .collect(),
+        });
+        // The stack is captured where it serves: the primary, or the region the last
+        // `drd restore` recorded as active.
+        let region = active
+            .as_ref()
+            .map(|a| a.region.as_str())
+            .unwrap_or(policy.primary_region());
+        // Copy buckets are made ready (and asked whether they hold the previous point) while
+        // the capture runs; their failures are reported at the copy, after the point.
+        let (r, prepared) = tokio::join!(
+            Capture {
+                aws,
+                policy,
+                store: &store,
+                region,
+                w: Writer {
                     store: &store,
-                    region,
-                    w: Writer {
-                        store: &store,
-                        new_blobs: AtomicU64::new(0),
-                        new_bytes: AtomicU64::new(0),
-                        fresh: Default::default(),
-                        listed,
-                    },
-                    recipients: &recipients,
-                    prev,
-                    progress,
-                }
-                .run(&lease, scheduled),
-                futures::future::join_all(policy.backup.copies.iter().map(|c| prepare_copy(
-                    aws,
-                    policy,
-                    c,
-                    prev_point.as_ref()
-                )))
-            );
-            prepared = p;
-            r
-        }
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
+                    new_blobs: AtomicU64::new(0),
+                    new_bytes: AtomicU64::new(0),
+                    fresh: Default::default(),
+                    listed,
+                },
+                recipients: &recipients,
+                prev,
+                progress,
+            }
+            .run(&record, scheduled),
+            futures::future::join_all(policy.backup.copies.iter().map(|c| prepare_copy(
+                aws,
+                policy,
+                c,
+                prev_point.as_ref()
+            )))
+        );
+        r.map(|r| (r, prepared))
+    };
+    let (result, prepared) = match lease.guard(work).await {
+        Ok(Ok((captured, prepared))) => (Ok(captured), prepared),
+        Ok(Err(e)) => (Err(e), vec![]),
+        Err(lost) => (
+            Err(Error::failed_hint(
+                format!(
+                    "the backup stopped before its manifest: the store lease {} was lost ({})",
+                    lost.key, lost.why
+                ),
+                "no point was made; run drd backup again",
+            )),
+            vec![],
+        ),
     };
     // The point is complete once its manifest exists: copy it to further buckets while the
     // store lease is given back.
@@ -239,6 +265,29 @@ mod tests {
         assert_eq!(p[1].value.as_deref(), Some("objects/x"));
         assert!(p[2].redacted);
         assert!(!serde_json::to_string(&p).unwrap().contains("hunter2"));
+    }
+
+    #[test]
+    fn a_firing_always_names_the_same_point() {
+        let s = |token| manifest::Scheduled {
+            job: "backup".into(),
+            tick: "2026-11-27T04:15:00Z".into(),
+            token,
+            daemon: "host:1".into(),
+        };
+        let a = scheduled_point_id("stk", &s(7)).unwrap();
+        assert_eq!(
+            scheduled_point_id("stk", &s(7)).unwrap(),
+            a,
+            "a retry writes the same id"
+        );
+        assert!(a.starts_with("20261127T041500000Z-"), "{a}");
+        assert_ne!(
+            scheduled_point_id("stk", &s(8)).unwrap(),
+            a,
+            "another claim, another id"
+        );
+        assert_ne!(scheduled_point_id("other", &s(7)).unwrap(), a);
     }
 
     #[test]

@@ -28,12 +28,12 @@ pub async fn prune(
             .unwrap_or(0)
     };
     let store = crate::store::open_store_read(aws, policy).await?;
-    let lease = if dry_run {
+    let mut lease = if dry_run {
         None
     } else {
         Some(Lease::acquire(&store, STORE_LEASE, "drd prune", LEASE_TTL).await?)
     };
-    let result = async {
+    let work = async {
         let mut points = vec![];
         let mut manifests = std::collections::BTreeMap::new();
         for id in store.point_ids().await? {
@@ -83,8 +83,18 @@ pub async fn prune(
             decisions,
             blobs_deleted: gone,
         })
-    }
-    .await;
+    };
+    // A real prune deletes under the renewed store lease; losing it stops the deletes.
+    let result = match lease.as_mut() {
+        None => work.await,
+        Some(l) => match l.guard(work).await {
+            Ok(r) => r,
+            Err(lost) => Err(crate::Error::failed(format!(
+                "prune stopped: the store lease {} was lost ({})",
+                lost.key, lost.why
+            ))),
+        },
+    };
     if let Some(l) = lease {
         l.release().await?;
     }

@@ -14,6 +14,7 @@ mod rotate;
 mod runbook;
 mod sandbox;
 mod status;
+mod unlock;
 mod validate;
 mod verify;
 
@@ -73,6 +74,16 @@ pub struct Cli {
     /// ~/.local/state/drd).
     #[arg(long, global = true, env = "DRD_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// TTL of a runbook run's lease (default 60s); renewed every third of it while the run
+    /// lives, so a run whose machine died is taken over (`--resume`) within one TTL.
+    #[arg(long, global = true, env = "DRD_LOCK_TTL", value_parser = parse_ttl)]
+    pub lock_ttl: Option<std::time::Duration>,
+    /// Longest one AWS call may take, retries included (default 5m).
+    #[arg(long, global = true, env = "DRD_OPERATION_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub operation_timeout: Option<std::time::Duration>,
+    /// Longest one attempt of an AWS call may take (default 90s).
+    #[arg(long, global = true, env = "DRD_ATTEMPT_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub attempt_timeout: Option<std::time::Duration>,
     /// Attempts per AWS call (default 3, or 1 with an endpoint override).
     #[arg(long, global = true, env = "DRD_MAX_ATTEMPTS")]
     pub max_attempts: Option<u32>,
@@ -121,6 +132,8 @@ pub enum Command {
     Restore(restore::Args),
     /// Runbooks: list, show, run, status, approve.
     Runbook(runbook::Args),
+    /// Break a lease whose holder stopped renewing (a run whose machine died).
+    Unlock(unlock::Args),
     /// Scheduled protection: backups, verification, retention and runbooks on cron schedules,
     /// with leases across daemons, /healthz, /readyz and /metrics.
     Daemon(daemon::Args),
@@ -149,6 +162,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Restore(a) => restore::run(&cli, a).await,
         Command::Runbook(a) => runbook::run(&cli, a).await,
         Command::Sandbox(a) => sandbox::run(&cli, a),
+        Command::Unlock(a) => unlock::run(&cli, a).await,
         Command::Daemon(a) => daemon::run(&cli, a).await,
         Command::Schedule(a) => daemon::schedule(&cli, a).await,
     }
@@ -165,6 +179,8 @@ impl Cli {
             endpoint_url: self.endpoint_url.clone().filter(|s| !s.is_empty()),
             data_endpoint: self.lambda_data_endpoint.clone().filter(|s| !s.is_empty()),
             max_attempts: self.max_attempts,
+            operation_timeout: self.operation_timeout,
+            attempt_timeout: self.attempt_timeout,
         })
     }
 
@@ -202,6 +218,14 @@ impl Cli {
     pub fn json(&self) -> bool {
         self.output == Output::Json
     }
+}
+
+fn parse_ttl(s: &str) -> std::result::Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration: {e}"))?;
+    if d < std::time::Duration::from_secs(3) {
+        return Err("a lease TTL under 3s cannot be renewed in time; use 3s or more".into());
+    }
+    Ok(d)
 }
 
 /// Print a value as pretty JSON on stdout.

@@ -218,6 +218,7 @@ pub async fn run_named(
         inputs,
         resume,
         state_dir: cli.state_dir(),
+        lease_ttl: cli.lock_ttl,
         #[cfg(feature = "failpoints")]
         failpoint: std::env::var("DRD_FAILPOINT")
             .ok()

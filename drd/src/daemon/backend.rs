@@ -5,7 +5,7 @@ use crate::aws::Aws;
 use crate::backup::crypto::Identities;
 use crate::error::{Error, Result};
 use crate::policy::Policy;
-use crate::store::lease::{Lease, LeaseRecord};
+use crate::store::lease::Lease;
 use crate::store::Store;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
@@ -69,14 +69,8 @@ impl StoreBackend {
             let Some(ctx) = self.stacks.values().find(|c| c.store.bucket == bucket) else {
                 continue;
             };
-            if let Ok(Some(b)) = ctx.store.get(&key).await {
-                let ours = serde_json::from_slice::<LeaseRecord>(&b).is_ok_and(|r| {
-                    r.pid == std::process::id() && r.host == crate::store::lease::hostname()
-                });
-                if ours {
-                    let _ = ctx.store.delete(&key).await;
-                    tracing::info!(lease = %key, "released at shutdown");
-                }
+            if let Ok(true) = crate::store::lease::release_if_ours(&ctx.store, &key).await {
+                tracing::info!(lease = %key, "released at shutdown");
             }
         }
     }
@@ -214,7 +208,13 @@ impl Backend for StoreBackend {
                         token,
                         daemon: self.holder.clone(),
                     };
-                    let r = Box::pin(crate::backup::backup_scheduled(aws, policy, &progress, Some(scheduled))).await?;
+                    let r = Box::pin(crate::backup::backup_scheduled(
+                        aws,
+                        policy,
+                        &progress,
+                        Some(scheduled),
+                    ))
+                    .await?;
                     Ok(Outcome {
                         detail: format!("point {} ({} new blob(s))", r.id, r.new_blobs),
                         bytes: r.new_bytes,
@@ -231,7 +231,13 @@ impl Backend for StoreBackend {
                     let mut broken = vec![];
                     let points = ctx.store.point_ids().await?;
                     for id in &points {
-                        let c = crate::backup::verify::verify_point(&ctx.store, id, ids.as_ref(), &mut cache).await?;
+                        let c = crate::backup::verify::verify_point(
+                            &ctx.store,
+                            id,
+                            ids.as_ref(),
+                            &mut cache,
+                        )
+                        .await?;
                         if !c.ok {
                             broken.push(format!("{id}: {}", c.problems.join("; ")));
                         }
@@ -241,7 +247,11 @@ impl Backend for StoreBackend {
                             detail: format!(
                                 "{} point(s) verified{}",
                                 points.len(),
-                                if ids.is_some() { " (secrets decrypted)" } else { " (structural)" }
+                                if ids.is_some() {
+                                    " (secrets decrypted)"
+                                } else {
+                                    " (structural)"
+                                }
                             ),
                             ..Default::default()
                         })
@@ -250,17 +260,22 @@ impl Backend for StoreBackend {
                     }
                 }
                 "prune" => {
-                    let r = crate::backup::prune::prune(aws, policy, std::time::SystemTime::now(), false).await?;
+                    let r = crate::backup::prune::prune(
+                        aws,
+                        policy,
+                        std::time::SystemTime::now(),
+                        false,
+                    )
+                    .await?;
                     let gone = r.decisions.iter().filter(|d| !d.keep).count();
                     Ok(Outcome {
-                        detail: format!("{gone} point(s) and {} blob(s) deleted", r.blobs_deleted.len()),
+                        detail: format!(
+                            "{gone} point(s) and {} blob(s) deleted",
+                            r.blobs_deleted.len()
+                        ),
                         ..Default::default()
                     })
                 }
-                "mirror" => Ok(Outcome {
-                    detail: "mirror is reserved for CI failover (procedure 5), not built yet: nothing to do".into(),
-                    ..Default::default()
-                }),
                 other => {
                     let Some(name) = other.strip_prefix("runbook:") else {
                         return Err(Error::failed(format!("unknown job {other}")));

@@ -19,6 +19,8 @@ pub struct JobStats {
     /// Runs for firings missed while no daemon ran (after downtime or a long run).
     pub catch_ups: u64,
     pub lease_lost: u64,
+    /// Failed runs retried within their firing's window.
+    pub retries: u64,
     pub bucket_counts: Vec<u64>,
     pub duration_sum: f64,
     pub duration_count: u64,
@@ -142,8 +144,14 @@ impl Metrics {
         family(
             "drd_job_lease_lost_total",
             "counter",
-            "Runs whose lease was lost before they finished.",
+            "Runs whose lease was lost before they finished (they were cancelled).",
             per(&|s| s.lease_lost.to_string()),
+        );
+        family(
+            "drd_job_retries_total",
+            "counter",
+            "Failed runs retried within their firing's window.",
+            per(&|s| s.retries.to_string()),
         );
         write_histogram(&mut out, &jobs);
         let mut out2 = String::new();

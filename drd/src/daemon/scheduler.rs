@@ -13,7 +13,12 @@
 //! - **No overlap**: each loop is sequential, and the lease keeps daemons apart.
 //! - **Catch-up, not a burst**: after downtime (or a run longer than the interval) only the
 //!   latest missed firing runs, once.
-//! - **Bounded concurrency**: a semaphore shared by every stack and job.
+//! - **Bounded concurrency**: a semaphore shared by every stack and job, taken *before* the
+//!   lease, so a claimed firing never waits in a queue while its lease runs out.
+//! - **Cancel on loss**: a run whose lease renewal fails is dropped at its next await and its
+//!   firing is not recorded; the new holder decides it.
+//! - **Retries**: a failed run is retried with doubling backoff while the retry still starts
+//!   before the next firing (at most `MAX_RUN_ATTEMPTS` runs); the outcome is recorded once.
 //! - **Fencing**: each run takes the token after the tick record's, and what it writes carries
 //!   it; a tick record is only replaced by one with a higher token.
 
@@ -23,15 +28,19 @@ use crate::schedule::{self, Cron};
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 
+/// A failed firing is retried after this (then doubling), inside its window.
+pub const RETRY_BACKOFF: Duration = Duration::from_secs(10);
+/// Runs of one firing at most (the first and its retries).
+pub const MAX_RUN_ATTEMPTS: u32 = 3;
+
 #[derive(Debug, Clone)]
 pub struct JobSpec {
     pub stack: String,
-    /// `backup`, `verify`, `prune`, `mirror`, `runbook:NAME`.
+    /// `backup`, `verify`, `prune`, `runbook:NAME`.
     pub job: String,
     pub cron: Cron,
     pub jitter: Duration,
@@ -269,6 +278,14 @@ impl Scheduler {
             if *stop.borrow() {
                 return;
             }
+            // A worker slot first: a firing is claimed only when it can start at once, so a
+            // claim never waits in a queue while its lease runs out.
+            let permit = self
+                .permits
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("semaphore");
             let held = match self.backend.acquire(job, self.ttl).await {
                 Ok(h) => h,
                 Err(e) => {
@@ -277,136 +294,183 @@ impl Scheduler {
                     return;
                 }
             };
-            let Some(mut held) = held else {
+            let Some(held) = held else {
+                drop(permit);
                 if self.stand_by(job, tick, stop).await {
                     continue;
                 }
                 return;
             };
-            let last = match self.backend.last_tick(job).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(job = %job.key(), error = %e, "cannot read the tick record");
-                    held.release().await;
-                    self.metrics.with(stack, name, |s| s.failed += 1);
-                    return;
-                }
-            };
-            if last
-                .as_ref()
-                .and_then(|r| r.tick_time())
-                .is_some_and(|t| t >= tick)
-            {
-                held.release().await;
-                self.metrics.with(stack, name, |s| s.done_elsewhere += 1);
-                return;
-            }
-            let token = last.as_ref().map(|r| r.token).unwrap_or(0) + 1;
-            let fmt = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-            // Claim the firing (and the token) before running it.
-            let claim = TickRecord {
-                tick: last.as_ref().map(|r| r.tick.clone()).unwrap_or_default(),
-                token,
-                outcome: last.as_ref().map(|r| r.outcome.clone()).unwrap_or_default(),
-                finished_at: last
-                    .as_ref()
-                    .map(|r| r.finished_at.clone())
-                    .unwrap_or_default(),
-                holder: self.holder.clone(),
-                catch_up,
-                running: Some(fmt(tick)),
-            };
-            if let Err(e) = self.backend.record_tick(job, &claim).await {
-                tracing::warn!(job = %job.key(), error = %e, "cannot claim the firing");
+            self.claim_and_run(job, tick, catch_up, held, stop).await;
+            return;
+        }
+    }
+
+    /// Holding the lease: check the firing is still to run, claim it with the next token, run
+    /// it (retried with backoff inside its window) while renewing the lease, and record it.
+    async fn claim_and_run(
+        &self,
+        job: &JobSpec,
+        tick: DateTime<Utc>,
+        catch_up: bool,
+        mut held: Box<dyn Held>,
+        stop: &mut watch::Receiver<bool>,
+    ) {
+        let (stack, name) = (job.stack.as_str(), job.job.as_str());
+        let last = match self.backend.last_tick(job).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(job = %job.key(), error = %e, "cannot read the tick record");
                 held.release().await;
                 self.metrics.with(stack, name, |s| s.failed += 1);
                 return;
             }
-            let _permit = self
-                .permits
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("semaphore");
-            self.metrics.with(stack, name, |s| s.lease_held = true);
-            tracing::info!(job = %job.key(), tick = %tick, token, catch_up, "running");
-            let started = tokio::time::Instant::now();
-            let lost = Arc::new(AtomicBool::new(false));
-            let (done_tx, mut done_rx) = watch::channel(false);
-            let ttl = self.ttl;
-            let lost2 = lost.clone();
-            // Renew every third of the TTL while the job runs.
-            let renewer = async move {
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep(ttl / 3) => {}
-                        _ = done_rx.changed() => return held,
-                    }
-                    match held.renew(ttl).await {
-                        Ok(true) => {}
-                        Ok(false) | Err(_) => {
-                            lost2.store(true, Ordering::Relaxed);
-                            let _ = done_rx.changed().await;
-                            return held;
-                        }
-                    }
-                }
-            };
-            let run = async {
-                let r = self.backend.run(job, tick, token).await;
-                let _ = done_tx.send(true);
-                r
-            };
-            let (result, held) = tokio::join!(run, renewer);
-            let secs = started.elapsed().as_secs_f64();
-            self.metrics.observe_duration(stack, name, secs);
-            let lost = lost.load(Ordering::Relaxed);
-            let outcome = match &result {
-                Ok(_) => "succeeded",
-                Err(_) => "failed",
-            };
-            match &result {
-                Ok(o) => {
-                    tracing::info!(job = %job.key(), tick = %tick, secs, detail = %o.detail, "succeeded");
-                    let now = self.clock.now().timestamp_millis() as f64 / 1000.0;
-                    self.metrics.with(stack, name, |s| {
-                        s.succeeded += 1;
-                        s.last_success = Some(now);
-                        s.bytes_written += o.bytes;
-                        s.objects_written += o.objects;
-                        if catch_up {
-                            s.catch_ups += 1;
-                        }
-                    });
-                    if let Some(p) = o.newest_point {
-                        self.metrics.set_newest_point(stack, p);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(job = %job.key(), tick = %tick, error = %e, "failed");
-                    self.metrics.with(stack, name, |s| s.failed += 1);
-                }
-            }
-            if lost {
-                tracing::warn!(job = %job.key(), tick = %tick, "lease lost during the run: the firing is not recorded");
-                self.metrics.with(stack, name, |s| s.lease_lost += 1);
-            } else {
-                let rec = TickRecord {
-                    tick: fmt(tick),
-                    token,
-                    outcome: outcome.into(),
-                    finished_at: fmt(self.clock.now()),
-                    holder: self.holder.clone(),
-                    catch_up,
-                    running: None,
-                };
-                if let Err(e) = self.backend.record_tick(job, &rec).await {
-                    tracing::warn!(job = %job.key(), error = %e, "cannot write the tick record");
-                }
-            }
+        };
+        if last
+            .as_ref()
+            .and_then(|r| r.tick_time())
+            .is_some_and(|t| t >= tick)
+        {
             held.release().await;
-            self.metrics.with(stack, name, |s| s.lease_held = false);
+            self.metrics.with(stack, name, |s| s.done_elsewhere += 1);
             return;
+        }
+        let token = last.as_ref().map(|r| r.token).unwrap_or(0) + 1;
+        let fmt = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        // Claim the firing (and the token) before running it.
+        let claim = TickRecord {
+            tick: last.as_ref().map(|r| r.tick.clone()).unwrap_or_default(),
+            token,
+            outcome: last.as_ref().map(|r| r.outcome.clone()).unwrap_or_default(),
+            finished_at: last
+                .as_ref()
+                .map(|r| r.finished_at.clone())
+                .unwrap_or_default(),
+            holder: self.holder.clone(),
+            catch_up,
+            running: Some(fmt(tick)),
+        };
+        if let Err(e) = self.backend.record_tick(job, &claim).await {
+            tracing::warn!(job = %job.key(), error = %e, "cannot claim the firing");
+            held.release().await;
+            self.metrics.with(stack, name, |s| s.failed += 1);
+            return;
+        }
+        self.metrics.with(stack, name, |s| s.lease_held = true);
+        tracing::info!(job = %job.key(), tick = %tick, token, catch_up, "running");
+        let started = tokio::time::Instant::now();
+        let ttl = self.ttl;
+        // Renew every third of the TTL while the job runs; a renewal that fails ends the run.
+        let renewer = async {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                match held.renew(ttl).await {
+                    Ok(true) => {}
+                    Ok(false) => return "the lease was taken over".to_string(),
+                    Err(e) => return format!("the lease could not be renewed: {e}"),
+                }
+            }
+        };
+        let ended = tokio::select! {
+            r = self.run_with_retries(job, tick, token, stop) => Ok(r),
+            why = renewer => Err(why),
+        };
+        let secs = started.elapsed().as_secs_f64();
+        self.metrics.observe_duration(stack, name, secs);
+        let result = match ended {
+            Ok(r) => r,
+            Err(why) => {
+                // Cancelled (dropped at its next await): whoever holds the lease now decides
+                // the firing; nothing is recorded from here.
+                tracing::warn!(job = %job.key(), tick = %tick, %why, "lease lost: the run was cancelled and the firing is not recorded");
+                self.metrics.with(stack, name, |s| {
+                    s.lease_lost += 1;
+                    s.lease_held = false;
+                });
+                held.release().await;
+                return;
+            }
+        };
+        self.count_outcome(job, tick, catch_up, secs, &result);
+        let rec = TickRecord {
+            tick: fmt(tick),
+            token,
+            outcome: if result.is_ok() {
+                "succeeded"
+            } else {
+                "failed"
+            }
+            .into(),
+            finished_at: fmt(self.clock.now()),
+            holder: self.holder.clone(),
+            catch_up,
+            running: None,
+        };
+        if let Err(e) = self.backend.record_tick(job, &rec).await {
+            tracing::warn!(job = %job.key(), error = %e, "cannot write the tick record");
+        }
+        held.release().await;
+        self.metrics.with(stack, name, |s| s.lease_held = false);
+    }
+
+    /// Run the firing; a failure is retried after `RETRY_BACKOFF` (doubling), up to
+    /// `MAX_RUN_ATTEMPTS` runs, while the retry still starts before the job's next firing.
+    async fn run_with_retries(
+        &self,
+        job: &JobSpec,
+        tick: DateTime<Utc>,
+        token: u64,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Outcome> {
+        let next_firing = job.cron.next_after(tick).map(|n| job.fire_at(n));
+        let mut backoff = RETRY_BACKOFF;
+        for attempt in 1.. {
+            let r = self.backend.run(job, tick, token).await;
+            let Err(e) = &r else { return r };
+            let retry_at = schedule::add(self.clock.now(), backoff);
+            if attempt >= MAX_RUN_ATTEMPTS || next_firing.is_some_and(|n| retry_at >= n) {
+                return r;
+            }
+            tracing::warn!(job = %job.key(), tick = %tick, attempt, error = %e, retry_in = ?backoff, "failed; retrying");
+            self.metrics.with(&job.stack, &job.job, |s| s.retries += 1);
+            if !sleep_until(self.clock.as_ref(), retry_at, stop).await {
+                return r;
+            }
+            backoff *= 2;
+        }
+        unreachable!("the loop returns")
+    }
+
+    fn count_outcome(
+        &self,
+        job: &JobSpec,
+        tick: DateTime<Utc>,
+        catch_up: bool,
+        secs: f64,
+        result: &Result<Outcome>,
+    ) {
+        let (stack, name) = (job.stack.as_str(), job.job.as_str());
+        match result {
+            Ok(o) => {
+                tracing::info!(job = %job.key(), tick = %tick, secs, detail = %o.detail, "succeeded");
+                let now = self.clock.now().timestamp_millis() as f64 / 1000.0;
+                self.metrics.with(stack, name, |s| {
+                    s.succeeded += 1;
+                    s.last_success = Some(now);
+                    s.bytes_written += o.bytes;
+                    s.objects_written += o.objects;
+                    if catch_up {
+                        s.catch_ups += 1;
+                    }
+                });
+                if let Some(p) = o.newest_point {
+                    self.metrics.set_newest_point(stack, p);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(job = %job.key(), tick = %tick, error = %e, "failed");
+                self.metrics.with(stack, name, |s| s.failed += 1);
+            }
         }
     }
 }

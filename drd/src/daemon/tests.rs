@@ -30,6 +30,8 @@ struct Mem {
     ticks: Mutex<HashMap<String, TickRecord>>,
     runs: Mutex<Vec<Run>>,
     run_time: Mutex<Duration>,
+    /// The next this many runs fail (after their run time).
+    fail_next: Mutex<u32>,
 }
 
 /// One daemon's view of the shared in-memory store.
@@ -131,6 +133,11 @@ impl Backend for View {
             let d = *self.mem.run_time.lock().unwrap();
             tokio::time::sleep(d).await;
             self.mem.runs.lock().unwrap()[idx].end = Some(self.clock.now());
+            let mut fail = self.mem.fail_next.lock().unwrap();
+            if *fail > 0 {
+                *fail -= 1;
+                return Err(crate::error::Error::failed("injected failure"));
+            }
             Ok(Outcome::default())
         }
         .boxed()
@@ -162,6 +169,20 @@ fn daemon(
     job: JobSpec,
     ttl: Duration,
 ) -> Daemon {
+    let (sched, tx, rx) = scheduler(mem, who, clock, ttl, 4);
+    Daemon {
+        handle: tokio::spawn(sched.job_loop(job, rx)),
+        stop: tx,
+    }
+}
+
+fn scheduler(
+    mem: &Arc<Mem>,
+    who: &str,
+    clock: &Arc<TokioClock>,
+    ttl: Duration,
+    permits: usize,
+) -> (Arc<Scheduler>, watch::Sender<bool>, watch::Receiver<bool>) {
     let sched = Arc::new(Scheduler {
         backend: Arc::new(View {
             mem: mem.clone(),
@@ -170,15 +191,12 @@ fn daemon(
         }),
         clock: clock.clone(),
         metrics: Arc::new(Metrics::default()),
-        permits: Arc::new(Semaphore::new(4)),
+        permits: Arc::new(Semaphore::new(permits)),
         ttl,
         holder: who.into(),
     });
     let (tx, rx) = watch::channel(false);
-    Daemon {
-        handle: tokio::spawn(sched.job_loop(job, rx)),
-        stop: tx,
-    }
+    (sched, tx, rx)
 }
 
 async fn stop(d: Daemon) {
@@ -437,6 +455,127 @@ async fn concurrency_is_bounded_across_stacks() {
         peak = peak.max(now);
     }
     assert_eq!(peak, 2, "{r:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_firing_waiting_for_a_worker_is_never_run_twice() {
+    // Daemon "a" has one worker, busy for 40 s with stack-1; stack-2's firing comes meanwhile.
+    // Before, "a" took stack-2's lease and claimed the firing while queued for the worker, its
+    // lease ran out unrenewed, standby "b" ran the firing, and "a" ran it again afterwards.
+    let mem = Arc::new(Mem::default());
+    *mem.run_time.lock().unwrap() = Duration::from_secs(40);
+    let ttl = Duration::from_secs(6);
+    let clock = Arc::new(TokioClock::new(t("2026-11-27T10:00:00.500Z")));
+    let (a, a_tx, a_rx) = scheduler(&mem, "a", &clock, ttl, 1);
+    let (b, b_tx, b_rx) = scheduler(&mem, "b", &clock, ttl, 4);
+    let mut first = spec("0 * * * * *", Duration::ZERO);
+    first.stack = "stack-1".into();
+    let mut second = spec("5 * * * * *", Duration::ZERO);
+    second.stack = "stack-2".into();
+    let mut handles = vec![
+        tokio::spawn(a.clone().job_loop(first.clone(), a_rx.clone())),
+        tokio::spawn(a.clone().job_loop(second.clone(), a_rx)),
+    ];
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    handles.push(tokio::spawn(b.clone().job_loop(second, b_rx)));
+    tokio::time::sleep(Duration::from_secs(150)).await;
+    let _ = a_tx.send(true);
+    let _ = b_tx.send(true);
+    for h in handles {
+        let _ = h.await;
+    }
+    let r = runs(&mem);
+    // stack-2's firings: each ran once, in firing order (none ran after a newer one had run,
+    // which is what a claim left waiting in the queue past its TTL did).
+    let second: Vec<&Run> = r
+        .iter()
+        .filter(|x| x.tick.format("%S").to_string() == "05")
+        .collect();
+    assert!(second.len() >= 2, "stack-2's firings ran: {r:?}");
+    for w in second.windows(2) {
+        assert!(
+            w[0].tick < w[1].tick,
+            "stack-2's firing {} ran after {} (or twice): {r:?}",
+            w[1].tick,
+            w[0].tick
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_whose_lease_is_lost_is_cancelled_and_not_recorded() {
+    let mem = Arc::new(Mem::default());
+    *mem.run_time.lock().unwrap() = Duration::from_secs(40);
+    let ttl = Duration::from_secs(6);
+    let clock = Arc::new(TokioClock::new(t("2026-11-27T10:00:00.500Z")));
+    let job = spec("0 0 * * * *", Duration::ZERO);
+    // The start-up catch-up runs the 10:00 firing; ten seconds in, someone else takes the lease.
+    let a = daemon(&mem, "a", &clock, job.clone(), ttl);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(runs(&mem).len(), 1);
+    mem.leases.lock().unwrap().insert(
+        job.key(),
+        ("thief".into(), Instant::now() + Duration::from_secs(600)),
+    );
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    stop(a).await;
+    let r = runs(&mem);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert!(r[0].end.is_none(), "the run was cancelled mid-way: {r:?}");
+    let rec = mem.ticks.lock().unwrap().get(&job.key()).cloned().unwrap();
+    assert_eq!(
+        rec.running.as_deref(),
+        Some("2026-11-27T10:00:00.000Z"),
+        "claimed, never recorded as done: {rec:?}"
+    );
+    assert_eq!(rec.outcome, "");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_firing_is_retried_within_its_window_and_recorded_once() {
+    let mem = Arc::new(Mem::default());
+    *mem.run_time.lock().unwrap() = Duration::from_secs(1);
+    *mem.fail_next.lock().unwrap() = 2;
+    let clock = Arc::new(TokioClock::new(t("2026-11-27T10:00:00.500Z")));
+    let job = spec("0 0 * * * *", Duration::ZERO);
+    let a = daemon(&mem, "a", &clock, job.clone(), Duration::from_secs(6));
+    // The start-up catch-up runs the 10:00 firing.
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    stop(a).await;
+    let r = runs(&mem);
+    let eleven: Vec<&Run> = r
+        .iter()
+        .filter(|x| x.tick == t("2026-11-27T10:00:00Z"))
+        .collect();
+    assert_eq!(eleven.len(), 3, "two failures, then a success: {r:?}");
+    // Backoff: 10 s, then 20 s (each after the 1 s run).
+    let gap = |i: usize| (eleven[i + 1].start - eleven[i].end.unwrap()).num_seconds();
+    assert_eq!((gap(0), gap(1)), (10, 20));
+    let rec = mem.ticks.lock().unwrap().get(&job.key()).cloned().unwrap();
+    assert_eq!(rec.outcome, "succeeded");
+    assert!(
+        eleven.iter().all(|x| x.token == eleven[0].token),
+        "one claim, one token"
+    );
+    // A firing whose retries would run into the next firing gives up: with a one-minute
+    // schedule a failure is not retried past the next firing.
+    let mem = Arc::new(Mem::default());
+    *mem.run_time.lock().unwrap() = Duration::from_secs(1);
+    *mem.fail_next.lock().unwrap() = 100;
+    let clock = Arc::new(TokioClock::new(t("2026-11-27T10:00:00.500Z")));
+    let job = spec("0 * * * * *", Duration::ZERO);
+    let a = daemon(&mem, "a", &clock, job.clone(), Duration::from_secs(6));
+    tokio::time::sleep(Duration::from_secs(200)).await;
+    stop(a).await;
+    let r = runs(&mem);
+    for x in &r {
+        assert!(
+            x.start < x.tick + chrono::Duration::seconds(60),
+            "a retry ran into the next firing: {x:?}"
+        );
+    }
+    let rec = mem.ticks.lock().unwrap().get(&job.key()).cloned().unwrap();
+    assert_eq!(rec.outcome, "failed");
 }
 
 #[test]

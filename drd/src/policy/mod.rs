@@ -192,7 +192,7 @@ pub struct DaemonPolicy {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SchedulePolicy {
-    /// `backup`, `verify`, `prune`, `mirror` (reserved for CI failover) or `runbook:NAME`.
+    /// `backup`, `verify`, `prune` or `runbook:NAME`.
     pub job: Spanned<String>,
     /// `sec min hour day-of-month month day-of-week [year]`.
     pub cron: Spanned<String>,

@@ -66,6 +66,12 @@ fn daemon_and_dns_mistakes_name_field_and_line() {
             19,
             "twice",
         ),
+        (
+            "[[daemon.schedule]]\njob = \"mirror\"\ncron = \"0 0 * * * *\"\n",
+            "daemon.schedule[0].job",
+            16,
+            "not available",
+        ),
         ("[daemon]\nrpo = \"soon\"\n", "daemon.rpo", 16, "not a duration"),
         ("[daemon]\nlisten = \"localhost\"\n", "daemon.listen", 16, "not an address"),
         (

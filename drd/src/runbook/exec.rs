@@ -28,9 +28,14 @@ pub struct RunOptions {
     pub state_dir: Option<PathBuf>,
     /// Crash-test hook (`DRD_FAILPOINT=STEP:after-action|after-journal`): SIGKILL this process
     /// there. Only in builds with the `failpoints` feature (scripts/test), never in a release.
+    /// The run lease's TTL (default `RUN_LEASE_TTL`); renewed every third of it.
+    pub lease_ttl: Option<Duration>,
     #[cfg(feature = "failpoints")]
     pub failpoint: Option<String>,
 }
+
+/// A runbook run's lease: short, renewed by a heartbeat while the run lives.
+pub const RUN_LEASE_TTL: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StepReport {
@@ -331,23 +336,24 @@ pub async fn execute(ctx: &Ctx<'_>, rb: &Runbook, opts: &RunOptions) -> Result<R
         .as_ref()
         .map(|s| s.run.clone())
         .unwrap_or_else(journal::new_run_id);
-    let ttl: Duration = rb
-        .steps
-        .iter()
-        .map(|s| {
-            s.timeout
-                .saturating_mul(s.retries + 1)
-                .saturating_add(s.backoff.saturating_mul(1 << s.retries.min(10)))
-        })
-        .fold(Duration::ZERO, Duration::saturating_add)
-        .clamp(Duration::from_secs(300), Duration::from_secs(7 * 24 * 3600));
-    let lease = Lease::acquire(
-        &ctx.store,
-        &lease_name(&rb.name),
-        &format!("drd runbook {} (run {run_id})", rb.name),
-        ttl,
-    )
-    .await?;
+    // A short lease renewed while the run lives: a holder that dies anywhere is taken over
+    // within one TTL, so a colleague can resume from another machine. A resume waits that long
+    // for a holder that stopped renewing.
+    let what = format!("drd runbook {} (run {run_id})", rb.name);
+    let ttl = opts.lease_ttl.unwrap_or(RUN_LEASE_TTL);
+    let mut lease = if state.is_some() {
+        Lease::acquire_waiting(
+            &ctx.store,
+            &lease_name(&rb.name),
+            &what,
+            ttl,
+            ttl + Duration::from_secs(5),
+            ctx.progress,
+        )
+        .await?
+    } else {
+        Lease::acquire(&ctx.store, &lease_name(&rb.name), &what, ttl).await?
+    };
     // Under the lease, read the journal again: another process may have moved the run on
     // between the first read and the lease.
     let state = match &state {
@@ -378,7 +384,26 @@ pub async fn execute(ctx: &Ctx<'_>, rb: &Runbook, opts: &RunOptions) -> Result<R
         opts.state_dir.clone(),
     );
     // Boxed: the step futures are large (a backup is one) and debug builds run on small stacks.
-    let result = Box::pin(run_steps(&ctx, rb, opts, &journal, state, inputs, policy)).await;
+    let result = lease
+        .guard(Box::pin(run_steps(
+            &ctx, rb, opts, &journal, state, inputs, policy,
+        )))
+        .await;
+    let result = match result {
+        Ok(r) => r,
+        Err(lost) => {
+            // The store's journal now belongs to whoever took the lease: the reason goes to the
+            // local copy and the error, never to the store.
+            journal.note_local(&format!("lease lost: {}", lost.why));
+            return Err(Error::failed_hint(
+                format!(
+                    "run {run_id} stopped: the lease {} was lost ({})",
+                    lost.key, lost.why
+                ),
+                format!("see who holds it with drd runbook status {run_id}; resume with --resume {run_id} once it is free"),
+            ));
+        }
+    };
     let released = lease.release().await;
     let report = result?;
     released?;
@@ -586,19 +611,11 @@ async fn finish(
     reports: Vec<StepReport>,
     end: RunEnd,
 ) -> Result<RunReport> {
-    let RunEnd {
-        outcome,
-        error,
-        config_error,
-        started_ms,
-        started_at,
-        resumed,
-        succeeded_at_ms,
-    } = end;
-    if outcome != "waiting" {
+    let started_ms = end.started_ms;
+    if end.outcome != "waiting" {
         let mut e = journal.entry(Event::RunFinished, None);
-        e.outcome = Some(outcome.clone());
-        e.detail = error.clone().unwrap_or_default();
+        e.outcome = Some(end.outcome.clone());
+        e.detail = end.error.clone().unwrap_or_default();
         e.duration_ms = Some(journal::now_ms().saturating_sub(started_ms));
         journal.write(e).await?;
     }
@@ -606,20 +623,20 @@ async fn finish(
         run: journal.run.clone(),
         runbook: rb.name.clone(),
         region: ctx.region.clone(),
-        outcome,
-        resumed,
+        outcome: end.outcome,
+        resumed: end.resumed,
         steps: reports,
         duration_ms: journal::now_ms().saturating_sub(started_ms),
-        started_at,
-        error,
-        config_error,
+        started_at: end.started_at,
+        error: end.error,
+        config_error: end.config_error,
         journal_local: journal.local_path().map(|p| p.display().to_string()),
         journal_store: format!(
             "s3://{}/{}",
             ctx.store.bucket,
             journal::journal_prefix(&ctx.store, &journal.run)
         ),
-        succeeded_at_ms,
+        succeeded_at_ms: end.succeeded_at_ms,
     })
 }
 

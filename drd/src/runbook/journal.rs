@@ -182,6 +182,23 @@ impl Journal {
     }
 }
 
+impl Journal {
+    /// A line in the local copy only (for what happens after the store's journal is no longer
+    /// this process's to write, such as a lost lease).
+    pub fn note_local(&self, note: &str) {
+        if let Some(p) = &self.local {
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+            {
+                let line = serde_json::json!({"run": self.run, "note": note});
+                let _ = writeln!(f, "{line}");
+            }
+        }
+    }
+}
+
 /// Every entry of a run, in order. Empty when the run does not exist.
 pub async fn read(store: &Store, run: &str) -> Result<Vec<Entry>> {
     let prefix = journal_prefix(store, run);

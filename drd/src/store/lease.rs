@@ -1,30 +1,82 @@
-//! Leases in the store: `locks/<name>` created with `If-None-Match: *`, holding who took it,
-//! until when, and a fencing token. An expired lease, or one whose holder process on this host
-//! is gone (a killed run), may be taken over.
+//! Leases in the store: `locks/<name>`, one JSON record each, changed only by compare-and-swap.
+//!
+//! | who                | writes                                  | condition                     |
+//! |--------------------|-----------------------------------------|-------------------------------|
+//! | the first taker    | a new record, token 1                   | `If-None-Match: *`            |
+//! | a taker            | a record with token + 1                 | `If-Match` on the ETag it read, and only when the record read was released, expired, or held by a dead process with this host id |
+//! | the holder         | its record with a later expiry (renew)  | `If-Match` on its last ETag   |
+//! | the holder         | its record, released (`released_by`)    | `If-Match` on its last ETag   |
+//! | `drd unlock`       | the record, released (`released_by`)    | `If-Match` on the ETag it read, after seeing no renewal (or `--force`) |
+//!
+//! Every record carries a random nonce, so no two writes have the same ETag. The record is never
+//! deleted: a released lease keeps its token, so fencing tokens only grow. A 412 (S3's answer to
+//! a failed condition, or 409 for a concurrent conditional write) means someone else wrote first:
+//! the taker reads again, the holder has lost the lease. Holders renew every third of the TTL
+//! and stop their work when a renewal fails (`Lease::guard`).
 
 use super::{status_of, Store};
 use crate::aws::aws_error;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
+use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Overrides this process's host id (`host_id`).
+pub const HOST_ID_ENV: &str = "DRD_HOST_ID";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LeaseRecord {
     pub holder: String,
+    /// The holder's host id (`host_id`).
     pub host: String,
     pub pid: u32,
     pub token: u64,
-    /// Seconds since the epoch.
+    /// Seconds since the epoch; 0 once released.
     pub expires_at: u64,
+    /// The TTL the holder renews with (seconds; 0 in records of older drd versions).
+    #[serde(default)]
+    pub ttl_secs: u64,
+    /// Random per write: every write has its own ETag.
+    #[serde(default)]
+    pub nonce: String,
+    /// Who gave the lease back, or broke it (`drd unlock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_by: Option<String>,
+}
+
+impl LeaseRecord {
+    /// Free to take: released, or expired.
+    pub fn is_free(&self, now: u64) -> bool {
+        self.released_by.is_some() || self.expires_at <= now
+    }
+
+    fn describe(&self) -> String {
+        format!("{} (pid {} on {})", self.holder, self.pid, self.host)
+    }
+}
+
+/// What the store holds for a lease: the record (`None` when it does not parse) and its ETag.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub record: Option<LeaseRecord>,
+    pub etag: String,
 }
 
 pub struct Lease {
     store: Store,
     key: String,
     pub record: LeaseRecord,
+    etag: String,
     /// The TTL of the last write of the record, and when (this process's monotonic clock).
     ttl: Duration,
     written: Instant,
+}
+
+/// Why a guarded piece of work was stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseLost {
+    pub key: String,
+    pub why: String,
 }
 
 fn now_secs() -> u64 {
@@ -34,10 +86,52 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+fn nonce() -> String {
+    use sha2::{Digest, Sha256};
+    let seed = format!(
+        "{:?}{}{:?}",
+        SystemTime::now(),
+        std::process::id(),
+        std::thread::current().id()
+    );
+    let n = NONCE_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    hex::encode(&Sha256::digest(format!("{seed}{n}").as_bytes())[..8])
+}
+
+static NONCE_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown-host".into())
+}
+
+/// This process's host identity, as lease records name it: `DRD_HOST_ID` when set, else the
+/// hostname with the machine id and the PID namespace, so two containers that share a hostname
+/// (but not a PID namespace) never take each other's PIDs for their own.
+pub fn host_id() -> String {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        if let Some(id) = std::env::var(HOST_ID_ENV)
+            .ok()
+            .filter(|s| !s.trim().is_empty())
+        {
+            return id.trim().to_string();
+        }
+        let machine = std::fs::read_to_string("/etc/machine-id")
+            .map(|s| s.trim().chars().take(12).collect::<String>())
+            .unwrap_or_default();
+        let pidns = std::fs::read_link("/proc/self/ns/pid")
+            .map(|p| {
+                p.to_string_lossy()
+                    .trim_start_matches("pid:[")
+                    .trim_end_matches(']')
+                    .to_string()
+            })
+            .unwrap_or_default();
+        format!("{}/{machine}/pidns-{pidns}", hostname())
+    })
+    .clone()
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -47,116 +141,380 @@ fn pid_alive(pid: u32) -> bool {
             .contains(") Z ")
 }
 
+pub fn lease_key(store: &Store, name: &str) -> String {
+    format!("{}locks/{name}", store.prefix)
+}
+
+/// Read a lease record with its ETag; `None` when there is none.
+pub async fn observe(store: &Store, key: &str) -> Result<Option<Observed>> {
+    match store
+        .s3
+        .get_object()
+        .bucket(&store.bucket)
+        .key(key)
+        .send()
+        .await
+    {
+        Ok(o) => {
+            let etag = o.e_tag().unwrap_or_default().to_string();
+            let body =
+                o.body.collect().await.map_err(|e| {
+                    Error::failed(format!("reading s3://{}/{key}: {e}", store.bucket))
+                })?;
+            Ok(Some(Observed {
+                record: serde_json::from_slice(&body.into_bytes()).ok(),
+                etag,
+            }))
+        }
+        Err(e) if status_of(&e) == Some(404) => Ok(None),
+        Err(e) => Err(aws_error("s3", "GetObject", e)),
+    }
+}
+
+/// The one write a lease ever makes: `If-None-Match: *` (`etag` None) or `If-Match: etag`.
+/// `Ok(None)` when the condition failed (someone else wrote first); else the new ETag.
+async fn write(
+    store: &Store,
+    key: &str,
+    record: &LeaseRecord,
+    etag: Option<&str>,
+) -> Result<Option<String>> {
+    let body = serde_json::to_vec(record).expect("lease serializes");
+    let req = store
+        .s3
+        .put_object()
+        .bucket(&store.bucket)
+        .key(key)
+        .body(body.into());
+    let req = match etag {
+        None => req.if_none_match("*"),
+        Some(e) => req.if_match(e),
+    };
+    match req.send().await {
+        Ok(o) => Ok(Some(o.e_tag().unwrap_or_default().to_string())),
+        // 412: the condition failed; 409: a concurrent conditional write to the key won.
+        Err(e) if matches!(status_of(&e), Some(412 | 409)) => Ok(None),
+        Err(e) if status_of(&e) == Some(404) && etag.is_some() => Ok(None),
+        Err(e) => Err(aws_error("s3", "PutObject", e)),
+    }
+}
+
+fn held_error(store: &Store, key: &str, p: &LeaseRecord) -> Error {
+    Error::LockHeld {
+        name: format!("s3://{}/{key}", store.bucket),
+        holder: p.describe(),
+        until: humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(p.expires_at))
+            .to_string(),
+    }
+}
+
 impl Lease {
     /// Take the lease `name` for `ttl`, or fail with `Error::LockHeld` (exit 3).
     pub async fn acquire(store: &Store, name: &str, what: &str, ttl: Duration) -> Result<Lease> {
-        let key = format!("{}locks/{name}", store.prefix);
-        let mut token = 1;
-        for _ in 0..4 {
-            // Optimistic: create the lease; only on a conflict look at who holds it.
-            let record = LeaseRecord {
-                holder: what.to_string(),
-                host: hostname(),
-                pid: std::process::id(),
-                token,
-                expires_at: now_secs() + ttl.as_secs(),
-            };
-            let body = serde_json::to_vec(&record).expect("lease serializes");
-            match store
-                .s3
-                .put_object()
-                .bucket(&store.bucket)
-                .key(&key)
-                .if_none_match("*")
-                .body(body.into())
-                .send()
-                .await
-            {
-                Ok(_) => {
-                    return Ok(Lease {
-                        store: store.clone(),
-                        key,
-                        record,
-                        ttl,
-                        written: Instant::now(),
-                    })
-                }
-                Err(e) if status_of(&e) == Some(412) => {}
-                Err(e) => return Err(aws_error("s3", "PutObject", e)),
+        let key = lease_key(store, name);
+        for _ in 0..8 {
+            let seen = observe(store, &key).await?;
+            if let Some(l) = Self::take(store, &key, what, ttl, seen.as_ref()).await? {
+                return Ok(l);
             }
-            let Some(current) = store.get(&key).await? else {
-                continue; // released meanwhile: try again
-            };
-            // An unreadable lease is a torn write: replace it.
-            if let Ok(p) = serde_json::from_slice::<LeaseRecord>(&current) {
-                let dead_here = p.host == hostname() && !pid_alive(p.pid);
-                if p.expires_at > now_secs() && !dead_here {
-                    return Err(Error::LockHeld {
-                        name: format!("s3://{}/{key}", store.bucket),
-                        holder: format!("{} (pid {} on {})", p.holder, p.pid, p.host),
-                        until: humantime::format_rfc3339_seconds(
-                            UNIX_EPOCH + Duration::from_secs(p.expires_at),
-                        )
-                        .to_string(),
-                    });
-                }
-                // Expired, or its holder died on this host: take it over.
-                token = p.token + 1;
-            }
-            store.delete(&key).await?;
+            // Someone else wrote between our read and our write: read again.
         }
         Err(Error::failed(format!(
             "could not take the lease {key}: it kept changing"
         )))
     }
 
-    /// Extend the lease by `ttl` from now. `Ok(false)` when it is no longer ours (it expired
-    /// and another holder took it). The read-then-write leaves a window of one round trip, so
-    /// holders renew well before expiry (the daemon: every third of the TTL) and what they write
-    /// carries their fencing token.
-    pub async fn renew(&mut self, ttl: Duration) -> Result<bool> {
-        let Some(b) = self.store.get(&self.key).await? else {
-            return Ok(false);
-        };
-        if serde_json::from_slice::<LeaseRecord>(&b).ok().as_ref() != Some(&self.record) {
-            return Ok(false);
+    /// Like `acquire`, but a lease held by someone who stops renewing is waited for, up to
+    /// `max_wait` (a resume after the previous holder died elsewhere).
+    pub async fn acquire_waiting(
+        store: &Store,
+        name: &str,
+        what: &str,
+        ttl: Duration,
+        max_wait: Duration,
+        progress: &(dyn Fn(&str) + Sync),
+    ) -> Result<Lease> {
+        let deadline = Instant::now() + max_wait;
+        let mut told = false;
+        loop {
+            match Self::acquire(store, name, what, ttl).await {
+                Err(Error::LockHeld { holder, until, .. }) if Instant::now() < deadline => {
+                    let line = format!(
+                        "waiting for the lease {name}: held by {holder} until {until} unless renewed"
+                    );
+                    // Said once whatever the output mode (a wait must never look like a hang).
+                    if !told {
+                        tracing::warn!("{line}");
+                        told = true;
+                    }
+                    progress(&line);
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    tokio::time::sleep(left.min(Duration::from_secs(2))).await;
+                }
+                r => return r,
+            }
         }
+    }
+
+    /// One attempt to take the lease from what was seen at `key` (`None`: nothing there).
+    /// `Ok(None)` when another writer changed it first; `Err(LockHeld)` while its holder lives.
+    /// Public so race tests can interleave two takers deterministically.
+    pub async fn take(
+        store: &Store,
+        key: &str,
+        what: &str,
+        ttl: Duration,
+        seen: Option<&Observed>,
+    ) -> Result<Option<Lease>> {
+        let token = match seen {
+            None => 1,
+            Some(o) => match &o.record {
+                Some(p) => {
+                    let dead_here = p.host == host_id() && !pid_alive(p.pid);
+                    if !p.is_free(now_secs()) && !dead_here {
+                        return Err(held_error(store, key, p));
+                    }
+                    p.token + 1
+                }
+                // A record this drd cannot read (a newer format, or damage) keeps no token we
+                // can trust: take the clock's seconds as the floor, above any count of takes.
+                None => now_secs(),
+            },
+        };
+        let record = LeaseRecord {
+            holder: what.to_string(),
+            host: host_id(),
+            pid: std::process::id(),
+            token,
+            expires_at: now_secs() + ttl.as_secs(),
+            ttl_secs: ttl.as_secs(),
+            nonce: nonce(),
+            released_by: None,
+        };
+        let etag = seen.map(|o| o.etag.as_str());
+        Ok(write(store, key, &record, etag).await?.map(|etag| Lease {
+            store: store.clone(),
+            key: key.to_string(),
+            record,
+            etag,
+            ttl,
+            written: Instant::now(),
+        }))
+    }
+
+    /// Extend the lease by `ttl` from now. `Ok(false)` when it is no longer ours (it was taken
+    /// over or broken): the holder must stop writing.
+    pub async fn renew(&mut self, ttl: Duration) -> Result<bool> {
         let mut next = self.record.clone();
         next.expires_at = now_secs() + ttl.as_secs();
-        self.store
-            .put(
-                &self.key,
-                &serde_json::to_vec(&next).expect("lease serializes"),
-            )
-            .await?;
-        self.record = next;
-        (self.ttl, self.written) = (ttl, Instant::now());
-        Ok(true)
+        next.ttl_secs = ttl.as_secs();
+        next.nonce = nonce();
+        match write(&self.store, &self.key, &next, Some(&self.etag)).await? {
+            Some(etag) => {
+                self.record = next;
+                self.etag = etag;
+                (self.ttl, self.written) = (ttl, Instant::now());
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     pub fn key(&self) -> &str {
         &self.key
     }
 
-    /// Whether nobody can have taken the lease over: more than half its TTL is left, by the
-    /// wall clock (which a suspended host's monotonic clock would not see pass) and by the
-    /// monotonic clock (which a wall-clock jump does not move). Takers wait for expiry by their
-    /// own clocks, so this holds unless clocks disagree by more than half the TTL.
-    fn surely_ours(&self) -> bool {
-        let half = self.ttl / 2;
-        self.written.elapsed() < half && now_secs() + half.as_secs() < self.record.expires_at
+    /// Whether the lease may still be ours by this process's monotonic clock (a wall-clock jump
+    /// does not move it): less than the TTL has passed since the last successful write.
+    fn may_be_ours(&self) -> bool {
+        self.written.elapsed() < self.ttl
     }
 
-    /// Give the lease back (only if it is still ours: read back first unless `surely_ours`).
-    pub async fn release(self) -> Result<()> {
-        if self.surely_ours() {
-            return self.store.delete(&self.key).await;
+    /// Run `work` while renewing the lease every third of its TTL. A renewal that finds the
+    /// lease taken, or that cannot reach the store before the lease would expire, stops `work`
+    /// (it is dropped at its next await) and returns why.
+    pub async fn guard<F: Future>(&mut self, work: F) -> std::result::Result<F::Output, LeaseLost> {
+        let ttl = self.ttl;
+        let key = self.key.clone();
+        let renewer = async {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                let attempt = tokio::time::timeout(ttl / 3, self.renew(ttl)).await;
+                match attempt {
+                    Ok(Ok(true)) => {}
+                    Ok(Ok(false)) => {
+                        return LeaseLost {
+                            key: key.clone(),
+                            why: "another holder took the lease over (or it was broken)".into(),
+                        }
+                    }
+                    Ok(Err(e)) if !self.may_be_ours() => {
+                        return LeaseLost {
+                            key: key.clone(),
+                            why: format!("the lease could not be renewed before it expired: {e}"),
+                        }
+                    }
+                    Err(_) if !self.may_be_ours() => {
+                        return LeaseLost {
+                            key: key.clone(),
+                            why: "the lease could not be renewed before it expired (timeout)"
+                                .into(),
+                        }
+                    }
+                    // A transient failure with time left: try again at the next beat.
+                    Ok(Err(e)) => {
+                        tracing::warn!(lease = %key, error = %e, "lease renewal failed; retrying")
+                    }
+                    Err(_) => tracing::warn!(lease = %key, "lease renewal timed out; retrying"),
+                }
+            }
+        };
+        tokio::select! {
+            out = work => Ok(out),
+            lost = renewer => Err(lost),
         }
-        if let Some(b) = self.store.get(&self.key).await? {
-            if serde_json::from_slice::<LeaseRecord>(&b).ok().as_ref() == Some(&self.record) {
-                self.store.delete(&self.key).await?;
+    }
+
+    /// Give the lease back: its record is marked released (keeping the token) only if it is
+    /// still ours.
+    pub async fn release(self) -> Result<()> {
+        let mut done = self.record.clone();
+        done.expires_at = 0;
+        done.nonce = nonce();
+        done.released_by = Some(format!("{} (released)", self.record.holder));
+        write(&self.store, &self.key, &done, Some(&self.etag)).await?;
+        Ok(())
+    }
+}
+
+/// Release `key` if this process holds it (for a holder whose `Lease` value is gone, such as a
+/// daemon's aborted job at shutdown). True when it was ours and is now released.
+pub async fn release_if_ours(store: &Store, key: &str) -> Result<bool> {
+    let Some(o) = observe(store, key).await? else {
+        return Ok(false);
+    };
+    let Some(mut r) = o.record else {
+        return Ok(false);
+    };
+    if r.is_free(now_secs()) || r.pid != std::process::id() || r.host != host_id() {
+        return Ok(false);
+    }
+    r.expires_at = 0;
+    r.nonce = nonce();
+    r.released_by = Some(format!("{} (released at shutdown)", r.holder));
+    Ok(write(store, key, &r, Some(&o.etag)).await?.is_some())
+}
+
+/// What `drd unlock` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unlocked {
+    pub lease: String,
+    /// `broken`, `not_held` (free already).
+    pub outcome: String,
+    pub holder: Option<String>,
+    pub token: Option<u64>,
+}
+
+/// Break the lease `name`: only when its holder has stopped renewing (its record does not
+/// change while `watch` passes) unless `force`. The broken record names who broke it and keeps
+/// the token, so the next holder's token is higher.
+pub async fn unlock(
+    store: &Store,
+    name: &str,
+    by: &str,
+    force: bool,
+    watch: Duration,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Unlocked> {
+    let key = lease_key(store, name);
+    let shown = format!("s3://{}/{key}", store.bucket);
+    let Some(mut seen) = observe(store, &key).await? else {
+        return Ok(Unlocked {
+            lease: shown,
+            outcome: "not_held".into(),
+            holder: None,
+            token: None,
+        });
+    };
+    if let Some(r) = &seen.record {
+        if r.is_free(now_secs()) {
+            return Ok(Unlocked {
+                lease: shown,
+                outcome: "not_held".into(),
+                holder: Some(r.describe()),
+                token: Some(r.token),
+            });
+        }
+        if !force {
+            progress(&format!(
+                "watching {shown} for {} to see whether {} still renews it",
+                humantime::format_duration(watch),
+                r.describe()
+            ));
+            tokio::time::sleep(watch).await;
+            let again = observe(store, &key).await?;
+            match again {
+                Some(a) if a.etag == seen.etag => seen = a,
+                Some(Observed { record: Some(n), .. }) if n.is_free(now_secs()) => {
+                    return Ok(Unlocked {
+                        lease: shown,
+                        outcome: "not_held".into(),
+                        holder: Some(n.describe()),
+                        token: Some(n.token),
+                    })
+                }
+                Some(Observed { record: Some(n), .. }) => {
+                    return Err(Error::LockHeld {
+                        name: shown,
+                        holder: format!("{} (it renewed the lease while drd watched; pass --force to break it anyway)", n.describe()),
+                        until: humantime::format_rfc3339_seconds(
+                            UNIX_EPOCH + Duration::from_secs(n.expires_at),
+                        )
+                        .to_string(),
+                    })
+                }
+                _ => {
+                    return Err(Error::failed(format!(
+                        "{shown} changed while drd watched it: run drd unlock again"
+                    )))
+                }
             }
         }
-        Ok(())
+    }
+    let broken = LeaseRecord {
+        holder: seen
+            .record
+            .as_ref()
+            .map(|r| r.holder.clone())
+            .unwrap_or_else(|| "unreadable record".into()),
+        host: seen
+            .record
+            .as_ref()
+            .map(|r| r.host.clone())
+            .unwrap_or_default(),
+        pid: seen.record.as_ref().map(|r| r.pid).unwrap_or(0),
+        token: seen
+            .record
+            .as_ref()
+            .map(|r| r.token)
+            .unwrap_or_else(now_secs),
+        expires_at: 0,
+        ttl_secs: 0,
+        nonce: nonce(),
+        released_by: Some(format!(
+            "broken by {by} (drd unlock{})",
+            if force { " --force" } else { "" }
+        )),
+    };
+    match write(store, &key, &broken, Some(&seen.etag)).await? {
+        Some(_) => Ok(Unlocked {
+            lease: shown,
+            outcome: "broken".into(),
+            holder: seen.record.as_ref().map(LeaseRecord::describe),
+            token: Some(broken.token),
+        }),
+        None => Err(Error::failed(format!(
+            "{shown} changed while drd was breaking it: run drd unlock again"
+        ))),
     }
 }

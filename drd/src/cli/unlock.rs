@@ -1,0 +1,65 @@
+//! `drd unlock NAME [--force] [--watch D]`: break a lease whose holder has stopped renewing.
+
+use super::Cli;
+use crate::error::Result;
+use crate::store::lease;
+use std::time::Duration;
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  drd unlock runbook-region-redeploy\n  drd unlock store --force"
+)]
+pub struct Args {
+    /// The lease: `store`, `runbook-NAME`, `daemon-JOB` (the last part of the lock's key, as
+    /// the "lock ... is held" message names it).
+    pub name: String,
+    /// Break it even while its holder renews it (that holder may still be writing).
+    #[arg(long)]
+    pub force: bool,
+    /// How long to watch for a renewal before deciding the holder is gone (default: half the
+    /// lease's TTL, at least 5s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub watch: Option<Duration>,
+}
+
+pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
+    let policy = cli.load_policy()?;
+    let aws = cli.aws();
+    let store = crate::store::open_store_read(&aws, &policy).await?;
+    let watch = match args.watch {
+        Some(w) => w,
+        None => {
+            let key = lease::lease_key(&store, &args.name);
+            let ttl = lease::observe(&store, &key)
+                .await?
+                .and_then(|o| o.record)
+                .map(|r| r.ttl_secs)
+                .filter(|t| *t > 0)
+                .unwrap_or(60);
+            Duration::from_secs((ttl / 2).max(5))
+        }
+    };
+    let by = format!("{} on {}", whoami(), lease::host_id());
+    let progress = |l: &str| eprintln!("{l}");
+    let r = lease::unlock(&store, &args.name, &by, args.force, watch, &progress).await?;
+    if cli.json() {
+        super::print_json(&r);
+    } else {
+        match r.outcome.as_str() {
+            "broken" => println!(
+                "{}: broken (was held by {}, token {}); the next holder gets a higher token",
+                r.lease,
+                r.holder.as_deref().unwrap_or("an unreadable record"),
+                r.token.unwrap_or(0)
+            ),
+            _ => println!("{}: not held; nothing to do", r.lease),
+        }
+    }
+    Ok(())
+}
+
+fn whoami() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "someone".into())
+}

@@ -1,0 +1,308 @@
+//! Leases as compare-and-swap on S3, against the sandbox (moto behind the region gate, which
+//! makes each object's writes atomic as S3's are). Interleavings are driven step by step: both
+//! takers read the same record before either writes, which is the order in which the old
+//! delete-then-create takeover let both win.
+
+use drd::error::Error;
+use drd::store::lease::{self, Lease, LeaseRecord};
+use drd::store::Store;
+use drd_e2e::{text, Sandbox};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const REGION: &str = "us-west-2";
+
+async fn store(sb: &Sandbox, bucket: &str, stack: &str) -> Store {
+    let s3 = sb.s3(REGION).await;
+    s3.create_bucket()
+        .bucket(bucket)
+        .create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::UsWest2)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    Store::new(s3, bucket, stack)
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Plant a record as another host's process would have left it.
+async fn plant(store: &Store, name: &str, token: u64, expires_at: u64) {
+    let r = LeaseRecord {
+        holder: "drd backup".into(),
+        host: "another-host/abc/pidns-1".into(),
+        pid: 4242,
+        token,
+        expires_at,
+        ttl_secs: 60,
+        nonce: "n0".into(),
+        released_by: None,
+    };
+    store
+        .put(
+            &lease::lease_key(store, name),
+            &serde_json::to_vec(&r).unwrap(),
+        )
+        .await
+        .unwrap();
+}
+
+async fn record(store: &Store, name: &str) -> LeaseRecord {
+    lease::observe(store, &lease::lease_key(store, name))
+        .await
+        .unwrap()
+        .unwrap()
+        .record
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_takeovers_of_one_expired_lease_exactly_one_wins() {
+    let sb = Sandbox::start();
+    let st = store(&sb, "lease-takeover", "stk").await;
+    plant(&st, "store", 7, now() - 5).await;
+    let key = lease::lease_key(&st, "store");
+    let ttl = Duration::from_secs(60);
+    // Both read the same expired record...
+    let seen_a = lease::observe(&st, &key).await.unwrap();
+    let seen_b = lease::observe(&st, &key).await.unwrap();
+    assert_eq!(seen_a.as_ref().unwrap().etag, seen_b.as_ref().unwrap().etag);
+    // ...then both write: exactly one wins, with the next token.
+    let a = Lease::take(&st, &key, "taker a", ttl, seen_a.as_ref())
+        .await
+        .unwrap();
+    let b = Lease::take(&st, &key, "taker b", ttl, seen_b.as_ref())
+        .await
+        .unwrap();
+    assert!(a.is_some() != b.is_some(), "exactly one takeover wins");
+    let winner = a.or(b).unwrap();
+    assert_eq!(winner.record.token, 8);
+    assert_eq!(record(&st, "store").await.holder, winner.record.holder);
+    // The loser, reading again, finds a live holder.
+    match Lease::acquire(&st, "store", "taker c", ttl).await {
+        Err(Error::LockHeld { holder, .. }) => assert!(holder.contains("taker"), "{holder}"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a live lease was taken"),
+    }
+    winner.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_acquires_of_a_free_lease_give_one_holder() {
+    let sb = Sandbox::start();
+    let st = store(&sb, "lease-concurrent", "stk").await;
+    let ttl = Duration::from_secs(60);
+    for round in 0..3 {
+        let tries = (0..8).map(|i| {
+            let st = st.clone();
+            async move { Lease::acquire(&st, "store", &format!("racer {i}"), ttl).await }
+        });
+        let results = futures::future::join_all(tries).await;
+        let won: Vec<&Lease> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(
+            won.len(),
+            1,
+            "round {round}: exactly one of 8 concurrent takers holds it"
+        );
+        for r in &results {
+            if let Err(e) = r {
+                assert!(matches!(e, Error::LockHeld { .. }), "round {round}: {e}");
+            }
+        }
+        let token = won[0].record.token;
+        assert_eq!(token, round + 1, "tokens grow by one per holder");
+        for r in results.into_iter().flatten() {
+            r.release().await.unwrap();
+        }
+        // Released, not deleted: the token survives the release.
+        let r = record(&st, "store").await;
+        assert!(r.released_by.is_some() && r.token == token, "{r:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renewal_racing_a_takeover_loses_and_a_stale_takeover_loses() {
+    let sb = Sandbox::start();
+    let st = store(&sb, "lease-renew", "stk").await;
+    let key = lease::lease_key(&st, "runbook-x");
+    // Takeover first: the holder's lease expired, another process took it, then the holder's
+    // renewal (conditional on its own ETag) fails: it must stop writing.
+    let mut holder = Lease::acquire(&st, "runbook-x", "holder", Duration::from_secs(3))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let seen = lease::observe(&st, &key).await.unwrap();
+    let taker = Lease::take(&st, &key, "taker", Duration::from_secs(60), seen.as_ref())
+        .await
+        .unwrap()
+        .expect("an expired lease is taken over");
+    assert_eq!(taker.record.token, holder.record.token + 1);
+    assert!(!holder.renew(Duration::from_secs(3)).await.unwrap());
+    // Giving back a lease that is no longer ours changes nothing.
+    holder.release().await.unwrap();
+    assert_eq!(record(&st, "runbook-x").await.holder, "taker");
+    taker.release().await.unwrap();
+
+    // Renewal first: a taker that read the record before the renewal writes on a stale ETag
+    // and loses.
+    let mut holder = Lease::acquire(&st, "runbook-x", "holder 2", Duration::from_secs(3))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let stale = lease::observe(&st, &key).await.unwrap();
+    assert!(holder.renew(Duration::from_secs(60)).await.unwrap());
+    let late = Lease::take(
+        &st,
+        &key,
+        "late taker",
+        Duration::from_secs(60),
+        stale.as_ref(),
+    )
+    .await
+    .unwrap();
+    assert!(late.is_none(), "a takeover on a stale read must lose");
+    assert_eq!(record(&st, "runbook-x").await.holder, "holder 2");
+    holder.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guarded_run_stops_when_its_lease_is_taken() {
+    let sb = Sandbox::start();
+    let st = store(&sb, "lease-guard", "stk").await;
+    let mut l = Lease::acquire(&st, "store", "guarded", Duration::from_secs(3))
+        .await
+        .unwrap();
+    // Someone breaks the lease (as drd unlock --force does) while the work runs.
+    let st2 = st.clone();
+    let breaker = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let noop = |_: &str| {};
+        lease::unlock(&st2, "store", "the test", true, Duration::ZERO, &noop)
+            .await
+            .unwrap()
+    });
+    let work = tokio::time::sleep(Duration::from_secs(30));
+    let started = std::time::Instant::now();
+    let lost = l.guard(work).await.expect_err("the work must be stopped");
+    assert!(lost.why.contains("took the lease"), "{}", lost.why);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped at the first renewal after the break, not after the work"
+    );
+    assert_eq!(breaker.await.unwrap().outcome, "broken");
+    // A lease renewed all along keeps its work running to the end.
+    let mut l = Lease::acquire(&st, "store", "guarded 2", Duration::from_secs(3))
+        .await
+        .unwrap();
+    let out = l
+        .guard(async {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            42
+        })
+        .await;
+    assert_eq!(out, Ok(42));
+    assert!(record(&st, "store").await.expires_at > now(), "renewed");
+    l.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drd_unlock_refuses_a_renewed_lease_and_breaks_a_dead_one() {
+    let sb = Sandbox::start();
+    let policy = sb.policy("lease-unlock");
+    let st = store(&sb, "lease-unlock-points", "lease-unlock").await;
+    let policy = policy.to_str().unwrap();
+
+    // A holder that keeps renewing: unlock watches, sees the renewal and refuses (exit 3).
+    let mut live = Lease::acquire(
+        &st,
+        "runbook-region-redeploy",
+        "live run",
+        Duration::from_secs(3),
+    )
+    .await
+    .unwrap();
+    let renewing = async { live.guard(tokio::time::sleep(Duration::from_secs(5))).await };
+    let unlock = async {
+        tokio::task::spawn_blocking({
+            let mut c = sb.drd();
+            c.args([
+                "--policy",
+                policy,
+                "unlock",
+                "runbook-region-redeploy",
+                "--watch",
+                "2s",
+            ]);
+            move || c.output().unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    let (kept, out) = tokio::join!(renewing, unlock);
+    assert!(kept.is_ok(), "the live holder kept its lease");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("--force"), "{}", text(&out));
+    live.release().await.unwrap();
+
+    // A holder that died elsewhere (another host id, no renewals): broken, and recorded.
+    plant(&st, "runbook-region-redeploy", 41, now() + 600).await;
+    let out = sb
+        .drd()
+        .args([
+            "--policy",
+            policy,
+            "--output",
+            "json",
+            "unlock",
+            "runbook-region-redeploy",
+            "--watch",
+            "2s",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["outcome"], "broken");
+    let rec = record(&st, "runbook-region-redeploy").await;
+    assert!(
+        rec.released_by
+            .as_deref()
+            .unwrap_or("")
+            .contains("broken by"),
+        "{rec:?}"
+    );
+    assert_eq!(rec.token, 41, "breaking keeps the token");
+    let next = Lease::acquire(
+        &st,
+        "runbook-region-redeploy",
+        "next",
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    assert_eq!(next.record.token, 42, "the next holder's token is higher");
+    next.release().await.unwrap();
+
+    // Nothing held: nothing to do.
+    let out = sb
+        .drd()
+        .args([
+            "--policy",
+            policy,
+            "unlock",
+            "runbook-region-redeploy",
+            "--watch",
+            "1s",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("not held"), "{}", text(&out));
+}
