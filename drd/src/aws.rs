@@ -30,6 +30,18 @@ pub struct AwsSettings {
     pub attempt_timeout: Option<Duration>,
 }
 
+/// Standard retries (exponential backoff with jitter). Against an emulator on loopback, where a
+/// retry costs milliseconds and nothing is being protected from overload, the first backoff is
+/// 100 ms instead of 1 s.
+fn retry_config(attempts: u32, emulator: bool) -> RetryConfig {
+    let c = RetryConfig::standard().with_max_attempts(attempts.max(1));
+    if emulator {
+        c.with_initial_backoff(Duration::from_millis(100))
+    } else {
+        c
+    }
+}
+
 /// Covers a Lambda `Invoke` that waits for a cold start and an LLM call (the function's own
 /// timeout is 60 s) and a code package upload.
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(90);
@@ -73,7 +85,7 @@ impl Aws {
                 });
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(region.to_string()))
-            .retry_config(RetryConfig::standard().with_max_attempts(attempts.max(1)))
+            .retry_config(retry_config(attempts, self.settings.endpoint_url.is_some()))
             .timeout_config(
                 aws_config::timeout::TimeoutConfig::builder()
                     .operation_timeout(

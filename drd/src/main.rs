@@ -23,7 +23,13 @@ fn main() -> ExitCode {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
-    let rt = match tokio::runtime::Runtime::new() {
+    // Larger worker stacks than tokio's 2 MiB: a backup's future is deep, and unoptimised builds
+    // (the test suite's) need more stack for it than release builds.
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(8 << 20)
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -67,6 +67,33 @@ pub enum SandboxCommand {
     },
     /// Bring a failed region back.
     RestoreRegion { region: String },
+    /// Inject faults into a seeded share of the AWS requests: errors in the service's wire
+    /// format, throttling, dropped connections, latency. `--rate 0` stops; no flags shows the
+    /// plan in force and what it injected.
+    #[command(
+        after_help = "Examples:\n  drd sandbox faults --rate 0.2 --kinds 500,503-slowdown,throttle,reset,latency=2s --seed 7\n  drd sandbox faults --rate 1 --kinds reset --service s3 --operation PutObject\n  drd sandbox faults --rate 0"
+    )]
+    Faults {
+        /// Share of the matching requests that fail, 0 to 1 (0 stops injecting).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Comma-separated: 500, 503-slowdown, throttle, reset, latency=DURATION.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "500,503-slowdown,throttle,reset"
+        )]
+        kinds: Vec<String>,
+        /// The seed: the same seed and requests give the same faults.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Only requests to this service (SigV4 name, e.g. s3, secretsmanager, lambda).
+        #[arg(long)]
+        service: Option<String>,
+        /// Only this operation (e.g. PutObject, GetSecretValue).
+        #[arg(long)]
+        operation: Option<String>,
+    },
     /// Internal: run the function host, the LLM stub and the region gate (started by `up`).
     #[command(hide = true)]
     Serve {
@@ -183,6 +210,16 @@ pub async fn run(args: &Args) -> Result<()> {
             );
             Ok(())
         }
+        SandboxCommand::Faults {
+            rate,
+            kinds,
+            seed,
+            service,
+            operation,
+        } => {
+            let plan = fault_plan(*rate, kinds, *seed, service, operation)?;
+            set_faults(args, plan).await
+        }
         SandboxCommand::FailRegion { region } => set_region(args, region, true).await,
         SandboxCommand::RestoreRegion { region } => set_region(args, region, false).await,
         SandboxCommand::Serve {
@@ -201,6 +238,83 @@ pub async fn run(args: &Args) -> Result<()> {
             .await
         }
     }
+}
+
+/// The plan `faults` flags describe (`None` without `--rate`: only show the one in force).
+fn fault_plan(
+    rate: Option<f64>,
+    kinds: &[String],
+    seed: u64,
+    service: &Option<String>,
+    operation: &Option<String>,
+) -> Result<Option<crate::faults::Plan>> {
+    Ok(match rate {
+        None => None,
+        Some(r) if !(0.0..=1.0).contains(&r) => {
+            return Err(
+                ConfigError::new("--rate", format!("{r} is not between 0 and 1"))
+                    .hint("e.g. --rate 0.2 (one request in five), --rate 0 to stop")
+                    .into(),
+            )
+        }
+        Some(r) => Some(crate::faults::Plan {
+            rate: r,
+            kinds: kinds
+                .iter()
+                .map(|k| crate::faults::Kind::parse(k))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| ConfigError::new("--kinds", e))?,
+            seed,
+            service: service.clone(),
+            operation: operation.clone(),
+        }),
+    })
+}
+
+/// `faults`: set the plan (or read it) and show what was injected.
+async fn set_faults(args: &Args, plan: Option<crate::faults::Plan>) -> Result<()> {
+    let s = sandbox::running_state(&args.dir)?;
+    let f = sandbox::faults(&s, plan.as_ref()).await?;
+    if args.json() {
+        print_json(&f);
+    } else {
+        match &f.plan {
+            None => println!("faults: off"),
+            Some(p) => println!(
+                "faults: rate {} of {}{} requests, kinds {}, seed {}",
+                p.rate,
+                p.service.as_deref().unwrap_or("all"),
+                p.operation
+                    .as_deref()
+                    .map(|o| format!(" {o}"))
+                    .unwrap_or_default(),
+                p.kinds
+                    .iter()
+                    .map(|k| k.name())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                p.seed
+            ),
+        }
+        println!(
+            "matched {} request(s), injected {} fault(s){}",
+            f.matched,
+            f.total_injected(),
+            if f.injected.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ": {}",
+                    f.injected
+                        .iter()
+                        .map(|(k, n)| format!("{k} {n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        );
+    }
+    Ok(())
 }
 
 /// `status`: what runs where, and the region gate's counters.

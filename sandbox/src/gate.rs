@@ -18,6 +18,9 @@
 //! one key could both pass. The gate holds a per-object lock around every S3 write (PUT, POST,
 //! DELETE), so a race test tests drd, not moto (docs/emulator-gaps.md).
 //!
+//! It also injects faults (`drd sandbox faults`, see `faults.rs`): errors in the service's own
+//! wire format, throttling, dropped connections and latency, seeded and reproducible.
+//!
 //! The gate also keeps a busy clock: the wall time during which at least one emulator request
 //! (proxied call or function-host request) was in flight, so a benchmark can split a command's
 //! wall time into its own time and time spent waiting on the emulator.
@@ -39,6 +42,8 @@ pub struct Gate {
     busy: Mutex<BusyClock>,
     /// One lock per S3 object being written (host + path), dropped when unused.
     writes: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Faults to inject (`drd sandbox faults`).
+    pub faults: Mutex<crate::faults::Injector>,
 }
 
 #[derive(Default)]
@@ -242,6 +247,37 @@ async fn forward(
         .await
         .map_err(|e| Dropped(format!("reading the request: {e}")))?
         .to_bytes();
+    if let Some((_, service)) = &scope {
+        let target = parts
+            .headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok());
+        let op = crate::faults::operation(
+            service,
+            parts.method.as_str(),
+            parts.uri.path(),
+            parts.uri.query().unwrap_or(""),
+            target,
+            &body,
+        );
+        let fault = gate.faults.lock().expect("faults").decide(service, &op);
+        match fault {
+            Some(crate::faults::Kind::Reset) => {
+                return Err(Dropped(format!("fault injected: reset ({service} {op})")))
+            }
+            Some(crate::faults::Kind::Latency(d)) => tokio::time::sleep(d).await,
+            Some(kind) => {
+                let (status, headers, text) =
+                    crate::faults::answer(&kind, service).expect("an answer kind");
+                let mut b = Response::builder().status(status);
+                for (k, v) in headers {
+                    b = b.header(k, v);
+                }
+                return Ok(b.body(Full::new(Bytes::from(text))).expect("response"));
+            }
+            None => {}
+        }
+    }
     let pq = parts
         .uri
         .path_and_query()

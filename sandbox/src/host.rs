@@ -101,6 +101,22 @@ impl Host {
         if let Some(rest) = path.strip_prefix("/_sandbox/regions") {
             return self.regions(&parts.method, rest).await;
         }
+        if path == "/_sandbox/faults" {
+            if parts.method == Method::POST {
+                match serde_json::from_slice::<crate::faults::Plan>(&body) {
+                    Ok(p) => {
+                        let mut f = self.gate.faults.lock().expect("faults");
+                        *f = crate::faults::Injector {
+                            plan: (p.rate > 0.0).then_some(p),
+                            ..Default::default()
+                        };
+                    }
+                    Err(e) => return error(StatusCode::BAD_REQUEST, "Bad Request", &e.to_string()),
+                }
+            }
+            let f = self.gate.faults.lock().expect("faults").clone();
+            return axum::Json(json!(f)).into_response();
+        }
         if path == "/_sandbox/stats" {
             let (busy_ms, requests) = self.gate.busy_stats();
             return axum::Json(json!({"emulator_busy_ms": busy_ms, "requests": requests}))

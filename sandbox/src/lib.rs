@@ -9,6 +9,7 @@
 //! and replaced.
 
 pub mod cli;
+pub mod faults;
 pub mod gate;
 pub mod github;
 pub mod host;
@@ -539,6 +540,34 @@ pub async fn llm_key(state: &State, key: &secrecy::SecretString, allow: bool) ->
     }
     let v: serde_json::Value = r.json().await.unwrap_or_default();
     Ok(v["allowed"].as_u64().unwrap_or(0))
+}
+
+/// Set (or with `None`, only read) the gate's fault plan; returns the injector's state.
+pub async fn faults(state: &State, plan: Option<&faults::Plan>) -> Result<faults::Injector> {
+    let http = reqwest::Client::new();
+    let url = format!("{}/_sandbox/faults", state.host.url());
+    let req = match plan {
+        Some(p) => http.post(url).json(p),
+        None => http.get(url),
+    };
+    let r = req.send().await.map_err(|e| {
+        Error::failed(format!(
+            "the function host did not answer: {}",
+            e.without_url()
+        ))
+    })?;
+    if !r.status().is_success() {
+        return Err(Error::failed(format!(
+            "the function host refused the fault plan: HTTP {}",
+            r.status()
+        )));
+    }
+    let v: serde_json::Value = r.json().await.unwrap_or_default();
+    Ok(faults::Injector {
+        plan: serde_json::from_value(v["plan"].clone()).ok(),
+        matched: v["matched"].as_u64().unwrap_or(0),
+        injected: serde_json::from_value(v["injected"].clone()).unwrap_or_default(),
+    })
 }
 
 #[cfg(test)]

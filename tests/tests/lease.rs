@@ -212,6 +212,39 @@ async fn a_guarded_run_stops_when_its_lease_is_taken() {
     l.release().await.unwrap();
 }
 
+/// A lease whose holder's work is cancelled (its future dropped, as a daemon does on losing its
+/// job lease) is given back at once, so the next holder does not wait out the TTL.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_dropped_with_its_cancelled_work_is_given_back() {
+    let sb = Sandbox::start();
+    let st = store(&sb, "lease-drop", "stk").await;
+    let work = {
+        let st = st.clone();
+        async move {
+            let mut l = Lease::acquire(&st, "store", "cancelled work", Duration::from_secs(60))
+                .await
+                .unwrap();
+            let _ = l.guard(tokio::time::sleep(Duration::from_secs(30))).await;
+        }
+    };
+    // Cancelled after it took the lease.
+    let _ = tokio::time::timeout(Duration::from_secs(1), work).await;
+    let mut freed = false;
+    for _ in 0..50 {
+        if record(&st, "store").await.released_by.is_some() {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(freed, "{:?}", record(&st, "store").await);
+    let next = Lease::acquire(&st, "store", "next", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(next.record.token, 2);
+    next.release().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn drd_unlock_refuses_a_renewed_lease_and_breaks_a_dead_one() {
     let sb = Sandbox::start();

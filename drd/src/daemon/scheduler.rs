@@ -360,14 +360,26 @@ impl Scheduler {
         tracing::info!(job = %job.key(), tick = %tick, token, catch_up, "running");
         let started = tokio::time::Instant::now();
         let ttl = self.ttl;
-        // Renew every third of the TTL while the job runs; a renewal that fails ends the run.
+        // Renew every third of the TTL while the job runs. A lease found taken ends the run; a
+        // renewal that fails (the store did not answer) is tried again at the next beat, until
+        // the lease would have expired.
         let renewer = async {
+            let mut renewed = tokio::time::Instant::now();
             loop {
                 tokio::time::sleep(ttl / 3).await;
-                match held.renew(ttl).await {
-                    Ok(true) => {}
-                    Ok(false) => return "the lease was taken over".to_string(),
-                    Err(e) => return format!("the lease could not be renewed: {e}"),
+                match tokio::time::timeout(ttl / 3, held.renew(ttl)).await {
+                    Ok(Ok(true)) => renewed = tokio::time::Instant::now(),
+                    Ok(Ok(false)) => return "the lease was taken over".to_string(),
+                    Ok(Err(e)) if renewed.elapsed() >= ttl => {
+                        return format!("the lease could not be renewed before it expired: {e}")
+                    }
+                    Err(_) if renewed.elapsed() >= ttl => {
+                        return "the lease could not be renewed before it expired (timeout)".into()
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(job = %job.key(), error = %e, "lease renewal failed; retrying")
+                    }
+                    Err(_) => tracing::warn!(job = %job.key(), "lease renewal timed out; retrying"),
                 }
             }
         };

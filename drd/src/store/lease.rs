@@ -70,6 +70,45 @@ pub struct Lease {
     /// The TTL of the last write of the record, and when (this process's monotonic clock).
     ttl: Duration,
     written: Instant,
+    /// Given back (or known lost): nothing for `Drop` to do.
+    done: bool,
+}
+
+impl Drop for Lease {
+    /// A lease dropped without `release` (its holder's work was cancelled, or a `?` left
+    /// early) is given back in the background when a runtime is there to do it, so the next
+    /// holder need not wait out the TTL. Best effort: the TTL still bounds a lease whose
+    /// holder died.
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (store, key, etag) = (self.store.clone(), self.key.clone(), self.etag.clone());
+            let record = released(&self.record, "released when its work stopped");
+            rt.spawn(async move {
+                // A few tries: a store that fails now and then must not keep the lease held.
+                for attempt in 0..5u32 {
+                    match write(&store, &key, &record, Some(&etag)).await {
+                        Ok(_) => return,
+                        Err(e) => {
+                            tracing::warn!(lease = %key, error = %e, attempt, "cannot give back a dropped lease; retrying");
+                            tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                        }
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// `r` given back: expiry 0, token kept, a fresh nonce, and who gave it back.
+fn released(r: &LeaseRecord, how: &str) -> LeaseRecord {
+    let mut done = r.clone();
+    done.expires_at = 0;
+    done.nonce = nonce();
+    done.released_by = Some(format!("{} ({how})", r.holder));
+    done
 }
 
 /// Why a guarded piece of work was stopped.
@@ -84,6 +123,16 @@ fn now_secs() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// When a lease written now for `ttl` expires, in whole seconds rounded up: a lease never
+/// looks expired before its full TTL has passed.
+fn expiry(ttl: Duration) -> u64 {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    (now_ms + ttl.as_millis() as u64).div_ceil(1000)
 }
 
 fn nonce() -> String {
@@ -286,7 +335,7 @@ impl Lease {
             host: host_id(),
             pid: std::process::id(),
             token,
-            expires_at: now_secs() + ttl.as_secs(),
+            expires_at: expiry(ttl),
             ttl_secs: ttl.as_secs(),
             nonce: nonce(),
             released_by: None,
@@ -299,6 +348,7 @@ impl Lease {
             etag,
             ttl,
             written: Instant::now(),
+            done: false,
         }))
     }
 
@@ -306,7 +356,7 @@ impl Lease {
     /// over or broken): the holder must stop writing.
     pub async fn renew(&mut self, ttl: Duration) -> Result<bool> {
         let mut next = self.record.clone();
-        next.expires_at = now_secs() + ttl.as_secs();
+        next.expires_at = expiry(ttl);
         next.ttl_secs = ttl.as_secs();
         next.nonce = nonce();
         match write(&self.store, &self.key, &next, Some(&self.etag)).await? {
@@ -369,6 +419,9 @@ impl Lease {
                 }
             }
         };
+        // Boxed: guarded work (a whole backup) is a large future, and debug builds run their
+        // tokio workers on small stacks.
+        let work = Box::pin(work);
         tokio::select! {
             out = work => Ok(out),
             lost = renewer => Err(lost),
@@ -377,11 +430,9 @@ impl Lease {
 
     /// Give the lease back: its record is marked released (keeping the token) only if it is
     /// still ours.
-    pub async fn release(self) -> Result<()> {
-        let mut done = self.record.clone();
-        done.expires_at = 0;
-        done.nonce = nonce();
-        done.released_by = Some(format!("{} (released)", self.record.holder));
+    pub async fn release(mut self) -> Result<()> {
+        self.done = true;
+        let done = released(&self.record, "released");
         write(&self.store, &self.key, &done, Some(&self.etag)).await?;
         Ok(())
     }
@@ -399,9 +450,7 @@ pub async fn release_if_ours(store: &Store, key: &str) -> Result<bool> {
     if r.is_free(now_secs()) || r.pid != std::process::id() || r.host != host_id() {
         return Ok(false);
     }
-    r.expires_at = 0;
-    r.nonce = nonce();
-    r.released_by = Some(format!("{} (released at shutdown)", r.holder));
+    r = released(&r, "released at shutdown");
     Ok(write(store, key, &r, Some(&o.etag)).await?.is_some())
 }
 
