@@ -4,9 +4,11 @@
 //!
 //! Request N (counted among the requests the plan matches) gets a fault when the first eight
 //! bytes of SHA-256(seed, N) read as a fraction below the rate; the next eight bytes pick the
-//! kind. The same seed and the same sequence of requests give the same faults. A fault is
-//! injected *before* the request reaches moto, so it has no side effect; what the client sees is
-//! what AWS sends for it (the error code its service uses, in its protocol's body).
+//! kind. The same seed and the same sequence of requests give the same faults. Every fault but
+//! `lost-reply` is injected *before* the request reaches moto, so it has no side effect; what
+//! the client sees is what AWS sends for it (the error code its service uses, in its protocol's
+//! body). `lost-reply` forwards the request and drops the answer: the write happened, and the
+//! client only sees a closed connection.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -23,8 +25,12 @@ pub enum Kind {
     /// The service's throttling answer (`SlowDown` 503 for S3, `Throttling` 400 for the query
     /// protocol, `ThrottlingException` 400 for JSON services, 429 for Lambda).
     Throttle,
-    /// The connection is closed without an answer.
+    /// The connection is closed without an answer, before the request reaches the emulator.
     Reset,
+    /// The request reaches the emulator (its write happens), then the connection is closed
+    /// without the answer: the client cannot tell it from a reset, and a retry meets its own
+    /// write.
+    LostReply,
     /// The request is held this long, then forwarded.
     Latency(Duration),
 }
@@ -50,12 +56,13 @@ impl Kind {
             "503-slowdown" | "503" => Ok(Kind::Slowdown),
             "throttle" => Ok(Kind::Throttle),
             "reset" => Ok(Kind::Reset),
+            "lost-reply" => Ok(Kind::LostReply),
             other => match other.strip_prefix("latency=") {
                 Some(d) => humantime::parse_duration(d)
                     .map(Kind::Latency)
                     .map_err(|e| format!("{d:?} is not a duration: {e}")),
                 None => Err(format!(
-                    "{other:?} is not a fault kind: use 500, 503-slowdown, throttle, reset or latency=DURATION"
+                    "{other:?} is not a fault kind: use 500, 503-slowdown, throttle, reset, lost-reply or latency=DURATION"
                 )),
             },
         }
@@ -67,6 +74,7 @@ impl Kind {
             Kind::Slowdown => "503-slowdown".into(),
             Kind::Throttle => "throttle".into(),
             Kind::Reset => "reset".into(),
+            Kind::LostReply => "lost-reply".into(),
             Kind::Latency(d) => format!("latency={}", humantime::format_duration(*d)),
         }
     }
@@ -194,7 +202,7 @@ pub fn answer(kind: &Kind, service: &str) -> Option<Answer> {
         (Kind::Throttle, "lambda") => (429, "TooManyRequestsException"),
         (Kind::Throttle, "cloudformation" | "iam" | "sts" | "route53") => (400, "Throttling"),
         (Kind::Throttle, _) => (400, "ThrottlingException"),
-        (Kind::Reset, _) | (Kind::Latency(_), _) => return None,
+        (Kind::Reset | Kind::LostReply | Kind::Latency(_), _) => return None,
     };
     Some(match service {
         "s3" => (

@@ -241,6 +241,7 @@ async fn forward(
         false => None,
     };
     let _busy = gate.busy();
+    let mut lose_reply = None;
     let (parts, body) = req.into_parts();
     let body = body
         .collect()
@@ -261,11 +262,15 @@ async fn forward(
             &body,
         );
         let fault = gate.faults.lock().expect("faults").decide(service, &op);
+        if fault == Some(crate::faults::Kind::LostReply) {
+            lose_reply = Some(format!("fault injected: lost reply ({service} {op})"));
+        }
         match fault {
             Some(crate::faults::Kind::Reset) => {
                 return Err(Dropped(format!("fault injected: reset ({service} {op})")))
             }
             Some(crate::faults::Kind::Latency(d)) => tokio::time::sleep(d).await,
+            Some(crate::faults::Kind::LostReply) => {}
             Some(kind) => {
                 let (status, headers, text) =
                     crate::faults::answer(&kind, service).expect("an answer kind");
@@ -312,6 +317,9 @@ async fn forward(
         .bytes()
         .await
         .map_err(|e| Dropped(format!("reading the emulator's answer: {e}")))?;
+    if let Some(why) = lose_reply {
+        return Err(Dropped(why));
+    }
     Ok(b.body(Full::new(bytes)).expect("response"))
 }
 

@@ -137,7 +137,8 @@ async fn a_renewal_racing_a_takeover_loses_and_a_stale_takeover_loses() {
     let mut holder = Lease::acquire(&st, "runbook-x", "holder", Duration::from_secs(3))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // Expiries are whole seconds rounded up: a 3 s lease is free after 4 s at most.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
     let seen = lease::observe(&st, &key).await.unwrap();
     let taker = Lease::take(&st, &key, "taker", Duration::from_secs(60), seen.as_ref())
         .await
@@ -155,7 +156,8 @@ async fn a_renewal_racing_a_takeover_loses_and_a_stale_takeover_loses() {
     let mut holder = Lease::acquire(&st, "runbook-x", "holder 2", Duration::from_secs(3))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // Expiries are whole seconds rounded up: a 3 s lease is free after 4 s at most.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
     let stale = lease::observe(&st, &key).await.unwrap();
     assert!(holder.renew(Duration::from_secs(60)).await.unwrap());
     let late = Lease::take(
@@ -210,6 +212,110 @@ async fn a_guarded_run_stops_when_its_lease_is_taken() {
     assert_eq!(out, Ok(42));
     assert!(record(&st, "store").await.expires_at > now(), "renewed");
     l.release().await.unwrap();
+}
+
+/// Every lease write's answer is lost after S3 applied it (`lost-reply` on every PutObject): the
+/// writer reads the record back, finds its own nonce, and knows the lease is its own; without
+/// that, each take would end in "held by" itself and each renewal in "taken over".
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_write_whose_answer_is_lost_is_recognised_as_ours() {
+    let sb = Sandbox::start();
+    let st = store(&sb, "lease-lost-reply", "stk").await;
+    let out = sb.run(
+        &[
+            "sandbox",
+            "faults",
+            "--rate",
+            "1",
+            "--kinds",
+            "lost-reply",
+            "--service",
+            "s3",
+            "--operation",
+            "PutObject",
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let mut l = Lease::acquire(&st, "store", "unlucky", Duration::from_secs(60))
+        .await
+        .expect("the take happened; only its answer was lost");
+    assert_eq!(l.record.token, 1);
+    assert!(
+        l.renew(Duration::from_secs(60)).await.unwrap(),
+        "renewed, answer lost"
+    );
+    l.release().await.unwrap();
+    let out = sb.run(&["sandbox", "faults", "--output", "json"], "");
+    let f: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(f["injected"]["lost-reply"].as_u64().unwrap() >= 3, "{f}");
+    let out = sb.run(&["sandbox", "faults", "--rate", "0"], "");
+    assert!(out.status.success(), "{}", text(&out));
+    let r = record(&st, "store").await;
+    assert!(r.released_by.is_some(), "released, answer lost: {r:?}");
+    assert_eq!(r.holder, "unlucky");
+}
+
+/// Prune racing backup: a backup decides blob reuse from a listing of the store, so it must
+/// list only under the store lease; otherwise a prune holding the lease can delete a listed
+/// blob that the backup then names without writing it. With a prune holding the lease, `drd
+/// backup` and a second `drd prune` exit 3 without a single listing of the store (counted by
+/// the gate), and after the release both go through.
+#[tokio::test(flavor = "multi_thread")]
+async fn prune_racing_backup_nothing_lists_the_store_before_it_holds_the_lease() {
+    let sb = Sandbox::start();
+    let policy = sb.policy("lease-order");
+    let policy = policy.to_str().unwrap();
+    let st = store(&sb, "lease-order-points", "lease-order").await;
+    // Count the store's listings (a plan that matches them and injects nothing: 1 ms latency).
+    let out = sb.run(
+        &[
+            "sandbox",
+            "faults",
+            "--rate",
+            "1",
+            "--kinds",
+            "latency=1ms",
+            "--service",
+            "s3",
+            "--operation",
+            "ListObjectsV2",
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let listings = || {
+        let out = sb.run(&["sandbox", "faults", "--output", "json"], "");
+        let f: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        f["matched"].as_u64().unwrap()
+    };
+    let prune = Lease::acquire(&st, "store", "drd prune", Duration::from_secs(60))
+        .await
+        .unwrap();
+    for cmd in ["backup", "prune"] {
+        let out = sb.drd().args(["--policy", policy, cmd]).output().unwrap();
+        assert_eq!(out.status.code(), Some(3), "{cmd}: {}", text(&out));
+        assert!(text(&out).contains("drd prune"), "{cmd}: {}", text(&out));
+    }
+    assert_eq!(
+        listings(),
+        0,
+        "a command listed the store without the lease"
+    );
+    prune.release().await.unwrap();
+    // Released: a prune now takes the lease and lists.
+    let out = sb
+        .drd()
+        .args(["--policy", policy, "prune"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        listings() > 0,
+        "the prune listed the store once it held the lease"
+    );
+    let out = sb.run(&["sandbox", "faults", "--rate", "0"], "");
+    assert!(out.status.success(), "{}", text(&out));
 }
 
 /// A lease whose holder's work is cancelled (its future dropped, as a daemon does on losing its

@@ -698,7 +698,9 @@ async fn a_dry_run_plans_the_restore_and_writes_nothing() {
 
 /// SIGKILL after every step of region-redeploy (after the effect but before its journal
 /// entry, then after the entry), each time resuming the same run: the end state is that of an
-/// uninterrupted restore, and a step whose success was journaled never runs again.
+/// uninterrupted restore, and a step whose success was journaled never runs again. The second
+/// chain runs on host `laptop-a` and is finished from host `laptop-b` with its own state
+/// directory: the resume waits out laptop-a's lease (one TTL) instead of failing.
 #[tokio::test(flavor = "multi_thread")]
 async fn restore_killed_after_every_step_resumes_to_the_same_end_state() {
     drd_e2e::require_failpoints();
@@ -723,7 +725,19 @@ async fn restore_killed_after_every_step_resumes_to_the_same_end_state() {
     ] {
         let before = w.runs().await;
         let fp = format!("{}:{when}", steps[0]);
-        let out = w.restore(region, &[], &[("DRD_FAILPOINT", &fp)]);
+        let other_host = when == "after-journal";
+        let host_a: &[(&str, &str)] = if other_host {
+            &[("DRD_HOST_ID", "laptop-a"), ("DRD_LOCK_TTL", "6s")]
+        } else {
+            &[]
+        };
+        // Killed at `fp` (as laptop-a in the second chain).
+        let killed = |fp: &str, extra: &[&str]| {
+            let mut e: Vec<(&str, &str)> = vec![("DRD_FAILPOINT", fp)];
+            e.extend_from_slice(host_a);
+            w.restore(region, extra, &e)
+        };
+        let out = killed(&fp, &[]);
         assert_eq!(out.status.signal(), Some(9), "{fp}: {}", text(&out));
         let run = w
             .runs()
@@ -733,11 +747,29 @@ async fn restore_killed_after_every_step_resumes_to_the_same_end_state() {
             .unwrap_or_else(|| panic!("{fp}: no new run"));
         for step in &steps[1..] {
             let fp = format!("{step}:{when}");
-            let out = w.restore(region, &["--resume", &run], &[("DRD_FAILPOINT", &fp)]);
+            let out = killed(&fp, &["--resume", &run]);
             assert_eq!(out.status.signal(), Some(9), "{fp}: {}", text(&out));
         }
-        let out = w.restore(region, &["--resume", &run], &[]);
+        let state_b = w.sb.dir.path().join("state-laptop-b");
+        let state_b = state_b.to_str().unwrap();
+        let from_b: &[(&str, &str)] = if other_host {
+            &[
+                ("DRD_HOST_ID", "laptop-b"),
+                ("DRD_STATE_DIR", state_b),
+                ("DRD_LOCK_TTL", "6s"),
+            ]
+        } else {
+            &[]
+        };
+        let out = w.restore(region, &["--resume", &run], from_b);
         assert!(out.status.success(), "{when}: {}", text(&out));
+        if other_host {
+            assert!(
+                text(&out).contains("waiting for the lease"),
+                "laptop-b waited for laptop-a's lease: {}",
+                text(&out)
+            );
+        }
         let r: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(r["run"]["outcome"], "succeeded", "{when}: {r}");
         assert_eq!(r["run"]["resumed"], true);

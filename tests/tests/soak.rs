@@ -265,7 +265,7 @@ cron = "*/11 * * * * *"
             "--rate",
             "0.2",
             "--kinds",
-            "500,503-slowdown,throttle,reset",
+            "500,503-slowdown,throttle,reset,lost-reply",
             "--seed",
             "7",
         ],

@@ -16,8 +16,9 @@ pub struct Args {
     /// Break it even while its holder renews it (that holder may still be writing).
     #[arg(long)]
     pub force: bool,
-    /// How long to watch for a renewal before deciding the holder is gone (default: half the
-    /// lease's TTL, at least 5s).
+    /// How long to watch for a renewal before deciding the holder is gone (default: the
+    /// lease's TTL and a quarter, at least 5s: a holder retries a failed renewal until its TTL
+    /// runs out).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub watch: Option<Duration>,
 }
@@ -36,7 +37,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
                 .map(|r| r.ttl_secs)
                 .filter(|t| *t > 0)
                 .unwrap_or(60);
-            Duration::from_secs((ttl / 2).max(5))
+            Duration::from_secs((ttl + ttl / 4).max(5))
         }
     };
     let by = format!("{} on {}", whoami(), lease::host_id());

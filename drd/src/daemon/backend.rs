@@ -174,17 +174,29 @@ impl Backend for StoreBackend {
         async move {
             let ctx = self.stack(job)?;
             let key = Self::tick_key(&ctx.store, job);
-            if let Some(b) = ctx.store.get(&key).await? {
-                if let Ok(cur) = serde_json::from_slice::<TickRecord>(&b) {
-                    if cur.token > rec.token {
-                        tracing::warn!(job = %job.key(), theirs = cur.token, ours = rec.token, "a newer holder recorded this job: our record is fenced off");
-                        return Ok(());
+            let body = serde_json::to_vec_pretty(rec).expect("serializes");
+            // Compare-and-swap: a record is replaced only by a higher token, or by its own
+            // holder with the same token (a claim, then its outcome); never by a second claim
+            // of the same token.
+            for _ in 0..8 {
+                let seen = ctx.store.get_versioned(&key).await?;
+                if let Some((b, _)) = &seen {
+                    if let Ok(cur) = serde_json::from_slice::<TickRecord>(b) {
+                        let own = cur.token == rec.token && cur.holder == rec.holder;
+                        if cur.token > rec.token || (cur.token == rec.token && !own) {
+                            return Err(Error::failed(format!(
+                                "{key}: {} holds token {} (ours {}): this run is fenced off",
+                                cur.holder, cur.token, rec.token
+                            )));
+                        }
                     }
                 }
+                let etag = seen.as_ref().map(|(_, e)| e.as_str());
+                if ctx.store.put_if(&key, &body, etag).await?.is_some() {
+                    return Ok(());
+                }
             }
-            ctx.store
-                .put(&key, &serde_json::to_vec_pretty(rec).expect("serializes"))
-                .await
+            Err(Error::failed(format!("{key} kept changing")))
         }
         .boxed()
     }

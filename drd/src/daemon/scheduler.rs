@@ -20,7 +20,9 @@
 //! - **Retries**: a failed run is retried with doubling backoff while the retry still starts
 //!   before the next firing (at most `MAX_RUN_ATTEMPTS` runs); the outcome is recorded once.
 //! - **Fencing**: each run takes the token after the tick record's, and what it writes carries
-//!   it; a tick record is only replaced by one with a higher token.
+//!   it; the tick record changes only by compare-and-swap (`If-Match`), to a higher token or to
+//!   the same holder's outcome, so two daemons can never claim one token. The claim is made
+//!   within a third of the TTL of taking the lease, before which nobody can take it over.
 
 use super::metrics::Metrics;
 use crate::error::Result;
@@ -317,9 +319,18 @@ impl Scheduler {
         stop: &mut watch::Receiver<bool>,
     ) {
         let (stack, name) = (job.stack.as_str(), job.job.as_str());
-        let last = match self.backend.last_tick(job).await {
-            Ok(r) => r,
-            Err(e) => {
+        // Until the renewer starts, the lease is only as good as its first write: reading the
+        // record and claiming the firing must finish well inside the TTL (the claim itself is a
+        // compare-and-swap that refuses a token already claimed).
+        let last = match tokio::time::timeout(self.ttl / 3, self.backend.last_tick(job)).await {
+            Ok(Ok(r)) => r,
+            Err(_) => {
+                tracing::warn!(job = %job.key(), "reading the tick record took too long; not claiming");
+                held.release().await;
+                self.metrics.with(stack, name, |s| s.failed += 1);
+                return;
+            }
+            Ok(Err(e)) => {
                 tracing::warn!(job = %job.key(), error = %e, "cannot read the tick record");
                 held.release().await;
                 self.metrics.with(stack, name, |s| s.failed += 1);
@@ -350,7 +361,9 @@ impl Scheduler {
             catch_up,
             running: Some(fmt(tick)),
         };
-        if let Err(e) = self.backend.record_tick(job, &claim).await {
+        let claimed =
+            tokio::time::timeout(self.ttl / 3, self.backend.record_tick(job, &claim)).await;
+        if let Err(e) = claimed.unwrap_or_else(|_| Err(crate::error::Error::failed("timed out"))) {
             tracing::warn!(job = %job.key(), error = %e, "cannot claim the firing");
             held.release().await;
             self.metrics.with(stack, name, |s| s.failed += 1);

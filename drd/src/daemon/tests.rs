@@ -104,11 +104,19 @@ impl Backend for View {
         rec: &'a TickRecord,
     ) -> BoxFuture<'a, Result<()>> {
         async move {
+            // As the store's compare-and-swap: a higher token, or the same holder's own token.
             let mut t = self.mem.ticks.lock().unwrap();
-            if t.get(&job.key()).is_none_or(|c| c.token <= rec.token) {
-                t.insert(job.key(), rec.clone());
+            match t.get(&job.key()) {
+                Some(c)
+                    if c.token > rec.token || (c.token == rec.token && c.holder != rec.holder) =>
+                {
+                    Err(crate::error::Error::failed("fenced off"))
+                }
+                _ => {
+                    t.insert(job.key(), rec.clone());
+                    Ok(())
+                }
             }
-            Ok(())
         }
         .boxed()
     }

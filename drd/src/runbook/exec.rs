@@ -26,10 +26,10 @@ pub struct RunOptions {
     pub resume: Option<String>,
     /// Where the local copy of the journal goes.
     pub state_dir: Option<PathBuf>,
-    /// Crash-test hook (`DRD_FAILPOINT=STEP:after-action|after-journal`): SIGKILL this process
-    /// there. Only in builds with the `failpoints` feature (scripts/test), never in a release.
     /// The run lease's TTL (default `RUN_LEASE_TTL`); renewed every third of it.
     pub lease_ttl: Option<Duration>,
+    /// Crash-test hook (`DRD_FAILPOINT=STEP:after-action|after-journal`): SIGKILL this process
+    /// there. Only in builds with the `failpoints` feature (scripts/test), never in a release.
     #[cfg(feature = "failpoints")]
     pub failpoint: Option<String>,
 }

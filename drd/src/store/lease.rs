@@ -14,8 +14,7 @@
 //! the taker reads again, the holder has lost the lease. Holders renew every third of the TTL
 //! and stop their work when a renewal fails (`Lease::guard`).
 
-use super::{status_of, Store};
-use crate::aws::aws_error;
+use super::Store;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -167,8 +166,12 @@ pub fn host_id() -> String {
         {
             return id.trim().to_string();
         }
+        // The machine id is confidential (machine-id(5)): only a digest of it is shown.
         let machine = std::fs::read_to_string("/etc/machine-id")
-            .map(|s| s.trim().chars().take(12).collect::<String>())
+            .map(|s| {
+                use sha2::{Digest, Sha256};
+                hex::encode(&Sha256::digest(format!("drd host id\n{}", s.trim()).as_bytes())[..6])
+            })
             .unwrap_or_default();
         let pidns = std::fs::read_link("/proc/self/ns/pid")
             .map(|p| {
@@ -196,32 +199,21 @@ pub fn lease_key(store: &Store, name: &str) -> String {
 
 /// Read a lease record with its ETag; `None` when there is none.
 pub async fn observe(store: &Store, key: &str) -> Result<Option<Observed>> {
-    match store
-        .s3
-        .get_object()
-        .bucket(&store.bucket)
-        .key(key)
-        .send()
-        .await
-    {
-        Ok(o) => {
-            let etag = o.e_tag().unwrap_or_default().to_string();
-            let body =
-                o.body.collect().await.map_err(|e| {
-                    Error::failed(format!("reading s3://{}/{key}: {e}", store.bucket))
-                })?;
-            Ok(Some(Observed {
-                record: serde_json::from_slice(&body.into_bytes()).ok(),
-                etag,
-            }))
-        }
-        Err(e) if status_of(&e) == Some(404) => Ok(None),
-        Err(e) => Err(aws_error("s3", "GetObject", e)),
-    }
+    Ok(store
+        .get_versioned(key)
+        .await?
+        .map(|(body, etag)| Observed {
+            record: serde_json::from_slice(&body).ok(),
+            etag,
+        }))
 }
 
 /// The one write a lease ever makes: `If-None-Match: *` (`etag` None) or `If-Match: etag`.
 /// `Ok(None)` when the condition failed (someone else wrote first); else the new ETag.
+///
+/// A write S3 applied whose answer was lost (a timeout, a dropped connection, and a retry that
+/// then meets its own write) fails its condition too: on a failed condition the record is read
+/// back, and if it carries this write's nonce the write is ours after all.
 async fn write(
     store: &Store,
     key: &str,
@@ -229,22 +221,21 @@ async fn write(
     etag: Option<&str>,
 ) -> Result<Option<String>> {
     let body = serde_json::to_vec(record).expect("lease serializes");
-    let req = store
-        .s3
-        .put_object()
-        .bucket(&store.bucket)
-        .key(key)
-        .body(body.into());
-    let req = match etag {
-        None => req.if_none_match("*"),
-        Some(e) => req.if_match(e),
+    let ours = |o: Option<Observed>| {
+        o.and_then(|o| o.record.filter(|r| r.nonce == record.nonce).map(|_| o.etag))
     };
-    match req.send().await {
-        Ok(o) => Ok(Some(o.e_tag().unwrap_or_default().to_string())),
-        // 412: the condition failed; 409: a concurrent conditional write to the key won.
-        Err(e) if matches!(status_of(&e), Some(412 | 409)) => Ok(None),
-        Err(e) if status_of(&e) == Some(404) && etag.is_some() => Ok(None),
-        Err(e) => Err(aws_error("s3", "PutObject", e)),
+    match store.put_if(key, &body, etag).await {
+        Ok(Some(new)) => Ok(Some(new)),
+        Ok(None) => Ok(ours(observe(store, key).await?)),
+        // No answer at all: the write may have happened. If the record carries our nonce it
+        // did; if not, the error stands.
+        Err(e) => match observe(store, key).await {
+            Ok(o) => match ours(o) {
+                Some(etag) => Ok(Some(etag)),
+                None => Err(e),
+            },
+            Err(_) => Err(e),
+        },
     }
 }
 
@@ -355,6 +346,9 @@ impl Lease {
     /// Extend the lease by `ttl` from now. `Ok(false)` when it is no longer ours (it was taken
     /// over or broken): the holder must stop writing.
     pub async fn renew(&mut self, ttl: Duration) -> Result<bool> {
+        // The expiry is computed before the request leaves: that, not the answer's arrival, is
+        // what the lease is valid from.
+        let sent = Instant::now();
         let mut next = self.record.clone();
         next.expires_at = expiry(ttl);
         next.ttl_secs = ttl.as_secs();
@@ -363,7 +357,7 @@ impl Lease {
             Some(etag) => {
                 self.record = next;
                 self.etag = etag;
-                (self.ttl, self.written) = (ttl, Instant::now());
+                (self.ttl, self.written) = (ttl, sent);
                 Ok(true)
             }
             None => Ok(false),
@@ -374,48 +368,56 @@ impl Lease {
         &self.key
     }
 
-    /// Whether the lease may still be ours by this process's monotonic clock (a wall-clock jump
-    /// does not move it): less than the TTL has passed since the last successful write.
-    fn may_be_ours(&self) -> bool {
-        self.written.elapsed() < self.ttl
+    /// Until when the lease is surely ours by this process's monotonic clock (a wall-clock jump
+    /// does not move it): its TTL from the moment its last successful write was sent, less a
+    /// sixth of the TTL for clocks that disagree.
+    fn safe_until(&self) -> Instant {
+        self.written + self.ttl - self.ttl / 6
     }
 
     /// Run `work` while renewing the lease every third of its TTL. A renewal that finds the
-    /// lease taken, or that cannot reach the store before the lease would expire, stops `work`
-    /// (it is dropped at its next await) and returns why.
+    /// lease taken stops `work` (it is dropped at its next await) and says why; failed renewals
+    /// are tried again, but never past `safe_until`: when that comes without a renewal, the work
+    /// is stopped before anyone else could take the lease.
     pub async fn guard<F: Future>(&mut self, work: F) -> std::result::Result<F::Output, LeaseLost> {
         let ttl = self.ttl;
         let key = self.key.clone();
+        let lost = |why: String| LeaseLost {
+            key: key.clone(),
+            why,
+        };
         let renewer = async {
+            let mut last_error = String::new();
             loop {
-                tokio::time::sleep(ttl / 3).await;
-                let attempt = tokio::time::timeout(ttl / 3, self.renew(ttl)).await;
-                match attempt {
-                    Ok(Ok(true)) => {}
+                let now = Instant::now();
+                let deadline = self.safe_until();
+                if now >= deadline {
+                    return lost(format!(
+                        "the lease could not be renewed before it expired{last_error}"
+                    ));
+                }
+                // Renew a third of the TTL after the last good write; after a failure, retry
+                // soon, each attempt cut off at the deadline.
+                let next = if last_error.is_empty() {
+                    self.written + ttl / 3
+                } else {
+                    now + Duration::from_millis(200)
+                };
+                tokio::time::sleep_until(next.min(deadline).into()).await;
+                let left = self.safe_until().saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left.min(ttl / 3), self.renew(ttl)).await {
+                    Ok(Ok(true)) => last_error.clear(),
                     Ok(Ok(false)) => {
-                        return LeaseLost {
-                            key: key.clone(),
-                            why: "another holder took the lease over (or it was broken)".into(),
-                        }
+                        return lost("another holder took the lease over (or it was broken)".into())
                     }
-                    Ok(Err(e)) if !self.may_be_ours() => {
-                        return LeaseLost {
-                            key: key.clone(),
-                            why: format!("the lease could not be renewed before it expired: {e}"),
-                        }
-                    }
-                    Err(_) if !self.may_be_ours() => {
-                        return LeaseLost {
-                            key: key.clone(),
-                            why: "the lease could not be renewed before it expired (timeout)"
-                                .into(),
-                        }
-                    }
-                    // A transient failure with time left: try again at the next beat.
                     Ok(Err(e)) => {
-                        tracing::warn!(lease = %key, error = %e, "lease renewal failed; retrying")
+                        tracing::warn!(lease = %key, error = %e, "lease renewal failed; retrying");
+                        last_error = format!(": {e}");
                     }
-                    Err(_) => tracing::warn!(lease = %key, "lease renewal timed out; retrying"),
+                    Err(_) => {
+                        tracing::warn!(lease = %key, "lease renewal timed out; retrying");
+                        last_error = " (timeout)".into();
+                    }
                 }
             }
         };
@@ -493,6 +495,10 @@ pub async fn unlock(
                 holder: Some(r.describe()),
                 token: Some(r.token),
             });
+        }
+        if !force && r.ttl_secs == 0 {
+            // A record of an older drd: its holder never renews, so silence proves nothing.
+            return Err(held_error(store, &key, r));
         }
         if !force {
             progress(&format!(

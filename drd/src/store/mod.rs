@@ -118,6 +118,55 @@ impl Store {
         }
     }
 
+    /// An object with its ETag, for a compare-and-swap; `None` when absent.
+    pub async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, String)>> {
+        match self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(o) => {
+                let etag = o.e_tag().unwrap_or_default().to_string();
+                let b = o.body.collect().await.map_err(|e| {
+                    Error::failed(format!("reading s3://{}/{key}: {e}", self.bucket))
+                })?;
+                Ok(Some((b.into_bytes().to_vec(), etag)))
+            }
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(aws_error("s3", "GetObject", e)),
+        }
+    }
+
+    /// Compare-and-swap: write `bytes` only if the object is absent (`etag` None:
+    /// `If-None-Match: *`) or still has `etag` (`If-Match`). `Ok(None)` when the condition
+    /// failed (412, or 409 when S3 saw two conditional writes overlap); else the new ETag.
+    pub async fn put_if(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        etag: Option<&str>,
+    ) -> Result<Option<String>> {
+        let req = self
+            .s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(bytes.to_vec().into());
+        let req = match etag {
+            None => req.if_none_match("*"),
+            Some(e) => req.if_match(e),
+        };
+        match req.send().await {
+            Ok(o) => Ok(Some(o.e_tag().unwrap_or_default().to_string())),
+            Err(e) if matches!(status_of(&e), Some(412 | 409)) => Ok(None),
+            Err(e) if status_of(&e) == Some(404) && etag.is_some() => Ok(None),
+            Err(e) => Err(aws_error("s3", "PutObject", e)),
+        }
+    }
+
     /// Write (or replace) a mutable object such as `pins/<function>.json`.
     pub async fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
         self.s3
