@@ -132,22 +132,55 @@ fn a_hung_endpoint_fails_within_the_attempt_timeout() {
             keep.lock().unwrap().push(c);
         }
     });
-    let started = std::time::Instant::now();
-    let out = std::process::Command::new(drd_bin())
-        .args(["points", "list", "--attempt-timeout", "2s", "--policy"])
-        .arg(root().join("policies/classifier.toml"))
-        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env_remove("AWS_PROFILE")
-        .output()
-        .unwrap();
-    let took = started.elapsed();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        took < std::time::Duration::from_secs(15),
-        "took {took:?}: the hung read was not cut off"
-    );
+    // The attempt timeout from the command line, then from the policy's [aws] section.
+    let dir = tempfile::tempdir().unwrap();
+    let with_aws = dir.path().join("with-aws.toml");
+    let shipped = std::fs::read_to_string(root().join("policies/classifier.toml")).unwrap();
+    std::fs::write(
+        &with_aws,
+        format!(
+            "{}\n[aws]\nattempt_timeout = \"2s\"\n",
+            shipped.replace(
+                "template = \"../classifier/stack.yaml\"",
+                &format!(
+                    "template = {:?}",
+                    root().join("classifier/stack.yaml").display().to_string()
+                )
+            )
+        ),
+    )
+    .unwrap();
+    let runs: [(&[&str], std::path::PathBuf); 2] = [
+        (
+            &["--attempt-timeout", "2s"],
+            root().join("policies/classifier.toml"),
+        ),
+        (&[], with_aws),
+    ];
+    let mut out = None;
+    for (flags, policy) in runs {
+        let started = std::time::Instant::now();
+        let o = std::process::Command::new(drd_bin())
+            .args(["points", "list"])
+            .args(flags)
+            .arg("--policy")
+            .arg(&policy)
+            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env_remove("AWS_PROFILE")
+            .env_remove("DRD_ATTEMPT_TIMEOUT")
+            .output()
+            .unwrap();
+        let took = started.elapsed();
+        assert_eq!(o.status.code(), Some(1), "{flags:?}: {}", text(&o));
+        assert!(
+            took < std::time::Duration::from_secs(15),
+            "{flags:?}: took {took:?}: the hung read was not cut off"
+        );
+        out = Some(o);
+    }
+    let out = out.unwrap();
     assert!(
         !held.lock().unwrap().is_empty(),
         "drd reached the hung endpoint"

@@ -15,7 +15,7 @@ pub async fn run(cli: &Cli, _args: &Args) -> Result<()> {
             eprintln!("  {line}");
         }
     };
-    let r = crate::backup::backup(&cli.aws(), &policy, &progress).await?;
+    let r = crate::backup::backup(&cli.aws_for(&policy), &policy, &progress).await?;
     if cli.json() {
         super::print_json(&r);
     } else {

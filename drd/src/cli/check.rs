@@ -8,7 +8,7 @@ pub struct Args {}
 
 pub async fn run(cli: &Cli, _args: &Args) -> Result<()> {
     let policy = cli.load_policy()?;
-    let items = crate::check::check(&cli.aws(), &policy).await;
+    let items = crate::check::check(&cli.aws_for(&policy), &policy).await;
     if cli.json() {
         super::print_json(&items);
     } else {

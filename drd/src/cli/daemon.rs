@@ -35,8 +35,10 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
         .hint("use 3s or more (default 30s)")
         .into());
     }
+    // The daemon loads (and reports on) its policies itself; here they only set the timeouts.
+    let policies = daemon::load_policies(&cli.policy).unwrap_or_default();
     daemon::run(
-        Arc::new(cli.aws()),
+        Arc::new(cli.aws_for_all(&policies)),
         daemon::Options {
             policy: cli.policy.clone(),
             listen: args.listen.clone(),

@@ -40,7 +40,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
             eprintln!("  {line}");
         }
     };
-    let report = crate::deploy::deploy(&cli.aws(), &policy, &opts, &progress).await?;
+    let report = crate::deploy::deploy(&cli.aws_for(&policy), &policy, &opts, &progress).await?;
     if cli.json() {
         super::print_json(&report);
         return Ok(());

@@ -173,15 +173,39 @@ impl Cli {
         Ok(Policy::load(&self.policy)?)
     }
 
+    /// AWS clients for `policy`'s commands: the timeouts of its `[aws]` section unless the
+    /// command line (or environment) names them.
+    pub fn aws_for(&self, policy: &Policy) -> Aws {
+        self.aws_for_all(std::slice::from_ref(policy))
+    }
+
+    /// AWS clients shared by several policies (the daemon): the command line's timeouts, else
+    /// the shortest any of them asks for.
+    pub fn aws_for_all(&self, policies: &[Policy]) -> Aws {
+        let mut s = self.aws_settings();
+        let shortest =
+            |f: fn(&Policy) -> Option<std::time::Duration>| policies.iter().filter_map(f).min();
+        s.operation_timeout = s
+            .operation_timeout
+            .or(shortest(|p| p.aws.operation_timeout()));
+        s.attempt_timeout = s.attempt_timeout.or(shortest(|p| p.aws.attempt_timeout()));
+        Aws::new(s)
+    }
+
+    /// AWS clients from the command line alone (commands that read no policy).
     pub fn aws(&self) -> Aws {
-        Aws::new(AwsSettings {
+        Aws::new(self.aws_settings())
+    }
+
+    fn aws_settings(&self) -> AwsSettings {
+        AwsSettings {
             profile: self.profile.clone(),
             endpoint_url: self.endpoint_url.clone().filter(|s| !s.is_empty()),
             data_endpoint: self.lambda_data_endpoint.clone().filter(|s| !s.is_empty()),
             max_attempts: self.max_attempts,
             operation_timeout: self.operation_timeout,
             attempt_timeout: self.attempt_timeout,
-        })
+        }
     }
 
     /// `--region`, checked, or the policy's primary region.

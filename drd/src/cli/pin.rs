@@ -17,7 +17,7 @@ pub struct Args {
 
 pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
     let policy = cli.load_policy()?;
-    let aws = cli.aws();
+    let aws = cli.aws_for(&policy);
     let region = cli.acting_region(&aws, &policy).await?;
     let version = match &args.version {
         Some(v) => v.clone(),

@@ -39,7 +39,7 @@ fn age_of(m: &Manifest) -> u64 {
 
 pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
     let policy = cli.load_policy()?;
-    let store = crate::store::open_store_read(&cli.aws(), &policy).await?;
+    let store = crate::store::open_store_read(&cli.aws_for(&policy), &policy).await?;
     match &args.command {
         PointsCommand::List => {
             let mut rows = vec![];

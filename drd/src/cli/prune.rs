@@ -25,7 +25,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
         })?,
         None => SystemTime::now(),
     };
-    let report = backup::prune::prune(&cli.aws(), &policy, now, args.dry_run).await?;
+    let report = backup::prune::prune(&cli.aws_for(&policy), &policy, now, args.dry_run).await?;
     if cli.json() {
         super::print_json(&report);
     } else {

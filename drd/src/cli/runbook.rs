@@ -142,7 +142,7 @@ pub async fn run_named(
 ) -> Result<Option<RunReport>> {
     let rb = runbook::load(Some(&cli.runbooks), name)?;
     let policy = cli.load_policy()?;
-    let aws = cli.aws();
+    let aws = cli.aws_for(&policy);
     let region = cli.acting_region(&aws, &policy).await?;
     let show = !cli.json() && std::io::stderr().is_terminal();
     let progress = move |line: &str| {
@@ -321,7 +321,7 @@ pub fn finish(r: &RunReport) -> Result<()> {
 
 async fn status(cli: &Cli, run: Option<&str>) -> Result<()> {
     let policy = cli.load_policy()?;
-    let aws = cli.aws();
+    let aws = cli.aws_for(&policy);
     let store = crate::store::open_store_read(&aws, &policy).await?;
     let Some(run) = run else {
         let mut rows = vec![];
@@ -390,7 +390,7 @@ async fn status(cli: &Cli, run: Option<&str>) -> Result<()> {
 
 async fn approve(cli: &Cli, run: &str, step: &str) -> Result<()> {
     let policy = cli.load_policy()?;
-    let aws = cli.aws();
+    let aws = cli.aws_for(&policy);
     let store = crate::store::open_store_read(&aws, &policy).await?;
     let (_, s) = journal::read_run(&store, run).await?;
     if let Some(o) = &s.outcome {

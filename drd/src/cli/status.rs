@@ -12,7 +12,7 @@ pub struct Args {
 
 pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
     let policy = cli.load_policy()?;
-    let aws = cli.aws();
+    let aws = cli.aws_for(&policy);
     let region = cli.acting_region(&aws, &policy).await?;
     let r = crate::status::status(&aws, &policy, &region, args.deep).await?;
     if cli.json() {

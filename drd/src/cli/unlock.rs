@@ -25,7 +25,7 @@ pub struct Args {
 
 pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
     let policy = cli.load_policy()?;
-    let aws = cli.aws();
+    let aws = cli.aws_for(&policy);
     let store = crate::store::open_store_read(&aws, &policy).await?;
     let watch = match args.watch {
         Some(w) => w,

@@ -25,7 +25,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
         Some(p) => Some(Identities::from_file(p)?),
         None => None,
     };
-    let store = crate::store::open_store_read(&cli.aws(), &policy).await?;
+    let store = crate::store::open_store_read(&cli.aws_for(&policy), &policy).await?;
     let ids = match (&args.point, args.all) {
         (Some(id), _) => vec![id.clone()],
         (None, true) => store.point_ids().await?,

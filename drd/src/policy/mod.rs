@@ -35,9 +35,36 @@ pub struct Policy {
     /// What `drd daemon` does on schedule for this stack, and its listener.
     #[serde(default)]
     pub daemon: DaemonPolicy,
+    /// Bounds on every AWS call (`--operation-timeout` / `--attempt-timeout` override them).
+    #[serde(default)]
+    pub aws: AwsPolicy,
     /// Where the policy was read from (set by `load`).
     #[serde(skip)]
     pub path: PathBuf,
+}
+
+/// `[aws]`: how long one AWS call, and one attempt of it, may take.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsPolicy {
+    /// e.g. "5m": the longest one call may take, retries included.
+    pub operation_timeout: Option<Spanned<String>>,
+    /// e.g. "90s": the longest one attempt may take (a hung read fails and is retried).
+    pub attempt_timeout: Option<Spanned<String>>,
+}
+
+impl AwsPolicy {
+    pub fn operation_timeout(&self) -> Option<std::time::Duration> {
+        parse_duration(self.operation_timeout.as_ref())
+    }
+
+    pub fn attempt_timeout(&self) -> Option<std::time::Duration> {
+        parse_duration(self.attempt_timeout.as_ref())
+    }
+}
+
+fn parse_duration(v: Option<&Spanned<String>>) -> Option<std::time::Duration> {
+    v.and_then(|d| humantime::parse_duration(d.get_ref()).ok())
 }
 
 #[derive(Debug, Clone, Deserialize)]

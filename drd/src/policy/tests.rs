@@ -72,6 +72,13 @@ fn daemon_and_dns_mistakes_name_field_and_line() {
             16,
             "not available",
         ),
+        ("[aws]\nattempt_timeout = \"soon\"\n", "aws.attempt_timeout", 16, "not a duration"),
+        (
+            "[aws]\noperation_timeout = \"30s\"\nattempt_timeout = \"2m\"\n",
+            "aws.attempt_timeout",
+            17,
+            "longer than the whole call",
+        ),
         ("[daemon]\nrpo = \"soon\"\n", "daemon.rpo", 16, "not a duration"),
         ("[daemon]\nlisten = \"localhost\"\n", "daemon.listen", 16, "not an address"),
         (

@@ -21,6 +21,7 @@ pub(super) fn validate(policy: &Policy, text: &str) -> Result<(), ConfigError> {
     c.dns(policy)?;
     c.daemon(policy)?;
     c.recipients(policy)?;
+    c.aws(policy)?;
     Ok(())
 }
 
@@ -329,6 +330,51 @@ impl Check<'_> {
         for (i, r) in recipients.get_ref().iter().enumerate() {
             if let Err((msg, hint)) = check_recipient(r.get_ref()) {
                 return Err(self.at(&r.span(), &format!("backup.recipients[{i}]"), msg, hint));
+            }
+        }
+        Ok(())
+    }
+
+    /// `[aws]`: durations, at least a second, an attempt no longer than its operation.
+    fn aws(&self, p: &Policy) -> Result<(), ConfigError> {
+        for (field, v) in [
+            ("aws.operation_timeout", &p.aws.operation_timeout),
+            ("aws.attempt_timeout", &p.aws.attempt_timeout),
+        ] {
+            let Some(v) = v else { continue };
+            match humantime::parse_duration(v.get_ref()) {
+                Ok(d) if d >= std::time::Duration::from_secs(1) => {}
+                Ok(_) => {
+                    return Err(self.at(
+                        &v.span(),
+                        field,
+                        format!("{:?} is too short for an AWS call", v.get_ref()),
+                        "use at least \"1s\"; the defaults are \"5m\" and \"90s\"",
+                    ))
+                }
+                Err(e) => {
+                    return Err(self.at(
+                        &v.span(),
+                        field,
+                        format!("{:?} is not a duration: {e}", v.get_ref()),
+                        "write a duration such as \"5m\" or \"90s\"",
+                    ))
+                }
+            }
+        }
+        if let (Some(op), Some(at), Some(span)) = (
+            p.aws.operation_timeout(),
+            p.aws.attempt_timeout(),
+            p.aws.attempt_timeout.as_ref().map(|a| a.span()),
+        ) {
+            if at > op {
+                return Err(self.at(
+                    &span,
+                    "aws.attempt_timeout",
+                    "an attempt may not take longer than the whole call (aws.operation_timeout)"
+                        .into(),
+                    "make attempt_timeout at most operation_timeout",
+                ));
             }
         }
         Ok(())
