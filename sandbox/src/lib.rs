@@ -450,30 +450,34 @@ pub async fn serve(
     Ok(())
 }
 
+/// One control request to the function host; its JSON answer. `what` names the request in
+/// errors.
+async fn host_call(req: reqwest::RequestBuilder, what: &str) -> Result<serde_json::Value> {
+    let r = req.send().await.map_err(|e| {
+        Error::failed(format!(
+            "the function host did not answer: {}",
+            e.without_url()
+        ))
+    })?;
+    if !r.status().is_success() {
+        return Err(Error::failed(format!(
+            "the function host refused to {what}: HTTP {}",
+            r.status()
+        )));
+    }
+    Ok(r.json().await.unwrap_or_default())
+}
+
 /// Fail (`fail = true`) or restore a region in a running sandbox; returns the failed regions
 /// and whether anything changed.
 pub async fn set_region(state: &State, region: &str, fail: bool) -> Result<(Vec<String>, bool)> {
     let verb = if fail { "fail" } else { "restore" };
-    let r = reqwest::Client::new()
-        .post(format!(
-            "{}/_sandbox/regions/{region}/{verb}",
-            state.host.url()
-        ))
-        .send()
-        .await
-        .map_err(|e| {
-            Error::failed(format!(
-                "the function host did not answer: {}",
-                e.without_url()
-            ))
-        })?;
-    if !r.status().is_success() {
-        return Err(Error::failed(format!(
-            "the function host refused to {verb} {region}: HTTP {}",
-            r.status()
-        )));
-    }
-    let v: serde_json::Value = r.json().await.unwrap_or_default();
+    let url = format!("{}/_sandbox/regions/{region}/{verb}", state.host.url());
+    let v = host_call(
+        reqwest::Client::new().post(url),
+        &format!("{verb} {region}"),
+    )
+    .await?;
     let failed = v["failed"]
         .as_array()
         .map(|a| {
@@ -550,19 +554,7 @@ pub async fn faults(state: &State, plan: Option<&faults::Plan>) -> Result<faults
         Some(p) => http.post(url).json(p),
         None => http.get(url),
     };
-    let r = req.send().await.map_err(|e| {
-        Error::failed(format!(
-            "the function host did not answer: {}",
-            e.without_url()
-        ))
-    })?;
-    if !r.status().is_success() {
-        return Err(Error::failed(format!(
-            "the function host refused the fault plan: HTTP {}",
-            r.status()
-        )));
-    }
-    let v: serde_json::Value = r.json().await.unwrap_or_default();
+    let v = host_call(req, "set the fault plan").await?;
     Ok(faults::Injector {
         plan: serde_json::from_value(v["plan"].clone()).ok(),
         matched: v["matched"].as_u64().unwrap_or(0),

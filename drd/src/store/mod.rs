@@ -135,7 +135,7 @@ impl Store {
                 })?;
                 Ok(Some((b.into_bytes().to_vec(), etag)))
             }
-            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) if error_code(&e) == Some("NoSuchKey") || status_of(&e) == Some(404) => Ok(None),
             Err(e) => Err(aws_error("s3", "GetObject", e)),
         }
     }
@@ -210,23 +210,7 @@ impl Store {
 
     /// Read an object; `None` when absent.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        match self
-            .s3
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(o) => {
-                let b = o.body.collect().await.map_err(|e| {
-                    Error::failed(format!("reading s3://{}/{key}: {e}", self.bucket))
-                })?;
-                Ok(Some(b.into_bytes().to_vec()))
-            }
-            Err(e) if error_code(&e) == Some("NoSuchKey") || status_of(&e) == Some(404) => Ok(None),
-            Err(e) => Err(aws_error("s3", "GetObject", e)),
-        }
+        Ok(self.get_versioned(key).await?.map(|(bytes, _)| bytes))
     }
 
     pub async fn get_blob(&self, hex: &str) -> Result<Option<Vec<u8>>> {
