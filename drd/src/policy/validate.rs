@@ -265,7 +265,7 @@ impl Check<'_> {
                 return Err(self.at(
                     &s.job.span(),
                     &format!("daemon.schedule[{i}].job"),
-                    "the mirror job is not available in this drd: the git mirror (procedure 5) is not built yet".into(),
+                    "the mirror job is not available in this drd: it has no git mirror (procedure 5) yet".into(),
                     "remove this schedule; use backup, verify, prune or runbook:NAME",
                 ));
             }
