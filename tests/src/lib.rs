@@ -173,6 +173,31 @@ recipients = ["{recipient}"]
         p
     }
 
+    /// `drd deploy` of the test's bootstrap with `policy`, the API key on stdin; asserts success.
+    pub fn deploy(&self, policy: &str, key: &str) {
+        let out = self.run(
+            &[
+                "--policy",
+                policy,
+                "deploy",
+                "--bootstrap",
+                bootstrap().to_str().unwrap(),
+            ],
+            key,
+        );
+        assert!(out.status.success(), "deploy: {}", text(&out));
+    }
+
+    /// `drd sandbox faults ARGS --output json` (no ARGS: read the plan in force); asserts
+    /// success and returns the injector's state.
+    pub fn faults(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["sandbox", "faults", "--output", "json"];
+        a.extend_from_slice(args);
+        let out = self.run(&a, "");
+        assert!(out.status.success(), "sandbox faults: {}", text(&out));
+        serde_json::from_slice(&out.stdout).expect("faults state is JSON")
+    }
+
     /// Revoke a key in the LLM stub (through drd, key on stdin).
     pub fn revoke_key(&self, key: &str) {
         let out = self.run(&["sandbox", "llm", "revoke"], key);

@@ -221,22 +221,16 @@ async fn a_guarded_run_stops_when_its_lease_is_taken() {
 async fn a_lease_write_whose_answer_is_lost_is_recognised_as_ours() {
     let sb = Sandbox::start();
     let st = store(&sb, "lease-lost-reply", "stk").await;
-    let out = sb.run(
-        &[
-            "sandbox",
-            "faults",
-            "--rate",
-            "1",
-            "--kinds",
-            "lost-reply",
-            "--service",
-            "s3",
-            "--operation",
-            "PutObject",
-        ],
-        "",
-    );
-    assert!(out.status.success(), "{}", text(&out));
+    sb.faults(&[
+        "--rate",
+        "1",
+        "--kinds",
+        "lost-reply",
+        "--service",
+        "s3",
+        "--operation",
+        "PutObject",
+    ]);
     let mut l = Lease::acquire(&st, "store", "unlucky", Duration::from_secs(60))
         .await
         .expect("the take happened; only its answer was lost");
@@ -246,11 +240,9 @@ async fn a_lease_write_whose_answer_is_lost_is_recognised_as_ours() {
         "renewed, answer lost"
     );
     l.release().await.unwrap();
-    let out = sb.run(&["sandbox", "faults", "--output", "json"], "");
-    let f: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let f = sb.faults(&[]);
     assert!(f["injected"]["lost-reply"].as_u64().unwrap() >= 3, "{f}");
-    let out = sb.run(&["sandbox", "faults", "--rate", "0"], "");
-    assert!(out.status.success(), "{}", text(&out));
+    sb.faults(&["--rate", "0"]);
     let r = record(&st, "store").await;
     assert!(r.released_by.is_some(), "released, answer lost: {r:?}");
     assert_eq!(r.holder, "unlucky");
@@ -268,27 +260,17 @@ async fn prune_racing_backup_nothing_lists_the_store_before_it_holds_the_lease()
     let policy = policy.to_str().unwrap();
     let st = store(&sb, "lease-order-points", "lease-order").await;
     // Count the store's listings (a plan that matches them and injects nothing: 1 ms latency).
-    let out = sb.run(
-        &[
-            "sandbox",
-            "faults",
-            "--rate",
-            "1",
-            "--kinds",
-            "latency=1ms",
-            "--service",
-            "s3",
-            "--operation",
-            "ListObjectsV2",
-        ],
-        "",
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    let listings = || {
-        let out = sb.run(&["sandbox", "faults", "--output", "json"], "");
-        let f: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        f["matched"].as_u64().unwrap()
-    };
+    sb.faults(&[
+        "--rate",
+        "1",
+        "--kinds",
+        "latency=1ms",
+        "--service",
+        "s3",
+        "--operation",
+        "ListObjectsV2",
+    ]);
+    let listings = || sb.faults(&[])["matched"].as_u64().unwrap();
     let prune = Lease::acquire(&st, "store", "drd prune", Duration::from_secs(60))
         .await
         .unwrap();
@@ -314,8 +296,7 @@ async fn prune_racing_backup_nothing_lists_the_store_before_it_holds_the_lease()
         listings() > 0,
         "the prune listed the store once it held the lease"
     );
-    let out = sb.run(&["sandbox", "faults", "--rate", "0"], "");
-    assert!(out.status.success(), "{}", text(&out));
+    sb.faults(&["--rate", "0"]);
 }
 
 /// A lease whose holder's work is cancelled (its future dropped, as a daemon does on losing its

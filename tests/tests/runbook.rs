@@ -97,6 +97,15 @@ impl World {
             .collect()
     }
 
+    /// The run that is not among `before`.
+    async fn new_run(&self, before: &[String]) -> String {
+        self.runs()
+            .await
+            .into_iter()
+            .find(|r| !before.contains(r))
+            .expect("a new run")
+    }
+
     async fn runs(&self) -> Vec<String> {
         let mut r: Vec<String> = self
             .journal_keys()
@@ -376,12 +385,7 @@ async fn rollback_heals_a_corrupted_version_through_the_unchanged_url() {
         &[("DRD_FAILPOINT", "move-back:after-journal")],
     );
     assert_eq!(out.status.signal(), Some(9), "{}", text(&out));
-    let run = w
-        .runs()
-        .await
-        .into_iter()
-        .find(|r| !before.contains(r))
-        .unwrap();
+    let run = w.new_run(&before).await;
     let started_probe = |keys: &[String]| {
         keys.iter()
             .filter(|k| k.contains(&run) && k.ends_with("-started-probe.json"))
@@ -495,12 +499,7 @@ async fn a_run_killed_on_one_host_is_resumed_from_another_within_one_ttl() {
         ],
     );
     assert_eq!(out.status.signal(), Some(9), "{}", text(&out));
-    let run = w
-        .runs()
-        .await
-        .into_iter()
-        .find(|r| !before.contains(r))
-        .expect("a new run");
+    let run = w.new_run(&before).await;
     let state_b = w.sb.dir.path().join("state-laptop-b");
     let started = std::time::Instant::now();
     let out = w.drd_env(

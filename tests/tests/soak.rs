@@ -5,7 +5,7 @@
 //! blob a manifest names is missing, no firing made two points, and no process is left.
 //! The figures it prints are kept in docs/reliability.md.
 
-use drd_e2e::{age_keygen, bootstrap, processes_mentioning, text, Sandbox};
+use drd_e2e::{age_keygen, processes_mentioning, text, Sandbox};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
@@ -246,32 +246,16 @@ cron = "*/11 * * * * *"
 "#,
     );
     let policy = policy.to_str().unwrap().to_string();
-    let out = sb.run(
-        &[
-            "--policy",
-            &policy,
-            "deploy",
-            "--bootstrap",
-            bootstrap().to_str().unwrap(),
-        ],
-        KEY,
-    );
-    assert!(out.status.success(), "{}", text(&out));
+    sb.deploy(&policy, KEY);
     // 20% of every AWS request from here on fails, reproducibly (seed 7).
-    let out = sb.run(
-        &[
-            "sandbox",
-            "faults",
-            "--rate",
-            "0.2",
-            "--kinds",
-            "500,503-slowdown,throttle,reset,lost-reply",
-            "--seed",
-            "7",
-        ],
-        "",
-    );
-    assert!(out.status.success(), "{}", text(&out));
+    sb.faults(&[
+        "--rate",
+        "0.2",
+        "--kinds",
+        "500,503-slowdown,throttle,reset,lost-reply",
+        "--seed",
+        "7",
+    ]);
     let (mut a, log_a) = daemon(&sb, &policy, "a");
     let (mut b, log_b) = daemon(&sb, &policy, "b");
 
@@ -279,14 +263,12 @@ cron = "*/11 * * * * *"
     let (ops, manual, manual_points) = manual_loop(&sb, &policy, started).await;
 
     // Faults off (their counters first), then the daemons stop (SIGTERM, within the grace).
-    let out = sb.run(&["sandbox", "faults", "--output", "json"], "");
-    let faults: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let faults = sb.faults(&[]);
     let injected: u64 = faults["injected"]
         .as_object()
         .map(|m| m.values().filter_map(Value::as_u64).sum())
         .unwrap_or(0);
-    let out = sb.run(&["sandbox", "faults", "--rate", "0"], "");
-    assert!(out.status.success(), "{}", text(&out));
+    sb.faults(&["--rate", "0"]);
     for c in [&mut a, &mut b] {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(c.id() as i32),
