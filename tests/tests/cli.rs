@@ -96,6 +96,7 @@ fn runbook_list_and_show_render_the_shipped_runbooks() {
     assert_eq!(
         names,
         [
+            "failback",
             "lambda-rollback",
             "pipeline-failure",
             "region-redeploy",

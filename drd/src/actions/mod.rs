@@ -180,10 +180,11 @@ pub const ACTIONS: &[ActionSpec] = &[
     },
     ActionSpec {
         name: "restore.preflight",
-        summary: "Check everything that can stop a restore, writing nothing: the target is not \
-                  the primary, the identity decrypts the backups, the point (named, or the \
-                  newest that passes verify) is sound, the hosted zone exists; plan the \
-                  region-bound rewrites and probe the primary once (3 s).",
+        summary: "Check everything that can stop a restore, writing nothing: the target is a \
+                  region (the primary is repaired in place, and must answer), the identity \
+                  decrypts the backups, the point (named, or the newest that passes verify) is \
+                  sound, the hosted zone exists; plan the region-bound rewrites and probe the \
+                  primary once (3 s).",
         required: &["region", "identity"],
         optional: &["point"],
         outputs: &[
@@ -200,9 +201,38 @@ pub const ACTIONS: &[ActionSpec] = &[
             "primary",
             "skipped_points",
             "dns_now",
+            "mode",
+            "store",
         ],
         writes: false,
         suggested_check: None,
+    },
+    ActionSpec {
+        name: "restore.failback_preflight",
+        summary: "Before a failback, writing nothing: the store names a standby region as \
+                  active, the primary answers, and the restore preflight into the primary passes.",
+        required: &["identity"],
+        optional: &["point"],
+        outputs: &[
+            "region",
+            "standby",
+            "point",
+            "rpo_seconds",
+            "primary",
+            "store",
+        ],
+        writes: false,
+        suggested_check: None,
+    },
+    ActionSpec {
+        name: "restore.retire_standby",
+        summary: "With `retire = true`, delete the stack in the standby region and wait for it \
+                  to go; otherwise keep it and say so (never silently).",
+        required: &["region", "retire"],
+        optional: &[],
+        outputs: &["retired", "detail"],
+        writes: true,
+        suggested_check: Some("restore.standby_retired"),
     },
     ActionSpec {
         name: "restore.secrets",
@@ -210,7 +240,7 @@ pub const ACTIONS: &[ActionSpec] = &[
                   AWSPREVIOUS version under its original version id, with its stage labels.",
         required: &["region", "point", "identity"],
         optional: &[],
-        outputs: &["secrets", "versions_put"],
+        outputs: &["secrets", "versions_put", "recovered", "repairs"],
         writes: true,
         suggested_check: Some("restore.secrets_match"),
     },
@@ -411,6 +441,15 @@ pub const CHECKS: &[ActionSpec] = &[
         suggested_check: None,
     },
     ActionSpec {
+        name: "restore.standby_retired",
+        summary: "With `retire = true`, the standby region holds no stack; otherwise nothing.",
+        required: &["region", "retire"],
+        optional: &[],
+        outputs: &[],
+        writes: false,
+        suggested_check: None,
+    },
+    ActionSpec {
         name: "backup.captures",
         summary: "The recovery point captured the stack in the given region.",
         required: &["point", "region"],
@@ -488,6 +527,8 @@ pub async fn run(ctx: &Ctx<'_>, step: &str, name: &str, args: &Args) -> Result<O
         "restore.stack" => restore::stack(ctx, args).await,
         "restore.function" => restore::function(ctx, args).await,
         "dns.point_at" => restore::dns_point_at(ctx, args).await,
+        "restore.failback_preflight" => restore::failback_preflight(ctx, args).await,
+        "restore.retire_standby" => restore::retire_standby(ctx, args).await,
         other => Err(Error::failed(format!("unknown action {other}"))),
     }
 }
@@ -511,6 +552,7 @@ pub async fn check(ctx: &Ctx<'_>, name: &str, args: &Args) -> Result<()> {
         "restore.function_healthy" => restore::function_healthy(ctx, args).await,
         "dns.points_at" => restore::dns_points_at(ctx, args).await,
         "backup.captures" => restore::backup_captures(ctx, args).await,
+        "restore.standby_retired" => restore::standby_retired(ctx, args).await,
         other => Err(Error::failed(format!("unknown check {other}"))),
     }
 }
@@ -592,6 +634,16 @@ pub fn describe(name: &str, args: &Args) -> String {
             a("region")
         ),
         "dns.point_at" => format!("send the service's DNS name to {}", a("host")),
+        "restore.failback_preflight" => {
+            "check the standby, the primary, the identity and the point (no writes)".into()
+        }
+        "restore.retire_standby" => match args.get("retire").map(String::as_str) {
+            Some("true") => format!("delete the standby stack in {}", a("region")),
+            _ => format!(
+                "keep the standby stack in {} (--retire-standby not given)",
+                a("region")
+            ),
+        },
         _ => name.to_string(),
     }
 }

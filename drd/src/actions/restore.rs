@@ -20,6 +20,12 @@ pub async fn preflight(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
     let identity = args.get("identity").map(String::as_str).unwrap_or("");
     let p =
         crate::restore::preflight(ctx.aws, ctx.policy, &ctx.store, target, sel, identity).await?;
+    (ctx.progress)(&format!("store: {}", p.store));
+    if p.mode == "repair" {
+        (ctx.progress)(&format!(
+            "{target} is the primary: repairing it in place from the point (what is intact stays)"
+        ));
+    }
     (ctx.progress)(&format!(
         "point {} ({}; RPO {}s) captured in {}; live was version {}",
         p.point, p.created_at, p.rpo_seconds, p.point_region, p.live_version
@@ -56,6 +62,8 @@ pub async fn preflight(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
         ("primary", p.primary_detail),
         ("skipped_points", p.skipped.len().to_string()),
         ("dns_now", p.dns_now.unwrap_or_default()),
+        ("mode", p.mode.to_string()),
+        ("store", p.store),
     ]))
 }
 
@@ -65,19 +73,36 @@ pub async fn secrets(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
     let identity = args.get("identity").map(String::as_str).unwrap_or("");
     let done = crate::restore::restore_secrets(ctx.aws, &ctx.store, &m, identity, target).await?;
     let mut put = 0;
+    let mut repairs = vec![];
     for s in &done {
         put += s.versions_put;
+        let what = if s.recovered {
+            "recovered from its deletion window (RestoreSecret), "
+        } else if s.created {
+            "created, "
+        } else {
+            ""
+        };
         (ctx.progress)(&format!(
-            "secret {} in {target}: {}{} version(s) put, {} stage(s) moved",
-            s.name,
-            if s.created { "created, " } else { "" },
-            s.versions_put,
-            s.stages_moved
+            "secret {} in {target}: {what}{} version(s) put, {} stage(s) moved",
+            s.name, s.versions_put, s.stages_moved
         ));
+        if s.recovered {
+            repairs.push(format!("{} recovered", s.name));
+        } else if s.created {
+            repairs.push(format!("{} recreated", s.name));
+        } else if s.versions_put + s.stages_moved > 0 {
+            repairs.push(format!("{} versions/stages set back", s.name));
+        }
     }
     Ok(out([
         ("secrets", done.len().to_string()),
         ("versions_put", put.to_string()),
+        (
+            "recovered",
+            done.iter().filter(|s| s.recovered).count().to_string(),
+        ),
+        ("repairs", repairs.join("; ")),
     ]))
 }
 
@@ -214,4 +239,47 @@ pub async fn backup_captures(ctx: &Ctx<'_>, args: &Args) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+pub async fn failback_preflight(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
+    let standby = crate::restore::failback::standby_of(ctx.policy, &ctx.store).await?;
+    let primary = ctx.policy.primary_region().to_string();
+    (ctx.progress)(&format!(
+        "the service runs in {} since {} (restored from point {}); failing back to {primary}",
+        standby.region, standby.since, standby.point
+    ));
+    let mut pre = args.clone();
+    pre.insert("region".into(), primary.clone());
+    let o = preflight(ctx, &pre).await?;
+    let get = |k: &str| o.get(k).cloned().unwrap_or_default();
+    Ok(out([
+        ("region", primary),
+        ("standby", standby.region),
+        ("point", get("point")),
+        ("rpo_seconds", get("rpo_seconds")),
+        ("primary", get("primary")),
+        ("store", get("store")),
+    ]))
+}
+
+pub async fn retire_standby(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
+    let standby = arg(args, "region")?;
+    if !super::flag(args, "retire")? {
+        let detail =
+            format!("the standby stack in {standby} is kept (pass --retire-standby to delete it)");
+        (ctx.progress)(&detail);
+        return Ok(out([("retired", "false".into()), ("detail", detail)]));
+    }
+    let detail =
+        crate::restore::failback::retire_standby(ctx.aws, ctx.policy, standby, ctx.progress)
+            .await?;
+    (ctx.progress)(&detail);
+    Ok(out([("retired", "true".into()), ("detail", detail)]))
+}
+
+pub async fn standby_retired(ctx: &Ctx<'_>, args: &Args) -> Result<()> {
+    if !super::flag(args, "retire")? {
+        return Ok(());
+    }
+    crate::restore::failback::standby_gone(ctx.aws, ctx.policy, arg(args, "region")?).await
 }

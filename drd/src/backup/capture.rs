@@ -12,8 +12,7 @@ use crate::policy::Policy;
 use crate::store::lease::LeaseRecord;
 use crate::store::{BlobRef, Store, Written};
 use crate::workload::package;
-use crate::workload::template::Template;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::{ExposeSecret, SecretSlice};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
@@ -60,6 +59,7 @@ impl Capture<'_> {
         let now = SystemTime::now();
         let mut manifest = Manifest {
             schema: MANIFEST_SCHEMA,
+            writer: Some(format!("drd {}", env!("CARGO_PKG_VERSION"))),
             id: scheduled
                 .as_ref()
                 .and_then(|s| scheduled_point_id(self.policy.stack_name(), s))
@@ -152,9 +152,9 @@ impl Capture<'_> {
             },
         )?;
         // NoEcho parameters are never stored in clear, even where the API returns them (moto does).
-        let no_echo: BTreeSet<String> = Template::parse(body.clone(), "captured template")
-            .map(|t| t.no_echo.into_iter().collect())
-            .unwrap_or_default();
+        let shown = format!("the template of stack {} in {region}", policy.stack_name());
+        let no_echo: BTreeSet<String> =
+            crate::workload::template::no_echo_parameters(&body, &shown)?;
         let template = w.put(body.as_bytes()).await?;
         progress("template captured");
         let parameters = capture_parameters(
@@ -276,10 +276,11 @@ impl Capture<'_> {
         {
             for v in listed.iter() {
                 let version = v.version().unwrap_or_default().to_string();
-                let env: BTreeMap<String, String> = v
+                // Names only: the values are in the encrypted environment backups.
+                let env: Vec<&String> = v
                     .environment()
                     .and_then(|e| e.variables())
-                    .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                    .map(|m| m.keys().collect::<BTreeSet<_>>().into_iter().collect())
                     .unwrap_or_default();
                 configs.insert(
                 version.clone(),
@@ -311,9 +312,10 @@ impl Capture<'_> {
             );
         }
         // The configuration blob is written while the packages are looked up and captured.
-        let (configuration, code) = tokio::try_join!(
+        let (configuration, code, environments) = tokio::try_join!(
             configuration,
-            self.code_packages(&lambda, &versions, &aliases, &pinned)
+            self.code_packages(&lambda, &versions, &aliases, &pinned),
+            super::env::environments(&self.w, self.recipients, self.prev.as_ref(), &listed)
         )?;
         progress("function configuration captured");
         progress(&format!("{} code package(s) captured", code.len()));
@@ -323,6 +325,7 @@ impl Capture<'_> {
             versions,
             aliases,
             url,
+            environments,
         };
         Ok((function, code))
     }
@@ -394,8 +397,10 @@ impl Capture<'_> {
     /// Secrets: every staged version, encrypted once per version id.
     async fn secrets(&self) -> Result<Vec<SecretCapture>> {
         let (aws, region, prev) = (self.aws, self.region, &self.prev);
+        // Schema 1 stored binary values through a lossy string: those are read again.
         let known: BTreeMap<(String, String), SecretVersionCapture> = prev
             .iter()
+            .filter(|m| m.schema >= 2)
             .flat_map(|m| m.secrets.iter())
             .flat_map(|s| {
                 s.versions
@@ -489,15 +494,18 @@ impl Capture<'_> {
             .send()
             .await
             .map_err(|e| aws_error("secretsmanager", "GetSecretValue", e))?;
-        let plain: SecretString = match (val.secret_string(), val.secret_binary()) {
-            (Some(s), _) => SecretString::from(s.to_string()),
-            (None, Some(b)) => SecretString::from(String::from_utf8_lossy(b.as_ref()).into_owned()),
-            (None, None) => SecretString::from(String::new()),
+        // SecretBinary stays bytes, exactly as read: never through a lossy string.
+        let binary = val.secret_string().is_none() && val.secret_binary().is_some();
+        let plain: SecretSlice<u8> = match (val.secret_string(), val.secret_binary()) {
+            (Some(s), _) => SecretSlice::from(s.as_bytes().to_vec()),
+            (None, Some(b)) => SecretSlice::from(b.as_ref().to_vec()),
+            (None, None) => SecretSlice::from(Vec::new()),
         };
         drop(val);
-        let json = serde_json::from_str::<serde_json::Value>(plain.expose_secret())
-            .is_ok_and(|v| v.is_object() || v.is_array());
-        let cipher = crypto::encrypt(recipients, plain.expose_secret().as_bytes())?;
+        let json = !binary
+            && serde_json::from_slice::<serde_json::Value>(plain.expose_secret())
+                .is_ok_and(|v| v.is_object() || v.is_array());
+        let cipher = crypto::encrypt(recipients, plain.expose_secret())?;
         drop(plain);
         let blob = w.put(&cipher).await?;
         Ok(SecretVersionCapture {
@@ -506,6 +514,7 @@ impl Capture<'_> {
             created_date,
             blob,
             json,
+            binary,
         })
     }
 }
@@ -638,6 +647,15 @@ fn diff(prev: Option<&Manifest>, m: &Manifest) -> Vec<String> {
     }
     if p.function.configuration != m.function.configuration {
         out.push("function configuration".into());
+    }
+    let env_blobs = |f: &FunctionCapture| -> Vec<(String, String)> {
+        f.environments
+            .iter()
+            .map(|e| (e.version.clone(), e.blob.sha256.clone()))
+            .collect()
+    };
+    if env_blobs(&p.function) != env_blobs(&m.function) {
+        out.push("function environment".into());
     }
     if p.function.aliases != m.function.aliases {
         out.push("aliases".into());

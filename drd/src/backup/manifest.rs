@@ -4,12 +4,19 @@ use crate::store::BlobRef;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-pub const MANIFEST_SCHEMA: u32 = 1;
+/// The manifest format this drd writes: a major number. Schema 2 added `writer`, per-version
+/// encrypted Lambda environments and binary secrets; schema 1 manifests read as they were.
+pub const MANIFEST_SCHEMA: u32 = 2;
+/// The oldest format this drd still reads.
+pub const MANIFEST_SCHEMA_MIN: u32 = 1;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub schema: u32,
+    /// The drd that wrote it (`drd 0.1.0`); absent in schema 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<String>,
     pub id: String,
     /// RFC 3339, UTC.
     pub created_at: String,
@@ -80,6 +87,24 @@ pub struct FunctionCapture {
     pub versions: Vec<VersionCapture>,
     pub aliases: BTreeMap<String, String>,
     pub url: Option<UrlCapture>,
+    /// Each version's environment, age-encrypted like the secrets (names readable); the
+    /// configuration blob names only the variables. Absent in schema 1.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub environments: Vec<EnvCapture>,
+}
+
+/// One version's Lambda environment: its variable names in clear, the values in an age file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EnvCapture {
+    /// `$LATEST` or a published version.
+    pub version: String,
+    /// What identifies this configuration of the version (RevisionId, else LastModified and
+    /// the code hash): while it is unchanged the encrypted blob is reused, never re-encrypted.
+    pub stamp: String,
+    pub names: Vec<String>,
+    /// The age file of the variables as a JSON object.
+    pub blob: BlobRef,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -131,6 +156,9 @@ pub struct SecretVersionCapture {
     pub blob: BlobRef,
     /// Whether the plaintext was JSON (verify checks it still parses after decryption).
     pub json: bool,
+    /// A `SecretBinary` value: restored as bytes, exactly as read. Absent in schema 1.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub binary: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -153,6 +181,12 @@ impl Manifest {
         for s in &self.secrets {
             v.extend(s.versions.iter().map(|x| ("secret backup", &x.blob)));
         }
+        v.extend(
+            self.function
+                .environments
+                .iter()
+                .map(|e| ("environment backup", &e.blob)),
+        );
         v
     }
 
@@ -163,5 +197,201 @@ impl Manifest {
             .filter(|(_, b)| seen.insert(b.sha256.clone()))
             .map(|(_, b)| b.size)
             .sum()
+    }
+}
+
+/// Why a manifest could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManifestProblem {
+    /// Written by a newer drd in a format this one does not know: never pruned or rewritten.
+    Newer {
+        key: String,
+        schema: u64,
+        writer: Option<String>,
+    },
+    /// Not JSON, not this format, or a field that cannot be right.
+    Unreadable { key: String, why: String },
+}
+
+impl ManifestProblem {
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Newer { key, .. } | Self::Unreadable { key, .. } => key,
+        }
+    }
+}
+
+impl From<ManifestProblem> for crate::error::Error {
+    fn from(p: ManifestProblem) -> Self {
+        match p {
+            ManifestProblem::Newer {
+                key,
+                schema,
+                writer,
+            } => crate::error::Error::failed_hint(
+                format!(
+                    "{key} is manifest schema {schema}, newer than this drd {} reads (schema {MANIFEST_SCHEMA_MIN} to {MANIFEST_SCHEMA}){}",
+                    env!("CARGO_PKG_VERSION"),
+                    writer.as_deref().map(|w| format!("; written by {w}")).unwrap_or_default()
+                ),
+                format!(
+                    "install {} or newer; this drd does not prune, back up into or restore from a store it cannot read",
+                    writer.as_deref().unwrap_or("the drd release that writes this schema")
+                ),
+            ),
+            ManifestProblem::Unreadable { key, why } => crate::error::Error::failed_hint(
+                format!("manifest {key} is unreadable: {why}"),
+                "inspect it (drd points show ID); a damaged manifest can be moved aside, its blobs stay",
+            ),
+        }
+    }
+}
+
+/// Parse the manifest stored at `key`: the schema is read first (a newer major format is
+/// refused as such, never as a parse error), then the strict format, then the fields a parse
+/// cannot check (the id matches the key, `created_at` is RFC 3339).
+pub fn parse(key: &str, bytes: &[u8]) -> std::result::Result<Manifest, ManifestProblem> {
+    let bad = |why: String| ManifestProblem::Unreadable {
+        key: key.to_string(),
+        why,
+    };
+    let v: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let schema = v
+        .get("schema")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| bad("field `schema` is missing or not a number".into()))?;
+    if schema > u64::from(MANIFEST_SCHEMA) {
+        return Err(ManifestProblem::Newer {
+            key: key.to_string(),
+            schema,
+            writer: v.get("writer").and_then(|w| w.as_str()).map(str::to_string),
+        });
+    }
+    if schema < u64::from(MANIFEST_SCHEMA_MIN) {
+        return Err(bad(format!("schema {schema} is not a drd manifest schema")));
+    }
+    let m: Manifest = serde_json::from_value(v).map_err(|e| bad(e.to_string()))?;
+    if humantime::parse_rfc3339(&m.created_at).is_err() {
+        return Err(bad(format!(
+            "field `created_at` {:?} is not an RFC 3339 UTC time",
+            m.created_at
+        )));
+    }
+    let stem = key
+        .rsplit('/')
+        .next()
+        .and_then(|f| f.strip_suffix(".json"))
+        .unwrap_or_default();
+    if m.id != stem {
+        return Err(bad(format!("field `id` {:?} does not match its key", m.id)));
+    }
+    for (what, b) in m.blobs() {
+        if b.sha256.len() != 64 || !b.sha256.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return Err(bad(format!(
+                "the {what} blob hash {:?} is not a SHA-256",
+                b.sha256
+            )));
+        }
+    }
+    Ok(m)
+}
+
+/// Every string in a manifest that could name a blob (64 hex digits), read from bytes that may
+/// not parse: what a prune keeps for a manifest it cannot read.
+pub fn hashes_in(bytes: &[u8]) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut run = String::new();
+    for &c in bytes.iter().chain(std::iter::once(&b' ')) {
+        if c.is_ascii_hexdigit() {
+            run.push(c.to_ascii_lowercase() as char);
+        } else {
+            if run.len() == 64 {
+                out.insert(std::mem::take(&mut run));
+            }
+            run.clear();
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> serde_json::Value {
+        let blob = |c: char| serde_json::json!({"sha256": c.to_string().repeat(64), "size": 1});
+        serde_json::json!({
+            "schema": 1, "id": "p1", "created_at": "2026-11-30T10:00:00Z", "holder": "h",
+            "fencing_token": 1,
+            "stack": {"name": "s", "region": "us-east-1", "status": "CREATE_COMPLETE",
+                "template": blob('a'), "parameters": [], "outputs": {}, "tags": {}, "resources": []},
+            "function": {"name": "f", "configuration": blob('b'), "versions": [], "aliases": {},
+                "url": null},
+            "code": [], "log_group": null,
+            "secrets": [{"name": "k", "versions": [{"version_id": "v", "stages": ["AWSCURRENT"],
+                "created_date": null, "blob": blob('c'), "json": false}]}],
+            "changes": {"new_blobs": 0, "new_bytes": 0, "items": []}
+        })
+    }
+
+    fn parse_v(v: &serde_json::Value) -> std::result::Result<Manifest, ManifestProblem> {
+        parse("s/points/p1.json", v.to_string().as_bytes())
+    }
+
+    #[test]
+    fn schema_1_still_reads_and_newer_or_unknown_is_told_apart() {
+        let m = parse_v(&sample()).unwrap();
+        assert!(!m.secrets[0].versions[0].binary && m.function.environments.is_empty());
+        let mut newer = sample();
+        newer["schema"] = 99.into();
+        newer["writer"] = "drd 9.0.0".into();
+        newer["brand_new"] = true.into();
+        let e = parse_v(&newer).unwrap_err();
+        assert!(
+            matches!(e, ManifestProblem::Newer { schema: 99, .. }),
+            "{e:?}"
+        );
+        let msg = crate::error::Error::from(e).to_string();
+        assert!(
+            msg.contains("schema 99") && msg.contains("drd 9.0.0"),
+            "{msg}"
+        );
+        let mut unknown = sample();
+        unknown["brand_new"] = true.into();
+        let e = parse_v(&unknown).unwrap_err();
+        assert!(
+            matches!(&e, ManifestProblem::Unreadable { why, .. } if why.contains("brand_new")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn fields_a_parse_cannot_check_are_checked() {
+        let mut bad_time = sample();
+        bad_time["created_at"] = "yesterday".into();
+        assert!(
+            matches!(parse_v(&bad_time), Err(ManifestProblem::Unreadable { why, .. }) if why.contains("created_at"))
+        );
+        let mut bad_id = sample();
+        bad_id["id"] = "p2".into();
+        assert!(
+            matches!(parse_v(&bad_id), Err(ManifestProblem::Unreadable { why, .. }) if why.contains("`id`"))
+        );
+        let mut bad_hash = sample();
+        bad_hash["stack"]["template"]["sha256"] = "../../etc".into();
+        assert!(parse_v(&bad_hash).is_err());
+        assert!(parse("k", b"{not json").is_err());
+    }
+
+    #[test]
+    fn hashes_are_found_in_bytes_that_do_not_parse() {
+        let mut v = sample().to_string();
+        v.truncate(v.len() - 3);
+        let found = hashes_in(v.as_bytes());
+        for c in ['a', 'b', 'c'] {
+            assert!(found.contains(&c.to_string().repeat(64)), "{c}");
+        }
+        assert!(hashes_in(&[b'a'; 65]).is_empty());
     }
 }

@@ -9,6 +9,7 @@
 mod capture;
 mod copy;
 pub mod crypto;
+mod env;
 pub mod manifest;
 pub mod prune;
 pub mod retention;
@@ -50,12 +51,16 @@ pub struct BackupReport {
     pub duration_ms: u64,
 }
 
-/// The newest point whose manifest parses, if any.
+/// The newest point whose manifest parses, if any. A newer manifest format stops it: this
+/// drd must not write beside points it cannot read.
 pub async fn latest_manifest(store: &Store) -> Result<Option<Manifest>> {
     for id in store.point_ids().await?.iter().rev() {
-        if let Some(b) = store.get(&store.point_key(id)).await? {
-            if let Ok(m) = serde_json::from_slice::<Manifest>(&b) {
-                return Ok(Some(m));
+        let key = store.point_key(id);
+        if let Some(b) = store.get(&key).await? {
+            match manifest::parse(&key, &b) {
+                Ok(m) => return Ok(Some(m)),
+                Err(p @ ManifestProblem::Newer { .. }) => return Err(p.into()),
+                Err(p) => tracing::warn!("{}", Error::from(p)),
             }
         }
     }
@@ -69,12 +74,7 @@ pub async fn read_manifest(store: &Store, id: &str) -> Result<Manifest> {
             "list points with drd points list",
         )
     })?;
-    serde_json::from_slice(&b).map_err(|e| {
-        Error::failed(format!(
-            "recovery point {id}: manifest {} is unreadable: {e}",
-            store.point_key(id)
-        ))
-    })
+    Ok(manifest::parse(&store.point_key(id), &b)?)
 }
 
 /// A new point id: sortable time, then a random suffix.

@@ -1,11 +1,13 @@
 //! Retention: delete the manifests no rule keeps, then the blobs no kept manifest names.
 
-use super::{read_manifest, retention, LEASE_TTL, STORE_LEASE};
+use super::manifest::{self, Manifest, ManifestProblem};
+use super::{retention, LEASE_TTL, STORE_LEASE};
 use crate::aws::Aws;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::policy::Policy;
 use crate::store::lease::Lease;
-use std::collections::BTreeSet;
+use crate::store::Store;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, serde::Serialize)]
@@ -13,6 +15,106 @@ pub struct PruneReport {
     pub dry_run: bool,
     pub decisions: Vec<retention::Decision>,
     pub blobs_deleted: Vec<String>,
+    /// Manifests passed over with `--skip-unreadable`: never deleted, and every blob they may
+    /// name kept.
+    pub unreadable: Vec<Unreadable>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Unreadable {
+    pub key: String,
+    pub why: String,
+    /// Blobs kept for it: the hashes found in its bytes, or every blob when it could not be read.
+    pub kept: String,
+}
+
+/// Which manifests a prune may pass over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Unreadables {
+    /// Any manifest it cannot read or does not understand stops the prune, before any delete.
+    #[default]
+    Stop,
+    /// Pass over them, keeping them and every blob they may name.
+    Skip,
+}
+
+/// What the prune read: the points retention decides on, and what unreadable manifests pin.
+struct Readings {
+    points: Vec<(String, u64)>,
+    manifests: BTreeMap<String, Manifest>,
+    unreadable: Vec<Unreadable>,
+    /// Blobs named (or possibly named) by manifests prune cannot read.
+    pinned: BTreeSet<String>,
+    /// A manifest could not even be fetched: no blob may be deleted.
+    keep_all_blobs: bool,
+}
+
+/// Read every manifest, failing closed: a newer format always stops the prune, anything else
+/// unreadable stops it unless `Skip`.
+async fn read_all(store: &Store, mode: Unreadables) -> Result<Readings> {
+    let secs = |t: SystemTime| {
+        t.duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    };
+    let mut r = Readings {
+        points: vec![],
+        manifests: BTreeMap::new(),
+        unreadable: vec![],
+        pinned: BTreeSet::new(),
+        keep_all_blobs: false,
+    };
+    let hint = "fix or move the manifest aside, or run drd prune --skip-unreadable (it keeps that manifest and every blob it may name)";
+    for id in store.point_ids().await? {
+        let key = store.point_key(&id);
+        let bytes =
+            match store.get(&key).await {
+                Ok(Some(b)) => b,
+                // Deleted since the listing (another prune): nothing to keep for it.
+                Ok(None) => continue,
+                Err(e) if mode == Unreadables::Skip => {
+                    r.keep_all_blobs = true;
+                    r.unreadable.push(Unreadable {
+                        key,
+                        why: e.to_string(),
+                        kept: "every blob (the manifest could not be read)".into(),
+                    });
+                    continue;
+                }
+                Err(e) => return Err(Error::failed_hint(
+                    format!(
+                        "prune stopped before any delete: manifest {key} could not be read: {e}"
+                    ),
+                    hint,
+                )),
+            };
+        match manifest::parse(&key, &bytes) {
+            Ok(m) => {
+                let t = humantime::parse_rfc3339(&m.created_at)
+                    .map(secs)
+                    .unwrap_or(0);
+                r.points.push((id.clone(), t));
+                r.manifests.insert(id, m);
+            }
+            Err(p @ ManifestProblem::Newer { .. }) => return Err(p.into()),
+            Err(ManifestProblem::Unreadable { key, why }) if mode == Unreadables::Skip => {
+                let named = manifest::hashes_in(&bytes);
+                r.unreadable.push(Unreadable {
+                    key,
+                    why,
+                    kept: format!("{} blob(s) its bytes name", named.len()),
+                });
+                r.pinned.extend(named);
+            }
+            Err(ManifestProblem::Unreadable { key, why }) => {
+                return Err(Error::failed_hint(
+                    format!("prune stopped before any delete: manifest {key} is unreadable: {why}"),
+                    hint,
+                ))
+            }
+        }
+    }
+    Ok(r)
 }
 
 /// Apply the policy's retention at `now` (under the store lease unless `dry_run`).
@@ -21,6 +123,7 @@ pub async fn prune(
     policy: &Policy,
     now: SystemTime,
     dry_run: bool,
+    mode: Unreadables,
 ) -> Result<PruneReport> {
     let secs = |t: SystemTime| {
         t.duration_since(UNIX_EPOCH)
@@ -34,23 +137,19 @@ pub async fn prune(
         Some(Lease::acquire(&store, STORE_LEASE, "drd prune", LEASE_TTL).await?)
     };
     let work = async {
-        let mut points = vec![];
-        let mut manifests = std::collections::BTreeMap::new();
-        for id in store.point_ids().await? {
-            if let Ok(m) = read_manifest(&store, &id).await {
-                let t = humantime::parse_rfc3339(&m.created_at)
-                    .map(secs)
-                    .unwrap_or(0);
-                points.push((id.clone(), t));
-                manifests.insert(id, m);
-            }
-        }
+        let Readings {
+            points,
+            manifests,
+            unreadable,
+            pinned,
+            keep_all_blobs,
+        } = read_all(&store, mode).await?;
         let decisions = retention::apply(
             &retention::Rules::from_policy(&policy.retention),
             &points,
             secs(now),
         );
-        let kept: Vec<BTreeSet<String>> = decisions
+        let mut kept: Vec<BTreeSet<String>> = decisions
             .iter()
             .filter(|d| d.keep)
             .map(|d| {
@@ -61,6 +160,7 @@ pub async fn prune(
                     .collect()
             })
             .collect();
+        kept.push(pinned);
         let prefix = store.objects_prefix();
         let all: Vec<String> = store
             .list(&prefix)
@@ -68,7 +168,11 @@ pub async fn prune(
             .into_iter()
             .filter_map(|(k, _)| k.rsplit('/').next().map(str::to_string))
             .collect();
-        let gone = retention::unreferenced(all.iter(), &kept);
+        let gone = if keep_all_blobs {
+            vec![]
+        } else {
+            retention::unreferenced(all.iter(), &kept)
+        };
         if !dry_run {
             // Manifests first: a point disappears before any blob it names.
             for d in decisions.iter().filter(|d| !d.keep) {
@@ -82,6 +186,7 @@ pub async fn prune(
             dry_run,
             decisions,
             blobs_deleted: gone,
+            unreadable,
         })
     };
     // A real prune deletes under the renewed store lease; losing it stops the deletes.

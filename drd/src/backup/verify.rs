@@ -6,6 +6,7 @@ use super::crypto::{self, Identities};
 use super::manifest::Manifest;
 use crate::error::Result;
 use crate::store::Store;
+use secrecy::ExposeSecret;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -39,21 +40,16 @@ pub async fn verify_point(
             check.problems.push(format!("manifest {key} is missing"));
             return Ok(check);
         }
-        Some(b) => match serde_json::from_slice(&b) {
+        Some(b) => match super::manifest::parse(&key, &b) {
             Ok(m) => m,
-            Err(e) => {
-                check.problems.push(format!(
-                    "manifest {key} is unreadable (truncated or corrupted): {e}"
-                ));
+            Err(p) => {
+                check
+                    .problems
+                    .push(crate::error::Error::from(p).to_string());
                 return Ok(check);
             }
         },
     };
-    if manifest.id != id {
-        check
-            .problems
-            .push(format!("manifest {key} names itself {:?}", manifest.id));
-    }
     for (what, blob) in manifest.blobs() {
         check.blobs_checked += 1;
         let r = match cache.get(&blob.sha256) {
@@ -107,6 +103,36 @@ pub async fn verify_point(
                         s.name, v.version_id
                     )),
                 }
+            }
+        }
+        for e in &manifest.function.environments {
+            let okey = store.blob_key(&e.blob.sha256);
+            let Some(cipher) = store.get_blob(&e.blob.sha256).await? else {
+                continue;
+            };
+            match ids.decrypt(&cipher) {
+                Ok(plain) => {
+                    let names: Option<Vec<String>> =
+                        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(
+                            plain.expose_secret(),
+                        )
+                        .ok()
+                        .map(|m| m.keys().cloned().collect());
+                    let mut want = e.names.clone();
+                    want.sort();
+                    if names.as_ref() == Some(&want) {
+                        check.secrets_decrypted += 1;
+                    } else {
+                        check.problems.push(format!(
+                            "the environment of version {} ({okey}) does not decrypt to the variables {:?}",
+                            e.version, e.names
+                        ));
+                    }
+                }
+                Err(why) => check.problems.push(format!(
+                    "the environment of version {} ({okey}): {why} (is --identity the key for the policy's recipients?)",
+                    e.version
+                )),
             }
         }
     }

@@ -5,6 +5,7 @@ mod backup;
 mod check;
 mod daemon;
 mod deploy;
+mod failback;
 mod pin;
 mod points;
 mod prune;
@@ -130,6 +131,9 @@ pub enum Command {
     /// Redeploy from a recovery point into another region and fail DNS over (runbook
     /// region-redeploy).
     Restore(restore::Args),
+    /// After a regional failover, return the service to the primary (runbook failback); the
+    /// standby stack is kept unless --retire-standby.
+    Failback(failback::Args),
     /// Runbooks: list, show, run, status, approve.
     Runbook(runbook::Args),
     /// Break a lease whose holder stopped renewing (a run whose machine died).
@@ -160,6 +164,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Rollback(a) => rollback::run(&cli, a).await,
         Command::Rotate(a) => rotate::run(&cli, a).await,
         Command::Restore(a) => restore::run(&cli, a).await,
+        Command::Failback(a) => failback::run(&cli, a).await,
         Command::Runbook(a) => runbook::run(&cli, a).await,
         Command::Sandbox(a) => sandbox::run(&cli, a),
         Command::Unlock(a) => unlock::run(&cli, a).await,
@@ -170,7 +175,22 @@ pub async fn run(cli: Cli) -> Result<()> {
 
 impl Cli {
     pub fn load_policy(&self) -> Result<Policy> {
-        Ok(Policy::load(&self.policy)?)
+        let mut p = Policy::load(&self.policy)?;
+        if let Some(region) = self.copy_region() {
+            p.use_copy(region)?;
+        }
+        Ok(p)
+    }
+
+    /// `--from-copy REGION` of the commands that take it (restore, failback, points, verify).
+    fn copy_region(&self) -> Option<&str> {
+        match &self.command {
+            Command::Restore(a) => a.from_copy.as_deref(),
+            Command::Failback(a) => a.from_copy.as_deref(),
+            Command::Points(a) => a.from_copy.as_deref(),
+            Command::Verify(a) => a.from_copy.as_deref(),
+            _ => None,
+        }
     }
 
     /// AWS clients for `policy`'s commands: the timeouts of its `[aws]` section unless the
@@ -227,7 +247,7 @@ impl Cli {
     pub async fn acting_region(&self, aws: &Aws, policy: &Policy) -> Result<String> {
         match &self.region {
             Some(_) => self.region(policy),
-            None => Ok(crate::store::active::active_region(aws, policy).await),
+            None => crate::store::active::active_region(aws, policy).await,
         }
     }
 

@@ -9,6 +9,10 @@ use std::time::SystemTime;
 pub struct Args {
     #[command(subcommand)]
     pub command: PointsCommand,
+    /// Use the policy's copy bucket in REGION (backup.copies) as the store for this run: for
+    /// the day the store's own region failed. Never chosen by itself.
+    #[arg(long, global = true, value_name = "REGION")]
+    pub from_copy: Option<String>,
 }
 
 #[derive(Debug, clap::Subcommand)]

@@ -14,6 +14,10 @@ pub struct Args {
     /// Evaluate `keep_within` at this time (RFC 3339) instead of now.
     #[arg(long)]
     pub now: Option<String>,
+    /// Pass over manifests that cannot be read or understood instead of stopping; each is kept,
+    /// with every blob it may name (all blobs when it could not be fetched at all).
+    #[arg(long)]
+    pub skip_unreadable: bool,
 }
 
 pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
@@ -25,7 +29,13 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
         })?,
         None => SystemTime::now(),
     };
-    let report = backup::prune::prune(&cli.aws_for(&policy), &policy, now, args.dry_run).await?;
+    let mode = if args.skip_unreadable {
+        backup::prune::Unreadables::Skip
+    } else {
+        backup::prune::Unreadables::Stop
+    };
+    let report =
+        backup::prune::prune(&cli.aws_for(&policy), &policy, now, args.dry_run, mode).await?;
     if cli.json() {
         super::print_json(&report);
     } else {
@@ -40,6 +50,9 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
             } else {
                 println!("{verb} {}  (no rule keeps it)", d.id);
             }
+        }
+        for u in &report.unreadable {
+            println!("passed over {} ({}): kept, with {}", u.key, u.why, u.kept);
         }
         println!("{verb} {} unreferenced blob(s)", report.blobs_deleted.len());
     }

@@ -21,6 +21,10 @@ pub struct Args {
     /// Continue an interrupted restore.
     #[arg(long, value_name = "RUN")]
     pub resume: Option<String>,
+    /// Use the policy's copy bucket in REGION (backup.copies) as the store for this run: for
+    /// the day the store's own region failed. Never chosen by itself.
+    #[arg(long, value_name = "REGION")]
+    pub from_copy: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -37,7 +41,119 @@ struct Summary<'a> {
     dns_before: Option<&'a str>,
     primary: Option<&'a str>,
     new_point: Option<&'a str>,
+    /// `repair` (the primary, in place) or `failover`.
+    mode: Option<&'a str>,
+    /// What a repair in place changed (empty: everything was intact).
+    repairs: Vec<String>,
     run: &'a crate::runbook::exec::RunReport,
+}
+
+/// What the run changed, step by step, from its journaled outputs.
+fn repairs(r: &crate::runbook::exec::RunReport) -> Vec<String> {
+    let out = |step: &str, k: &str| r.output(step, k).filter(|v| !v.is_empty());
+    let mut v = vec![];
+    if let Some(s) = out("secrets", "repairs") {
+        v.push(format!("secrets: {s}"));
+    }
+    if out("code", "uploaded") == Some("true") {
+        v.push("code package copied into the artifact bucket".into());
+    }
+    if let Some(a) = out("stack", "action").filter(|a| *a != "unchanged") {
+        v.push(format!("stack {a}"));
+    }
+    if out("function", "published") == Some("true") {
+        v.push(format!(
+            "version {} published",
+            out("function", "version").unwrap_or("?")
+        ));
+    }
+    if out("dns", "changed") == Some("true") {
+        v.push("DNS moved".into());
+    }
+    v
+}
+
+/// The restore's (or failback's) report: RTO, RPO, where it serves, what changed.
+pub(super) fn print_summary(
+    cli: &Cli,
+    region: &str,
+    r: &crate::runbook::exec::RunReport,
+    verb: &str,
+) {
+    let out = |step: &str, k: &str| r.output(step, k);
+    let rto_ms = out("function", "healthy_at")
+        .and_then(|h| humantime::parse_rfc3339_weak(h).ok())
+        .zip(humantime::parse_rfc3339_weak(&r.started_at).ok())
+        .and_then(|(h, s)| h.duration_since(s).ok())
+        .map(|d| d.as_millis() as u64);
+    let s = Summary {
+        region,
+        point: out("preflight", "point"),
+        rpo_seconds: out("preflight", "rpo_seconds").and_then(|v| v.parse().ok()),
+        rto_ms,
+        function_url: out("function", "function_url"),
+        version: out("function", "version"),
+        dns_record: out("dns", "record").filter(|v| !v.is_empty()),
+        dns_before: out("dns", "before").filter(|v| !v.is_empty()),
+        primary: out("preflight", "primary"),
+        new_point: out("backup", "point"),
+        mode: out("preflight", "mode"),
+        repairs: repairs(r),
+        run: r,
+    };
+    if cli.json() {
+        super::print_json(&s);
+    } else {
+        if let Some(st) = out("preflight", "store") {
+            println!("  store {st}");
+        }
+        super::runbook::print_report(cli, r);
+        if let (Some(p), "succeeded") = (s.point, r.outcome.as_str()) {
+            println!("{verb} {region} from point {p}");
+        }
+        if let Some(rpo) = s.rpo_seconds {
+            println!("  RPO  {rpo} s (age of the point at the start)");
+        }
+        if let Some(ms) = rto_ms {
+            println!(
+                "  RTO  {:.2} s (start to the first healthy probe in {region})",
+                ms as f64 / 1000.0
+            );
+        }
+        if let (Some(url), Some(v)) = (s.function_url, s.version) {
+            println!("  live version {v} at {url}");
+        }
+        match (
+            s.dns_record,
+            out("dns", "url_host").or(out("function", "url_host")),
+        ) {
+            (Some(rec), Some(host)) => println!(
+                "  DNS  {rec} -> {host} (was {})",
+                s.dns_before.unwrap_or("nothing")
+            ),
+            (None, _) if out("dns", "skipped") == Some("true") => {
+                println!("  DNS  skipped: the policy has no [dns] section")
+            }
+            _ => {}
+        }
+        if let Some(p) = s.primary {
+            println!("  primary: {p}");
+        }
+        if let Some(p) = s.new_point {
+            println!("  new recovery point {p}");
+        }
+        if out("preflight", "mode") == Some("repair") {
+            let repairs = repairs(r);
+            println!(
+                "  repairs: {}",
+                if repairs.is_empty() {
+                    "none: everything was intact".to_string()
+                } else {
+                    repairs.join("; ")
+                }
+            );
+        }
+    }
 }
 
 pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
@@ -88,63 +204,6 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
     else {
         return Ok(());
     };
-    let out = |step: &str, k: &str| r.output(step, k);
-    let rto_ms = out("function", "healthy_at")
-        .and_then(|h| humantime::parse_rfc3339_weak(h).ok())
-        .zip(humantime::parse_rfc3339_weak(&r.started_at).ok())
-        .and_then(|(h, s)| h.duration_since(s).ok())
-        .map(|d| d.as_millis() as u64);
-    let s = Summary {
-        region: &region,
-        point: out("preflight", "point"),
-        rpo_seconds: out("preflight", "rpo_seconds").and_then(|v| v.parse().ok()),
-        rto_ms,
-        function_url: out("function", "function_url"),
-        version: out("function", "version"),
-        dns_record: out("dns", "record").filter(|v| !v.is_empty()),
-        dns_before: out("dns", "before").filter(|v| !v.is_empty()),
-        primary: out("preflight", "primary"),
-        new_point: out("backup", "point"),
-        run: &r,
-    };
-    if cli.json() {
-        super::print_json(&s);
-    } else {
-        super::runbook::print_report(cli, &r);
-        if let (Some(p), "succeeded") = (s.point, r.outcome.as_str()) {
-            println!("restored into {region} from point {p}");
-        }
-        if let Some(rpo) = s.rpo_seconds {
-            println!("  RPO  {rpo} s (age of the point at the start)");
-        }
-        if let Some(ms) = rto_ms {
-            println!(
-                "  RTO  {:.2} s (start to the first healthy probe in {region})",
-                ms as f64 / 1000.0
-            );
-        }
-        if let (Some(url), Some(v)) = (s.function_url, s.version) {
-            println!("  live version {v} at {url}");
-        }
-        match (
-            s.dns_record,
-            out("dns", "url_host").or(out("function", "url_host")),
-        ) {
-            (Some(rec), Some(host)) => println!(
-                "  DNS  {rec} -> {host} (was {})",
-                s.dns_before.unwrap_or("nothing")
-            ),
-            (None, _) if out("dns", "skipped") == Some("true") => {
-                println!("  DNS  skipped: the policy has no [dns] section")
-            }
-            _ => {}
-        }
-        if let Some(p) = s.primary {
-            println!("  primary: {p}");
-        }
-        if let Some(p) = s.new_point {
-            println!("  new recovery point {p}");
-        }
-    }
+    print_summary(cli, &region, &r, "restored into");
     super::runbook::finish(&r)
 }

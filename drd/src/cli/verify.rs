@@ -17,6 +17,10 @@ pub struct Args {
     /// An age identity file (or SSH private key): also decrypt every secret backup.
     #[arg(long)]
     pub identity: Option<PathBuf>,
+    /// Use the policy's copy bucket in REGION (backup.copies) as the store for this run: for
+    /// the day the store's own region failed. Never chosen by itself.
+    #[arg(long, value_name = "REGION")]
+    pub from_copy: Option<String>,
 }
 
 pub async fn run(cli: &Cli, args: &Args) -> Result<()> {

@@ -277,6 +277,8 @@ impl Backend for StoreBackend {
                         policy,
                         std::time::SystemTime::now(),
                         false,
+                        // Fail closed: the job fails (and alerts) rather than guess.
+                        crate::backup::prune::Unreadables::Stop,
                     )
                     .await?;
                     let gone = r.decisions.iter().filter(|d| !d.keep).count();
@@ -293,7 +295,7 @@ impl Backend for StoreBackend {
                         return Err(Error::failed(format!("unknown job {other}")));
                     };
                     let rb = crate::runbook::load(self.runbooks.as_deref(), name)?;
-                    let region = crate::store::active::active_region(aws, policy).await;
+                    let region = crate::store::active::active_region(aws, policy).await?;
                     let inputs = policy
                         .daemon
                         .schedule

@@ -41,6 +41,66 @@ pub struct Policy {
     /// Where the policy was read from (set by `load`).
     #[serde(skip)]
     pub path: PathBuf,
+    /// Set by `use_copy`: the store this run does not use (`s3://bucket (region)`).
+    #[serde(skip)]
+    pub bypassed_store: Option<String>,
+}
+
+impl Policy {
+    /// `--from-copy REGION`: make the copy bucket in `region` this run's store (read and written:
+    /// lease, journal, active-region record, new points). The usual store is neither read nor
+    /// written, and nothing switches back or forth by itself.
+    pub fn use_copy(&mut self, region: &str) -> crate::error::Result<()> {
+        let Some(i) = self
+            .backup
+            .copies
+            .iter()
+            .position(|c| c.region.get_ref() == region)
+        else {
+            let have: Vec<&str> = self
+                .backup
+                .copies
+                .iter()
+                .map(|c| c.region.get_ref().as_str())
+                .collect();
+            return Err(crate::error::ConfigError::new(
+                self.path.display().to_string(),
+                format!(
+                    "--from-copy {region}: the policy keeps no copy there (copies: {})",
+                    if have.is_empty() {
+                        "none".to_string()
+                    } else {
+                        have.join(", ")
+                    }
+                ),
+            )
+            .field("backup.copies")
+            .hint("name a region of backup.copies, or add [[backup.copies]] for future points")
+            .into());
+        };
+        let copy = self.backup.copies.remove(i);
+        self.bypassed_store = Some(format!(
+            "s3://{} ({})",
+            self.backup.bucket.get_ref(),
+            self.backup.region.get_ref()
+        ));
+        self.backup.bucket = copy.bucket;
+        self.backup.region = copy.region;
+        Ok(())
+    }
+
+    /// The store this run uses, for plans and reports.
+    pub fn store_label(&self) -> String {
+        let here = format!(
+            "s3://{} ({})",
+            self.backup.bucket.get_ref(),
+            self.backup.region.get_ref()
+        );
+        match &self.bypassed_store {
+            Some(b) => format!("{here}, the copy named by --from-copy; {b} is not used"),
+            None => here,
+        }
+    }
 }
 
 /// `[aws]`: how long one AWS call, and one attempt of it, may take.

@@ -8,6 +8,7 @@
 //! `PublishVersion` reuses an unchanged version, DNS changes are read first).
 
 mod code;
+pub mod failback;
 mod function;
 mod plan;
 mod secrets;
@@ -53,6 +54,11 @@ pub struct Preflight {
     pub primary_detail: String,
     pub dns_zone: Option<String>,
     pub dns_now: Option<String>,
+    /// `repair`: the target is the primary, which is repaired in place from the point (what is
+    /// intact is left alone); `failover`: another region.
+    pub mode: &'static str,
+    /// The store the run reads and writes (the copy, with `--from-copy`).
+    pub store: String,
 }
 
 pub(super) fn identities(path: &str) -> Result<Identities> {
@@ -65,7 +71,7 @@ pub(super) fn identities(path: &str) -> Result<Identities> {
 }
 
 /// Reject a target that cannot be right, before anything else.
-pub fn check_target(policy: &Policy, target: &str) -> Result<()> {
+pub fn check_target(target: &str) -> Result<()> {
     if !crate::policy::is_region_name(target) {
         return Err(
             ConfigError::new("--region", format!("{target:?} is not an AWS region name"))
@@ -73,20 +79,32 @@ pub fn check_target(policy: &Policy, target: &str) -> Result<()> {
                 .into(),
         );
     }
-    if target == policy.primary_region() {
-        return Err(ConfigError::new(
-            "--region",
-            format!(
-                "{target} is the stack's primary region, the one a restore recovers from"
-            ),
-        )
-        .hint(format!(
-            "restore into another region (e.g. {}); to return to {target} once it is back, run drd deploy --region {target}",
-            policy.backup.region.get_ref()
-        ))
-        .into());
-    }
     Ok(())
+}
+
+/// A stack CloudFormation calls complete whose function is gone (deleted out of band) cannot be
+/// repaired by an update: CloudFormation does not see the drift. Refused before any write.
+async fn check_function_not_drifted(aws: &Aws, policy: &Policy, target: &str) -> Result<()> {
+    let lambda = aws.lambda(target).await;
+    match lambda
+        .get_function_configuration()
+        .function_name(policy.function_name())
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {
+            let stack = policy.stack_name();
+            Err(Error::failed_hint(
+                format!(
+                    "stack {stack} exists in {target} but its function {} is gone: CloudFormation cannot see that drift, so an update would not bring it back",
+                    policy.function_name()
+                ),
+                format!("delete the stack (aws cloudformation delete-stack --stack-name {stack} --region {target}) and run the restore again: it recreates it from the point"),
+            ))
+        }
+        Err(e) => Err(aws_error("lambda", "GetFunctionConfiguration", e)),
+    }
 }
 
 /// Choose the point: `sel` is an id or `latest` (the newest that passes verify with the
@@ -159,12 +177,26 @@ pub async fn preflight(
     sel: &str,
     identity_path: &str,
 ) -> Result<Preflight> {
-    check_target(policy, target)?;
+    check_target(target)?;
     let ids = identities(identity_path)?;
     let zone = match &policy.dns {
         Some(_) => Some(crate::dns::require_zone(aws, policy).await?),
         None => None,
     };
+    let (primary_reachable, primary_detail) = probe_primary(aws, policy).await;
+    if target == policy.primary_region() && !primary_reachable {
+        return Err(ConfigError::new(
+            "--region",
+            format!(
+                "{target} is the stack's primary region and it does not answer ({primary_detail}): a repair in place needs it"
+            ),
+        )
+        .hint(format!(
+            "restore into another region (e.g. {}), or run this again when {target} answers",
+            policy.backup.region.get_ref()
+        ))
+        .into());
+    }
     let (m, skipped) = choose_point(store, sel, &ids, identity_path).await?;
     let (live_version, code_sha256, _) = live_code(&m)?;
     let template = load_template(store, &m).await?;
@@ -173,7 +205,9 @@ pub async fn preflight(
     let stack_exists = crate::stack::describe_stack(&cf, policy.stack_name())
         .await?
         .is_some();
-    let (primary_reachable, primary_detail) = probe_primary(aws, policy).await;
+    if stack_exists {
+        check_function_not_drifted(aws, policy, target).await?;
+    }
     let dns_now = match &zone {
         Some(z) => crate::dns::view(aws, policy, z).await?.primary,
         None => None,
@@ -200,6 +234,12 @@ pub async fn preflight(
         primary_detail,
         dns_zone: zone.map(|z| z.name),
         dns_now,
+        mode: if target == policy.primary_region() {
+            "repair"
+        } else {
+            "failover"
+        },
+        store: policy.store_label(),
     })
 }
 

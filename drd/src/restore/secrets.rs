@@ -32,6 +32,8 @@ pub(super) fn restorable(
 pub struct SecretRestore {
     pub name: String,
     pub created: bool,
+    /// It was scheduled for deletion and came back with RestoreSecret (its versions intact).
+    pub recovered: bool,
     pub versions_put: usize,
     pub stages_moved: usize,
 }
@@ -65,13 +67,25 @@ pub async fn restore_secrets(
         }
         // AWSPREVIOUS first, so AWSCURRENT is the last one put.
         wanted.sort_by_key(|v| v.stages.iter().any(|st| st == "AWSCURRENT"));
-        let existing = secret_versions(&sm, &s.name).await?;
+        let mut existing = secret_versions(&sm, &s.name).await?;
         let mut r = SecretRestore {
             name: s.name.clone(),
             created: false,
+            recovered: false,
             versions_put: 0,
             stages_moved: 0,
         };
+        if existing.as_ref().is_some_and(|e| e.deleted) {
+            // Still in its deletion window: bring it back as it was, never recreate it.
+            sm.restore_secret()
+                .secret_id(&s.name)
+                .send()
+                .await
+                .map_err(|e| aws_error("secretsmanager", "RestoreSecret", e))?;
+            r.recovered = true;
+            existing = secret_versions(&sm, &s.name).await?;
+        }
+        let existing = existing.map(|e| e.versions);
         let mut exists = existing.is_some();
         let have = existing.unwrap_or_default();
         for v in &wanted {
@@ -87,7 +101,17 @@ pub async fn restore_secrets(
             let plain = ids.decrypt(&cipher).map_err(|why| {
                 Error::failed(format!("secret {} version {}: {why}", s.name, v.version_id))
             })?;
-            let text = std::str::from_utf8(plain.expose_secret()).ok();
+            // Bytes go back as SecretBinary exactly; strings as SecretString.
+            let text = if v.binary {
+                None
+            } else {
+                Some(std::str::from_utf8(plain.expose_secret()).map_err(|_| {
+                    Error::failed(format!(
+                        "secret {} version {}: the backup of a string value is not UTF-8",
+                        s.name, v.version_id
+                    ))
+                })?)
+            };
             if !exists {
                 let mut req = sm
                     .create_secret()
@@ -128,7 +152,10 @@ pub async fn restore_secrets(
             else {
                 continue;
             };
-            let now = secret_versions(&sm, &s.name).await?.unwrap_or_default();
+            let now = secret_versions(&sm, &s.name)
+                .await?
+                .map(|e| e.versions)
+                .unwrap_or_default();
             let holder = now
                 .iter()
                 .find(|(_, stages)| stages.iter().any(|st| st == stage))
@@ -154,17 +181,27 @@ pub async fn restore_secrets(
     Ok(out)
 }
 
-/// Version id -> stages of a secret, or `None` when it does not exist.
+/// A secret as DescribeSecret shows it.
+struct SecretState {
+    /// Scheduled for deletion (in its recovery window).
+    deleted: bool,
+    /// Version id -> stages.
+    versions: BTreeMap<String, Vec<String>>,
+}
+
+/// The secret's state, or `None` when it does not exist.
 async fn secret_versions(
     sm: &aws_sdk_secretsmanager::Client,
     name: &str,
-) -> Result<Option<BTreeMap<String, Vec<String>>>> {
+) -> Result<Option<SecretState>> {
     match sm.describe_secret().secret_id(name).send().await {
-        Ok(d) => Ok(Some(
-            d.version_ids_to_stages()
+        Ok(d) => Ok(Some(SecretState {
+            deleted: d.deleted_date().is_some(),
+            versions: d
+                .version_ids_to_stages()
                 .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
                 .unwrap_or_default(),
-        )),
+        })),
         Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(None),
         Err(e) => Err(aws_error("secretsmanager", "DescribeSecret", e)),
     }
@@ -176,6 +213,13 @@ pub async fn secrets_match(aws: &Aws, m: &Manifest, target: &str) -> Result<()> 
     let mut problems = vec![];
     for s in &m.secrets {
         let have = secret_versions(&sm, &s.name).await?;
+        if let Some(h) = &have {
+            if h.deleted {
+                problems.push(format!("{} is scheduled for deletion in {target}", s.name));
+                continue;
+            }
+        }
+        let have = have.map(|h| h.versions);
         let wanted = s.versions.iter().any(|v| {
             v.stages
                 .iter()

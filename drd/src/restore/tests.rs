@@ -34,6 +34,7 @@ fn manifest(params: &[(&str, Option<&str>)]) -> Manifest {
     let code_b64 = package::code_sha256_of_hex(&code_hex);
     Manifest {
         schema: MANIFEST_SCHEMA,
+        writer: None,
         id: "p1".into(),
         created_at: "2026-11-27T00:00:00Z".into(),
         holder: "t".into(),
@@ -65,6 +66,7 @@ fn manifest(params: &[(&str, Option<&str>)]) -> Manifest {
             }],
             aliases: [("live".to_string(), "3".to_string())].into(),
             url: None,
+            environments: vec![],
         },
         code: vec![CodeCapture {
             code_sha256: code_b64,
@@ -147,11 +149,8 @@ fn the_code_key_follows_what_live_ran_and_no_echo_stops_the_plan() {
 }
 
 #[test]
-fn the_primary_and_non_regions_are_rejected_as_targets() {
-    let p = policy();
-    let e = check_target(&p, "us-east-1").unwrap_err();
-    assert_eq!(e.exit_code(), 2);
-    assert!(e.to_string().contains("primary region"), "{e}");
-    assert_eq!(check_target(&p, "mars-1").unwrap_err().exit_code(), 2);
-    assert!(check_target(&p, "us-west-2").is_ok());
+fn non_regions_are_rejected_as_targets_and_the_primary_is_a_repair() {
+    assert!(check_target("us-east-1").is_ok());
+    assert_eq!(check_target("mars-1").unwrap_err().exit_code(), 2);
+    assert!(check_target("us-west-2").is_ok());
 }

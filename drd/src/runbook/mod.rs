@@ -48,6 +48,7 @@ pub const SHIPPED: &[(&str, &str)] = &[
         "pipeline-failure",
         include_str!("../../../runbooks/pipeline-failure.toml"),
     ),
+    ("failback", include_str!("../../../runbooks/failback.toml")),
 ];
 
 /// Keys `${policy.KEY}` may name.

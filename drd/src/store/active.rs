@@ -39,19 +39,25 @@ pub async fn read_active(store: &Store) -> Result<Option<ActiveRegion>> {
 }
 
 /// The region the stack serves from: the store's record of the last restore, else the primary.
-/// A store that cannot be read gives the primary (logged).
-pub async fn active_region(aws: &Aws, policy: &Policy) -> String {
-    let found = async {
-        let store = crate::store::open_store_read(aws, policy).await?;
-        read_active(&store).await
-    };
-    match found.await {
-        Ok(Some(a)) => a.region,
-        Ok(None) => policy.primary_region().to_string(),
-        Err(e) => {
-            tracing::debug!(error = %e, "no active-region record; using the primary region");
-            policy.primary_region().to_string()
+/// A store that cannot be read is an error naming it, never a silent fallback: after a restore,
+/// guessing "the primary" would send rollback, rotate and pin to the failed region.
+pub async fn active_region(aws: &Aws, policy: &Policy) -> Result<String> {
+    let store = crate::store::store_of(aws, policy).await;
+    match read_active(&store).await {
+        Ok(Some(a)) => Ok(a.region),
+        Ok(None) => Ok(policy.primary_region().to_string()),
+        // No store bucket yet: no restore ever recorded a region.
+        Err(Error::Aws { code, .. }) if code == "NoSuchBucket" => {
+            Ok(policy.primary_region().to_string())
         }
+        Err(e) => Err(Error::failed_hint(
+            format!(
+                "cannot tell where the stack serves: reading s3://{}/{} failed: {e}",
+                store.bucket,
+                active_key(&store)
+            ),
+            "retry when the store answers, or name the region with --region R",
+        )),
     }
 }
 

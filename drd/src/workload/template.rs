@@ -19,6 +19,42 @@ pub struct Template {
     pub no_echo: Vec<String>,
 }
 
+/// The parameters any CloudFormation template (JSON or YAML, any resources) declares `NoEcho`.
+/// A template that does not parse is an error: silence here would store a NoEcho value in clear.
+pub fn no_echo_parameters(
+    body: &str,
+    shown: &str,
+) -> Result<std::collections::BTreeSet<String>, ConfigError> {
+    let doc: Value = yaml_serde::from_str(body).map_err(|e| {
+        let mut err = ConfigError::new(shown, format!("the template does not parse: {e}")).hint(
+            "NoEcho parameters cannot be told apart; fix the template (cfn-lint) and back up again",
+        );
+        if let Some(loc) = e.location() {
+            err = err.at(loc.line(), loc.column());
+        }
+        err
+    })?;
+    if !doc.is_mapping() {
+        return Err(
+            ConfigError::new(shown, "the template is not a JSON or YAML mapping")
+                .hint("a CloudFormation template is an object with Resources"),
+        );
+    }
+    Ok(doc
+        .get("Parameters")
+        .and_then(Value::as_mapping)
+        .into_iter()
+        .flatten()
+        .filter(|(_, v)| {
+            v.get("NoEcho").is_some_and(|n| {
+                n.as_bool() == Some(true)
+                    || n.as_str().is_some_and(|s| s.eq_ignore_ascii_case("true"))
+            })
+        })
+        .filter_map(|(k, _)| k.as_str().map(str::to_string))
+        .collect())
+}
+
 impl Template {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
@@ -128,6 +164,21 @@ impl Template {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn no_echo_is_read_from_any_template_and_a_broken_one_is_an_error() {
+        let json = r#"{"Parameters":{"Pw":{"Type":"String","NoEcho":true},"X":{"Type":"String"}},
+            "Resources":{"A":{"Type":"AWS::SQS::Queue"},"B":{"Type":"AWS::SQS::Queue"},"C":{"Type":"AWS::SNS::Topic"}}}"#;
+        let got = super::no_echo_parameters(json, "t.json").unwrap();
+        assert_eq!(got.into_iter().collect::<Vec<_>>(), vec!["Pw".to_string()]);
+        let yaml = "Parameters:\n  K: {Type: String, NoEcho: 'true'}\nResources: {}\n";
+        assert!(super::no_echo_parameters(yaml, "t.yaml")
+            .unwrap()
+            .contains("K"));
+        let e = super::no_echo_parameters("Parameters: [unclosed", "t.yaml").unwrap_err();
+        assert!(e.to_string().contains("t.yaml"), "{e}");
+        assert!(super::no_echo_parameters("just text", "t.yaml").is_err());
+    }
+
     use super::*;
 
     #[test]
