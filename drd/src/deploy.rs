@@ -214,6 +214,19 @@ pub async fn deploy(
             params.insert(name, value);
         }
     }
+    if crate::lambda::logs::ensure_log_group(
+        &aws.logs(region).await,
+        policy.function_name(),
+        crate::lambda::logs::RETENTION_DAYS,
+    )
+    .await?
+    {
+        progress(&format!(
+            "log group {}: {} days",
+            crate::lambda::logs::log_group_name(policy.function_name()),
+            crate::lambda::logs::RETENTION_DAYS
+        ));
+    }
     let cf = aws.cloudformation(region).await;
     let (stack_action, stack_status) =
         crate::stack::ensure_stack(&cf, policy.stack_name(), &template.body, &params, progress)

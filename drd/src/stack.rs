@@ -90,13 +90,21 @@ pub async fn ensure_stack(
     Ok((action.into(), status))
 }
 
-/// The stack, or `None` when it does not exist (CloudFormation answers `ValidationError`).
+/// The stack, or `None` when it does not exist (CloudFormation answers `ValidationError`; a
+/// deleted stack, which some endpoints still list as `DELETE_COMPLETE`, counts as none).
 pub async fn describe_stack(
     cf: &aws_sdk_cloudformation::Client,
     name: &str,
 ) -> Result<Option<aws_sdk_cloudformation::types::Stack>> {
     match cf.describe_stacks().stack_name(name).send().await {
-        Ok(out) => Ok(out.stacks().first().cloned()),
+        Ok(out) => Ok(out
+            .stacks()
+            .iter()
+            .find(|s| {
+                s.stack_status()
+                    != Some(&aws_sdk_cloudformation::types::StackStatus::DeleteComplete)
+            })
+            .cloned()),
         Err(e) if error_code(&e) == Some("ValidationError") => Ok(None),
         Err(e) => Err(aws_error("cloudformation", "DescribeStacks", e)),
     }

@@ -93,6 +93,9 @@ pub enum SandboxCommand {
         /// Only this operation (e.g. PutObject, GetSecretValue).
         #[arg(long)]
         operation: Option<String>,
+        /// Only requests whose path contains this (e.g. one object's key).
+        #[arg(long, value_name = "TEXT")]
+        path_contains: Option<String>,
     },
     /// Internal: run the function host, the LLM stub and the region gate (started by `up`).
     #[command(hide = true)]
@@ -216,8 +219,9 @@ pub async fn run(args: &Args) -> Result<()> {
             seed,
             service,
             operation,
+            path_contains,
         } => {
-            let plan = fault_plan(*rate, kinds, *seed, service, operation)?;
+            let plan = fault_plan(*rate, kinds, *seed, service, operation, path_contains)?;
             set_faults(args, plan).await
         }
         SandboxCommand::FailRegion { region } => set_region(args, region, true).await,
@@ -247,6 +251,7 @@ fn fault_plan(
     seed: u64,
     service: &Option<String>,
     operation: &Option<String>,
+    path_contains: &Option<String>,
 ) -> Result<Option<crate::faults::Plan>> {
     Ok(match rate {
         None => None,
@@ -267,6 +272,7 @@ fn fault_plan(
             seed,
             service: service.clone(),
             operation: operation.clone(),
+            path_contains: path_contains.clone(),
         }),
     })
 }

@@ -93,6 +93,9 @@ pub struct Plan {
     /// Only this operation (e.g. `PutObject`), when set.
     #[serde(default)]
     pub operation: Option<String>,
+    /// Only requests whose path contains this (e.g. one object's key), when set.
+    #[serde(default)]
+    pub path_contains: Option<String>,
 }
 
 /// A plan in force, with its counters.
@@ -107,12 +110,21 @@ pub struct Injector {
 impl Injector {
     /// The fault for this request, if any (and count it).
     pub fn decide(&mut self, service: &str, operation: &str) -> Option<Kind> {
+        self.decide_for(service, operation, "")
+    }
+
+    /// The fault for this request to `path`, if any (and count it).
+    pub fn decide_for(&mut self, service: &str, operation: &str, path: &str) -> Option<Kind> {
         let plan = self.plan.as_ref()?;
         if plan.rate <= 0.0 || plan.kinds.is_empty() {
             return None;
         }
         if plan.service.as_deref().is_some_and(|s| s != service)
             || plan.operation.as_deref().is_some_and(|o| o != operation)
+            || plan
+                .path_contains
+                .as_deref()
+                .is_some_and(|k| !path.contains(k))
         {
             return None;
         }
@@ -243,6 +255,7 @@ mod tests {
                 seed,
                 service: None,
                 operation: None,
+                path_contains: None,
             }),
             ..Default::default()
         }
@@ -276,6 +289,13 @@ mod tests {
         assert!(i.decide("secretsmanager", "PutObject").is_none());
         assert!(i.decide("s3", "GetObject").is_none());
         assert!(i.decide("s3", "PutObject").is_some());
+        i.plan.as_mut().unwrap().path_contains = Some("points/p1.json".into());
+        assert!(i
+            .decide_for("s3", "PutObject", "/b/s/points/p2.json")
+            .is_none());
+        assert!(i
+            .decide_for("s3", "PutObject", "/b/s/points/p1.json")
+            .is_some());
         assert_eq!(i.matched, 1);
     }
 

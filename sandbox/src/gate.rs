@@ -261,7 +261,11 @@ async fn forward(
             target,
             &body,
         );
-        let fault = gate.faults.lock().expect("faults").decide(service, &op);
+        let fault = gate
+            .faults
+            .lock()
+            .expect("faults")
+            .decide_for(service, &op, parts.uri.path());
         if fault == Some(crate::faults::Kind::LostReply) {
             lose_reply = Some(format!("fault injected: lost reply ({service} {op})"));
         }

@@ -67,27 +67,28 @@ async fn read_all(store: &Store, mode: Unreadables) -> Result<Readings> {
     let hint = "fix or move the manifest aside, or run drd prune --skip-unreadable (it keeps that manifest and every blob it may name)";
     for id in store.point_ids().await? {
         let key = store.point_key(&id);
-        let bytes =
-            match store.get(&key).await {
-                Ok(Some(b)) => b,
-                // Deleted since the listing (another prune): nothing to keep for it.
-                Ok(None) => continue,
-                Err(e) if mode == Unreadables::Skip => {
-                    r.keep_all_blobs = true;
-                    r.unreadable.push(Unreadable {
-                        key,
-                        why: e.to_string(),
-                        kept: "every blob (the manifest could not be read)".into(),
-                    });
-                    continue;
-                }
-                Err(e) => return Err(Error::failed_hint(
+        let bytes = match store.get(&key).await {
+            Ok(Some(b)) => b,
+            // Deleted since the listing (another prune): nothing to keep for it.
+            Ok(None) => continue,
+            Err(e) if mode == Unreadables::Skip => {
+                r.keep_all_blobs = true;
+                r.unreadable.push(Unreadable {
+                    key,
+                    why: e.to_string(),
+                    kept: "every blob (the manifest could not be read)".into(),
+                });
+                continue;
+            }
+            Err(e) => {
+                return Err(Error::failed_hint(
                     format!(
                         "prune stopped before any delete: manifest {key} could not be read: {e}"
                     ),
                     hint,
-                )),
-            };
+                ))
+            }
+        };
         match manifest::parse(&key, &bytes) {
             Ok(m) => {
                 let t = humantime::parse_rfc3339(&m.created_at)

@@ -316,9 +316,21 @@ impl Lease {
                     }
                     p.token + 1
                 }
-                // A record this drd cannot read (a newer format, or damage) keeps no token we
-                // can trust: take the clock's seconds as the floor, above any count of takes.
-                None => now_secs(),
+                // A record this drd cannot read (a newer format, or damage) may belong to a
+                // holder that still runs: never taken over silently. `drd unlock` breaks it
+                // after watching it stay unchanged, with the clock's seconds as the token floor.
+                None => {
+                    return Err(Error::failed_hint(
+                        format!(
+                            "the lease record s3://{}/{key} is unreadable (damaged, or written by a newer drd): nothing tells whether its holder still runs",
+                            store.bucket
+                        ),
+                        format!(
+                            "if no drd holds it, break it with drd unlock {} (it watches the record first)",
+                            key.rsplit('/').next().unwrap_or(key)
+                        ),
+                    ))
+                }
             },
         };
         let record = LeaseRecord {
@@ -487,6 +499,22 @@ pub async fn unlock(
             token: None,
         });
     };
+    if seen.record.is_none() && !force {
+        // Unreadable: only its ETag can show a holder renewing it.
+        progress(&format!(
+            "watching the unreadable record {shown} for {} to see whether anything still renews it",
+            humantime::format_duration(watch)
+        ));
+        tokio::time::sleep(watch).await;
+        match observe(store, &key).await? {
+            Some(a) if a.etag == seen.etag => seen = a,
+            _ => {
+                return Err(Error::failed(format!(
+                    "{shown} changed while drd watched it: something still writes it; run drd unlock again, or --force"
+                )))
+            }
+        }
+    }
     if let Some(r) = &seen.record {
         if r.is_free(now_secs()) {
             return Ok(Unlocked {
