@@ -410,6 +410,45 @@ async fn drd_unlock_refuses_a_renewed_lease_and_breaks_a_dead_one() {
     assert_eq!(next.record.token, 42, "the next holder's token is higher");
     next.release().await.unwrap();
 
+    // A record no drd can read (damage, or a newer format) is never taken over: a take names
+    // it, and only unlock breaks it, once its ETag stayed still; tokens go on above it.
+    let key = lease::lease_key(&st, "runbook-region-redeploy");
+    st.put(&key, b"{\"holder\": \"a newer drd\", \"tok")
+        .await
+        .unwrap();
+    let e = Lease::acquire(&st, "runbook-region-redeploy", "t", Duration::from_secs(60))
+        .await
+        .err()
+        .expect("an unreadable lease record was taken over");
+    assert!(
+        e.to_string().contains(&key) && e.to_string().contains("drd unlock"),
+        "{e}"
+    );
+    let out = sb
+        .drd()
+        .args([
+            "--policy",
+            policy,
+            "--output",
+            "json",
+            "unlock",
+            "runbook-region-redeploy",
+            "--watch",
+            "1s",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let next = Lease::acquire(&st, "runbook-region-redeploy", "t", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(
+        next.record.token >= now() - 60,
+        "token {}",
+        next.record.token
+    );
+    next.release().await.unwrap();
+
     // Nothing held: nothing to do.
     let out = sb
         .drd()

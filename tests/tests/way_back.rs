@@ -478,6 +478,8 @@ async fn binary_secrets_and_environments_round_trip_and_failback_returns_to_the_
     assert!(env.get("OPENAI_SECRET_NAME").is_some(), "{env}");
     let out = w.ok(&["verify", "--identity", &w.identity, "--output", "json"]);
     assert!(!text(&out).contains(KEY));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v[0]["environments_decrypted"].as_u64().unwrap() >= 1, "{v}");
 
     // Unchanged, the next point writes one object: its manifest.
     let out = w.ok(&["backup", "--output", "json"]);

@@ -17,6 +17,8 @@ pub struct PointCheck {
     pub ok: bool,
     pub blobs_checked: usize,
     pub secrets_decrypted: usize,
+    /// Lambda environment backups that decrypted to the variables the manifest names.
+    pub environments_decrypted: usize,
     pub problems: Vec<String>,
 }
 
@@ -32,6 +34,7 @@ pub async fn verify_point(
         ok: false,
         blobs_checked: 0,
         secrets_decrypted: 0,
+        environments_decrypted: 0,
         problems: vec![],
     };
     let key = store.point_key(id);
@@ -121,7 +124,7 @@ pub async fn verify_point(
                     let mut want = e.names.clone();
                     want.sort();
                     if names.as_ref() == Some(&want) {
-                        check.secrets_decrypted += 1;
+                        check.environments_decrypted += 1;
                     } else {
                         check.problems.push(format!(
                             "the environment of version {} ({okey}) does not decrypt to the variables {:?}",

@@ -58,8 +58,8 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
         for c in &checks {
             if c.ok {
                 println!(
-                    "ok   {} ({} blobs, {} secrets decrypted)",
-                    c.id, c.blobs_checked, c.secrets_decrypted
+                    "ok   {} ({} blobs, {} secrets and {} environments decrypted)",
+                    c.id, c.blobs_checked, c.secrets_decrypted, c.environments_decrypted
                 );
             } else {
                 println!("FAIL {}", c.id);
