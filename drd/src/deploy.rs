@@ -145,6 +145,34 @@ pub fn parse_api_key(raw: &str, source: &str, secret_name: &str) -> Result<Secre
 }
 
 /// Check every input, then converge the deployment. `progress` receives one line per step.
+/// The parameters drd sets: the code's place, and the optional ones the template declares.
+fn stack_parameters<'a>(
+    policy: &'a Policy,
+    opts: &DeployOptions,
+    template: &Template,
+    bucket: &str,
+    key: &str,
+) -> BTreeMap<&'a str, String> {
+    let mut params = BTreeMap::new();
+    params.insert("FunctionName", policy.function_name().to_string());
+    params.insert("CodeBucket", bucket.to_string());
+    params.insert("CodeKey", key.to_string());
+    let llm_base = opts
+        .llm_base_url
+        .clone()
+        .unwrap_or_else(|| policy.workload.llm_base_url.clone());
+    for (name, value) in [
+        ("ApiKeySecretName", policy.api_key_secret().to_string()),
+        ("LlmBaseUrl", llm_base),
+        ("LlmModel", policy.workload.llm_model.clone()),
+    ] {
+        if template.declares(name) {
+            params.insert(name, value);
+        }
+    }
+    params
+}
+
 pub async fn deploy(
     aws: &Aws,
     policy: &Policy,
@@ -196,37 +224,10 @@ pub async fn deploy(
         progress(&format!("secret {secret_name}: created"));
     }
 
-    // 4. The stack.
-    let mut params = BTreeMap::new();
-    params.insert("FunctionName", policy.function_name().to_string());
-    params.insert("CodeBucket", bucket.clone());
-    params.insert("CodeKey", key.clone());
-    let llm_base = opts
-        .llm_base_url
-        .clone()
-        .unwrap_or_else(|| policy.workload.llm_base_url.clone());
-    for (name, value) in [
-        ("ApiKeySecretName", secret_name.to_string()),
-        ("LlmBaseUrl", llm_base),
-        ("LlmModel", policy.workload.llm_model.clone()),
-    ] {
-        if template.declares(name) {
-            params.insert(name, value);
-        }
-    }
-    if crate::lambda::logs::ensure_log_group(
-        &aws.logs(region).await,
-        policy.function_name(),
-        crate::lambda::logs::RETENTION_DAYS,
-    )
-    .await?
-    {
-        progress(&format!(
-            "log group {}: {} days",
-            crate::lambda::logs::log_group_name(policy.function_name()),
-            crate::lambda::logs::RETENTION_DAYS
-        ));
-    }
+    // 4. The log group (drd's, outside the stack), then the stack.
+    let params = stack_parameters(policy, opts, &template, &bucket, &key);
+    let days = crate::lambda::logs::RETENTION_DAYS;
+    crate::lambda::logs::prepare(aws, region, policy.function_name(), days, progress).await?;
     let cf = aws.cloudformation(region).await;
     let (stack_action, stack_status) =
         crate::stack::ensure_stack(&cf, policy.stack_name(), &template.body, &params, progress)

@@ -346,6 +346,43 @@ pub async fn point_at(aws: &Aws, policy: &Policy, zone: &Zone, host: &str) -> Re
     })
 }
 
+/// Remove the SECONDARY failover record when it sends users to `host` (a standby about to be
+/// deleted: Route 53 must never fail over to it). Returns whether a record was removed.
+pub async fn drop_secondary(aws: &Aws, policy: &Policy, zone: &Zone, host: &str) -> Result<bool> {
+    let dns = dns_policy(policy)?;
+    if dns.mode != DnsMode::Failover {
+        return Ok(false);
+    }
+    let sets = record_sets(aws, &zone.id, &dns.record_fqdn()).await?;
+    let Some(set) = sets.into_iter().find(|s| {
+        s.failover() == Some(&ResourceRecordSetFailover::Secondary)
+            && s.resource_records()
+                .first()
+                .is_some_and(|r| r.value().trim_end_matches('.').eq_ignore_ascii_case(host))
+    }) else {
+        return Ok(false);
+    };
+    let change = Change::builder()
+        .action(ChangeAction::Delete)
+        .resource_record_set(set)
+        .build()
+        .map_err(|e| Error::failed(format!("change: {e}")))?;
+    let batch = ChangeBatch::builder()
+        .comment(format!("drd: retire the standby {host}"))
+        .changes(change)
+        .build()
+        .map_err(|e| Error::failed(format!("change batch: {e}")))?;
+    aws.route53()
+        .await
+        .change_resource_record_sets()
+        .hosted_zone_id(&zone.id)
+        .change_batch(batch)
+        .send()
+        .await
+        .map_err(|e| aws_error("route53", "ChangeResourceRecordSets", e))?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

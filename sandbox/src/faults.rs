@@ -296,7 +296,7 @@ mod tests {
         assert!(i
             .decide_for("s3", "PutObject", "/b/s/points/p1.json")
             .is_some());
-        assert_eq!(i.matched, 1);
+        assert_eq!(i.matched, 2);
     }
 
     #[test]

@@ -74,6 +74,18 @@ impl World {
         m
     }
 
+    /// Runbook runs whose journal is in the store.
+    async fn runs(&self) -> BTreeSet<String> {
+        let prefix = format!("{}/journal/", self.name);
+        let keys = self
+            .sb
+            .list_keys("us-west-2", &self.bucket(), &prefix)
+            .await;
+        keys.iter()
+            .filter_map(|k| k.split('/').nth(2).map(str::to_string))
+            .collect()
+    }
+
     async fn points(&self) -> Vec<String> {
         let prefix = format!("{}/points/", self.name);
         self.sb
@@ -360,6 +372,36 @@ async fn prune_fails_closed_and_keeps_every_blob_an_unreadable_manifest_may_name
         text(&out)
     );
 
+    // A manifest renamed aside still names blobs: prune stops on it, or keeps them.
+    let points = w.points().await;
+    let aside = format!("{}.bad", points[0]);
+    let body = w.sb.get_json("us-west-2", &w.bucket(), &points[0]).await;
+    w.put(&aside, serde_json::to_vec(&body).unwrap()).await;
+    let s3 = w.sb.s3("us-west-2").await;
+    s3.delete_object()
+        .bucket(w.bucket())
+        .key(&points[0])
+        .send()
+        .await
+        .unwrap();
+    let out = w.drd(&["prune"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains(&aside), "{}", text(&out));
+    w.ok(&["prune", "--skip-unreadable"]);
+    let after = w.store_state().await;
+    for h in named(&body) {
+        assert!(
+            after.contains_key(&w.blob_key(&h)),
+            "blob {h} of the renamed manifest went"
+        );
+    }
+    s3.delete_object()
+        .bucket(w.bucket())
+        .key(&aside)
+        .send()
+        .await
+        .unwrap();
+
     // A manifest in a newer format: nothing prunes or backs up beside it, even when asked to skip.
     let newer_key = format!("{}/points/29990101T000000000Z-0000newr.json", w.name);
     w.put(
@@ -379,6 +421,21 @@ async fn prune_fails_closed_and_keeps_every_blob_an_unreadable_manifest_may_name
         assert!(!t.contains("panicked"), "{t}");
     }
     assert_eq!(w.store_state().await, before);
+    // A restore of "latest" never falls back to an older point past it.
+    let out = w.drd(&[
+        "restore",
+        "--region",
+        "us-west-2",
+        "--identity",
+        &w.identity,
+    ]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("schema 99"), "{}", text(&out));
+    assert_eq!(
+        w.stack_status("us-west-2").await,
+        None,
+        "the restore wrote past its preflight"
+    );
 }
 
 #[allow(clippy::too_many_lines)]
@@ -415,6 +472,7 @@ async fn binary_secrets_and_environments_round_trip_and_failback_returns_to_the_
         .cloned()
         .unwrap_or_default();
     vars.insert("OPENAI_API_KEY".into(), KEY.into());
+    vars.insert("DRD_TEST_MARK".into(), "1".into());
     lambda
         .update_function_configuration()
         .function_name(&function)
@@ -486,6 +544,36 @@ async fn binary_secrets_and_environments_round_trip_and_failback_returns_to_the_
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["objects_written"], 1, "{r}");
 
+    // One value changes (same names): the next point holds a new environment backup.
+    let mut vars = lambda
+        .get_function_configuration()
+        .function_name(&function)
+        .send()
+        .await
+        .unwrap()
+        .environment()
+        .and_then(|e| e.variables())
+        .cloned()
+        .unwrap();
+    vars.insert("DRD_TEST_MARK".into(), "2".into());
+    lambda
+        .update_function_configuration()
+        .function_name(&function)
+        .environment(
+            aws_sdk_lambda::types::Environment::builder()
+                .set_variables(Some(vars))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let out = w.ok(&["backup", "--output", "json"]);
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        r["changed"].to_string().contains("function environment"),
+        "a changed environment value went unnoticed: {r}"
+    );
+
     // The primary fails; the restore brings the secret back as the same bytes.
     w.ok(&["sandbox", "fail-region", "us-east-1"]);
     let out = w.ok(&[
@@ -520,9 +608,29 @@ async fn binary_secrets_and_environments_round_trip_and_failback_returns_to_the_
     assert!(text(&out).contains("us-east-1"), "{}", text(&out));
 
     // The primary is back: failback moves the name back, the primary serves T2, and the
-    // standby is kept.
+    // standby is kept. Killed after the primary went live (the store already says so) and
+    // before DNS moved, it resumes where it stopped.
     w.ok(&["sandbox", "restore-region", "us-east-1"]);
-    let out = w.ok(&["failback", "--identity", &w.identity]);
+    drd_e2e::require_failpoints();
+    let before = w.runs().await;
+    let mut a = vec!["--policy", w.policy.as_str(), "failback", "--identity"];
+    a.push(&w.identity);
+    let out =
+        w.sb.run_env(&a, "", &[("DRD_FAILPOINT", "function:after-action")]);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        Some(9),
+        "{}",
+        text(&out)
+    );
+    let run = w
+        .runs()
+        .await
+        .difference(&before)
+        .next()
+        .cloned()
+        .expect("the killed failback's run");
+    let out = w.ok(&["failback", "--resume", &run]);
     let t = text(&out);
     assert!(t.contains("failed back to us-east-1"), "{t}");
     assert!(t.contains("kept"), "{t}");
@@ -720,9 +828,17 @@ async fn restore_from_a_copy_when_the_store_region_fails_with_the_primary() {
             .to_string();
     w.serves_t2(&url).await;
 
-    // Both regions return; failback from the copy's newest point, retiring the standby.
+    // Both regions return. The store's own record is stale now: commands say so, never guess.
     w.ok(&["sandbox", "restore-region", "us-east-1"]);
     w.ok(&["sandbox", "restore-region", "us-west-2"]);
+    let out = w.drd(&["status"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("--from-copy eu-west-1"),
+        "{}",
+        text(&out)
+    );
+    // Failback from the copy's newest point, retiring the standby.
     let out = w.ok(&[
         "failback",
         "--from-copy",
@@ -732,6 +848,22 @@ async fn restore_from_a_copy_when_the_store_region_fails_with_the_primary() {
         "--retire-standby",
     ]);
     assert!(text(&out).contains("deleted"), "{}", text(&out));
+    let recs =
+        w.sb.route53()
+            .await
+            .list_resource_record_sets()
+            .hosted_zone_id(&w.zone_id)
+            .send()
+            .await
+            .unwrap();
+    assert!(
+        !recs
+            .resource_record_sets()
+            .iter()
+            .flat_map(|s| s.resource_records())
+            .any(|r| r.value().contains("eu-west-1")),
+        "a record still sends users to the retired standby"
+    );
     assert!(
         matches!(
             w.stack_status("eu-west-1").await.as_deref(),

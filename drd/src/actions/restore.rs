@@ -76,6 +76,14 @@ pub async fn secrets(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
     let mut repairs = vec![];
     for s in &done {
         put += s.versions_put;
+        if let Some(v) = &s.kept_newer {
+            (ctx.progress)(&format!(
+                "secret {} in {target}: kept; its AWSCURRENT (version {v}) is newer than the point (rotate it with drd rotate if it is damaged)",
+                s.name
+            ));
+            repairs.push(format!("{} kept (newer than the point)", s.name));
+            continue;
+        }
         let what = if s.recovered {
             "recovered from its deletion window (RestoreSecret), "
         } else if s.created {

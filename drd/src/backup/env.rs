@@ -28,27 +28,49 @@ pub(super) async fn environments(
     let mut pending = vec![];
     let mut out = vec![];
     for v in listed {
+        let version = v.version().unwrap_or_default().to_string();
+        // Lambda answers an environment it cannot decrypt (a KMS key the caller may not use)
+        // with an error and no variables: a point without them would restore a broken function.
+        if let Some(err) = v.environment().and_then(|e| e.error()) {
+            return Err(crate::error::Error::failed_hint(
+                format!(
+                    "the environment of {} version {version} cannot be read: {} {}",
+                    v.function_name().unwrap_or_default(),
+                    err.error_code().unwrap_or_default(),
+                    err.message().unwrap_or_default()
+                ),
+                "grant drd kms:Decrypt on the function's KMS key",
+            ));
+        }
         let Some(vars) = v.environment().and_then(|e| e.variables()) else {
             continue;
         };
         if vars.is_empty() {
             continue;
         }
-        let version = v.version().unwrap_or_default().to_string();
-        let stamp = v.revision_id().map(str::to_string).unwrap_or_else(|| {
-            format!(
+        // What identifies this configuration: RevisionId changes with every update. Without it
+        // (moto), only a published version, which never changes, is recognised; `$LATEST` is
+        // encrypted again unless it equals a version's environment.
+        let stamp = match v.revision_id() {
+            Some(r) => r.to_string(),
+            None if version == "$LATEST" => String::new(),
+            None => format!(
                 "{}/{}",
                 v.last_modified().unwrap_or_default(),
                 v.code_sha256().unwrap_or_default()
-            )
-        });
+            ),
+        };
         let sorted: BTreeMap<&String, &String> = vars.iter().collect();
         let plain = SecretSlice::from(serde_json::to_vec(&sorted).expect("serializes"));
         // Equal environments share a blob: compared by digest, in memory only.
         let digest = hex::encode(Sha256::digest(plain.expose_secret()));
         let names: Vec<String> = sorted.keys().map(|k| k.to_string()).collect();
         let reuse = match known.get(&(version.as_str(), stamp.as_str())) {
-            Some(k) if k.names == names && w.stored_size(&k.blob.sha256).await?.is_some() => {
+            Some(k)
+                if !stamp.is_empty()
+                    && k.names == names
+                    && w.stored_size(&k.blob.sha256).await?.is_some() =>
+            {
                 Some(k.blob.clone())
             }
             _ => None,

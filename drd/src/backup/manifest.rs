@@ -241,7 +241,7 @@ impl From<ManifestProblem> for crate::error::Error {
             ),
             ManifestProblem::Unreadable { key, why } => crate::error::Error::failed_hint(
                 format!("manifest {key} is unreadable: {why}"),
-                "inspect it (drd points show ID); a damaged manifest can be moved aside, its blobs stay",
+                "inspect it (drd points show ID); drd prune keeps it, and every blob it may name, only with --skip-unreadable",
             ),
         }
     }

@@ -64,9 +64,39 @@ async fn read_all(store: &Store, mode: Unreadables) -> Result<Readings> {
         pinned: BTreeSet::new(),
         keep_all_blobs: false,
     };
-    let hint = "fix or move the manifest aside, or run drd prune --skip-unreadable (it keeps that manifest and every blob it may name)";
-    for id in store.point_ids().await? {
-        let key = store.point_key(&id);
+    let hint = "fix the manifest, or run drd prune --skip-unreadable (it keeps that object and every blob it may name)";
+    let prefix = store.points_prefix();
+    for (key, _) in store.list(&prefix).await? {
+        // Anything else under points/ (a manifest renamed aside, a newer drd's file) may name
+        // blobs too: it counts as a manifest this drd cannot read.
+        let Some(id) = key
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(".json"))
+            .filter(|r| !r.contains('/'))
+            .map(str::to_string)
+        else {
+            if mode == Unreadables::Stop {
+                return Err(Error::failed_hint(
+                    format!("prune stopped before any delete: {key} is not a manifest name, and may name blobs"),
+                    hint,
+                ));
+            }
+            let named = match store.get(&key).await {
+                Ok(Some(b)) => manifest::hashes_in(&b),
+                Ok(None) => continue,
+                Err(_) => {
+                    r.keep_all_blobs = true;
+                    BTreeSet::new()
+                }
+            };
+            r.unreadable.push(Unreadable {
+                key,
+                why: "not a manifest name".into(),
+                kept: format!("{} blob(s) its bytes name", named.len()),
+            });
+            r.pinned.extend(named);
+            continue;
+        };
         let bytes = match store.get(&key).await {
             Ok(Some(b)) => b,
             // Deleted since the listing (another prune): nothing to keep for it.

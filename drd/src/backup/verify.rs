@@ -19,6 +19,9 @@ pub struct PointCheck {
     pub secrets_decrypted: usize,
     /// Lambda environment backups that decrypted to the variables the manifest names.
     pub environments_decrypted: usize,
+    /// The manifest is of a newer schema than this drd reads.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub newer: bool,
     pub problems: Vec<String>,
 }
 
@@ -35,6 +38,7 @@ pub async fn verify_point(
         blobs_checked: 0,
         secrets_decrypted: 0,
         environments_decrypted: 0,
+        newer: false,
         problems: vec![],
     };
     let key = store.point_key(id);

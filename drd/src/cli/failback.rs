@@ -1,4 +1,4 @@
-//! `drd failback --identity FILE [--point ID|latest] [--retire-standby]`: runbook `failback`,
+//! `drd failback --identity FILE [--retire-standby]`: runbook `failback`,
 //! the way back to the primary after `drd restore --region R` moved the service away.
 
 use super::Cli;
@@ -14,9 +14,6 @@ pub struct Args {
     /// The age identity file that decrypts the secret backups.
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
-    /// The recovery point (`latest`: the newest that passes verify; the standby took it).
-    #[arg(long, value_name = "ID|latest")]
-    pub point: Option<String>,
     /// Delete the standby stack once the primary serves (kept otherwise).
     #[arg(long)]
     pub retire_standby: bool,
@@ -53,9 +50,6 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
             .into());
         }
         None => {}
-    }
-    if let Some(p) = &args.point {
-        inputs.insert("point".to_string(), p.clone());
     }
     if args.resume.is_none() {
         inputs.insert(

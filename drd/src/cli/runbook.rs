@@ -132,6 +132,27 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
 }
 
 /// Load, plan or execute a runbook by name. `None` after a dry run (the plan was printed).
+/// The region a run acts on: `--region`; for a resumed run, the region it started in (the run
+/// itself may have moved the active-region record since, as a failback does); else where the
+/// stack serves now.
+async fn resume_region(
+    cli: &Cli,
+    aws: &crate::aws::Aws,
+    policy: &crate::policy::Policy,
+    resume: Option<&str>,
+) -> Result<String> {
+    if let (Some(run), None) = (resume, &cli.region) {
+        if let Ok(store) = crate::store::open_store_read(aws, policy).await {
+            if let Ok((_, state)) = journal::read_run(&store, run).await {
+                if let Some(r) = state.region {
+                    return Ok(r);
+                }
+            }
+        }
+    }
+    cli.acting_region(aws, policy).await
+}
+
 pub async fn run_named(
     cli: &Cli,
     name: &str,
@@ -143,7 +164,7 @@ pub async fn run_named(
     let rb = runbook::load(Some(&cli.runbooks), name)?;
     let policy = cli.load_policy()?;
     let aws = cli.aws_for(&policy);
-    let region = cli.acting_region(&aws, &policy).await?;
+    let region = resume_region(cli, &aws, &policy, resume.as_deref()).await?;
     let show = !cli.json() && std::io::stderr().is_terminal();
     let progress = move |line: &str| {
         if show {

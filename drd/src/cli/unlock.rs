@@ -31,8 +31,17 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
         Some(w) => w,
         None => {
             let key = lease::lease_key(&store, &args.name);
-            let ttl = lease::observe(&store, &key)
-                .await?
+            let seen = lease::observe(&store, &key).await?;
+            if seen.as_ref().is_some_and(|o| o.record.is_none()) && !args.force {
+                // Its TTL is unknown, so no default watch can prove its holder gone.
+                return Err(crate::error::ConfigError::new(
+                    "--watch",
+                    format!("s3://{}/{key} is unreadable: drd cannot know how often its holder renews it", store.bucket),
+                )
+                .hint("pass --watch D, longer than the holder's lease TTL (e.g. --watch 5m), or --force when you know no drd holds it")
+                .into());
+            }
+            let ttl = seen
                 .and_then(|o| o.record)
                 .map(|r| r.ttl_secs)
                 .filter(|t| *t > 0)

@@ -13,6 +13,23 @@ pub fn log_group_name(function: &str) -> String {
     format!("/aws/lambda/{function}")
 }
 
+/// `ensure_log_group` in `region`, saying so when it changed anything.
+pub async fn prepare(
+    aws: &crate::aws::Aws,
+    region: &str,
+    function: &str,
+    days: i32,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<()> {
+    if ensure_log_group(&aws.logs(region).await, function, days).await? {
+        progress(&format!(
+            "log group {} in {region}: {days} days",
+            log_group_name(function)
+        ));
+    }
+    Ok(())
+}
+
 /// Make sure the log group exists with `days` of retention; returns whether anything changed.
 pub async fn ensure_log_group(
     logs: &aws_sdk_cloudwatchlogs::Client,

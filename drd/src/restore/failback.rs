@@ -37,6 +37,20 @@ pub async fn retire_standby(
             "refusing to retire {standby}: it is the primary region"
         )));
     }
+    // Route 53 must never fail over to a host about to go: the SECONDARY record is removed first.
+    if policy.dns.is_some() {
+        let lambda = aws.lambda(standby).await;
+        if let Some(url) = crate::lambda::ops::function_url(&lambda, policy.function_name()).await?
+        {
+            let host = crate::dns::url_host(&url);
+            let zone = crate::dns::require_zone(aws, policy).await?;
+            if crate::dns::drop_secondary(aws, policy, &zone, &host).await? {
+                progress(&format!(
+                    "removed the SECONDARY record that sent users to {host}"
+                ));
+            }
+        }
+    }
     let cf = aws.cloudformation(standby).await;
     let name = policy.stack_name();
     if crate::stack::describe_stack(&cf, name).await?.is_none() {

@@ -133,6 +133,13 @@ pub async fn choose_point(
     let mut skipped = vec![];
     for id in candidates {
         let check = verify_point(store, &id, Some(ids), &mut cache).await?;
+        if check.newer {
+            // Never fall back past a point this drd cannot read: it may be the newest state.
+            return Err(Error::failed_hint(
+                check.problems.join("; "),
+                "install the drd that wrote it; an older point is not chosen in its place",
+            ));
+        }
         if let Some(p) = check
             .problems
             .iter()

@@ -34,6 +34,8 @@ pub struct SecretRestore {
     pub created: bool,
     /// It was scheduled for deletion and came back with RestoreSecret (its versions intact).
     pub recovered: bool,
+    /// Left alone: its AWSCURRENT is this version, which the point does not know.
+    pub kept_newer: Option<String>,
     pub versions_put: usize,
     pub stages_moved: usize,
 }
@@ -72,6 +74,7 @@ pub async fn restore_secrets(
             name: s.name.clone(),
             created: false,
             recovered: false,
+            kept_newer: None,
             versions_put: 0,
             stages_moved: 0,
         };
@@ -86,6 +89,17 @@ pub async fn restore_secrets(
             existing = secret_versions(&sm, &s.name).await?;
         }
         let existing = existing.map(|e| e.versions);
+        let newer = match existing.as_ref() {
+            Some(h) => newer_than_point(&sm, h, s, m).await?,
+            None => None,
+        };
+        if let Some(newer) = newer {
+            // Changed after the point (a rotation, or a value put by hand): drd cannot tell
+            // which, and never moves AWSCURRENT back behind it.
+            r.kept_newer = Some(newer);
+            out.push(r);
+            continue;
+        }
         let mut exists = existing.is_some();
         let have = existing.unwrap_or_default();
         for v in &wanted {
@@ -104,6 +118,16 @@ pub async fn restore_secrets(
             // Bytes go back as SecretBinary exactly; strings as SecretString.
             let text = if v.binary {
                 None
+            } else if m.schema < 2
+                && String::from_utf8_lossy(plain.expose_secret()).contains('\u{FFFD}')
+            {
+                return Err(Error::failed_hint(
+                    format!(
+                        "secret {} version {}: point {} was written by a drd that stored binary values through a lossy string; it cannot be restored byte for byte",
+                        s.name, v.version_id, m.id
+                    ),
+                    "choose a point taken by this drd (manifest schema 2), or restore this secret by hand",
+                ));
             } else {
                 Some(std::str::from_utf8(plain.expose_secret()).map_err(|_| {
                     Error::failed(format!(
@@ -181,6 +205,48 @@ pub async fn restore_secrets(
     Ok(out)
 }
 
+/// The version holding AWSCURRENT when it was made after the point was taken (a rotation, or a
+/// value put by hand since): the secret changed after the point. A holder the point knows, or
+/// one older than the point (the primary's state before a failover), is not newer.
+async fn newer_than_point(
+    sm: &aws_sdk_secretsmanager::Client,
+    have: &BTreeMap<String, Vec<String>>,
+    s: &crate::backup::manifest::SecretCapture,
+    m: &Manifest,
+) -> Result<Option<String>> {
+    let Some(current) = have
+        .iter()
+        .find(|(_, st)| st.iter().any(|x| x == "AWSCURRENT"))
+        .map(|(id, _)| id.clone())
+    else {
+        return Ok(None);
+    };
+    if s.versions.iter().any(|v| v.version_id == current) {
+        return Ok(None);
+    }
+    let taken = humantime::parse_rfc3339(&m.created_at)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs() as i64);
+    let listed = sm
+        .list_secret_version_ids()
+        .secret_id(&s.name)
+        .send()
+        .await
+        .map_err(|e| aws_error("secretsmanager", "ListSecretVersionIds", e))?;
+    let made = listed
+        .versions()
+        .iter()
+        .find(|v| v.version_id() == Some(current.as_str()))
+        .and_then(|v| v.created_date())
+        .map(|d| d.secs());
+    Ok(match (made, taken) {
+        (Some(made), Some(taken)) if made <= taken => None,
+        // Made after the point, or no way to tell: kept.
+        _ => Some(current),
+    })
+}
+
 /// A secret as DescribeSecret shows it.
 struct SecretState {
     /// Scheduled for deletion (in its recovery window).
@@ -220,6 +286,11 @@ pub async fn secrets_match(aws: &Aws, m: &Manifest, target: &str) -> Result<()> 
             }
         }
         let have = have.map(|h| h.versions);
+        if let Some(h) = &have {
+            if newer_than_point(&sm, h, s, m).await?.is_some() {
+                continue; // kept as it is: changed after the point
+            }
+        }
         let wanted = s.versions.iter().any(|v| {
             v.stages
                 .iter()

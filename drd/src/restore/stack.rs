@@ -36,14 +36,7 @@ pub async fn restore_stack(
         .as_ref()
         .and_then(|l| l.retention_days)
         .unwrap_or(crate::lambda::logs::RETENTION_DAYS);
-    if crate::lambda::logs::ensure_log_group(&aws.logs(target).await, policy.function_name(), days)
-        .await?
-    {
-        progress(&format!(
-            "log group {} in {target}: {days} days",
-            crate::lambda::logs::log_group_name(policy.function_name())
-        ));
-    }
+    crate::lambda::logs::prepare(aws, target, policy.function_name(), days, progress).await?;
     let cf = aws.cloudformation(target).await;
     let (action, status) =
         crate::stack::ensure_stack(&cf, policy.stack_name(), &plan.body, &params, progress).await?;

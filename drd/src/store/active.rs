@@ -43,22 +43,69 @@ pub async fn read_active(store: &Store) -> Result<Option<ActiveRegion>> {
 /// guessing "the primary" would send rollback, rotate and pin to the failed region.
 pub async fn active_region(aws: &Aws, policy: &Policy) -> Result<String> {
     let store = crate::store::store_of(aws, policy).await;
-    match read_active(&store).await {
-        Ok(Some(a)) => Ok(a.region),
-        Ok(None) => Ok(policy.primary_region().to_string()),
+    let found = match read_active(&store).await {
+        Ok(a) => a,
         // No store bucket yet: no restore ever recorded a region.
-        Err(Error::Aws { code, .. }) if code == "NoSuchBucket" => {
-            Ok(policy.primary_region().to_string())
+        Err(Error::Aws { code, .. }) if code == "NoSuchBucket" => None,
+        Err(e) => {
+            return Err(Error::failed_hint(
+                format!(
+                    "cannot tell where the stack serves: reading s3://{}/{} failed: {e}",
+                    store.bucket,
+                    active_key(&store)
+                ),
+                "retry when the store answers, or name the region with --region R",
+            ))
         }
-        Err(e) => Err(Error::failed_hint(
-            format!(
-                "cannot tell where the stack serves: reading s3://{}/{} failed: {e}",
-                store.bucket,
-                active_key(&store)
-            ),
-            "retry when the store answers, or name the region with --region R",
-        )),
+    };
+    check_copies(aws, policy, found.as_ref()).await?;
+    Ok(found
+        .map(|a| a.region)
+        .unwrap_or_else(|| policy.primary_region().to_string()))
+}
+
+/// A `--from-copy` restore records where the service went in the copy only (the store's region
+/// was down). A copy whose record is newer than the store's and names another region means the
+/// store's record is stale: refused, never guessed (each copy is asked once, for 3 s at most; a
+/// copy that does not answer is passed over).
+async fn check_copies(aws: &Aws, policy: &Policy, main: Option<&ActiveRegion>) -> Result<()> {
+    if policy.bypassed_store.is_some() {
+        return Ok(());
     }
+    let primary = policy.primary_region();
+    for c in &policy.backup.copies {
+        let copy = Store::new(
+            aws.s3(c.region.get_ref()).await,
+            c.bucket.get_ref(),
+            policy.stack_name(),
+        );
+        let read = tokio::time::timeout(std::time::Duration::from_secs(3), read_active(&copy));
+        let Ok(Ok(Some(a))) = read.await else {
+            continue;
+        };
+        let stale = match main {
+            None => a.region != primary,
+            Some(m) => a.region != m.region && a.since > m.since,
+        };
+        if stale {
+            return Err(Error::failed_hint(
+                format!(
+                    "the copy s3://{}/{} records the service in {} since {} (a --from-copy restore), but the store says {}",
+                    copy.bucket,
+                    active_key(&copy),
+                    a.region,
+                    a.since,
+                    main.map(|m| m.region.as_str()).unwrap_or(primary)
+                ),
+                format!(
+                    "act there with --region {}, fail back with drd failback --from-copy {}, or copy that record into the store once it is back",
+                    a.region,
+                    c.region.get_ref()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Record `active` unless the record already names the same region and URL (a converging
