@@ -252,6 +252,23 @@ recipients = ["{recipient}"]
         aws_sdk_route53::Client::new(&self.sdk("us-east-1").await)
     }
 
+    /// Create a public hosted zone `name`; returns its id without the `/hostedzone/` prefix.
+    pub async fn hosted_zone(&self, name: &str, caller: &str) -> String {
+        self.route53()
+            .await
+            .create_hosted_zone()
+            .name(name)
+            .caller_reference(caller)
+            .send()
+            .await
+            .unwrap()
+            .hosted_zone()
+            .unwrap()
+            .id()
+            .trim_start_matches("/hostedzone/")
+            .to_string()
+    }
+
     /// Every key under `prefix` in a bucket, read with the second client.
     pub async fn list_keys(&self, region: &str, bucket: &str, prefix: &str) -> Vec<String> {
         let mut keys = vec![];

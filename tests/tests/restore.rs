@@ -193,20 +193,7 @@ async fn world(name: &str, zone: &str) -> (World, String) {
     let keys = sb.dir.path().join("keys");
     std::fs::create_dir_all(&keys).unwrap();
     let (identity, recipient) = age_keygen(&keys);
-    let zone_id = sb
-        .route53()
-        .await
-        .create_hosted_zone()
-        .name(ZONE)
-        .caller_reference(format!("e2e-{name}"))
-        .send()
-        .await
-        .unwrap()
-        .hosted_zone()
-        .unwrap()
-        .id()
-        .trim_start_matches("/hostedzone/")
-        .to_string();
+    let zone_id = sb.hosted_zone(ZONE, &format!("e2e-{name}")).await;
     let extra = format!(
         "[secrets]\nothers = [\"github-token\", \"never-created\"]\n\n[dns]\nzone = \"{zone}\"\nrecord = \"{name}.{ZONE}\"\n"
     );

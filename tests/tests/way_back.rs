@@ -175,20 +175,7 @@ async fn world(name: &str, copies: &str, others: &[&str]) -> World {
     let keys = sb.dir.path().join("keys");
     std::fs::create_dir_all(&keys).unwrap();
     let (identity, recipient) = age_keygen(&keys);
-    let zone_id = sb
-        .route53()
-        .await
-        .create_hosted_zone()
-        .name(ZONE)
-        .caller_reference(format!("wb-{name}"))
-        .send()
-        .await
-        .unwrap()
-        .hosted_zone()
-        .unwrap()
-        .id()
-        .trim_start_matches("/hostedzone/")
-        .to_string();
+    let zone_id = sb.hosted_zone(ZONE, &format!("wb-{name}")).await;
     let others: Vec<String> = others.iter().map(|o| format!("{o:?}")).collect();
     let extra = format!(
         "{copies}\n[secrets]\nothers = [{}]\n\n[dns]\nzone = \"{ZONE}\"\nrecord = \"{name}.{ZONE}\"\n\n[retention]\nkeep_last = 1\n",
@@ -221,6 +208,25 @@ async fn world(name: &str, copies: &str, others: &[&str]) -> World {
         identity: identity.to_str().unwrap().to_string(),
         zone_id,
     }
+}
+
+/// Set `$LATEST`'s environment, as someone with the console would.
+async fn set_env(
+    lambda: &aws_sdk_lambda::Client,
+    function: &str,
+    vars: std::collections::HashMap<String, String>,
+) {
+    lambda
+        .update_function_configuration()
+        .function_name(function)
+        .environment(
+            aws_sdk_lambda::types::Environment::builder()
+                .set_variables(Some(vars))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
 }
 
 /// Every `sha256` a manifest names.
@@ -473,17 +479,7 @@ async fn binary_secrets_and_environments_round_trip_and_failback_returns_to_the_
         .unwrap_or_default();
     vars.insert("OPENAI_API_KEY".into(), KEY.into());
     vars.insert("DRD_TEST_MARK".into(), "1".into());
-    lambda
-        .update_function_configuration()
-        .function_name(&function)
-        .environment(
-            aws_sdk_lambda::types::Environment::builder()
-                .set_variables(Some(vars))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    set_env(&lambda, &function, vars).await;
     lambda
         .publish_version()
         .function_name(&function)
@@ -556,17 +552,7 @@ async fn binary_secrets_and_environments_round_trip_and_failback_returns_to_the_
         .cloned()
         .unwrap();
     vars.insert("DRD_TEST_MARK".into(), "2".into());
-    lambda
-        .update_function_configuration()
-        .function_name(&function)
-        .environment(
-            aws_sdk_lambda::types::Environment::builder()
-                .set_variables(Some(vars))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    set_env(&lambda, &function, vars).await;
     let out = w.ok(&["backup", "--output", "json"]);
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(

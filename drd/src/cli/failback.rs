@@ -2,7 +2,7 @@
 //! the way back to the primary after `drd restore --region R` moved the service away.
 
 use super::Cli;
-use crate::error::{ConfigError, Result};
+use crate::error::Result;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -30,26 +30,10 @@ pub struct Args {
 
 pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
     let mut inputs = BTreeMap::new();
-    match &args.identity {
-        Some(p) => {
-            let abs = std::fs::canonicalize(p).map_err(|e| {
-                ConfigError::new(p.display().to_string(), format!("cannot read the identity file: {e}"))
-                    .field("--identity")
-                    .hint("pass the age identity file (age-keygen output) whose public key is in backup.recipients")
-            })?;
-            inputs.insert("identity".to_string(), abs.display().to_string());
-        }
-        None if args.resume.is_none() => {
-            return Err(ConfigError::new(
-                "--identity",
-                "drd failback needs the identity that decrypts the secret backups",
-            )
-            .hint(
-                "pass --identity FILE (the age identity whose public key is in backup.recipients)",
-            )
-            .into());
-        }
-        None => {}
+    if let Some(id) =
+        super::restore::identity_input(args.identity.as_deref(), args.resume.is_some(), "failback")?
+    {
+        inputs.insert("identity".to_string(), id);
     }
     if args.resume.is_none() {
         inputs.insert(

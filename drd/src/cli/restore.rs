@@ -27,6 +27,33 @@ pub struct Args {
     pub from_copy: Option<String>,
 }
 
+/// The `--identity` input of restore and failback: its absolute path (so a resume from another
+/// directory reads the same file; the path is journaled, the key never is). Required unless the
+/// run is resumed (the journal has it).
+pub(super) fn identity_input(
+    identity: Option<&std::path::Path>,
+    resuming: bool,
+    command: &str,
+) -> Result<Option<String>> {
+    match identity {
+        Some(p) => {
+            let abs = std::fs::canonicalize(p).map_err(|e| {
+                ConfigError::new(p.display().to_string(), format!("cannot read the identity file: {e}"))
+                    .field("--identity")
+                    .hint("pass the age identity file (age-keygen output) whose public key is in backup.recipients")
+            })?;
+            Ok(Some(abs.display().to_string()))
+        }
+        None if !resuming => Err(ConfigError::new(
+            "--identity",
+            format!("drd {command} needs the identity that decrypts the secret backups"),
+        )
+        .hint("pass --identity FILE (the age identity whose public key is in backup.recipients)")
+        .into()),
+        None => Ok(None),
+    }
+}
+
 #[derive(Serialize)]
 struct Summary<'a> {
     region: &'a str,
@@ -166,28 +193,8 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
     };
     let mut inputs = BTreeMap::new();
     inputs.insert("region".to_string(), region.clone());
-    match &args.identity {
-        Some(p) => {
-            // Absolute, so a resume from another directory reads the same file; the path is
-            // journaled, the key never is.
-            let abs = std::fs::canonicalize(p).map_err(|e| {
-                ConfigError::new(p.display().to_string(), format!("cannot read the identity file: {e}"))
-                    .field("--identity")
-                    .hint("pass the age identity file (age-keygen output) whose public key is in backup.recipients")
-            })?;
-            inputs.insert("identity".to_string(), abs.display().to_string());
-        }
-        None if args.resume.is_none() => {
-            return Err(ConfigError::new(
-                "--identity",
-                "drd restore needs the identity that decrypts the secret backups",
-            )
-            .hint(
-                "pass --identity FILE (the age identity whose public key is in backup.recipients)",
-            )
-            .into());
-        }
-        None => {}
+    if let Some(id) = identity_input(args.identity.as_deref(), args.resume.is_some(), "restore")? {
+        inputs.insert("identity".to_string(), id);
     }
     if let Some(p) = &args.point {
         inputs.insert("point".to_string(), p.clone());
