@@ -115,7 +115,8 @@ pub(super) fn print_summary(
         .map(|d| d.as_millis() as u64);
     let s = Summary {
         region,
-        point: out("preflight", "point"),
+        // A failback restores from the point it takes of the standby.
+        point: out("standby", "point").or(out("preflight", "point")),
         rpo_seconds: out("preflight", "rpo_seconds").and_then(|v| v.parse().ok()),
         rto_ms,
         function_url: out("function", "function_url"),
