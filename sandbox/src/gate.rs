@@ -44,6 +44,9 @@ pub struct Gate {
     writes: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Faults to inject (`drd sandbox faults`).
     pub faults: Mutex<crate::faults::Injector>,
+    /// Requests per `service Operation` since the last reset (`/_sandbox/stats`; benchmarks
+    /// count a command's calls with it).
+    pub operations: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 #[derive(Default)]
@@ -261,6 +264,12 @@ async fn forward(
             target,
             &body,
         );
+        *gate
+            .operations
+            .lock()
+            .expect("operation counts")
+            .entry(format!("{service} {op}"))
+            .or_default() += 1;
         let fault = gate
             .faults
             .lock()

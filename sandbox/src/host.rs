@@ -118,9 +118,22 @@ impl Host {
             return axum::Json(json!(f)).into_response();
         }
         if path == "/_sandbox/stats" {
+            // POST: start counting operations afresh.
+            let operations = {
+                let mut o = self.gate.operations.lock().expect("operation counts");
+                let now = o.clone();
+                if parts.method == Method::POST {
+                    o.clear();
+                }
+                now
+            };
             let (busy_ms, requests) = self.gate.busy_stats();
-            return axum::Json(json!({"emulator_busy_ms": busy_ms, "requests": requests}))
-                .into_response();
+            return axum::Json(json!({
+                "emulator_busy_ms": busy_ms,
+                "requests": requests,
+                "operations": operations,
+            }))
+            .into_response();
         }
         let _busy = self.gate.busy();
         if let Some(rest) = path.strip_prefix("/2015-03-31/functions/") {

@@ -47,7 +47,7 @@ struct Case {
     /// Files written into the case's own directory (the command runs there).
     files: Vec<(String, Vec<u8>)>,
     /// An object put into the store bucket before the run (full key, content).
-    plant: Option<(String, Vec<u8>)>,
+    plant: Vec<(String, Vec<u8>)>,
     stdin: String,
     /// What the output must never contain (secret values).
     hidden: Vec<String>,
@@ -69,7 +69,7 @@ fn case(
         exit,
         needles: needles.iter().map(|s| s.to_string()).collect(),
         files: vec![],
-        plant: None,
+        plant: vec![],
         stdin: String::new(),
         hidden: vec![],
     }
@@ -82,7 +82,7 @@ impl Case {
     }
 
     fn plant(mut self, key: &str, body: impl AsRef<[u8]>) -> Self {
-        self.plant = Some((key.to_string(), body.as_ref().to_vec()));
+        self.plant.push((key.to_string(), body.as_ref().to_vec()));
         self
     }
 
@@ -1035,9 +1035,9 @@ async fn run_store_case(
 ) -> (Vec<String>, Output) {
     std::fs::create_dir_all(dir).unwrap();
     write_files(dir, &c.files);
-    let mut original = None;
-    if let Some((key, body)) = &c.plant {
-        original = Some((key.clone(), get(s3, key).await));
+    let mut original = vec![];
+    for (key, body) in &c.plant {
+        original.push((key.clone(), get(s3, key).await));
         put(s3, key, body.clone()).await;
     }
     let before = snapshot(s3).await;
@@ -1051,12 +1051,12 @@ async fn run_store_case(
         problems.push("the output shows the API key".into());
     }
     problems.extend(changes(&before, &snapshot(s3).await));
-    if let Some((key, body)) = &c.plant {
+    for (key, body) in &c.plant {
         if get(s3, key).await.as_deref() != Some(body.as_slice()) {
             problems.push(format!("rewrote or deleted the planted {key}"));
         }
     }
-    if let Some((key, old)) = original {
+    for (key, old) in original.into_iter().rev() {
         match old {
             Some(b) => put(s3, &key, b).await,
             None => delete(s3, &key).await,
@@ -1187,12 +1187,16 @@ fn manifest_format_cases(m: &Value) -> Vec<Case> {
         case(
             "manifest",
             "schema 99, backed up beside",
-            "this drd must not write beside it",
+            "this drd must not write beside it (the newer drd moved the newest-point pointer to it first)",
             &["backup"],
             1,
             &["schema 99", "newer"],
         )
-        .plant(&b.key(9), b.body(9, &newer)),
+        .plant(&b.key(9), b.body(9, &newer))
+        .plant(
+            &format!("{STACK}/latest-point.json"),
+            serde_json::to_vec(&json!({"id": b.id(9), "created_at": "2999-12-31T23:59:59Z", "fencing_token": 1})).unwrap(),
+        ),
         case(
             "manifest",
             "schema 99 with its writer, shown",

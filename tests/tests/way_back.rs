@@ -415,6 +415,12 @@ async fn prune_fails_closed_and_keeps_every_blob_an_unreadable_manifest_may_name
         serde_json::to_vec(&json!({"schema": 99, "writer": "drd 9.9.9", "id": "x"})).unwrap(),
     )
     .await;
+    // A newer drd following the protocol moved the newest-point pointer to it first.
+    w.put(
+        &format!("{}/latest-point.json", w.name),
+        serde_json::to_vec(&json!({"id": "29990101T000000000Z-0000newr", "created_at": "2999-01-01T00:00:00Z", "fencing_token": 9})).unwrap(),
+    )
+    .await;
     let before = w.store_state().await;
     for args in [&["prune"][..], &["prune", "--skip-unreadable"], &["backup"]] {
         let out = w.drd(args);

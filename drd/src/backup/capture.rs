@@ -82,6 +82,10 @@ impl Capture<'_> {
         };
         let fresh = std::mem::take(&mut *w.fresh.lock().expect("fresh blobs"));
         let body = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
+        // The newest-point pointer first, then the manifest: a run that dies between the two
+        // leaves the pointer naming a point that does not exist, which readers notice (and
+        // list instead); never a pointer behind the newest point.
+        super::advance_pointer(store, &manifest).await?;
         // Last: the point exists from here on.
         if store.put_new(&store.point_key(&manifest.id), &body).await? == Written::Existed {
             // A retry of the same firing: its first attempt stored the point (and the reply

@@ -31,7 +31,7 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant, SystemTime};
-use writer::{listed_blobs, Writer};
+use writer::Writer;
 
 /// Lease on the store held by every writing command.
 pub const STORE_LEASE: &str = "store";
@@ -51,9 +51,20 @@ pub struct BackupReport {
     pub duration_ms: u64,
 }
 
-/// The newest point whose manifest parses, if any. A newer manifest format stops it: this
-/// drd must not write beside points it cannot read.
+/// The newest point whose manifest parses, if any: the one the newest-point pointer names (no
+/// listing), else from the listing (a missing, unreadable or dangling pointer). A newer manifest
+/// format stops it: this drd must not write beside points it cannot read.
 pub async fn latest_manifest(store: &Store) -> Result<Option<Manifest>> {
+    if let Some(l) = crate::store::latest::read(store).await? {
+        let key = store.point_key(&l.id);
+        if let Some(b) = store.get(&key).await? {
+            match manifest::parse(&key, &b) {
+                Ok(m) => return Ok(Some(m)),
+                Err(p @ ManifestProblem::Newer { .. }) => return Err(p.into()),
+                Err(p) => tracing::warn!("{}", Error::from(p)),
+            }
+        }
+    }
     for id in store.point_ids().await?.iter().rev() {
         let key = store.point_key(id);
         if let Some(b) = store.get(&key).await? {
@@ -96,6 +107,62 @@ pub fn scheduled_point_id(stack: &str, s: &manifest::Scheduled) -> Option<String
     let seed = format!("{stack}\n{}\n{}\n{}", s.job, s.tick, s.token);
     let h = hex::encode(Sha256::digest(seed.as_bytes()));
     Some(format!("{compact}-{}", &h[..8]))
+}
+
+/// Move the newest-point pointer to `m`, with its index entry (before its manifest is written;
+/// see `store::latest`).
+async fn advance_pointer(store: &Store, m: &Manifest) -> Result<()> {
+    let to = crate::store::latest::Latest {
+        id: m.id.clone(),
+        created_at: m.created_at.clone(),
+        fencing_token: m.fencing_token,
+        index: None,
+    };
+    crate::store::latest::advance(store, &to, entry_of(m), || build_index(store, None)).await
+}
+
+/// A point's row in the index.
+pub fn entry_of(m: &Manifest) -> crate::store::latest::Entry {
+    crate::store::latest::Entry {
+        id: m.id.clone(),
+        created_at: m.created_at.clone(),
+        bytes: m.total_bytes(),
+        new_blobs: m.changes.new_blobs,
+        changed: m.changes.items.clone(),
+    }
+}
+
+/// The index of the points the store holds, from the listing and every manifest (16 read at
+/// a time): for points from before the index, and `drd points reindex`. `keep` limits it to
+/// those ids. A manifest of a newer format stops it; one it cannot read is left out (verify
+/// names it).
+pub async fn build_index(
+    store: &Store,
+    keep: Option<&BTreeSet<String>>,
+) -> Result<crate::store::latest::Index> {
+    use futures::StreamExt;
+    let ids: Vec<String> = store
+        .point_ids()
+        .await?
+        .into_iter()
+        .filter(|id| keep.is_none_or(|k| k.contains(id)))
+        .collect();
+    let mut reads = futures::stream::iter(ids)
+        .map(|id| async move {
+            let key = store.point_key(&id);
+            Ok::<_, Error>(store.get(&key).await?.map(|b| manifest::parse(&key, &b)))
+        })
+        .buffered(16);
+    let mut index = crate::store::latest::Index::default();
+    while let Some(r) = reads.next().await {
+        match r? {
+            None => {}
+            Some(Ok(m)) => index.push(store, entry_of(&m)).await?,
+            Some(Err(p @ ManifestProblem::Newer { .. })) => return Err(p.into()),
+            Some(Err(p)) => tracing::warn!("left out of the index: {}", Error::from(p)),
+        }
+    }
+    Ok(index)
 }
 
 /// The previous point as copies see it: its id and the blobs it names.
@@ -153,13 +220,12 @@ pub async fn backup_scheduled(
     // manifest (a run that stops earlier leaves no point).
     let work = async {
         // The previous point is only a hint (which secret versions are already stored; every
-        // reuse is checked against the store).
-        let (prev, active, listed) = tokio::join!(
+        // reuse is checked against the store). No listing: a store's size costs nothing here.
+        let (prev, active) = tokio::join!(
             latest_manifest(&store),
-            crate::store::active::read_active(&store),
-            listed_blobs(&store)
+            crate::store::active::read_active(&store)
         );
-        let (prev, active, listed) = (prev?, active?, listed?);
+        let (prev, active) = (prev?, active?);
         prev_point = prev.as_ref().map(|m| PrevPoint {
             id: m.id.clone(),
             blobs: m
@@ -187,7 +253,6 @@ pub async fn backup_scheduled(
                     new_blobs: AtomicU64::new(0),
                     new_bytes: AtomicU64::new(0),
                     fresh: Default::default(),
-                    listed,
                 },
                 recipients: &recipients,
                 prev,

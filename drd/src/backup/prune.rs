@@ -148,6 +148,45 @@ async fn read_all(store: &Store, mode: Unreadables) -> Result<Readings> {
     Ok(r)
 }
 
+/// After the deletes, the index and the newest-point pointer describe the kept points (built
+/// from the manifests prune read; new segments written once, then the pointer, then the old
+/// segments deleted), all under the store lease.
+async fn reindex(
+    store: &Store,
+    decisions: &[retention::Decision],
+    manifests: &BTreeMap<String, Manifest>,
+) -> Result<()> {
+    use crate::store::latest;
+    let mut kept: Vec<&Manifest> = decisions
+        .iter()
+        .filter(|d| d.keep)
+        .filter_map(|d| manifests.get(&d.id))
+        .collect();
+    kept.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut index = latest::Index::default();
+    for m in &kept {
+        index.push(store, super::entry_of(m)).await?;
+    }
+    let old = latest::read(store).await?.and_then(|l| l.index);
+    let head = kept.last().map(|m| latest::Latest {
+        id: m.id.clone(),
+        created_at: m.created_at.clone(),
+        fencing_token: m.fencing_token,
+        index: Some(index.clone()),
+    });
+    latest::reset(store, head.as_ref()).await?;
+    if let Some(old) = old {
+        let gone: Vec<String> = old
+            .segments
+            .iter()
+            .filter(|s| !index.segments.contains(s))
+            .map(|s| latest::segment_key(store, s))
+            .collect();
+        store.delete_many(&gone).await?;
+    }
+    Ok(())
+}
+
 /// Apply the policy's retention at `now` (under the store lease unless `dry_run`).
 pub async fn prune(
     aws: &Aws,
@@ -205,12 +244,18 @@ pub async fn prune(
             retention::unreferenced(all.iter(), &kept)
         };
         if !dry_run {
-            // Manifests first: a point disappears before any blob it names.
-            for d in decisions.iter().filter(|d| !d.keep) {
-                store.delete(&store.point_key(&d.id)).await?;
-            }
-            for b in &gone {
-                store.delete(&store.blob_key(b)).await?;
+            // Manifests first: a point disappears before any blob it names. DeleteObjects, a
+            // thousand keys a call.
+            let points: Vec<String> = decisions
+                .iter()
+                .filter(|d| !d.keep)
+                .map(|d| store.point_key(&d.id))
+                .collect();
+            store.delete_many(&points).await?;
+            let blobs: Vec<String> = gone.iter().map(|b| store.blob_key(b)).collect();
+            store.delete_many(&blobs).await?;
+            if !points.is_empty() {
+                reindex(&store, &decisions, &manifests).await?;
             }
         }
         Ok::<_, crate::Error>(PruneReport {

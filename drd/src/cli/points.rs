@@ -1,8 +1,10 @@
-//! `drd points list|show ID`.
+//! `drd points list [--last N]|show ID|reindex`.
 
 use super::Cli;
 use crate::backup::{self, manifest::Manifest};
 use crate::error::Result;
+use crate::store::latest::{self, Entry};
+use crate::store::Store;
 use std::time::SystemTime;
 
 #[derive(Debug, clap::Args)]
@@ -17,10 +19,17 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum PointsCommand {
-    /// Every recovery point, oldest first.
-    List,
+    /// Every recovery point, oldest first (from the points index: no manifest is read).
+    List {
+        /// Only the newest N.
+        #[arg(long, value_name = "N")]
+        last: Option<usize>,
+    },
     /// One point's manifest.
     Show { id: String },
+    /// Rebuild the points index from the manifests (under the store lease), e.g. after
+    /// `drd verify --index` found it disagreeing with them.
+    Reindex,
 }
 
 #[derive(serde::Serialize)]
@@ -34,7 +43,11 @@ struct Row {
 }
 
 fn age_of(m: &Manifest) -> u64 {
-    humantime::parse_rfc3339(&m.created_at)
+    age_at(&m.created_at)
+}
+
+fn age_at(created_at: &str) -> u64 {
+    humantime::parse_rfc3339(created_at)
         .ok()
         .and_then(|t| SystemTime::now().duration_since(t).ok())
         .map(|d| d.as_secs())
@@ -45,21 +58,19 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
     let policy = cli.load_policy()?;
     let store = crate::store::open_store_read(&cli.aws_for(&policy), &policy).await?;
     match &args.command {
-        PointsCommand::List => {
-            let mut rows = vec![];
-            for id in store.point_ids().await? {
-                // A manifest that does not parse is reported by verify, not listed as a point.
-                if let Ok(m) = backup::read_manifest(&store, &id).await {
-                    rows.push(Row {
-                        age_seconds: age_of(&m),
-                        bytes: m.total_bytes(),
-                        new_blobs: m.changes.new_blobs,
-                        changed: m.changes.items.clone(),
-                        created_at: m.created_at,
-                        id,
-                    });
-                }
-            }
+        PointsCommand::List { last } => {
+            let rows: Vec<Row> = list_entries(&store, *last)
+                .await?
+                .into_iter()
+                .map(|e| Row {
+                    age_seconds: age_at(&e.created_at),
+                    bytes: e.bytes,
+                    new_blobs: e.new_blobs,
+                    changed: e.changed,
+                    created_at: e.created_at,
+                    id: e.id,
+                })
+                .collect();
             if cli.json() {
                 super::print_json(&rows);
             } else {
@@ -82,6 +93,17 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
                         r.changed.join(", ")
                     );
                 }
+            }
+        }
+        PointsCommand::Reindex => {
+            let r = reindex(&store).await?;
+            if cli.json() {
+                super::print_json(&r);
+            } else {
+                println!(
+                    "indexed {} point(s) in {} segment(s) and {} recent entries; {} stale segment(s) deleted",
+                    r.points, r.segments, r.recent, r.deleted
+                );
             }
         }
         PointsCommand::Show { id } => {
@@ -134,4 +156,102 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The listing's rows: from the index when the pointer is current (the newest `last` read from
+/// the segments they are in), else from every manifest (a store from before the index; the next
+/// backup or `drd points reindex` builds it).
+async fn list_entries(store: &Store, last: Option<usize>) -> Result<Vec<Entry>> {
+    if let Some((head, newer)) = latest::newer_than_pointer(store).await? {
+        if let (Some(index), true) = (&head.index, newer.is_empty()) {
+            let mut e = match last {
+                Some(n) => index.last(store, n + 1).await?,
+                None => index.entries(store).await?,
+            };
+            // Only the newest entry can name a point whose run died before its manifest.
+            if e.last().is_some_and(|x| x.id == head.id)
+                && !store.exists(&store.point_key(&head.id)).await?
+            {
+                e.pop();
+            }
+            if let Some(n) = last {
+                e = e.split_off(e.len().saturating_sub(n));
+            }
+            return Ok(e);
+        }
+    }
+    let mut ids = store.point_ids().await?;
+    if let Some(n) = last {
+        ids = ids.split_off(ids.len().saturating_sub(n));
+    }
+    let mut out = vec![];
+    for id in ids {
+        // A manifest that does not parse is reported by verify, not listed as a point.
+        if let Ok(m) = backup::read_manifest(store, &id).await {
+            out.push(backup::entry_of(&m));
+        }
+    }
+    Ok(out)
+}
+
+#[derive(serde::Serialize)]
+struct Reindexed {
+    points: usize,
+    segments: usize,
+    recent: usize,
+    deleted: usize,
+}
+
+/// Rebuild the index and the pointer from the manifests, then delete segments nothing names.
+async fn reindex(store: &Store) -> Result<Reindexed> {
+    use crate::store::lease::Lease;
+    let mut lease = Lease::acquire(
+        store,
+        backup::STORE_LEASE,
+        "drd points reindex",
+        backup::LEASE_TTL,
+    )
+    .await?;
+    let token = lease.record.token;
+    let work = async {
+        let index = backup::build_index(store, None).await?;
+        let all = index.entries(store).await?;
+        let head = all.last().map(|e| latest::Latest {
+            id: e.id.clone(),
+            created_at: e.created_at.clone(),
+            fencing_token: token,
+            index: Some(index.clone()),
+        });
+        latest::reset(store, head.as_ref()).await?;
+        let prefix = format!("{}index/", store.prefix);
+        let named: std::collections::BTreeSet<String> = index
+            .segments
+            .iter()
+            .map(|s| latest::segment_key(store, s))
+            .collect();
+        let stale: Vec<String> = store
+            .list(&prefix)
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| !named.contains(k))
+            .collect();
+        store.delete_many(&stale).await?;
+        Ok::<_, crate::Error>(Reindexed {
+            points: all.len(),
+            segments: index.segments.len(),
+            recent: index.recent.len(),
+            deleted: stale.len(),
+        })
+    };
+    // Renewed while it reads every manifest; losing it stops the rebuild.
+    let r = match lease.guard(work).await {
+        Ok(r) => r,
+        Err(lost) => Err(crate::Error::failed(format!(
+            "reindex stopped: the store lease {} was lost ({})",
+            lost.key, lost.why
+        ))),
+    };
+    lease.release().await?;
+    r
 }

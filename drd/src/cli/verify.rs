@@ -14,6 +14,10 @@ pub struct Args {
     /// Verify every point.
     #[arg(long)]
     pub all: bool,
+    /// Check that the points index lists exactly the points whose manifests exist (fix with
+    /// drd points reindex).
+    #[arg(long, conflicts_with_all = ["point", "all"])]
+    pub index: bool,
     /// An age identity file (or SSH private key): also decrypt every secret backup.
     #[arg(long)]
     pub identity: Option<PathBuf>,
@@ -30,15 +34,17 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
         None => None,
     };
     let store = crate::store::open_store_read(&cli.aws_for(&policy), &policy).await?;
+    if args.index {
+        return verify_index(cli, &store).await;
+    }
     let ids = match (&args.point, args.all) {
         (Some(id), _) => vec![id.clone()],
         (None, true) => store.point_ids().await?,
-        (None, false) => store
-            .point_ids()
+        // The newest, through the pointer: no full listing.
+        (None, false) => crate::store::latest::newest_first(&store)
             .await?
             .into_iter()
-            .last()
-            .into_iter()
+            .take(1)
             .collect(),
     };
     if ids.is_empty() {
@@ -83,4 +89,60 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
             broken.join(" | ")
         )))
     }
+}
+
+/// The index against the listing: every manifest listed once, nothing else.
+async fn verify_index(cli: &Cli, store: &crate::store::Store) -> Result<()> {
+    let listed: std::collections::BTreeSet<String> = store.point_ids().await?.into_iter().collect();
+    let head = crate::store::latest::read(store).await?;
+    let Some(index) = head.as_ref().and_then(|h| h.index.as_ref()) else {
+        return Err(Error::failed_hint(
+            format!(
+                "{} has no points index",
+                crate::store::latest::latest_key(store)
+            ),
+            "build it with drd points reindex (the next backup builds it too)",
+        ));
+    };
+    let mut indexed = std::collections::BTreeSet::new();
+    let mut twice = vec![];
+    for e in index.entries(store).await? {
+        if !indexed.insert(e.id.clone()) {
+            twice.push(e.id);
+        }
+    }
+    // The newest entry may name the point of a run that died before its manifest.
+    if let Some(h) = &head {
+        if !listed.contains(&h.id) {
+            indexed.remove(&h.id);
+        }
+    }
+    let missing: Vec<&String> = listed.difference(&indexed).collect();
+    let extra: Vec<&String> = indexed.difference(&listed).collect();
+    if cli.json() {
+        super::print_json(&serde_json::json!({
+            "points": listed.len(), "indexed": indexed.len(),
+            "missing": missing, "extra": extra, "twice": twice,
+        }));
+    }
+    if missing.is_empty() && extra.is_empty() && twice.is_empty() {
+        if !cli.json() {
+            println!(
+                "ok   the index lists the {} point(s) the store holds",
+                listed.len()
+            );
+        }
+        return Ok(());
+    }
+    Err(Error::failed_hint(
+        format!(
+            "the points index disagrees with the manifests: {} missing ({}), {} extra ({}), {} twice",
+            missing.len(),
+            missing.iter().take(3).map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+            extra.len(),
+            extra.iter().take(3).map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+            twice.len()
+        ),
+        "rebuild it with drd points reindex",
+    ))
 }

@@ -116,12 +116,12 @@ pub async fn choose_point(
     identity_path: &str,
 ) -> Result<(Manifest, Vec<String>)> {
     let named = !(sel.is_empty() || sel == "latest");
-    let candidates: Vec<String> = if named {
+    // Newest first without listing the store when the pointer allows; the full listing only
+    // when every point it offers fails verify.
+    let mut candidates: Vec<String> = if named {
         vec![sel.to_string()]
     } else {
-        let mut all = store.point_ids().await?;
-        all.reverse();
-        all
+        crate::store::latest::newest_first(store).await?
     };
     if candidates.is_empty() {
         return Err(Error::failed_hint(
@@ -129,9 +129,15 @@ pub async fn choose_point(
             "there is nothing to restore from; check backup.bucket in the policy",
         ));
     }
+    let mut listed = named;
     let mut cache = HashMap::new();
     let mut skipped = vec![];
-    for id in candidates {
+    let mut tried = std::collections::BTreeSet::new();
+    while let Some(id) = candidates.first().cloned() {
+        candidates.remove(0);
+        if !tried.insert(id.clone()) {
+            continue;
+        }
         let check = verify_point(store, &id, Some(ids), &mut cache).await?;
         if check.newer {
             // Never fall back past a point this drd cannot read: it may be the newest state.
@@ -164,6 +170,12 @@ pub async fn choose_point(
                 ));
             }
             skipped.push(format!("{id}: {}", check.problems.join("; ")));
+            if candidates.is_empty() && !listed {
+                listed = true;
+                let mut all = store.point_ids().await?;
+                all.reverse();
+                candidates = all;
+            }
             continue;
         }
         let m = crate::backup::read_manifest(store, &id).await?;

@@ -9,6 +9,7 @@
 //! unreferenced blobs, which `prune` removes.
 
 pub mod active;
+pub mod latest;
 pub mod lease;
 
 use crate::aws::{aws_error, error_code, Aws};
@@ -228,6 +229,42 @@ impl Store {
         Ok(())
     }
 
+    /// Delete keys with DeleteObjects, a thousand a call (the most S3 takes); a key S3 reports
+    /// it could not delete is an error naming it.
+    pub async fn delete_many(&self, keys: &[String]) -> Result<()> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        for chunk in keys.chunks(1000) {
+            let objects = chunk
+                .iter()
+                .map(|k| ObjectIdentifier::builder().key(k).build())
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| Error::failed(format!("DeleteObjects request: {e}")))?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| Error::failed(format!("DeleteObjects request: {e}")))?;
+            let out = self
+                .s3
+                .delete_objects()
+                .bucket(&self.bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| aws_error("s3", "DeleteObjects", e))?;
+            if let Some(e) = out.errors().first() {
+                return Err(Error::failed(format!(
+                    "s3://{}/{} was not deleted: {} {}",
+                    self.bucket,
+                    e.key().unwrap_or("?"),
+                    e.code().unwrap_or(""),
+                    e.message().unwrap_or("")
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Every key under a prefix.
     pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
         let mut out = vec![];
@@ -265,6 +302,26 @@ impl Store {
             .contents()
             .iter()
             .filter_map(|o| Some((o.key()?.to_string(), o.size().unwrap_or(0) as u64)))
+            .collect();
+        Ok((keys, page.is_truncated().unwrap_or(false)))
+    }
+
+    /// The first page of keys under `prefix` after `start_after` (S3 `StartAfter`: what a store
+    /// holds before that key costs nothing), and whether more follow.
+    pub async fn list_after(&self, prefix: &str, start_after: &str) -> Result<(Vec<String>, bool)> {
+        let page = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .start_after(start_after)
+            .send()
+            .await
+            .map_err(|e| aws_error("s3", "ListObjectsV2", e))?;
+        let keys = page
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
             .collect();
         Ok((keys, page.is_truncated().unwrap_or(false)))
     }
