@@ -55,6 +55,9 @@ struct BusyClock {
     since: Option<Instant>,
     total: Duration,
     requests: u64,
+    /// Stretches of time with at least one request in flight: a lower bound on the dependent
+    /// round trips a client made (requests that overlap cannot depend on each other).
+    waves: u64,
 }
 
 /// Counts one request as in flight until dropped.
@@ -110,6 +113,7 @@ impl Gate {
         let mut b = self.busy.lock().expect("busy clock");
         if b.inflight == 0 {
             b.since = Some(Instant::now());
+            b.waves += 1;
         }
         b.inflight += 1;
         b.requests += 1;
@@ -132,6 +136,11 @@ impl Gate {
         let b = self.busy.lock().expect("busy clock");
         let open = b.since.map(|s| s.elapsed()).unwrap_or_default();
         ((b.total + open).as_millis() as u64, b.requests)
+    }
+
+    /// Busy stretches so far (see `BusyClock::waves`).
+    pub fn waves(&self) -> u64 {
+        self.busy.lock().expect("busy clock").waves
     }
 }
 

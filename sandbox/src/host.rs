@@ -131,6 +131,7 @@ impl Host {
             return axum::Json(json!({
                 "emulator_busy_ms": busy_ms,
                 "requests": requests,
+                "busy_stretches": self.gate.waves(),
                 "operations": operations,
             }))
             .into_response();

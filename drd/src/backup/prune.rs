@@ -1,6 +1,6 @@
 //! Retention: delete the manifests no rule keeps, then the blobs no kept manifest names.
 
-use super::manifest::{self, Manifest, ManifestProblem};
+use super::manifest::{self, ManifestProblem};
 use super::{retention, LEASE_TTL, STORE_LEASE};
 use crate::aws::Aws;
 use crate::error::{Error, Result};
@@ -41,12 +41,21 @@ pub enum Unreadables {
 /// What the prune read: the points retention decides on, and what unreadable manifests pin.
 struct Readings {
     points: Vec<(String, u64)>,
-    manifests: BTreeMap<String, Manifest>,
+    /// What prune keeps of each manifest it read: the blobs it names and its index entry (not
+    /// the manifest: memory grows with the index and the distinct blobs, not the manifests).
+    read: BTreeMap<String, Read>,
+    /// Blob hashes, each stored once; `Read::blobs` holds positions here.
+    names: Vec<String>,
     unreadable: Vec<Unreadable>,
     /// Blobs named (or possibly named) by manifests prune cannot read.
     pinned: BTreeSet<String>,
     /// A manifest could not even be fetched: no blob may be deleted.
     keep_all_blobs: bool,
+}
+
+struct Read {
+    blobs: Vec<u32>,
+    entry: crate::store::latest::Entry,
 }
 
 /// Read every manifest, failing closed: a newer format always stops the prune, anything else
@@ -59,14 +68,24 @@ async fn read_all(store: &Store, mode: Unreadables) -> Result<Readings> {
     };
     let mut r = Readings {
         points: vec![],
-        manifests: BTreeMap::new(),
+        read: BTreeMap::new(),
+        names: vec![],
         unreadable: vec![],
         pinned: BTreeSet::new(),
         keep_all_blobs: false,
     };
     let hint = "fix the manifest, or run drd prune --skip-unreadable (it keeps that object and every blob it may name)";
     let prefix = store.points_prefix();
-    for (key, _) in store.list(&prefix).await? {
+    let mut positions: std::collections::HashMap<String, u32> = Default::default();
+    // Sixteen manifests fetched at a time, handled in key order.
+    use futures::StreamExt;
+    let mut fetched = futures::stream::iter(store.list(&prefix).await?)
+        .map(|(key, _)| async move {
+            let got = store.get(&key).await;
+            (key, got)
+        })
+        .buffered(16);
+    while let Some((key, got)) = fetched.next().await {
         // Anything else under points/ (a manifest renamed aside, a newer drd's file) may name
         // blobs too: it counts as a manifest this drd cannot read.
         let Some(id) = key
@@ -81,7 +100,7 @@ async fn read_all(store: &Store, mode: Unreadables) -> Result<Readings> {
                     hint,
                 ));
             }
-            let named = match store.get(&key).await {
+            let named = match got {
                 Ok(Some(b)) => manifest::hashes_in(&b),
                 Ok(None) => continue,
                 Err(_) => {
@@ -97,7 +116,7 @@ async fn read_all(store: &Store, mode: Unreadables) -> Result<Readings> {
             r.pinned.extend(named);
             continue;
         };
-        let bytes = match store.get(&key).await {
+        let bytes = match got {
             Ok(Some(b)) => b,
             // Deleted since the listing (another prune): nothing to keep for it.
             Ok(None) => continue,
@@ -125,7 +144,20 @@ async fn read_all(store: &Store, mode: Unreadables) -> Result<Readings> {
                     .map(secs)
                     .unwrap_or(0);
                 r.points.push((id.clone(), t));
-                r.manifests.insert(id, m);
+                let mut blobs: Vec<u32> = m
+                    .blobs()
+                    .into_iter()
+                    .map(|(_, b)| {
+                        *positions.entry(b.sha256.clone()).or_insert_with(|| {
+                            r.names.push(b.sha256.clone());
+                            (r.names.len() - 1) as u32
+                        })
+                    })
+                    .collect();
+                blobs.sort_unstable();
+                blobs.dedup();
+                let entry = super::entry_of(&m);
+                r.read.insert(id, Read { blobs, entry });
             }
             Err(p @ ManifestProblem::Newer { .. }) => return Err(p.into()),
             Err(ManifestProblem::Unreadable { key, why }) if mode == Unreadables::Skip => {
@@ -148,30 +180,31 @@ async fn read_all(store: &Store, mode: Unreadables) -> Result<Readings> {
     Ok(r)
 }
 
-/// After the deletes, the index and the newest-point pointer describe the kept points (built
-/// from the manifests prune read; new segments written once, then the pointer, then the old
-/// segments deleted), all under the store lease.
+/// After the deletes, the index and the newest-point pointer describe the kept points (from
+/// what prune read; new segments written once, then the pointer, then the old segments
+/// deleted), all under the store lease.
 async fn reindex(
     store: &Store,
     decisions: &[retention::Decision],
-    manifests: &BTreeMap<String, Manifest>,
+    read: &BTreeMap<String, Read>,
+    token: u64,
 ) -> Result<()> {
     use crate::store::latest;
-    let mut kept: Vec<&Manifest> = decisions
+    let mut kept: Vec<&latest::Entry> = decisions
         .iter()
         .filter(|d| d.keep)
-        .filter_map(|d| manifests.get(&d.id))
+        .filter_map(|d| read.get(&d.id).map(|r| &r.entry))
         .collect();
     kept.sort_by(|a, b| a.id.cmp(&b.id));
     let mut index = latest::Index::default();
-    for m in &kept {
-        index.push(store, super::entry_of(m)).await?;
+    for e in &kept {
+        index.push(store, (*e).clone()).await?;
     }
     let old = latest::read(store).await?.and_then(|l| l.index);
-    let head = kept.last().map(|m| latest::Latest {
-        id: m.id.clone(),
-        created_at: m.created_at.clone(),
-        fencing_token: m.fencing_token,
+    let head = kept.last().map(|e| latest::Latest {
+        id: e.id.clone(),
+        created_at: e.created_at.clone(),
+        fencing_token: token,
         index: Some(index.clone()),
     });
     latest::reset(store, head.as_ref()).await?;
@@ -206,10 +239,12 @@ pub async fn prune(
     } else {
         Some(Lease::acquire(&store, STORE_LEASE, "drd prune", LEASE_TTL).await?)
     };
+    let token = lease.as_ref().map(|l| l.record.token).unwrap_or(0);
     let work = async {
         let Readings {
             points,
-            manifests,
+            read,
+            names,
             unreadable,
             pinned,
             keep_all_blobs,
@@ -219,18 +254,13 @@ pub async fn prune(
             &points,
             secs(now),
         );
-        let mut kept: Vec<BTreeSet<String>> = decisions
+        let named: BTreeSet<String> = decisions
             .iter()
             .filter(|d| d.keep)
-            .map(|d| {
-                manifests[&d.id]
-                    .blobs()
-                    .into_iter()
-                    .map(|(_, b)| b.sha256.clone())
-                    .collect()
-            })
+            .filter_map(|d| read.get(&d.id))
+            .flat_map(|r| r.blobs.iter().map(|&i| names[i as usize].clone()))
             .collect();
-        kept.push(pinned);
+        let kept = [named, pinned];
         let prefix = store.objects_prefix();
         let all: Vec<String> = store
             .list(&prefix)
@@ -255,7 +285,7 @@ pub async fn prune(
             let blobs: Vec<String> = gone.iter().map(|b| store.blob_key(b)).collect();
             store.delete_many(&blobs).await?;
             if !points.is_empty() {
-                reindex(&store, &decisions, &manifests).await?;
+                reindex(&store, &decisions, &read, token).await?;
             }
         }
         Ok::<_, crate::Error>(PruneReport {
