@@ -124,6 +124,8 @@ async fn the_index_is_built_kept_repaired_and_rebuilt() {
     let listed = w.listed().await;
     assert_eq!(w.listed_by_drd(&[]), listed);
     assert_eq!(w.listed_by_drd(&["--last", "2"]), listed[1..]);
+    let v = w.json(&["verify", "--point", "latest"]);
+    assert_eq!(v[0]["id"], json!(listed[2]), "{v}");
 
     // A store from before the index: listed from the manifests, indexed by the next backup.
     w.delete(&w.head_key()).await;

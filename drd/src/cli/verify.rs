@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The point to verify (default: the newest).
+    /// The point to verify (default, or `latest`: the newest).
     #[arg(long, conflicts_with = "all")]
     pub point: Option<String>,
     /// Verify every point.
@@ -38,10 +38,10 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
         return verify_index(cli, &store).await;
     }
     let ids = match (&args.point, args.all) {
-        (Some(id), _) => vec![id.clone()],
-        (None, true) => store.point_ids().await?,
+        (Some(id), _) if id != "latest" => vec![id.clone()],
+        (_, true) => store.point_ids().await?,
         // The newest, through the pointer: no full listing.
-        (None, false) => crate::store::latest::newest_first(&store)
+        (_, false) => crate::store::latest::newest_first(&store)
             .await?
             .into_iter()
             .take(1)

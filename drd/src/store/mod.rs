@@ -3,6 +3,8 @@
 //! ```text
 //! <stack>/objects/sha256/<aa>/<hex>   immutable blobs, written once (If-None-Match: *)
 //! <stack>/points/<time>-<id>.json     recovery-point manifests, written LAST
+//! <stack>/latest-point.json           the newest-point pointer and points index (`latest`)
+//! <stack>/index/<segment>.json        index segments, written once
 //! <stack>/locks/<name>                leases
 //! ```
 //! A point exists only once its manifest exists; a run that dies halfway leaves at most
