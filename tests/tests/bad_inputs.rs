@@ -766,15 +766,15 @@ fn write_files(dir: &Path, files: &[(String, Vec<u8>)]) {
 /// Every file (with its content) and directory under `dir`.
 fn tree(dir: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
     let mut out = BTreeMap::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
         for e in std::fs::read_dir(&d)
             .expect("read the case directory")
             .flatten()
         {
             let p = e.path();
             if p.is_dir() {
-                todo.push(p.clone());
+                pending.push(p.clone());
                 out.insert(p, None);
             } else {
                 let body = std::fs::read(&p).unwrap_or_default();

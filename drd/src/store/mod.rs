@@ -289,25 +289,6 @@ impl Store {
         Ok(out)
     }
 
-    /// The first page (up to 1,000 keys) of a listing under a prefix, with the size of each
-    /// object, and whether more keys follow.
-    pub async fn list_first_page(&self, prefix: &str) -> Result<(Vec<(String, u64)>, bool)> {
-        let page = self
-            .s3
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .send()
-            .await
-            .map_err(|e| aws_error("s3", "ListObjectsV2", e))?;
-        let keys = page
-            .contents()
-            .iter()
-            .filter_map(|o| Some((o.key()?.to_string(), o.size().unwrap_or(0) as u64)))
-            .collect();
-        Ok((keys, page.is_truncated().unwrap_or(false)))
-    }
-
     /// The first page of keys under `prefix` after `start_after` (S3 `StartAfter`: what a store
     /// holds before that key costs nothing), and whether more follow.
     pub async fn list_after(&self, prefix: &str, start_after: &str) -> Result<(Vec<String>, bool)> {
