@@ -112,6 +112,11 @@ pub fn scheduled_point_id(stack: &str, s: &manifest::Scheduled) -> Option<String
 /// Move the newest-point pointer to `m`, with its index entry (before its manifest is written;
 /// see `store::latest`).
 async fn advance_pointer(store: &Store, m: &Manifest) -> Result<()> {
+    // A retried firing whose first attempt stored the point (its reply lost) must not move the
+    // pointer back behind points written since, nor add its row twice.
+    if m.scheduled.is_some() && store.exists(&store.point_key(&m.id)).await? {
+        return Ok(());
+    }
     let to = crate::store::latest::Latest {
         id: m.id.clone(),
         created_at: m.created_at.clone(),
@@ -204,9 +209,9 @@ pub async fn backup_scheduled(
     } else {
         crate::store::store_of(aws, policy).await
     };
-    // The lease first: blob reuse is decided from a listing taken under it, so no prune can
-    // delete a listed blob before this point names it. A store without a bucket yet answers the
-    // lease write with NoSuchBucket: create it and take the lease again.
+    // The lease first: no prune can delete a blob between this run's lookup (or conditional
+    // write) and the manifest that names it. A store without a bucket yet answers the lease
+    // write with NoSuchBucket: create it and take the lease again.
     let mut lease = match Lease::acquire(&store, STORE_LEASE, "drd backup", LEASE_TTL).await {
         Err(Error::Aws { code, .. }) if code == "NoSuchBucket" => {
             crate::store::open_store(aws, policy).await?;

@@ -180,15 +180,16 @@ async fn read_all(store: &Store, mode: Unreadables) -> Result<Readings> {
     Ok(r)
 }
 
-/// After the deletes, the index and the newest-point pointer describe the kept points (from
-/// what prune read; new segments written once, then the pointer, then the old segments
-/// deleted), all under the store lease.
+/// Before any delete, the index and the newest-point pointer describe only the kept points
+/// (from what prune read; new segments written once, then the pointer), so a prune that stops
+/// halfway leaves unlisted points about to go, never listed points that are gone. Returns the
+/// old segments, deleted after everything else (a reader holding the old pointer retries).
 async fn reindex(
     store: &Store,
     decisions: &[retention::Decision],
     read: &BTreeMap<String, Read>,
     token: u64,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     use crate::store::latest;
     let mut kept: Vec<&latest::Entry> = decisions
         .iter()
@@ -208,16 +209,15 @@ async fn reindex(
         index: Some(index.clone()),
     });
     latest::reset(store, head.as_ref()).await?;
-    if let Some(old) = old {
-        let gone: Vec<String> = old
-            .segments
-            .iter()
-            .filter(|s| !index.segments.contains(s))
-            .map(|s| latest::segment_key(store, s))
-            .collect();
-        store.delete_many(&gone).await?;
-    }
-    Ok(())
+    Ok(old
+        .map(|old| {
+            old.segments
+                .iter()
+                .filter(|s| !index.segments.contains(s))
+                .map(|s| latest::segment_key(store, s))
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 /// Apply the policy's retention at `now` (under the store lease unless `dry_run`).
@@ -281,12 +281,15 @@ pub async fn prune(
                 .filter(|d| !d.keep)
                 .map(|d| store.point_key(&d.id))
                 .collect();
+            let old_segments = if points.is_empty() {
+                vec![]
+            } else {
+                reindex(&store, &decisions, &read, token).await?
+            };
             store.delete_many(&points).await?;
             let blobs: Vec<String> = gone.iter().map(|b| store.blob_key(b)).collect();
             store.delete_many(&blobs).await?;
-            if !points.is_empty() {
-                reindex(&store, &decisions, &read, token).await?;
-            }
+            store.delete_many(&old_segments).await?;
         }
         Ok::<_, crate::Error>(PruneReport {
             dry_run,

@@ -164,10 +164,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
 async fn list_entries(store: &Store, last: Option<usize>) -> Result<Vec<Entry>> {
     if let Some((head, newer)) = latest::newer_than_pointer(store).await? {
         if let (Some(index), true) = (&head.index, newer.is_empty()) {
-            let mut e = match last {
-                Some(n) => index.last(store, n + 1).await?,
-                None => index.entries(store).await?,
-            };
+            let mut e = latest::rows(store, index, last.map(|n| n + 1)).await?;
             // Only the newest entry can name a point whose run died before its manifest.
             if e.last().is_some_and(|x| x.id == head.id)
                 && !store.exists(&store.point_key(&head.id)).await?

@@ -106,7 +106,7 @@ async fn verify_index(cli: &Cli, store: &crate::store::Store) -> Result<()> {
     };
     let mut indexed = std::collections::BTreeSet::new();
     let mut twice = vec![];
-    for e in index.entries(store).await? {
+    for e in crate::store::latest::rows(store, index, None).await? {
         if !indexed.insert(e.id.clone()) {
             twice.push(e.id);
         }

@@ -48,7 +48,7 @@ pub struct Entry {
     pub changed: Vec<String>,
 }
 
-/// Entries per segment: 35,000 points are 137 segments.
+/// Entries per segment (the newest row never goes into one): 35,000 points are 136 segments.
 pub const SEGMENT: usize = 256;
 
 pub fn segment_key(store: &Store, name: &str) -> String {
@@ -61,10 +61,14 @@ impl Index {
     pub async fn push(&mut self, store: &Store, e: Entry) -> Result<()> {
         self.recent.retain(|r| r.id != e.id);
         self.recent.push(e);
-        if self.recent.len() >= SEGMENT {
-            let first = &self.recent[0].id;
-            let last = &self.recent[self.recent.len() - 1].id;
-            let body = serde_json::to_vec(&self.recent).expect("segment serializes");
+        // The newest row always stays in `recent`: it is the one a dangling pointer may name,
+        // and only there can it be dropped.
+        if self.recent.len() > SEGMENT {
+            let rest = self.recent.split_off(SEGMENT);
+            let full = std::mem::replace(&mut self.recent, rest);
+            let first = &full[0].id;
+            let last = &full[full.len() - 1].id;
+            let body = serde_json::to_vec(&full).expect("segment serializes");
             // Named by content too: a segment rebuilt with other entries gets another name.
             let h = hex::encode(sha2::Digest::finalize(
                 <sha2::Sha256 as sha2::Digest>::new_with_prefix(&body),
@@ -72,17 +76,19 @@ impl Index {
             let name = format!("index/{first}--{last}-{}.json", &h[..12]);
             store.put_new(&segment_key(store, &name), &body).await?;
             self.segments.push(name);
-            self.recent.clear();
         }
         Ok(())
     }
 
     /// Every entry, oldest first (the segments read concurrently).
     pub async fn entries(&self, store: &Store) -> Result<Vec<Entry>> {
-        let reads = self.segments.iter().map(|n| read_segment(store, n));
+        use futures::StreamExt;
+        let mut reads = futures::stream::iter(&self.segments)
+            .map(|n| read_segment(store, n))
+            .buffered(16);
         let mut out = vec![];
-        for seg in futures::future::try_join_all(reads).await? {
-            out.extend(seg);
+        while let Some(seg) = reads.next().await {
+            out.extend(seg?);
         }
         out.extend(self.recent.iter().cloned());
         // Written in lease order; listed in id (time) order, as S3 lists the manifests.
@@ -103,6 +109,30 @@ impl Index {
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
     }
+}
+
+/// The rows of `index` (all, or the newest `last`), read without the lease: when prune or
+/// reindex swapped the index meanwhile (a segment it named is gone), the current pointer's
+/// index is read instead.
+pub async fn rows(store: &Store, index: &Index, last: Option<usize>) -> Result<Vec<Entry>> {
+    let mut index = index.clone();
+    for _ in 0..3 {
+        let got = match last {
+            Some(n) => index.last(store, n).await,
+            None => index.entries(store).await,
+        };
+        match got {
+            Ok(rows) => return Ok(rows),
+            Err(e) => match read(store).await?.and_then(|l| l.index) {
+                Some(now) if now != index => index = now,
+                _ => return Err(e),
+            },
+        }
+    }
+    Err(crate::error::Error::failed(format!(
+        "{} kept changing while it was read",
+        latest_key(store)
+    )))
 }
 
 async fn read_segment(store: &Store, name: &str) -> Result<Vec<Entry>> {
