@@ -110,6 +110,18 @@ impl World {
         format!("{}/objects/sha256/{}/{hex}", self.name, &hex[..2])
     }
 
+    async fn create_secret(&self, name: &str, value: &str) {
+        self.sb
+            .secrets("us-east-1")
+            .await
+            .create_secret()
+            .name(name)
+            .secret_string(value)
+            .send()
+            .await
+            .unwrap();
+    }
+
     async fn put_secret(&self, name: &str, value: &str) {
         self.sb
             .secrets("us-east-1")
@@ -253,13 +265,7 @@ fn named(v: &Value) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn prune_fails_closed_and_keeps_every_blob_an_unreadable_manifest_may_name() {
     let w = world("wb-prune", "", &["github-token"]).await;
-    let sm = w.sb.secrets("us-east-1").await;
-    sm.create_secret()
-        .name("github-token")
-        .secret_string("t-0")
-        .send()
-        .await
-        .unwrap();
+    w.create_secret("github-token", "t-0").await;
     // Three points; two new secret versions before each, so every point names blobs only it
     // names (a secret version is stored once, by version id).
     for i in 1..=3 {
@@ -665,12 +671,7 @@ async fn binary_secrets_and_environments_round_trip_and_failback_returns_to_the_
 async fn the_primary_is_repaired_in_place_and_a_deleted_secret_is_recovered_not_recreated() {
     let w = world("wb-fix", "", &["github-token"]).await;
     let sm = w.sb.secrets("us-east-1").await;
-    sm.create_secret()
-        .name("github-token")
-        .secret_string("ghp_before")
-        .send()
-        .await
-        .unwrap();
+    w.create_secret("github-token", "ghp_before").await;
     w.ok(&["backup"]);
     let before = sm
         .describe_secret()
