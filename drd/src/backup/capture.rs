@@ -4,7 +4,7 @@
 
 use super::crypto;
 use super::manifest::*;
-use super::writer::Writer;
+use super::writer::{Fresh, Writer};
 use super::{new_point_id, scheduled_point_id, BackupReport};
 use crate::aws::{aws_error, error_code, Aws};
 use crate::error::{Error, Result};
@@ -13,13 +13,12 @@ use crate::store::lease::LeaseRecord;
 use crate::store::{BlobRef, Store, Written};
 use crate::workload::package;
 use secrecy::{ExposeSecret, SecretSlice};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 /// What a capture hands back: the report, the manifest, its bytes and this run's fresh blobs.
-pub(super) type Captured = (BackupReport, Manifest, Vec<u8>, BTreeMap<String, Vec<u8>>);
+pub(super) type Captured = (BackupReport, Manifest, Vec<u8>, BTreeMap<String, Fresh>);
 
 /// Everything one capture reads from and writes to.
 pub(super) struct Capture<'a> {
@@ -377,17 +376,16 @@ impl Capture<'_> {
                     size,
                 }
             } else {
-                let zip =
-                    fetch_code(artifacts, lambda, policy, region, function, &hex, &used_by)
-                        .await?;
-                let got = hex::encode(Sha256::digest(&zip));
-                if got != hex {
+                let spooled =
+                    super::code::fetch(artifacts, lambda, policy, region, &hex, &used_by).await?;
+                if spooled.sha256 != hex {
                     return Err(Error::failed(format!(
-                    "the code package of {function} ({}) hashes to {got}, not to its CodeSha256 {hex}: the point is not taken",
-                    used_by.join(", ")
-                )));
+                        "the code package of {function} ({}) hashes to {}, not to its CodeSha256 {hex}: the point is not taken",
+                        used_by.join(", "),
+                        spooled.sha256
+                    )));
                 }
-                w.put(&zip).await?
+                w.put_spooled(spooled).await?
             };
             Ok::<_, Error>(CodeCapture {
                 code_sha256: sha,
@@ -533,67 +531,6 @@ fn report_of(manifest: &Manifest, new_blobs: u64, new_bytes: u64) -> BackupRepor
         copies: vec![],
         duration_ms: 0,
     }
-}
-
-async fn fetch_code(
-    artifacts: &aws_sdk_s3::Client,
-    lambda: &aws_sdk_lambda::Client,
-    policy: &Policy,
-    region: &str,
-    function: &str,
-    hex: &str,
-    used_by: &[String],
-) -> Result<Vec<u8>> {
-    let bucket = policy.artifact_bucket(region);
-    match artifacts
-        .get_object()
-        .bucket(&bucket)
-        .key(package::object_key(hex))
-        .send()
-        .await
-    {
-        Ok(o) => {
-            return Ok(o
-                .body
-                .collect()
-                .await
-                .map_err(|e| Error::failed(format!("reading the code package from {bucket}: {e}")))?
-                .into_bytes()
-                .to_vec())
-        }
-        Err(e) if error_code(&e) == Some("NoSuchKey") || error_code(&e) == Some("NoSuchBucket") => {
-        }
-        Err(e) => return Err(aws_error("s3", "GetObject", e)),
-    }
-    // Not in the artifact bucket: on real AWS, Code.Location is a presigned URL.
-    let qualifier = used_by
-        .first()
-        .and_then(|u| u.split(['(', ')']).nth(1))
-        .unwrap_or("$LATEST")
-        .to_string();
-    let f = lambda
-        .get_function()
-        .function_name(function)
-        .qualifier(qualifier)
-        .send()
-        .await
-        .map_err(|e| aws_error("lambda", "GetFunction", e))?;
-    let location = f
-        .code()
-        .and_then(|c| c.location())
-        .unwrap_or_default()
-        .to_string();
-    let r = reqwest::get(&location)
-        .await
-        .and_then(|r| r.error_for_status())
-        .map_err(|e| Error::failed_hint(
-            format!("the code package {hex} is neither in {bucket} nor downloadable from Code.Location: {}", e.without_url()),
-            "deploy with drd deploy so packages are stored content-addressed",
-        ))?;
-    Ok(r.bytes()
-        .await
-        .map_err(|e| Error::failed(e.without_url().to_string()))?
-        .to_vec())
 }
 
 async fn capture_log_group(

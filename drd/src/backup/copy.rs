@@ -2,6 +2,7 @@
 //! the manifest last, so a copy is a valid point or none.
 
 use super::manifest::Manifest;
+use super::writer::Fresh;
 use super::PrevPoint;
 use crate::aws::Aws;
 use crate::error::{Error, Result};
@@ -68,7 +69,7 @@ pub(super) async fn copy_point(
     manifest: &Manifest,
     body: &[u8],
     prev: Option<&PrevPoint>,
-    fresh: &BTreeMap<String, Vec<u8>>,
+    fresh: &BTreeMap<String, Fresh>,
     prepared: Vec<PreparedCopy>,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Vec<CopyReport>> {
@@ -89,11 +90,19 @@ pub(super) async fn copy_point(
                 let target = &target;
                 async move {
                     let key = target.blob_key(&b.sha256);
-                    if let Some(bytes) = fresh.get(&b.sha256) {
-                        // Written by this run: a conditional PUT, no lookup, no read-back.
-                        return Ok::<u64, Error>(u64::from(
-                            target.put_new(&key, bytes).await? == Written::New,
-                        ));
+                    // Written by this run: a conditional PUT, no lookup, no read-back.
+                    match fresh.get(&b.sha256) {
+                        Some(Fresh::Bytes(bytes)) => {
+                            return Ok::<u64, Error>(u64::from(
+                                target.put_new(&key, bytes).await? == Written::New,
+                            ));
+                        }
+                        Some(Fresh::File(path, size)) => {
+                            return Ok(u64::from(
+                                target.put_new_file(&key, path, *size).await? == Written::New,
+                            ));
+                        }
+                        None => {}
                     }
                     if target.exists(&key).await? {
                         return Ok(0);

@@ -7,6 +7,7 @@
 //! encrypted again.
 
 mod capture;
+mod code;
 mod copy;
 pub mod crypto;
 mod env;

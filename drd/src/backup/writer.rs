@@ -12,8 +12,14 @@ pub(super) struct Writer<'a> {
     pub store: &'a Store,
     pub new_blobs: AtomicU64,
     pub new_bytes: AtomicU64,
-    /// The bytes of every blob this run wrote, so copies need not read them back.
-    pub fresh: std::sync::Mutex<BTreeMap<String, Vec<u8>>>,
+    /// Every blob this run wrote, so copies need not read them back.
+    pub fresh: std::sync::Mutex<BTreeMap<String, Fresh>>,
+}
+
+/// A blob this run wrote: small ones in memory, code packages in their spool file.
+pub(super) enum Fresh {
+    Bytes(Vec<u8>),
+    File(std::sync::Arc<tempfile::TempPath>, u64),
 }
 
 impl Writer<'_> {
@@ -30,7 +36,28 @@ impl Writer<'_> {
             self.fresh
                 .lock()
                 .expect("fresh blobs")
-                .insert(r.sha256.clone(), bytes.to_vec());
+                .insert(r.sha256.clone(), Fresh::Bytes(bytes.to_vec()));
+        }
+        Ok(r)
+    }
+
+    /// Store a spooled code package (streamed from its file) unless the store holds it.
+    pub async fn put_spooled(&self, s: super::code::Spooled) -> Result<BlobRef> {
+        let key = self.store.blob_key(&s.sha256);
+        let r = BlobRef {
+            sha256: s.sha256.clone(),
+            size: s.size,
+        };
+        if self.store.exists(&key).await? {
+            return Ok(r);
+        }
+        if self.store.put_new_file(&key, &s.path, s.size).await? == Written::New {
+            self.new_blobs.fetch_add(1, Ordering::Relaxed);
+            self.new_bytes.fetch_add(r.size, Ordering::Relaxed);
+            self.fresh.lock().expect("fresh blobs").insert(
+                r.sha256.clone(),
+                Fresh::File(std::sync::Arc::new(s.path), s.size),
+            );
         }
         Ok(r)
     }

@@ -121,6 +121,34 @@ impl Store {
         }
     }
 
+    /// A conditional PUT (`If-None-Match: *`) of a file, streamed from disk (code packages are
+    /// never held in memory whole).
+    pub async fn put_new_file(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        size: u64,
+    ) -> Result<Written> {
+        let body = aws_sdk_s3::primitives::ByteStream::from_path(path)
+            .await
+            .map_err(|e| Error::failed(format!("reading {}: {e}", path.display())))?;
+        match self
+            .s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .if_none_match("*")
+            .content_length(size as i64)
+            .body(body)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(Written::New),
+            Err(e) if status_of(&e) == Some(412) => Ok(Written::Existed),
+            Err(e) => Err(aws_error("s3", "PutObject", e)),
+        }
+    }
+
     /// An object with its ETag, for a compare-and-swap; `None` when absent.
     pub async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, String)>> {
         match self
