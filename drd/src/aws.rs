@@ -163,6 +163,10 @@ impl Aws {
         aws_sdk_codepipeline::Client::new(&self.config(region).await)
     }
 
+    pub async fn codebuild(&self, region: &str) -> aws_sdk_codebuild::Client {
+        aws_sdk_codebuild::Client::new(&self.config(region).await)
+    }
+
     /// Use this CodePipeline client instead of building one.
     pub fn set_codepipeline(&self, client: aws_sdk_codepipeline::Client) {
         *self.codepipeline.lock().expect("client override") = Some(client);

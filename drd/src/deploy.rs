@@ -63,6 +63,9 @@ pub struct DeployReport {
     /// What happened to the policy's DNS record (absent without `[dns]`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns: Option<String>,
+    /// The commit recorded for `version` (`--commit`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
     pub changed: bool,
     pub duration_ms: u64,
 }
@@ -327,9 +330,41 @@ pub async fn deploy(
         pin_written,
         pin_error,
         dns,
+        commit: None,
         changed,
         duration_ms: started.elapsed().as_millis() as u64,
     })
+}
+
+/// Record that `report`'s version was deployed from `commit` (after its probes passed). Unlike a
+/// pin this is not best effort: the CI that asked for it reads it back to know what `live`
+/// runs, so a store that cannot be written fails the deploy (running it again records it).
+pub async fn record_commit(
+    aws: &Aws,
+    policy: &Policy,
+    report: &DeployReport,
+    commit: &str,
+) -> Result<bool> {
+    let store = crate::store::open_store(aws, policy).await?;
+    let rec = crate::lambda::commits::CommitRecord {
+        commit: commit.to_string(),
+        region: report.region.clone(),
+        version: report.version.clone(),
+        code_sha256: report.code_sha256.clone(),
+        deployed_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        by: format!("drd deploy on {}", crate::store::lease::hostname()),
+    };
+    crate::lambda::commits::record(&store, policy.function_name(), rec)
+        .await
+        .map_err(|e| {
+            Error::failed_hint(
+                format!(
+                    "version {} is deployed and live, but commit {commit} could not be recorded: {e}",
+                    report.version
+                ),
+                "run the same drd deploy --commit again: it changes nothing and records the commit",
+            )
+        })
 }
 
 /// The API key's value when its secret does not exist yet (read from stdin or the file now,

@@ -9,6 +9,7 @@ pub mod actions;
 pub mod aws;
 pub mod backup;
 pub mod check;
+pub mod ci;
 pub mod cli;
 pub mod daemon;
 pub mod deploy;

@@ -36,6 +36,9 @@ pub struct RecoveryState {
     /// Whether `live` is a pinned version.
     pub live_pinned: bool,
     pub newest_point: Option<PointState>,
+    /// The commit `live` was deployed from, from the store's `commits/`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live_commit: Option<String>,
     /// Why the store could not be read (status still reports the rest).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store_error: Option<String>,
@@ -52,14 +55,18 @@ pub struct PointState {
 async fn recovery(aws: &Aws, policy: &Policy, region: &str, live: Option<&str>) -> RecoveryState {
     let read = async {
         let store = crate::store::open_store_read(aws, policy).await?;
-        let (pins, newest) = tokio::join!(
+        let (pins, newest, commits) = tokio::join!(
             crate::lambda::pins::load(&store, policy.function_name()),
-            crate::backup::latest_manifest(&store)
+            crate::backup::latest_manifest(&store),
+            crate::lambda::commits::load(&store, policy.function_name())
         );
-        Ok::<_, crate::Error>((pins?, newest?))
+        Ok::<_, crate::Error>((pins?, newest?, commits?))
     };
     match read.await {
-        Ok((pins, newest)) => {
+        Ok((pins, newest, commits)) => {
+            let live_commit = live
+                .and_then(|l| commits.for_version(region, l))
+                .map(|r| r.commit.clone());
             let pins: Vec<String> = pins.in_region(region).map(|p| p.version.clone()).collect();
             let newest_point = newest.map(|m| {
                 let age_seconds = humantime::parse_rfc3339(&m.created_at)
@@ -77,6 +84,7 @@ async fn recovery(aws: &Aws, policy: &Policy, region: &str, live: Option<&str>) 
                 live_pinned: live.is_some_and(|l| pins.iter().any(|p| p == l)),
                 pins,
                 newest_point,
+                live_commit,
                 store_error: None,
             }
         }
@@ -97,6 +105,9 @@ pub struct StackState {
 pub struct LiveState {
     pub version: String,
     pub code_sha256: String,
+    /// The commit `live`'s version was deployed from (`drd deploy --commit`), when recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
 }
 
 pub async fn status(aws: &Aws, policy: &Policy, region: &str, deep: bool) -> Result<StatusReport> {
@@ -137,6 +148,7 @@ pub async fn status(aws: &Aws, policy: &Policy, region: &str, deep: bool) -> Res
         report.live = Some(LiveState {
             version: v,
             code_sha256: sha,
+            commit: None,
         });
     }
     report.function_url = ops::function_url(&lambda, &function).await?;
@@ -154,5 +166,8 @@ pub async fn status(aws: &Aws, policy: &Policy, region: &str, deep: bool) -> Res
         report.live.as_ref().map(|l| l.version.as_str()),
     )
     .await;
+    if let Some(l) = report.live.as_mut() {
+        l.commit = report.recovery.live_commit.clone();
+    }
     Ok(report)
 }

@@ -1,5 +1,5 @@
-//! `drd-sandbox up|down|status|env|llm|fail-region|restore-region` (run by users as
-//! `drd sandbox ...`, which hands its arguments to this binary).
+//! `drd-sandbox up|down|status|env|llm|fail-region|restore-region|faults|github` (run by users
+//! as `drd sandbox ...`, which hands its arguments to this binary).
 
 use crate::{self as sandbox, Up, UpOptions};
 use drd::error::{ConfigError, Error, Result};
@@ -18,8 +18,9 @@ pub enum Output {
     bin_name = "drd sandbox",
     version,
     about = "The local lab: moto server (AWS control plane) behind a region gate, the function \
-             host (Lambda data plane) and a chat-completions stub, on loopback ports",
-    after_help = "Examples:\n  eval \"$(drd sandbox up)\"\n  drd sandbox fail-region us-east-1\n  drd sandbox down"
+             host (Lambda data plane), a chat-completions stub and a lab GitHub (git remote and \
+             Actions workflows), on loopback ports",
+    after_help = "Examples:\n  eval \"$(drd sandbox up)\"\n  drd sandbox fail-region us-east-1\n  drd sandbox github down\n  drd sandbox down"
 )]
 pub struct Args {
     /// Output format.
@@ -39,7 +40,8 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum SandboxCommand {
-    /// Start moto server, the function host and the LLM stub; print the environment.
+    /// Start moto server, the function host, the LLM stub and the lab GitHub; print the
+    /// environment.
     Up {
         /// The moto server command.
         #[arg(long, env = "DRD_MOTO_SERVER", default_value = "moto_server")]
@@ -47,6 +49,10 @@ pub enum SandboxCommand {
         /// The default region printed in the environment.
         #[arg(long, default_value = sandbox::DEFAULT_REGION)]
         sandbox_region: String,
+        /// The directory whose files seed the lab repository speaker-role/classifier (one
+        /// commit on main; `target/` and `.git` left out). Default: ./classifier when it exists.
+        #[arg(long, value_name = "DIR")]
+        seed_repo: Option<PathBuf>,
     },
     /// Stop everything `up` started.
     Down,
@@ -67,6 +73,18 @@ pub enum SandboxCommand {
     },
     /// Bring a failed region back.
     RestoreRegion { region: String },
+    /// Take the lab GitHub down (REST answers 503, the git remote refuses) or bring it back.
+    Github {
+        #[command(subcommand)]
+        action: GithubAction,
+    },
+    /// The lab's pipeline executor: make the next runs of one action fail (a flaky build).
+    ///
+    /// Example: drd sandbox ci flaky --pipeline my-standby --action Test --times 1
+    Ci {
+        #[command(subcommand)]
+        action: CiAction,
+    },
     /// Inject faults into a seeded share of the AWS requests: errors in the service's wire
     /// format, throttling, dropped connections, latency. `--rate 0` stops; no flags shows the
     /// plan in force and what it injected.
@@ -108,7 +126,30 @@ pub enum SandboxCommand {
         llm_port: u16,
         #[arg(long)]
         proxy_port: u16,
+        #[arg(long)]
+        github_port: u16,
     },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CiAction {
+    /// The next TIMES runs of ACTION in PIPELINE fail before their commands run (0 disarms).
+    Flaky {
+        #[arg(long)]
+        pipeline: String,
+        #[arg(long)]
+        action: String,
+        #[arg(long, default_value_t = 1)]
+        times: u32,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::Subcommand)]
+pub enum GithubAction {
+    /// Every REST call answers 503 and `git ls-remote` of the lab remote fails.
+    Down,
+    /// Serve REST and git again.
+    Up,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -146,8 +187,19 @@ fn print_env(args: &Args, state: &sandbox::State) {
         print_json(&map);
     } else {
         for (k, v) in state.env() {
-            println!("export {k}={v}");
+            println!("export {k}={}", shell_quote(&v));
         }
+    }
+}
+
+/// A value as one shell word (`eval "$(drd sandbox up)"`): as is when it is safe, else in
+/// single quotes.
+fn shell_quote(v: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "_-./:@%+=,".contains(c);
+    if !v.is_empty() && v.chars().all(safe) {
+        v.to_string()
+    } else {
+        format!("'{}'", v.replace('\'', "'\\''"))
     }
 }
 
@@ -156,20 +208,27 @@ pub async fn run(args: &Args) -> Result<()> {
         SandboxCommand::Up {
             moto_server,
             sandbox_region,
+            seed_repo,
         } => {
+            let seed = seed_dir(seed_repo.as_ref())?;
             let up = sandbox::up(&UpOptions {
                 dir: args.dir.clone(),
                 moto_cmd: moto_server.clone(),
                 region: sandbox_region.clone(),
+                seed: seed.clone(),
             })
             .await?;
             let state = match up {
                 Up::Started(s) => {
                     eprintln!("sandbox started in {}", args.dir.display());
+                    say_seed(&s, seed.as_deref());
                     s
                 }
                 Up::AlreadyRunning(s) => {
                     eprintln!("sandbox already running in {}", args.dir.display());
+                    if seed_repo.is_some() {
+                        eprintln!("the lab repository was not reseeded (it is seeded when the sandbox starts)");
+                    }
                     s
                 }
                 Up::Restarted { state, stale } => {
@@ -179,6 +238,7 @@ pub async fn run(args: &Args) -> Result<()> {
                         stale.host.pid,
                         args.dir.display()
                     );
+                    say_seed(&state, seed.as_deref());
                     state
                 }
             };
@@ -226,11 +286,30 @@ pub async fn run(args: &Args) -> Result<()> {
         }
         SandboxCommand::FailRegion { region } => set_region(args, region, true).await,
         SandboxCommand::RestoreRegion { region } => set_region(args, region, false).await,
+        SandboxCommand::Github { action } => set_github(args, *action).await,
+        SandboxCommand::Ci {
+            action:
+                CiAction::Flaky {
+                    pipeline,
+                    action,
+                    times,
+                },
+        } => {
+            let s = sandbox::running_state(&args.dir)?;
+            let armed = sandbox::ci_flaky(&s, pipeline, action, *times).await?;
+            if args.json() {
+                print_json(&armed);
+            } else {
+                println!("pipeline executor: {armed}");
+            }
+            Ok(())
+        }
         SandboxCommand::Serve {
             moto_url,
             host_port,
             llm_port,
             proxy_port,
+            github_port,
         } => {
             sandbox::serve(
                 args.dir.clone(),
@@ -238,9 +317,40 @@ pub async fn run(args: &Args) -> Result<()> {
                 *host_port,
                 *llm_port,
                 *proxy_port,
+                *github_port,
             )
             .await
         }
+    }
+}
+
+/// The seed directory: `--seed-repo` (which must exist), else `./classifier` when it exists.
+fn seed_dir(flag: Option<&PathBuf>) -> Result<Option<PathBuf>> {
+    match flag {
+        Some(d) if d.is_dir() => Ok(Some(d.clone())),
+        Some(d) => Err(ConfigError::new(
+            "--seed-repo",
+            format!("{} is not a directory", d.display()),
+        )
+        .hint("name the workload's source directory, e.g. --seed-repo classifier")
+        .into()),
+        None => Ok(Some(PathBuf::from("classifier")).filter(|d| d.is_dir())),
+    }
+}
+
+/// What the lab repository was seeded with (never the token).
+fn say_seed(state: &sandbox::State, seed: Option<&std::path::Path>) {
+    let repo = crate::git::REPOSITORY;
+    match (seed, &state.github_seed) {
+        (Some(dir), Some(sha)) => {
+            eprintln!(
+                "lab GitHub: {repo} seeded from {} (main at {sha})",
+                dir.display()
+            )
+        }
+        _ => eprintln!(
+            "lab GitHub: no --seed-repo and no ./classifier here: {repo} starts empty (push to it)"
+        ),
     }
 }
 
@@ -333,16 +443,25 @@ async fn status(args: &Args) -> Result<()> {
             "run drd sandbox up",
         ));
     };
+    let github_url = s
+        .github_port
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .unwrap_or_else(|| "(not started: restart the sandbox)".into());
     let rows = [
         ("moto server", &s.moto, s.moto.url()),
         ("region gate", &s.host, s.endpoint_url()),
         ("function host", &s.host, s.host.url()),
         ("llm stub", &s.host, s.llm_base_url()),
+        ("lab github", &s.host, github_url.clone()),
     ];
     let (failed, busy_ms, requests) = if s.running() {
         sandbox::gate_stats(&s).await.unwrap_or_default()
     } else {
         Default::default()
+    };
+    let github_up = match (s.running(), s.github_port) {
+        (true, Some(_)) => crate::github::is_up(&s).await,
+        _ => None,
     };
     if args.json() {
         print_json(&serde_json::json!({
@@ -352,6 +471,12 @@ async fn status(args: &Args) -> Result<()> {
             "host": {"pid": s.host.pid, "url": s.host.url(), "alive": s.host.alive()},
             "llm": {"url": s.llm_base_url()},
             "endpoint_url": s.endpoint_url(),
+            "github": {
+                "api": s.github_port.map(|_| github_url.clone()),
+                "repository": crate::git::REPOSITORY,
+                "seed": s.github_seed,
+                "up": github_up,
+            },
             "failed_regions": failed,
             // Wall time with at least one emulator request in flight (benchmarks).
             "emulator_busy_ms": busy_ms,
@@ -368,6 +493,11 @@ async fn status(args: &Args) -> Result<()> {
         }
         if !failed.is_empty() {
             println!("failed regions: {}", failed.join(", "));
+        }
+        match github_up {
+            Some(true) => println!("github: up"),
+            Some(false) => println!("github: down (drd sandbox github up)"),
+            None => {}
         }
     }
     if s.running() {
@@ -421,6 +551,30 @@ async fn set_region(args: &Args, region: &str, fail: bool) -> Result<()> {
     Ok(())
 }
 
+/// `github down|up`.
+async fn set_github(args: &Args, action: GithubAction) -> Result<()> {
+    let s = sandbox::running_state(&args.dir)?;
+    if s.github_port.is_none() {
+        return Err(Error::failed_hint(
+            "this sandbox was started without the lab GitHub",
+            "restart it: drd sandbox down && drd sandbox up",
+        ));
+    }
+    let (up, changed) = crate::github::switch(&s, matches!(action, GithubAction::Up)).await?;
+    if args.json() {
+        print_json(&serde_json::json!({"up": up, "changed": changed}));
+    } else {
+        let what = match (up, changed) {
+            (false, true) => "is down: REST answers 503 and the git remote refuses",
+            (false, false) => "was already down",
+            (true, true) => "is up again",
+            (true, false) => "was already up",
+        };
+        println!("github {what}");
+    }
+    Ok(())
+}
+
 fn read_key(file: Option<&PathBuf>) -> Result<secrecy::SecretString> {
     use std::io::Read;
     let raw = match file {
@@ -442,4 +596,24 @@ fn read_key(file: Option<&PathBuf>) -> Result<secrecy::SecretString> {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "<stdin>".into());
     drd::deploy::parse_api_key(&raw, &source, "sandbox llm key")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printed_values_survive_eval() {
+        assert_eq!(
+            shell_quote("http://127.0.0.1:80/v1"),
+            "http://127.0.0.1:80/v1"
+        );
+        assert_eq!(
+            shell_quote("/tmp/a b/github-token"),
+            "'/tmp/a b/github-token'"
+        );
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("$(rm -rf x)"), "'$(rm -rf x)'");
+    }
 }

@@ -44,6 +44,8 @@ pub struct Gate {
     writes: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Faults to inject (`drd sandbox faults`).
     pub faults: Mutex<crate::faults::Injector>,
+    /// The pipeline executor (CodePipeline executions; see pipeline.rs), once the lab set it.
+    pub pipelines: std::sync::OnceLock<Arc<crate::pipeline::Executor>>,
     /// Requests per `service Operation` since the last reset (`/_sandbox/stats`; benchmarks
     /// count a command's calls with it).
     pub operations: Mutex<std::collections::BTreeMap<String, u64>>,
@@ -305,6 +307,27 @@ async fn forward(
             None => {}
         }
     }
+    // CodePipeline executions are the lab's: moto serves the definitions only.
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if let (Some((region, _)), Some(op), Some(ex)) = (
+        &scope,
+        target.strip_prefix("CodePipeline_20150709."),
+        gate.pipelines.get(),
+    ) {
+        if crate::pipeline::OPERATIONS.contains(&op) {
+            let (status, v) = ex.handle(op, region, &body).await;
+            return Ok(Response::builder()
+                .status(status)
+                .header("content-type", "application/x-amz-json-1.1")
+                .header("x-amzn-requestid", "lab")
+                .body(Full::new(Bytes::from(v.to_string())))
+                .expect("response"));
+        }
+    }
     let pq = parts
         .uri
         .path_and_query()
@@ -329,12 +352,7 @@ async fn forward(
         }
     };
     let mut b = Response::builder().status(resp.status().as_u16());
-    for (k, v) in resp.headers().iter() {
-        // Content-Length stays: a HEAD answer carries the object's size in it.
-        if k.as_str() == "content-length" || !HOP_BY_HOP.contains(&k.as_str()) {
-            b = b.header(k.as_str(), v.as_bytes());
-        }
-    }
+    let headers = resp.headers().clone();
     let bytes = resp
         .bytes()
         .await
@@ -342,7 +360,44 @@ async fn forward(
     if let Some(why) = lose_reply {
         return Err(Dropped(why));
     }
+    let (bytes, fixed) = fix_reply(scope.as_ref(), &parts, bytes);
+    for (k, v) in headers.iter() {
+        // Content-Length stays (a HEAD answer carries the object's size in it) unless the
+        // body was corrected.
+        if (k.as_str() == "content-length" && !fixed) || !HOP_BY_HOP.contains(&k.as_str()) {
+            b = b.header(k.as_str(), v.as_bytes());
+        }
+    }
     Ok(b.body(Full::new(bytes)).expect("response"))
+}
+
+/// Replies moto gets wrong in a way the Rust SDK rejects, corrected to AWS's wire format
+/// (docs/emulator-gaps.md): GetBucketVersioning's root element is `VersioningConfiguration`,
+/// not `GetBucketVersioningResponse`.
+fn fix_reply(
+    scope: Option<&(String, String)>,
+    parts: &hyper::http::request::Parts,
+    bytes: Bytes,
+) -> (Bytes, bool) {
+    let s3_get = scope.is_some_and(|(_, s)| s == "s3") && parts.method == hyper::Method::GET;
+    let versioning = parts.uri.query().is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv == "versioning" || kv == "versioning=")
+    });
+    if s3_get && versioning {
+        if let Ok(text) = std::str::from_utf8(&bytes) {
+            if text.contains("<GetBucketVersioningResponse") {
+                let fixed = text
+                    .replace("<GetBucketVersioningResponse", "<VersioningConfiguration")
+                    .replace(
+                        "</GetBucketVersioningResponse>",
+                        "</VersioningConfiguration>",
+                    );
+                return (Bytes::from(fixed), true);
+            }
+        }
+    }
+    (bytes, false)
 }
 
 #[cfg(test)]

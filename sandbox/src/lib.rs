@@ -1,6 +1,7 @@
 //! The local lab (`drd-sandbox`, run as `drd sandbox ...`): moto server as the AWS control plane,
 //! the function host as the Lambda data plane, a chat-completions stub and a GitHub REST stub, all
-//! on loopback ports. It is a crate of its own so that the production `drd` binary and the daemon
+//! on loopback ports, and a lab GitHub (a git remote served by `git http-backend` and the Actions
+//! workflows REST API, whose dispatches run the workflow's deploy step). It is a crate of its own so that the production `drd` binary and the daemon
 //! image carry none of it.
 //!
 //! `up` starts them in their own process groups, records their PIDs and ports in
@@ -8,12 +9,18 @@
 //! a state file whose processes are gone (or whose PIDs now belong to other programs) is stale
 //! and replaced.
 
+pub mod actions;
+pub mod buildspec;
 pub mod cli;
 pub mod faults;
 pub mod gate;
+pub mod git;
 pub mod github;
 pub mod host;
 pub mod llm;
+pub mod pipeline;
+mod pipeline_build;
+pub mod workflow;
 
 use drd::error::{ConfigError, Error, Result};
 use serde::{Deserialize, Serialize};
@@ -65,6 +72,15 @@ pub struct State {
     /// state of sandboxes started by older drd versions.
     #[serde(default)]
     pub proxy_port: Option<u16>,
+    /// The lab GitHub (REST and the git remote); absent in older state files.
+    #[serde(default)]
+    pub github_port: Option<u16>,
+    /// The file holding the lab GitHub's token (absolute).
+    #[serde(default)]
+    pub github_token_file: Option<PathBuf>,
+    /// The lab repository's seed commit, when it was seeded.
+    #[serde(default)]
+    pub github_seed: Option<String>,
     pub region: String,
     pub started_at: String,
 }
@@ -84,14 +100,18 @@ impl State {
 
     /// The environment a shell (or a test) uses to talk to this sandbox.
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut env = vec![
             ("AWS_ENDPOINT_URL", self.endpoint_url()),
             ("AWS_ACCESS_KEY_ID", "testing".into()),
             ("AWS_SECRET_ACCESS_KEY", "testing".into()),
             ("AWS_REGION", self.region.clone()),
             ("DRD_LAMBDA_DATA_ENDPOINT", self.host.url()),
             ("DRD_LLM_BASE_URL", self.llm_base_url()),
-        ]
+        ];
+        if let (Some(port), Some(token)) = (self.github_port, &self.github_token_file) {
+            env.extend(github::env(port, token));
+        }
+        env
     }
 
     pub fn running(&self) -> bool {
@@ -131,6 +151,8 @@ pub struct UpOptions {
     /// The moto server command (`moto_server`, or e.g. `python3 -m moto.server`).
     pub moto_cmd: String,
     pub region: String,
+    /// The directory whose files seed the lab repository (`None`: an empty repository).
+    pub seed: Option<PathBuf>,
 }
 
 /// What `up` found or did.
@@ -154,6 +176,15 @@ pub async fn up(opts: &UpOptions) -> Result<Up> {
         let _ = std::fs::remove_file(state_path(&opts.dir));
     }
 
+    // A sandbox that starts gets a fresh lab GitHub: repository (re)seeded, no runs, new token.
+    let github_seed = github::prepare(&opts.dir, opts.seed.as_deref())
+        .await
+        .map_err(|e| {
+            Error::failed_hint(
+                format!("cannot prepare the lab GitHub: {e}"),
+                "check that git is installed and --seed-repo names a readable directory",
+            )
+        })?;
     let moto = start_moto(opts).await?;
     let host = match start_host(opts, &moto).await {
         Ok(h) => h,
@@ -162,12 +193,16 @@ pub async fn up(opts: &UpOptions) -> Result<Up> {
             return Err(e);
         }
     };
-    let (host, llm_port, proxy_port) = host;
+    let (host, Ports { llm, proxy, github }) = host;
+    let token_file = github::token_path(&opts.dir);
     let state = State {
         moto,
         host,
-        llm_port,
-        proxy_port: Some(proxy_port),
+        llm_port: llm,
+        proxy_port: Some(proxy),
+        github_port: Some(github),
+        github_token_file: Some(std::fs::canonicalize(&token_file).unwrap_or(token_file)),
+        github_seed,
         region: opts.region.clone(),
         started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
     };
@@ -276,7 +311,14 @@ async fn start_moto_once(opts: &UpOptions) -> Result<Proc> {
     Ok(proc)
 }
 
-async fn start_host(opts: &UpOptions, moto: &Proc) -> Result<(Proc, u16, u16)> {
+/// The ports of the host process's listeners besides the function host's own.
+struct Ports {
+    llm: u16,
+    proxy: u16,
+    github: u16,
+}
+
+async fn start_host(opts: &UpOptions, moto: &Proc) -> Result<(Proc, Ports)> {
     on_fresh_ports("the function host", "Address already in use", || {
         start_host_once(opts, moto)
     })
@@ -288,13 +330,14 @@ fn ready_path(dir: &Path) -> PathBuf {
     dir.join("serve.ready")
 }
 
-async fn start_host_once(opts: &UpOptions, moto: &Proc) -> Result<(Proc, u16, u16)> {
+async fn start_host_once(opts: &UpOptions, moto: &Proc) -> Result<(Proc, Ports)> {
     let _ = std::fs::remove_file(ready_path(&opts.dir));
     let exe =
         std::env::current_exe().map_err(|e| Error::io("locating the drd-sandbox binary", e))?;
     let port = host::free_port().map_err(|e| Error::io("finding a free port", e))?;
     let llm_port = host::free_port().map_err(|e| Error::io("finding a free port", e))?;
     let proxy_port = host::free_port().map_err(|e| Error::io("finding a free port", e))?;
+    let github_port = host::free_port().map_err(|e| Error::io("finding a free port", e))?;
     let log = std::fs::File::create(opts.dir.join("host.log"))
         .map_err(|e| Error::io("creating host.log", e))?;
     let mut cmd = std::process::Command::new(exe);
@@ -305,6 +348,7 @@ async fn start_host_once(opts: &UpOptions, moto: &Proc) -> Result<(Proc, u16, u1
         .args(["--host-port", &port.to_string()])
         .args(["--llm-port", &llm_port.to_string()])
         .args(["--proxy-port", &proxy_port.to_string()])
+        .args(["--github-port", &github_port.to_string()])
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_REGION", &opts.region)
@@ -350,8 +394,18 @@ async fn start_host_once(opts: &UpOptions, moto: &Proc) -> Result<(Proc, u16, u1
             .send()
             .await
             .is_ok_and(|r| r.status().is_success());
-        if host_ok && llm_ok && proxy_ok {
-            return Ok((proc, llm_port, proxy_port));
+        let github_ok = http
+            .get(format!("http://127.0.0.1:{github_port}/"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if host_ok && llm_ok && proxy_ok && github_ok {
+            let ports = Ports {
+                llm: llm_port,
+                proxy: proxy_port,
+                github: github_port,
+            };
+            return Ok((proc, ports));
         }
         if Instant::now() > deadline {
             let _ = child.kill();
@@ -393,14 +447,15 @@ pub async fn down(dir: &Path) -> Result<bool> {
     Ok(a || b)
 }
 
-/// Run the function host, the LLM stub and the region gate until SIGTERM/SIGINT (the hidden
-/// `sandbox serve`).
+/// Run the function host, the LLM stub, the region gate and the lab GitHub until SIGTERM/SIGINT
+/// (the hidden `sandbox serve`).
 pub async fn serve(
     dir: PathBuf,
     moto_url: String,
     host_port: u16,
     llm_port: u16,
     proxy_port: u16,
+    github_port: u16,
 ) -> Result<()> {
     let gate = gate::Gate::new();
     let h = host::Host::new(moto_url.clone(), dir.clone(), gate.clone());
@@ -414,14 +469,40 @@ pub async fn serve(
     let pl = tokio::net::TcpListener::bind(("127.0.0.1", proxy_port))
         .await
         .map_err(|e| Error::io(format!("listening on 127.0.0.1:{proxy_port}"), e))?;
+    let gl = tokio::net::TcpListener::bind(("127.0.0.1", github_port))
+        .await
+        .map_err(|e| Error::io(format!("listening on 127.0.0.1:{github_port}"), e))?;
+    let run_env = github::run_env(&dir, host_port, llm_port, proxy_port, github_port);
+    let lab = github::Lab::open(dir.clone(), github_port, run_env).map_err(Error::failed)?;
     std::fs::write(ready_path(&dir), format!("{}\n", std::process::id()))
         .map_err(|e| Error::io("writing serve.ready", e))?;
     let (tx, rx) = tokio::sync::watch::channel(false);
+    let executor = pipeline::Executor::new(
+        moto_url.clone(),
+        dir.clone(),
+        pipeline::LabUrls {
+            gate: format!("http://127.0.0.1:{proxy_port}"),
+            host: format!("http://127.0.0.1:{host_port}"),
+            llm: format!("http://127.0.0.1:{llm_port}/v1"),
+        },
+    );
+    let _ = gate.pipelines.set(executor.clone());
     let c = tokio::spawn(gate::serve(pl, moto_url, gate, rx.clone()));
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
-    let (hr, sr) = (h.router(), stub.router());
+    let (hr, sr) = (
+        h.router()
+            .merge(pipeline::control(executor))
+            .merge(lab.control()),
+        stub.router(),
+    );
+    let gr = lab
+        .router()
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let rx3 = rx.clone();
+    let g =
+        tokio::spawn(async move { axum::serve(gl, gr).with_graceful_shutdown(wait(rx3)).await });
     let rx2 = rx.clone();
     let a =
         tokio::spawn(async move { axum::serve(hl, hr).with_graceful_shutdown(wait(rx2)).await });
@@ -445,14 +526,35 @@ pub async fn serve(
         let _ = a.await;
         let _ = b.await;
         let _ = c.await;
+        let _ = g.await;
     })
     .await;
     Ok(())
 }
 
+/// Arm (or, with `times` 0, disarm) the pipeline executor's flaky switch for one action.
+pub async fn ci_flaky(
+    state: &State,
+    pipeline: &str,
+    action: &str,
+    times: u32,
+) -> Result<serde_json::Value> {
+    let url = format!("{}/_sandbox/ci/flaky", state.host.url());
+    host_call(
+        reqwest::Client::new()
+            .post(url)
+            .json(&serde_json::json!({"pipeline": pipeline, "action": action, "times": times})),
+        "arm the flaky switch",
+    )
+    .await
+}
+
 /// One control request to the function host; its JSON answer. `what` names the request in
 /// errors.
-async fn host_call(req: reqwest::RequestBuilder, what: &str) -> Result<serde_json::Value> {
+pub(crate) async fn host_call(
+    req: reqwest::RequestBuilder,
+    what: &str,
+) -> Result<serde_json::Value> {
     let r = req.send().await.map_err(|e| {
         Error::failed(format!(
             "the function host did not answer: {}",

@@ -62,10 +62,18 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn start() -> Self {
+        Self::start_with(&[], &[])
+    }
+
+    /// A sandbox started with extra `sandbox up` arguments and environment (the lab process
+    /// inherits it, e.g. `DRD_SANDBOX_CI_BOOTSTRAP` for its pipeline executor).
+    pub fn start_with(args: &[&str], env: &[(&str, String)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = std::process::Command::new(drd_bin())
             .args(["sandbox", "up", "--output", "json", "--dir"])
             .arg(dir.path().join("sandbox"))
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .output()
             .expect("run drd sandbox up");
         assert!(

@@ -16,6 +16,10 @@ pub struct Args {
     /// The chat-completions base URL the function uses (the sandbox prints its stub's).
     #[arg(long, env = "DRD_LLM_BASE_URL")]
     pub llm_base_url: Option<String>,
+    /// The commit this deploy builds (the CI passes it): recorded against the published
+    /// version in the store's `commits/`, shown by `drd status`. Example: --commit "$GITHUB_SHA".
+    #[arg(long, value_name = "SHA")]
+    pub commit: Option<String>,
     /// Testing only: accept a bootstrap that is not a static ELF binary.
     #[arg(long, hide = true)]
     pub skip_static_check: bool,
@@ -24,6 +28,11 @@ pub struct Args {
 pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
     let policy = cli.load_policy()?;
     let region = cli.region(&policy)?;
+    let commit = args
+        .commit
+        .as_deref()
+        .map(crate::lambda::commits::parse_commit)
+        .transpose()?;
     let opts = DeployOptions {
         region,
         bootstrap: args.bootstrap.clone(),
@@ -40,7 +49,18 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
             eprintln!("  {line}");
         }
     };
-    let report = crate::deploy::deploy(&cli.aws_for(&policy), &policy, &opts, &progress).await?;
+    let aws = cli.aws_for(&policy);
+    let mut report = crate::deploy::deploy(&aws, &policy, &opts, &progress).await?;
+    if let Some(c) = commit {
+        let written = crate::deploy::record_commit(&aws, &policy, &report, &c).await?;
+        progress(&format!(
+            "commit {c} recorded for version {}{}",
+            report.version,
+            if written { "" } else { " (already)" }
+        ));
+        report.commit = Some(c);
+        report.changed |= written;
+    }
     if cli.json() {
         super::print_json(&report);
         return Ok(());
@@ -90,6 +110,9 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
         }
     );
     println!("  function url {}", report.function_url);
+    if let Some(c) = &report.commit {
+        println!("  commit       {c}");
+    }
     for p in &report.probes {
         println!(
             "  probe {:?}     {:4} {:>5} ms  via {}",

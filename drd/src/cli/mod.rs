@@ -3,6 +3,7 @@
 
 mod backup;
 mod check;
+mod ci;
 mod daemon;
 mod deploy;
 mod failback;
@@ -116,6 +117,8 @@ pub enum Command {
     Status(status::Args),
     /// Take a recovery point now.
     Backup(backup::Args),
+    /// The workload's standby CI (CodePipeline + CodeBuild): install.
+    Ci(ci::Args),
     /// Recovery points: list, show.
     Points(points::Args),
     /// Re-hash every blob of a point (and decrypt secret backups with --identity).
@@ -157,6 +160,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Deploy(a) => deploy::run(&cli, a).await,
         Command::Status(a) => status::run(&cli, a).await,
         Command::Backup(a) => backup::run(&cli, a).await,
+        Command::Ci(a) => ci::run(&cli, a).await,
         Command::Points(a) => points::run(&cli, a).await,
         Command::Verify(a) => verify::run(&cli, a).await,
         Command::Prune(a) => prune::run(&cli, a).await,

@@ -38,6 +38,9 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
             ),
             None => println!("live         (no alias)"),
         }
+        if let Some(c) = r.live.as_ref().and_then(|l| l.commit.as_deref()) {
+            println!("commit       {c} (deployed with drd deploy --commit)");
+        }
         println!(
             "function url {}",
             r.function_url.as_deref().unwrap_or("(none)")

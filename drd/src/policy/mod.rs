@@ -255,6 +255,18 @@ pub struct PipelinePolicy {
     /// How many times `pipeline-failure` retries or restarts before giving up.
     #[serde(default = "default_pipeline_retries")]
     pub max_retries: u32,
+    /// The CodePipeline + CodeBuild template `drd ci install` deploys (relative to the policy
+    /// file), e.g. "../classifier/ci/pipeline.yaml".
+    #[serde(default)]
+    pub template: Option<Spanned<String>>,
+    /// Buckets of the standby pipeline: "<prefix>-source-<region>" (versioned, the S3 source)
+    /// and "<prefix>-artifacts-<region>". Defaults to the pipeline's name.
+    #[serde(default)]
+    pub bucket_prefix: Option<String>,
+    /// A managed policy attached to the CodeBuild role so its deploy stage may run `drd deploy`
+    /// (see `drd iam`); without it the role can only read its buckets and write logs.
+    #[serde(default)]
+    pub deploy_policy_arn: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -437,6 +449,12 @@ impl Policy {
     /// The template path, resolved against the policy file's folder.
     pub fn template_path(&self) -> PathBuf {
         self.resolve(self.stack.template.get_ref())
+    }
+
+    /// The standby pipeline's template (`[pipeline] template`), resolved.
+    pub fn pipeline_template_path(&self) -> Option<PathBuf> {
+        let t = self.pipeline.as_ref()?.template.as_ref()?;
+        Some(self.resolve(t.get_ref()))
     }
 
     pub fn source_path(&self) -> PathBuf {
