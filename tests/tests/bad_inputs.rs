@@ -248,6 +248,31 @@ const POLICIES: &[PolicyRow] = &[
         ],
     },
     PolicyRow {
+        name: "a commit that is not a full SHA",
+        why: "the CI records commit -> version; a short or symbolic name would be ambiguous",
+        edit: Edit::Append(""),
+        cmd: &["deploy", "--commit", "abc1234"],
+        needles: &["--commit", "not a full commit SHA", "git rev-parse HEAD"],
+    },
+    PolicyRow {
+        name: "a standby pipeline without a template",
+        why: "drd ci install deploys [pipeline] template",
+        edit: Edit::Append("[pipeline]\nname = \"bad-inputs-standby\"\n"),
+        cmd: &["ci", "install"],
+        needles: &["pipeline.template", "names no template"],
+    },
+    PolicyRow {
+        name: "a pipeline template that does not exist",
+        why: "a path relative to the policy file that points nowhere",
+        edit: Edit::Append("[pipeline]\nname = \"bad-inputs-standby\"\ntemplate = \"nope.yaml\"\n"),
+        cmd: &["ci", "install"],
+        needles: &[
+            "nope.yaml",
+            "pipeline.template",
+            "cannot read the pipeline template",
+        ],
+    },
+    PolicyRow {
         name: "a bucket prefix too short",
         why: "bucket names have 3 to 63 characters",
         edit: Edit::Replace("\"bad-inputs-artifacts\"", "\"ab\""),

@@ -358,3 +358,59 @@ fn heal_a_flaky_build(sb: &Sandbox, p: &str, version: &str, sha: &str) {
     );
     assert_eq!(stage_status(sb, "Deploy"), (flaky, "Succeeded".to_string()));
 }
+
+/// `commits/<function>.json` has many writers (every CI deploy): each write is a
+/// compare-and-swap on the ETag it read, so writers that race never lose a record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_deploys_never_lose_a_commit_record() {
+    use drd::lambda::commits::{self, CommitRecord};
+    let sb = Sandbox::start();
+    let s3 = sb.s3("us-west-2").await;
+    s3.create_bucket()
+        .bucket("race-points")
+        .create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::UsWest2)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let store = std::sync::Arc::new(drd::store::Store::new(s3, "race-points", "race"));
+    let writers = (0..8u8).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let rec = CommitRecord {
+                commit: format!("{i:x}").repeat(40),
+                region: "us-east-1".into(),
+                version: (i + 1).to_string(),
+                code_sha256: String::new(),
+                deployed_at: String::new(),
+                by: format!("writer {i}"),
+            };
+            commits::record(&store, "fn", rec).await.unwrap()
+        })
+    });
+    for w in futures::future::join_all(writers).await {
+        assert!(w.unwrap(), "every writer added its record");
+    }
+    let file = commits::load(&store, "fn").await.unwrap();
+    assert_eq!(file.records.len(), 8, "{file:?}");
+    for i in 0..8u8 {
+        assert_eq!(
+            file.for_version("us-east-1", &(i + 1).to_string())
+                .map(|r| r.commit.clone()),
+            Some(format!("{i:x}").repeat(40))
+        );
+    }
+    // Recording the same commit for the same version again changes nothing.
+    let again = CommitRecord {
+        commit: "0".repeat(40),
+        region: "us-east-1".into(),
+        version: "1".into(),
+        code_sha256: String::new(),
+        deployed_at: String::new(),
+        by: "again".into(),
+    };
+    assert!(!commits::record(&store, "fn", again).await.unwrap());
+}
