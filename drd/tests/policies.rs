@@ -41,3 +41,34 @@ fn the_classifier_ci_policy_is_valid_and_matches_the_example() {
         example.artifacts.bucket_prefix.get_ref()
     );
 }
+
+/// The classifier's own `Cargo.lock` (its repository's view, used by its CI) pins every package
+/// at the version drd's workspace builds and tests: the two locks never drift apart.
+#[test]
+fn the_classifier_lock_agrees_with_the_workspace_lock() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let packages = |p: &Path| -> std::collections::BTreeSet<(String, String)> {
+        let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let doc: toml::Value = toml::from_str(&text).unwrap();
+        doc["package"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().to_string(),
+                    p["version"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let own = packages(&root.join("classifier/Cargo.lock"));
+    let workspace = packages(&root.join("Cargo.lock"));
+    let drifted: Vec<_> = own.difference(&workspace).collect();
+    assert!(own.len() > 100, "{} packages", own.len());
+    assert!(
+        drifted.is_empty(),
+        "classifier/Cargo.lock pins versions the workspace does not build: {drifted:?} \
+         (regenerate it: copy Cargo.lock into a copy of classifier/ and run cargo metadata --offline there)"
+    );
+}
