@@ -52,7 +52,13 @@ pub struct PointState {
     pub age_seconds: u64,
 }
 
-async fn recovery(aws: &Aws, policy: &Policy, region: &str, live: Option<&str>) -> RecoveryState {
+/// `live`: the version and its CodeSha256.
+async fn recovery(
+    aws: &Aws,
+    policy: &Policy,
+    region: &str,
+    live: Option<(&str, &str)>,
+) -> RecoveryState {
     let read = async {
         let store = crate::store::open_store_read(aws, policy).await?;
         let (pins, newest, commits) = tokio::join!(
@@ -60,12 +66,14 @@ async fn recovery(aws: &Aws, policy: &Policy, region: &str, live: Option<&str>) 
             crate::backup::latest_manifest(&store),
             crate::lambda::commits::load(&store, policy.function_name())
         );
-        Ok::<_, crate::Error>((pins?, newest?, commits?))
+        // An unreadable commit record hides only the commit, not the pins or the newest point.
+        Ok::<_, crate::Error>((pins?, newest?, commits.ok()))
     };
     match read.await {
         Ok((pins, newest, commits)) => {
             let live_commit = live
-                .and_then(|l| commits.for_version(region, l))
+                .zip(commits.as_ref())
+                .and_then(|((v, code), c)| c.for_live(region, v, code))
                 .map(|r| r.commit.clone());
             let pins: Vec<String> = pins.in_region(region).map(|p| p.version.clone()).collect();
             let newest_point = newest.map(|m| {
@@ -81,7 +89,7 @@ async fn recovery(aws: &Aws, policy: &Policy, region: &str, live: Option<&str>) 
                 }
             });
             RecoveryState {
-                live_pinned: live.is_some_and(|l| pins.iter().any(|p| p == l)),
+                live_pinned: live.is_some_and(|(l, _)| pins.iter().any(|p| p == l)),
                 pins,
                 newest_point,
                 live_commit,
@@ -163,7 +171,10 @@ pub async fn status(aws: &Aws, policy: &Policy, region: &str, deep: bool) -> Res
         aws,
         policy,
         region,
-        report.live.as_ref().map(|l| l.version.as_str()),
+        report
+            .live
+            .as_ref()
+            .map(|l| (l.version.as_str(), l.code_sha256.as_str())),
     )
     .await;
     if let Some(l) = report.live.as_mut() {

@@ -320,6 +320,10 @@ async fn forward(
     ) {
         if crate::pipeline::OPERATIONS.contains(&op) {
             let (status, v) = ex.handle(op, region, &body).await;
+            if let Some(why) = lose_reply {
+                // The operation took effect; its answer is lost, as an injected fault says.
+                return Err(Dropped(why));
+            }
             return Ok(Response::builder()
                 .status(status)
                 .header("content-type", "application/x-amz-json-1.1")

@@ -294,7 +294,8 @@ impl Repo {
         Ok(repo)
     }
 
-    /// Commit a copy of `src` (without `target/` at its top, any `.git`, and the directory
+    /// Commit a copy of `src` (without `target/` at its top, any `.git`, the files its
+    /// `.gitignore` files ignore, and the directory
     /// `skip`: the sandbox's own, should it be inside `src`) as the one commit of `main`, with
     /// the fixed identity and dates; `scratch` is an empty directory to work in. Returns the
     /// commit's SHA.
@@ -309,14 +310,7 @@ impl Repo {
         let idx = [("GIT_INDEX_FILE", index.as_ref())];
         let work_tree = tree_dir.to_string_lossy();
         self.run(
-            &[
-                "--work-tree",
-                work_tree.as_ref(),
-                "add",
-                "--all",
-                "--force",
-                ".",
-            ],
+            &["--work-tree", work_tree.as_ref(), "add", "--all", "."],
             &idx,
         )
         .await?;

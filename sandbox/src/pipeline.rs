@@ -162,21 +162,30 @@ impl Executor {
         match op {
             "StartPipelineExecution" => self.start(region, &req).await,
             "GetPipelineExecution" => {
-                self.with(&s("pipelineName"), &s("pipelineExecutionId"), |e| {
+                self.with(region, &s("pipelineName"), &s("pipelineExecutionId"), |e| {
                     (200, json!({"pipelineExecution": execution_json(e)}))
                 })
             }
             "ListPipelineExecutions" => self.list(region, &s("pipelineName"), &req).await,
             "GetPipelineState" => self.state(region, &s("name")).await,
-            "RetryStageExecution" => self.retry(&req),
-            "StopPipelineExecution" => self.stop(&req),
+            "RetryStageExecution" => self.retry(region, &req),
+            "StopPipelineExecution" => self.stop(region, &req),
             _ => error("UnknownOperationException", op.to_string()),
         }
     }
 
-    fn with(&self, pipeline: &str, id: &str, f: impl FnOnce(&Execution) -> Answer) -> Answer {
+    fn with(
+        &self,
+        region: &str,
+        pipeline: &str,
+        id: &str,
+        f: impl FnOnce(&Execution) -> Answer,
+    ) -> Answer {
         let runs = self.runs.lock().expect("runs");
-        match runs.iter().find(|e| e.id == id && e.pipeline == pipeline) {
+        match runs
+            .iter()
+            .find(|e| e.id == id && e.pipeline == pipeline && e.region == region)
+        {
             Some(e) => f(e),
             None => error(
                 "PipelineExecutionNotFoundException",
@@ -316,7 +325,11 @@ impl Executor {
             .and_then(|t| t.parse().ok())
             .unwrap_or(0);
         let runs = self.runs.lock().expect("runs");
-        let mine: Vec<&Execution> = runs.iter().rev().filter(|e| e.pipeline == name).collect();
+        let mine: Vec<&Execution> = runs
+            .iter()
+            .rev()
+            .filter(|e| e.pipeline == name && e.region == region)
+            .collect();
         let page: Vec<Value> = mine
             .iter()
             .skip(skip)
@@ -344,7 +357,7 @@ impl Executor {
                 let latest = runs
                     .iter()
                     .rev()
-                    .filter(|e| e.pipeline == name)
+                    .filter(|e| e.pipeline == name && e.region == region)
                     .find_map(|e| {
                         e.stages
                             .iter()
@@ -384,7 +397,7 @@ impl Executor {
         )
     }
 
-    fn retry(self: &Arc<Self>, req: &Value) -> Answer {
+    fn retry(self: &Arc<Self>, region: &str, req: &Value) -> Answer {
         let g = |k: &str| req.get(k).and_then(Value::as_str).unwrap_or("").to_string();
         let (name, stage, id, mode) = (
             g("pipelineName"),
@@ -403,14 +416,17 @@ impl Executor {
             let newest_reaching = runs
                 .iter()
                 .rev()
-                .filter(|e| e.pipeline == name)
+                .filter(|e| e.pipeline == name && e.region == region)
                 .find(|e| {
                     e.stages
                         .iter()
                         .any(|x| x.name == stage && x.status.is_some())
                 })
                 .map(|e| e.id.clone());
-            let Some(e) = runs.iter_mut().find(|e| e.id == id && e.pipeline == name) else {
+            let Some(e) = runs
+                .iter_mut()
+                .find(|e| e.id == id && e.pipeline == name && e.region == region)
+            else {
                 return error(
                     "PipelineExecutionNotFoundException",
                     format!("Pipeline execution {id} not found for pipeline {name}"),
@@ -442,12 +458,15 @@ impl Executor {
         (200, json!({"pipelineExecutionId": id}))
     }
 
-    fn stop(&self, req: &Value) -> Answer {
+    fn stop(&self, region: &str, req: &Value) -> Answer {
         let g = |k: &str| req.get(k).and_then(Value::as_str).unwrap_or("").to_string();
         let (name, id) = (g("pipelineName"), g("pipelineExecutionId"));
         let abandon = req.get("abandon").and_then(Value::as_bool).unwrap_or(false);
         let mut runs = self.runs.lock().expect("runs");
-        let Some(e) = runs.iter_mut().find(|e| e.id == id && e.pipeline == name) else {
+        let Some(e) = runs
+            .iter_mut()
+            .find(|e| e.id == id && e.pipeline == name && e.region == region)
+        else {
             return error(
                 "PipelineExecutionNotFoundException",
                 format!("Pipeline execution {id} not found for pipeline {name}"),
@@ -494,7 +513,7 @@ impl Executor {
             .queues
             .lock()
             .expect("queues")
-            .entry(e.pipeline.clone())
+            .entry(format!("{}/{}", e.region, e.pipeline))
             .or_default()
             .clone();
         let _turn = queue.lock().await;

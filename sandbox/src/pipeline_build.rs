@@ -10,9 +10,21 @@ use std::time::Duration;
 
 type ActionResult = Result<(String, Option<String>), (String, String, Option<String>)>;
 
-/// Host variables a build never inherits: the lab sets its own AWS and drd environment.
+/// The only host variables a build inherits (the "image": a shell, a home, the toolchain);
+/// everything else, tokens and cloud credentials included, stays out.
 fn inherited(k: &str) -> bool {
-    !(k.starts_with("AWS_") || k.starts_with("DRD_") || k.starts_with("CODEBUILD_"))
+    matches!(
+        k,
+        "PATH"
+            | "HOME"
+            | "LANG"
+            | "LC_ALL"
+            | "TMPDIR"
+            | "USER"
+            | "CARGO_HOME"
+            | "RUSTUP_HOME"
+            | "RUSTUP_TOOLCHAIN"
+    )
 }
 
 /// Resolve `#{variables.NAME}` and `#{codepipeline.PipelineExecutionId}` in an action's value.
@@ -167,7 +179,8 @@ pub(crate) async fn build(
     let spec = buildspec::parse(&spec_name, &spec_text).map_err(fail)?;
 
     // The environment: host basics, the lab's endpoints, CodeBuild's own variables, then the
-    // project's, the buildspec's and the action's (each overriding the one before).
+    // buildspec's, the project's and the action's (each overriding the one before, as CodeBuild
+    // ranks them: start-build overrides > project > buildspec).
     let build_id = format!("{project_name}:{}", &id[..8.min(id.len())]);
     let mut env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| inherited(k)).collect();
     let mut set = |k: &str, v: String| {
@@ -183,6 +196,9 @@ pub(crate) async fn build(
     set("CODEBUILD_RESOLVED_SOURCE_VERSION", revision.clone());
     set("CODEBUILD_INITIATOR", format!("codepipeline/{pipeline}"));
     set("CODEBUILD_BUILD_SUCCEEDING", "1".into());
+    for (k, v) in spec.variables() {
+        set(&k, v);
+    }
     if let Some(en) = project.environment() {
         for v in en.environment_variables() {
             let t = v.r#type().map(|t| t.as_str()).unwrap_or("PLAINTEXT");
@@ -194,9 +210,6 @@ pub(crate) async fn build(
             }
             set(v.name(), v.value().to_string());
         }
-    }
-    for (k, v) in spec.variables() {
-        set(&k, v);
     }
     if let Some(raw) = config.get("EnvironmentVariables").filter(|s| !s.is_empty()) {
         let list: Vec<serde_json::Value> = serde_json::from_str(raw)

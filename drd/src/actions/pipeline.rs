@@ -178,9 +178,15 @@ pub async fn recover(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
                 id.clone()
             }
             _ => {
+                let (vars, revisions) = match &l {
+                    Some(l) => restart_inputs(&cp, &name, &l.id).await,
+                    None => (vec![], vec![]),
+                };
                 let out = cp
                     .start_pipeline_execution()
                     .name(&name)
+                    .set_variables(Some(vars).filter(|v| !v.is_empty()))
+                    .set_source_revisions(Some(revisions).filter(|r| !r.is_empty()))
                     .send()
                     .await
                     .map_err(|e| aws_error("codepipeline", "StartPipelineExecution", e))?;
@@ -205,6 +211,85 @@ pub async fn recover(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
         ),
         "read the failed action's logs in the console; fix and push, or fail CI over with drd failover-ci",
     ))
+}
+
+/// What a new execution must repeat of the one it replaces: its variables (the commit it
+/// deploys) and, for S3 sources, the exact object version, so a restart never deploys another
+/// zip under the same commit. Best effort: without them the pipeline's defaults apply.
+async fn restart_inputs(
+    cp: &aws_sdk_codepipeline::Client,
+    name: &str,
+    id: &str,
+) -> (
+    Vec<aws_sdk_codepipeline::types::PipelineVariable>,
+    Vec<aws_sdk_codepipeline::types::SourceRevisionOverride>,
+) {
+    use aws_sdk_codepipeline::types::{
+        PipelineVariable, SourceRevisionOverride, SourceRevisionType,
+    };
+    let Ok(e) = cp
+        .get_pipeline_execution()
+        .pipeline_name(name)
+        .pipeline_execution_id(id)
+        .send()
+        .await
+    else {
+        return (vec![], vec![]);
+    };
+    let vars = e
+        .pipeline_execution()
+        .map(|x| x.variables())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| {
+            PipelineVariable::builder()
+                .name(v.name()?)
+                .value(v.resolved_value()?)
+                .build()
+                .ok()
+        })
+        .collect();
+    // S3 source actions and the artifacts they output, from the pipeline's declaration.
+    let mut revisions = vec![];
+    if let Ok(p) = cp.get_pipeline().name(name).send().await {
+        let sources: Vec<(String, String)> = p
+            .pipeline()
+            .map(|d| d.stages())
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|s| s.actions())
+            .filter(|a| a.action_type_id().is_some_and(|t| t.provider() == "S3"))
+            .flat_map(|a| {
+                a.output_artifacts()
+                    .iter()
+                    .map(|o| (a.name().to_string(), o.name().to_string()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for r in e
+            .pipeline_execution()
+            .map(|x| x.artifact_revisions())
+            .unwrap_or_default()
+        {
+            let Some((action, _)) = sources
+                .iter()
+                .find(|(_, art)| Some(art.as_str()) == r.name())
+            else {
+                continue;
+            };
+            if let Some(v) = r.revision_id() {
+                if let Ok(o) = SourceRevisionOverride::builder()
+                    .action_name(action)
+                    .revision_type(SourceRevisionType::S3ObjectVersionId)
+                    .revision_value(v)
+                    .build()
+                {
+                    revisions.push(o);
+                }
+            }
+        }
+    }
+    (vars, revisions)
 }
 
 fn done(id: &str, attempts: u32, actions: &[String]) -> Outputs {

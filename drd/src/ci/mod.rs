@@ -9,7 +9,10 @@
 //! (`template.rs`), and checks that what the emulator serves equals what the template says.
 //! Against AWS a missing pipeline after a complete stack is an error, never papered over.
 
+pub mod mirror;
+pub mod run;
 pub mod template;
+pub mod transport;
 
 use crate::aws::{aws_error, error_code, Aws};
 use crate::error::{ConfigError, Error, Result};
@@ -103,6 +106,9 @@ fn parameters(
     put("PipelineName", n.pipeline.clone());
     put("SourceBucketName", n.source_bucket.clone());
     put("ArtifactBucketName", n.artifact_bucket.clone());
+    if let Some(image) = policy.pipeline.as_ref().and_then(|p| p.build_image.clone()) {
+        put("BuildImage", image);
+    }
     let arn = policy
         .pipeline
         .as_ref()
@@ -115,7 +121,7 @@ fn parameters(
                     format!("{} needs DeployPolicyArn: the managed policy its deploy stage runs drd deploy with", t.shown),
                 )
                 .field("pipeline.deploy_policy_arn")
-                .hint("create it from `drd iam policy --command deploy` and set [pipeline] deploy_policy_arn"),
+                .hint("create a managed policy with the deploy row of docs/permissions.md and set [pipeline] deploy_policy_arn"),
             )
         })?;
         out.insert("DeployPolicyArn", arn);
@@ -136,25 +142,54 @@ pub async fn install(
     let cf = aws.cloudformation(region).await;
     let (stack_action, stack_status) =
         crate::stack::ensure_stack(&cf, &n.stack, &body, &params, progress).await?;
-    let cp = aws.codepipeline(region).await;
-    let exists = match cp.get_pipeline().name(&n.pipeline).send().await {
-        Ok(_) => true,
-        Err(e) if error_code(&e) == Some("PipelineNotFoundException") => false,
-        Err(e) => return Err(aws_error("codepipeline", "GetPipeline", e)),
-    };
+    // What the stack holds: CloudFormation created the pipeline and projects, or (an
+    // emulator's CloudFormation) skipped them.
+    let res = cf
+        .describe_stack_resources()
+        .stack_name(&n.stack)
+        .send()
+        .await
+        .map_err(|e| aws_error("cloudformation", "DescribeStackResources", e))?;
+    let held: BTreeMap<String, String> = res
+        .stack_resources()
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r.logical_resource_id()?.to_string(),
+                r.physical_resource_id().unwrap_or_default().to_string(),
+            ))
+        })
+        .collect();
+    let mut missing: Vec<String> = t.resources_of("AWS::CodeBuild::Project");
+    missing.extend(t.resources_of("AWS::CodePipeline::Pipeline"));
+    missing.retain(|l| !held.contains_key(l));
     let emulator = aws.settings().endpoint_url.is_some();
-    let (created_through, verified) = if exists && !emulator {
+    let (created_through, verified) = if missing.is_empty() {
+        let ours = t
+            .resources_of("AWS::CodePipeline::Pipeline")
+            .iter()
+            .any(|l| held.get(l) == Some(&n.pipeline));
+        if !ours {
+            return Err(Error::failed_hint(
+                format!(
+                    "stack {} holds no pipeline named {} ([pipeline] name)",
+                    n.stack, n.pipeline
+                ),
+                format!(
+                    "the template {} must name its pipeline after the PipelineName parameter",
+                    t.shown
+                ),
+            ));
+        }
         ("cloudformation".to_string(), false)
     } else if !emulator {
         return Err(Error::failed_hint(
             format!(
-                "stack {} is {stack_status} but pipeline {} does not exist",
-                n.stack, n.pipeline
+                "stack {} is {stack_status} without {}",
+                n.stack,
+                missing.join(", ")
             ),
-            format!(
-                "the template {} must declare the AWS::CodePipeline::Pipeline named by [pipeline] name",
-                t.shown
-            ),
+            "read the stack's events (aws cloudformation describe-stack-events) and install again",
         ));
     } else {
         progress("the emulator's CloudFormation skips CodePipeline and CodeBuild: creating them from the template's properties");

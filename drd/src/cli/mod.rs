@@ -7,6 +7,7 @@ mod ci;
 mod daemon;
 mod deploy;
 mod failback;
+mod mirror;
 mod pin;
 mod points;
 mod prune;
@@ -119,6 +120,9 @@ pub enum Command {
     Backup(backup::Args),
     /// The workload's standby CI (CodePipeline + CodeBuild): install.
     Ci(ci::Args),
+    /// Mirror the workload's repository into the store (a git bundle, a deployable zip), or
+    /// take a developer's clone while the remote is down.
+    Mirror(mirror::Args),
     /// Recovery points: list, show.
     Points(points::Args),
     /// Re-hash every blob of a point (and decrypt secret backups with --identity).
@@ -161,6 +165,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Status(a) => status::run(&cli, a).await,
         Command::Backup(a) => backup::run(&cli, a).await,
         Command::Ci(a) => ci::run(&cli, a).await,
+        Command::Mirror(a) => mirror::run(&cli, a).await,
         Command::Points(a) => points::run(&cli, a).await,
         Command::Verify(a) => verify::run(&cli, a).await,
         Command::Prune(a) => prune::run(&cli, a).await,

@@ -15,8 +15,26 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
     let aws = cli.aws_for(&policy);
     let region = cli.acting_region(&aws, &policy).await?;
     let r = crate::status::status(&aws, &policy, &region, args.deep).await?;
+    // The source mirror's freshness, when the policy mirrors a repository (asked of the remote;
+    // a remote that is down leaves commits_behind unknown, never fails status).
+    let mirror = match &policy.ci {
+        Some(_) => {
+            let root = super::mirror::cache_root(cli, None).ok();
+            match root {
+                Some(root) => crate::ci::run::freshness(&aws, &policy, &root, true)
+                    .await
+                    .ok(),
+                None => None,
+            }
+        }
+        None => None,
+    };
     if cli.json() {
-        super::print_json(&r);
+        let mut v = serde_json::to_value(&r).expect("status serializes");
+        if let Some(m) = &mirror {
+            v["mirror"] = serde_json::to_value(m).expect("freshness serializes");
+        }
+        super::print_json(&v);
     } else {
         println!("region       {}", r.region);
         println!(
@@ -84,6 +102,9 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
                     ),
                     None => println!("newest point none (take one with drd backup)"),
                 }
+                if let Some(m) = &mirror {
+                    print_mirror(m);
+                }
             }
         }
     }
@@ -106,5 +127,29 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
         } else {
             format!("probe(s) failed: {}", failed.join(", "))
         }))
+    }
+}
+
+fn print_mirror(m: &crate::ci::run::Freshness) {
+    match (&m.manifest, m.age_seconds) {
+        (Some(id), Some(age)) => println!(
+            "mirror       {id} (head {}), fetched {} ago{}{}",
+            m.head.as_deref().unwrap_or("?"),
+            humantime::format_duration(std::time::Duration::from_secs(age)),
+            match m.commits_behind {
+                Some(0) => ", up to date".to_string(),
+                Some(n) => format!(", {n} commit(s) behind the remote"),
+                None => ", the remote could not be asked".to_string(),
+            },
+            if m.stale {
+                format!(
+                    " (STALE: older than {})",
+                    humantime::format_duration(std::time::Duration::from_secs(m.max_age_seconds))
+                )
+            } else {
+                String::new()
+            }
+        ),
+        _ => println!("mirror       none (take one with drd mirror)"),
     }
 }

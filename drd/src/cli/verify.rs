@@ -18,6 +18,9 @@ pub struct Args {
     /// drd points reindex).
     #[arg(long, conflicts_with_all = ["point", "all"])]
     pub index: bool,
+    /// Re-hash the newest source mirror's bundle and zip (drd mirror).
+    #[arg(long, conflicts_with_all = ["point", "all", "index"])]
+    pub mirror: bool,
     /// An age identity file (or SSH private key): also decrypt every secret backup.
     #[arg(long)]
     pub identity: Option<PathBuf>,
@@ -36,6 +39,9 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
     let store = crate::store::open_store_read(&cli.aws_for(&policy), &policy).await?;
     if args.index {
         return verify_index(cli, &store).await;
+    }
+    if args.mirror {
+        return verify_mirror(cli, &store).await;
     }
     let ids = match (&args.point, args.all) {
         (Some(id), _) if id != "latest" => vec![id.clone()],
@@ -87,6 +93,40 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
             "{} broken point(s): {}",
             broken.len(),
             broken.join(" | ")
+        )))
+    }
+}
+
+/// The newest mirror manifest's blobs, re-hashed.
+async fn verify_mirror(cli: &Cli, store: &crate::store::Store) -> Result<()> {
+    let Some((m, problems)) = crate::ci::run::verify(store).await? else {
+        return Err(Error::failed_hint(
+            "there is no source mirror to verify",
+            "take one with drd mirror",
+        ));
+    };
+    if cli.json() {
+        super::print_json(&serde_json::json!({
+            "manifest": m.id, "ok": problems.is_empty(), "problems": problems,
+        }));
+    } else if problems.is_empty() {
+        println!(
+            "ok   mirror {} (bundle {} bytes, zip {} bytes; {} at {})",
+            m.id, m.bundle.size, m.zip.size, m.branch, m.head
+        );
+    } else {
+        println!("FAIL mirror {}", m.id);
+        for p in &problems {
+            println!("     {p}");
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::failed(format!(
+            "mirror {}: {}",
+            m.id,
+            problems.join("; ")
         )))
     }
 }

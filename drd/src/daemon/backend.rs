@@ -75,6 +75,59 @@ impl StoreBackend {
         }
     }
 
+    /// Each mirrored stack's last mirror fetch (unix seconds) and staleness threshold, from the
+    /// store (so fetches by other daemons count).
+    pub async fn mirror_fetches(&self) -> Vec<(String, f64, f64)> {
+        let mut out = vec![];
+        for (name, ctx) in &self.stacks {
+            let Some(ci) = &ctx.policy.ci else { continue };
+            if let Ok(Some((p, _, _))) = crate::ci::mirror::newest(&ctx.store).await {
+                if let Ok(t) = humantime::parse_rfc3339_weak(&p.fetched_at) {
+                    let secs = t
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs_f64())
+                        .unwrap_or(0.0);
+                    out.push((name.clone(), secs, ci.max_age().as_secs_f64()));
+                }
+            }
+        }
+        out
+    }
+
+    /// The `mirror` job: fetch and store what changed; its fetch time feeds the gauges.
+    async fn mirror_job(
+        &self,
+        policy: &Policy,
+        progress: &(dyn Fn(&str) + Sync),
+    ) -> Result<Outcome> {
+        let root = self
+            .state_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir)
+            .join("mirror");
+        let r = crate::ci::run::mirror(self.aws.as_ref(), policy, &root, progress).await?;
+        let fetched = humantime::parse_rfc3339_weak(&r.fetched_at)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let max_age = policy
+            .ci
+            .as_ref()
+            .map(|c| c.max_age().as_secs_f64())
+            .unwrap_or(7200.0);
+        Ok(Outcome {
+            detail: if r.changed {
+                format!("mirror {} ({} at {})", r.manifest, r.branch, r.head)
+            } else {
+                format!("mirror {} unchanged", r.manifest)
+            },
+            objects: r.objects_written,
+            mirror: Some((fetched, max_age)),
+            ..Default::default()
+        })
+    }
+
     /// Creation time (unix seconds) of each stack's newest point.
     pub async fn newest_points(&self) -> Vec<(String, f64)> {
         let mut out = vec![];
@@ -232,6 +285,7 @@ impl Backend for StoreBackend {
                         bytes: r.new_bytes,
                         objects: r.objects_written,
                         newest_point: point_time(&r.id),
+                        ..Default::default()
                     })
                 }
                 "verify" => {
@@ -271,6 +325,7 @@ impl Backend for StoreBackend {
                         Err(Error::failed(format!("verify: {}", broken.join(" | "))))
                     }
                 }
+                "mirror" => self.mirror_job(policy, &progress).await,
                 "prune" => {
                     let r = crate::backup::prune::prune(
                         aws,

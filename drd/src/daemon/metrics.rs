@@ -30,11 +30,17 @@ pub struct JobStats {
     pub lease_held: bool,
 }
 
+/// (last fetch in unix seconds, commits behind when known, staleness threshold in seconds).
+type MirrorGauge = (f64, Option<u64>, f64);
+
 #[derive(Default)]
 pub struct Metrics {
     jobs: Mutex<BTreeMap<(String, String), JobStats>>,
     /// Stack -> creation time (unix seconds) of its newest recovery point.
     newest_point: Mutex<BTreeMap<String, f64>>,
+    /// Stack -> the source mirror's last fetch (unix seconds), commits behind the remote when
+    /// known, and the staleness threshold (seconds).
+    mirror: Mutex<BTreeMap<String, MirrorGauge>>,
     /// Unix milliseconds of the scheduler's last heartbeat.
     pub heartbeat_ms: AtomicI64,
     pub reloads: Mutex<(u64, u64)>,
@@ -70,6 +76,21 @@ impl Metrics {
         if unix_secs > *e {
             *e = unix_secs;
         }
+    }
+
+    /// Record the mirror's freshness; `behind: None` keeps the last known count.
+    pub fn set_mirror(&self, stack: &str, fetched: f64, behind: Option<u64>, max_age: f64) {
+        let mut m = self.mirror.lock().expect("metrics");
+        let e = m
+            .entry(stack.to_string())
+            .or_insert((fetched, behind, max_age));
+        if fetched >= e.0 {
+            e.0 = fetched;
+        }
+        if behind.is_some() {
+            e.1 = behind;
+        }
+        e.2 = max_age;
     }
 
     pub fn newest_point(&self, stack: &str) -> Option<f64> {
@@ -221,7 +242,49 @@ impl Metrics {
                 ("{result=\"rejected\"}".into(), rejected.to_string()),
             ],
         );
-        out + &out2
+        out + &out2 + &self.render_mirror(now)
+    }
+
+    /// The source mirror's freshness gauges.
+    fn render_mirror(&self, now: f64) -> String {
+        let mut out2 = String::new();
+        let mut family2 = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
+            let _ = writeln!(out2, "# HELP {name} {help}");
+            let _ = writeln!(out2, "# TYPE {name} {kind}");
+            for (labels, value) in rows {
+                let _ = writeln!(out2, "{name}{labels} {value}");
+            }
+        };
+        let mirror = self.mirror.lock().expect("metrics").clone();
+        let label = |s: &str| format!("{{stack=\"{}\"}}", esc(s));
+        family2(
+            "drd_mirror_age_seconds",
+            "gauge",
+            "Time since the source mirror's last successful fetch (the CI recovery point objective).",
+            mirror
+                .iter()
+                .map(|(s, (t, _, _))| (label(s), format!("{:.3}", (now - t).max(0.0))))
+                .collect(),
+        );
+        family2(
+            "drd_mirror_commits_behind",
+            "gauge",
+            "Commits the remote's deploy branch has that the mirror does not (0 right after a fetch).",
+            mirror
+                .iter()
+                .filter_map(|(s, (_, b, _))| b.map(|b| (label(s), b.to_string())))
+                .collect(),
+        );
+        family2(
+            "drd_mirror_stale",
+            "gauge",
+            "1 when the mirror's last fetch is older than [ci] mirror_max_age (alert on it).",
+            mirror
+                .iter()
+                .map(|(s, (t, _, max))| (label(s), u8::from(now - t > *max).to_string()))
+                .collect(),
+        );
+        out2
     }
 }
 

@@ -97,6 +97,8 @@ pub struct Outcome {
     pub objects: u64,
     /// Creation time (unix seconds) of a recovery point the run made or found.
     pub newest_point: Option<f64>,
+    /// A mirror run: its fetch time (unix seconds) and the staleness threshold (seconds).
+    pub mirror: Option<(f64, f64)>,
 }
 
 /// A held job lease.
@@ -490,6 +492,10 @@ impl Scheduler {
                 });
                 if let Some(p) = o.newest_point {
                     self.metrics.set_newest_point(stack, p);
+                }
+                if let Some((fetched, max_age)) = o.mirror {
+                    // Just fetched: nothing behind the remote.
+                    self.metrics.set_mirror(stack, fetched, Some(0), max_age);
                 }
             }
             Err(e) => {

@@ -4,8 +4,8 @@
 //! Lambda cannot say it: tags are per function, not per version, and `PublishVersion` hands back
 //! the existing version when the code and configuration did not change, so two commits can map
 //! to one version. `drd deploy --commit SHA` (what the CI runs) appends a record after the
-//! version passed its probes; `drd status` and `drd failover-ci` read the newest record of the
-//! version `live` points to.
+//! version passed its probes; `drd status` reads the newest record of the version `live` points
+//! to whose code is the code `live` runs.
 //!
 //! Writers: any `drd deploy --commit`, concurrently (two CI systems may deploy at once). Each
 //! write is a compare-and-swap on the ETag it read (`If-Match`, or `If-None-Match: *` for the
@@ -16,7 +16,7 @@ use crate::error::{ConfigError, Error, Result};
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
 
-/// Records kept per function; older ones are dropped (the newest of each version survive).
+/// Records kept per function; the oldest records are dropped first.
 const KEEP: usize = 1000;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -62,6 +62,20 @@ impl CommitFile {
             .iter()
             .rev()
             .find(|r| r.region == region && r.version == version)
+    }
+
+    /// The newest record of `version` in `region` that ran `code_sha256`: version numbers start
+    /// again at 1 when a restore recreates the function, so the code must match too.
+    pub fn for_live(
+        &self,
+        region: &str,
+        version: &str,
+        code_sha256: &str,
+    ) -> Option<&CommitRecord> {
+        self.records
+            .iter()
+            .rev()
+            .find(|r| r.region == region && r.version == version && r.code_sha256 == code_sha256)
     }
 
     /// The newest record of `commit` (any region).

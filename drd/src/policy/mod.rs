@@ -29,6 +29,9 @@ pub struct Policy {
     /// The AWS CodePipeline that is the CI alternative (procedure 1 retries it).
     #[serde(default)]
     pub pipeline: Option<PipelinePolicy>,
+    /// The workload's source repository, mirrored into the store by `drd mirror`.
+    #[serde(default)]
+    pub ci: Option<CiPolicy>,
     /// The Route 53 record users reach the service by (procedure 4 fails it over).
     #[serde(default)]
     pub dns: Option<DnsPolicy>,
@@ -250,6 +253,51 @@ pub struct GithubPolicy {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct CiPolicy {
+    /// The git URL of the workload's repository (`DRD_CI_REPOSITORY` overrides it, as the lab
+    /// sets it). Never put credentials in it.
+    pub repository: Spanned<String>,
+    /// The branch CI deploys (the mirror's zip is its tree).
+    #[serde(default = "default_ci_branch")]
+    pub branch: String,
+    /// A Secrets Manager secret (primary region) holding a token for the repository, e.g.
+    /// "github-token"; read at each mirror, never logged.
+    #[serde(default)]
+    pub token_secret: Option<String>,
+    /// Or the name of an environment variable holding the token, e.g. "GITHUB_TOKEN".
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// The mirror is stale (an alert: `drd_mirror_stale` 1, `drd status`) when its last
+    /// successful fetch is older than this.
+    #[serde(default = "default_mirror_max_age")]
+    pub mirror_max_age: Spanned<String>,
+}
+
+fn default_ci_branch() -> String {
+    "main".into()
+}
+
+fn default_mirror_max_age() -> Spanned<String> {
+    Spanned::new(0..0, "2h".into())
+}
+
+impl CiPolicy {
+    /// The repository URL: `DRD_CI_REPOSITORY` when set, else the policy's.
+    pub fn repository_url(&self) -> String {
+        std::env::var("DRD_CI_REPOSITORY")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| self.repository.get_ref().clone())
+    }
+
+    pub fn max_age(&self) -> std::time::Duration {
+        humantime::parse_duration(self.mirror_max_age.get_ref())
+            .unwrap_or(std::time::Duration::from_secs(7200))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PipelinePolicy {
     pub name: Spanned<String>,
     /// How many times `pipeline-failure` retries or restarts before giving up.
@@ -267,6 +315,10 @@ pub struct PipelinePolicy {
     /// (see `drd iam`); without it the role can only read its buckets and write logs.
     #[serde(default)]
     pub deploy_policy_arn: Option<String>,
+    /// The CodeBuild image of the standby pipeline: one with drd, the Rust toolchain (musl
+    /// target) and musl-tools. The template's default is a stock image without them.
+    #[serde(default)]
+    pub build_image: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -70,7 +70,7 @@ fn daemon_and_dns_mistakes_name_field_and_line() {
             "[[daemon.schedule]]\njob = \"mirror\"\ncron = \"0 0 * * * *\"\n",
             "daemon.schedule[0].job",
             16,
-            "not available",
+            "needs the repository to mirror",
         ),
         ("[aws]\nattempt_timeout = \"soon\"\n", "aws.attempt_timeout", 16, "not a duration"),
         (

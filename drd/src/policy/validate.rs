@@ -20,6 +20,7 @@ pub(super) fn validate(policy: &Policy, text: &str) -> Result<(), ConfigError> {
     c.github(policy)?;
     c.dns(policy)?;
     c.daemon(policy)?;
+    c.ci(policy)?;
     c.recipients(policy)?;
     c.aws(policy)?;
     Ok(())
@@ -236,6 +237,42 @@ impl Check<'_> {
     }
 
     /// The listen address, the RPO, and each schedule (known job, once, cron, jitter).
+    fn ci(&self, p: &Policy) -> Result<(), ConfigError> {
+        let Some(ci) = &p.ci else { return Ok(()) };
+        let url = ci.repository.get_ref();
+        let scheme_ok = ["https://", "http://", "file://", "/"]
+            .iter()
+            .any(|s| url.starts_with(s));
+        if !scheme_ok {
+            return Err(self.at(
+                &ci.repository.span(),
+                "ci.repository",
+                format!("{url:?} is not an http(s) or file git URL"),
+                "write e.g. \"https://github.com/OWNER/REPO.git\" (ssh is not supported)",
+            ));
+        }
+        if url
+            .split_once("://")
+            .is_some_and(|(_, r)| r.split('/').next().is_some_and(|a| a.contains('@')))
+        {
+            return Err(self.at(
+                &ci.repository.span(),
+                "ci.repository",
+                "the repository URL carries credentials".into(),
+                "remove them; set [ci] token_secret or token_env instead",
+            ));
+        }
+        if humantime::parse_duration(ci.mirror_max_age.get_ref()).is_err() {
+            return Err(self.at(
+                &ci.mirror_max_age.span(),
+                "ci.mirror_max_age",
+                format!("{:?} is not a duration", ci.mirror_max_age.get_ref()),
+                "write a duration such as \"2h\"",
+            ));
+        }
+        Ok(())
+    }
+
     fn daemon(&self, p: &Policy) -> Result<(), ConfigError> {
         let d = &p.daemon;
         if let Some(l) = &d.listen {
@@ -261,22 +298,22 @@ impl Check<'_> {
         let mut jobs = std::collections::BTreeSet::new();
         for (i, s) in d.schedule.iter().enumerate() {
             let job = s.job.get_ref();
-            if job == "mirror" {
+            if job == "mirror" && p.ci.is_none() {
                 return Err(self.at(
                     &s.job.span(),
                     &format!("daemon.schedule[{i}].job"),
-                    "the mirror job is not available in this drd: it has no git mirror (procedure 5) yet".into(),
-                    "remove this schedule; use backup, verify, prune or runbook:NAME",
+                    "the mirror job needs the repository to mirror".into(),
+                    "add [ci] repository = \"https://github.com/OWNER/REPO.git\" (or remove this schedule)",
                 ));
             }
-            let known = matches!(job.as_str(), "backup" | "verify" | "prune")
+            let known = matches!(job.as_str(), "backup" | "verify" | "prune" | "mirror")
                 || job.strip_prefix("runbook:").is_some_and(|n| !n.is_empty());
             if !known {
                 return Err(self.at(
                     &s.job.span(),
                     &format!("daemon.schedule[{i}].job"),
                     format!("{job:?} is not a job"),
-                    "use backup, verify, prune or runbook:NAME",
+                    "use backup, verify, prune, mirror or runbook:NAME",
                 ));
             }
             if !jobs.insert(job.clone()) {
