@@ -392,3 +392,57 @@ async fn two_daemons_run_each_mirror_firing_once_and_export_its_freshness() {
     assert_eq!(sample("drd_mirror_commits_behind"), 0.0, "{body}");
     let _ = root();
 }
+
+/// A mirror killed at any moment leaves a current mirror that verifies: the pointer moves last,
+/// after the blobs and the manifest it names.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mirror_killed_at_any_moment_leaves_the_previous_mirror_valid() {
+    let w = W::new("mirror-k", "");
+    let first = w.mirror(&[]);
+    let clone = w.work.join("clone");
+    git(
+        &w.work,
+        &["clone", "--quiet", &w.url(), clone.to_str().unwrap()],
+    );
+    let mut killed_before_pointer = 0;
+    for (i, delay) in [20u64, 60, 120, 200, 350, 600, 900].iter().enumerate() {
+        std::fs::write(clone.join("README.md"), format!("change {i}\n")).unwrap();
+        git(
+            &clone,
+            &["commit", "--quiet", "-am", &format!("change {i}")],
+        );
+        git(&clone, &["push", "--quiet", "origin", "main"]);
+        let before = w.pointer().await["manifest"].clone();
+        let mut c = w.sb.drd();
+        c.args(["--policy", w.policy.to_str().unwrap(), "mirror"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = c.spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(*delay));
+        let _ = child.kill();
+        let _ = child.wait();
+        let now = w.pointer().await["manifest"].clone();
+        if now == before {
+            killed_before_pointer += 1;
+        }
+        let out = w.drd(&["verify", "--mirror"]);
+        assert!(
+            out.status.success(),
+            "after a kill at {delay} ms the current mirror must verify: {}",
+            text(&out)
+        );
+        // A leftover store lease is the dead run's: the next mirror takes over once it
+        // expires, so break it here rather than wait.
+        let _ = w.drd(&["unlock", "store", "--force"]);
+    }
+    assert!(
+        killed_before_pointer > 0,
+        "no kill landed before the pointer moved"
+    );
+    // The next mirror completes from whatever the kills left.
+    let last = w.mirror(&[]);
+    assert_eq!(last["head"], git(&clone, &["rev-parse", "HEAD"]).as_str());
+    assert_ne!(last["manifest"], first["manifest"]);
+    let out = w.drd(&["verify", "--mirror"]);
+    assert!(out.status.success(), "{}", text(&out));
+}

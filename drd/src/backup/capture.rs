@@ -31,6 +31,8 @@ pub(super) struct Capture<'a> {
     pub recipients: &'a [Box<dyn age::Recipient + Send + Sync>],
     /// The previous point: which secret versions are stored already (checked, never trusted).
     pub prev: Option<Manifest>,
+    /// The newest source mirror, named by the point.
+    pub source: Option<SourceMirror>,
     pub progress: &'a (dyn Fn(&str) + Sync),
 }
 
@@ -72,6 +74,7 @@ impl Capture<'_> {
             code,
             log_group,
             secrets,
+            source: self.source.clone(),
             changes: Changes::default(),
         };
         manifest.changes = Changes {

@@ -5,8 +5,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// The manifest format this drd writes: a major number. Schema 2 added `writer`, per-version
-/// encrypted Lambda environments and binary secrets; schema 1 manifests read as they were.
-pub const MANIFEST_SCHEMA: u32 = 2;
+/// encrypted Lambda environments and binary secrets; schema 3 added `source` (the newest source
+/// mirror); older manifests read as they were.
+pub const MANIFEST_SCHEMA: u32 = 3;
 /// The oldest format this drd still reads.
 pub const MANIFEST_SCHEMA_MIN: u32 = 1;
 
@@ -31,7 +32,21 @@ pub struct Manifest {
     pub code: Vec<CodeCapture>,
     pub log_group: Option<LogGroupCapture>,
     pub secrets: Vec<SecretCapture>,
+    /// The newest source mirror (`drd mirror`) when the point was taken; absent without `[ci]`
+    /// or before the first mirror, and in schemas 1 and 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceMirror>,
     pub changes: Changes,
+}
+
+/// Which source mirror goes with a point: the mirror manifest (`mirror/manifests/<id>.json`),
+/// the deploy branch's head and when it was fetched.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceMirror {
+    pub manifest: String,
+    pub head: String,
+    pub fetched_at: String,
 }
 
 /// Which daemon firing took a point.

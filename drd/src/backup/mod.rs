@@ -227,11 +227,12 @@ pub async fn backup_scheduled(
     let work = async {
         // The previous point is only a hint (which secret versions are already stored; every
         // reuse is checked against the store). No listing: a store's size costs nothing here.
-        let (prev, active) = tokio::join!(
+        let (prev, active, source) = tokio::join!(
             latest_manifest(&store),
-            crate::store::active::read_active(&store)
+            crate::store::active::read_active(&store),
+            source_mirror(&store, policy)
         );
-        let (prev, active) = (prev?, active?);
+        let (prev, active, source) = (prev?, active?, source?);
         prev_point = prev.as_ref().map(|m| PrevPoint {
             id: m.id.clone(),
             blobs: m
@@ -262,6 +263,7 @@ pub async fn backup_scheduled(
                 },
                 recipients: &recipients,
                 prev,
+                source,
                 progress,
             }
             .run(&record, scheduled),
@@ -313,6 +315,31 @@ pub async fn backup_scheduled(
     release?;
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// The source mirror's pointer (`mirror/latest.json`, written by `drd mirror`), when the
+/// policy mirrors a repository: one GET, no listing.
+async fn source_mirror(store: &Store, policy: &Policy) -> Result<Option<SourceMirror>> {
+    if policy.ci.is_none() {
+        return Ok(None);
+    }
+    let key = format!("{}mirror/latest.json", store.prefix);
+    let Some(b) = store.get(&key).await? else {
+        return Ok(None);
+    };
+    let v: serde_json::Value = serde_json::from_slice(&b)
+        .map_err(|e| Error::failed(format!("{key} is unreadable: {e}")))?;
+    let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    Ok(
+        match (field("manifest"), field("head"), field("fetched_at")) {
+            (Some(manifest), Some(head), Some(fetched_at)) => Some(SourceMirror {
+                manifest,
+                head,
+                fetched_at,
+            }),
+            _ => None,
+        },
+    )
 }
 
 #[cfg(test)]

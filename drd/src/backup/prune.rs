@@ -221,6 +221,26 @@ async fn reindex(
 }
 
 /// Apply the policy's retention at `now` (under the store lease unless `dry_run`).
+/// Every blob a source-mirror manifest (`mirror/manifests/`) names: the hashes in its bytes.
+/// A manifest that cannot be read stops prune, as a point manifest does.
+async fn mirror_blobs(store: &crate::store::Store) -> Result<BTreeSet<String>> {
+    let prefix = format!("{}mirror/", store.prefix);
+    let mut out = BTreeSet::new();
+    for (key, _) in store.list(&prefix).await? {
+        if !key.ends_with(".json") {
+            continue;
+        }
+        let bytes = store.get(&key).await?.ok_or_else(|| {
+            crate::Error::failed_hint(
+                format!("{key} vanished while prune read it"),
+                "run prune again",
+            )
+        })?;
+        out.extend(manifest::hashes_in(&bytes));
+    }
+    Ok(out)
+}
+
 pub async fn prune(
     aws: &Aws,
     policy: &Policy,
@@ -260,7 +280,10 @@ pub async fn prune(
             .filter_map(|d| read.get(&d.id))
             .flat_map(|r| r.blobs.iter().map(|&i| names[i as usize].clone()))
             .collect();
-        let kept = [named, pinned];
+        // The source mirror's bundles and zips are blobs too, named by its manifests
+        // (`drd mirror`), which retention does not touch: every one of them is kept.
+        let mirrored = mirror_blobs(&store).await?;
+        let kept = [named, pinned, mirrored];
         let prefix = store.objects_prefix();
         let all: Vec<String> = store
             .list(&prefix)

@@ -445,6 +445,41 @@ pub async fn store_built(
     branch: &str,
     source: String,
     fetched_at: String,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<MirrorReport> {
+    // Under the store lease, as a backup writes: prune (which holds it too) never sees a
+    // bundle uploaded but not yet named by its manifest, and never deletes it.
+    let mut lease = crate::store::lease::Lease::acquire_waiting(
+        store,
+        crate::backup::STORE_LEASE,
+        "drd mirror",
+        crate::backup::LEASE_TTL,
+        std::time::Duration::from_secs(300),
+        progress,
+    )
+    .await?;
+    let work = write_built(store, built, refs_now, branch, source, fetched_at);
+    let r = match lease.guard(work).await {
+        Ok(r) => r,
+        Err(lost) => Err(Error::failed_hint(
+            format!(
+                "the mirror stopped: the store lease {} was lost ({}); the previous mirror stays current",
+                lost.key, lost.why
+            ),
+            "run drd mirror again",
+        )),
+    };
+    let _ = lease.release().await;
+    r
+}
+
+async fn write_built(
+    store: &Store,
+    built: Option<Built>,
+    refs_now: &BTreeMap<String, RefEntry>,
+    branch: &str,
+    source: String,
+    fetched_at: String,
 ) -> Result<MirrorReport> {
     let started = std::time::Instant::now();
     let prev = newest(store).await?;

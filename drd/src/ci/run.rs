@@ -64,7 +64,7 @@ pub async fn mirror(
             .await?,
         )
     };
-    mirror::store_built(&store, built, &refs, &branch, source, fetched_at).await
+    mirror::store_built(&store, built, &refs, &branch, source, fetched_at, progress).await
 }
 
 /// `drd mirror push --from CLONE`: the clone's deploy branch becomes the mirrored head (the
@@ -152,7 +152,7 @@ pub async fn push_from(
         clone.display()
     ));
     let source = format!("push --from {}", clone.display());
-    mirror::store_built(&store, Some(built), &refs, &branch, source, now()).await
+    mirror::store_built(&store, Some(built), &refs, &branch, source, now(), progress).await
 }
 
 /// Whether the cache has every ref of `m` at its SHA.

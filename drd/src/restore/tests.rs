@@ -78,6 +78,7 @@ fn manifest(params: &[(&str, Option<&str>)]) -> Manifest {
         }],
         log_group: None,
         secrets: vec![],
+        source: None,
         changes: Default::default(),
     }
 }
