@@ -245,6 +245,16 @@ async fn the_mirror_stores_a_bundle_and_a_zip_git_agrees_with_and_takes_a_clone_
     assert!(after["fetched_at"].as_str() > before["fetched_at"].as_str());
     let out = w.drd(&["verify", "--mirror"]);
     assert!(out.status.success(), "{}", text(&out));
+    // drd status reports the mirror's freshness, asking the remote (no stack is deployed here,
+    // so status itself exits 1; its document is still printed).
+    let status = |w: &W| -> Value {
+        let out = w.drd(&["--output", "json", "status"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
+    };
+    let st = status(&w);
+    assert_eq!(st["mirror"]["manifest"], r["manifest"], "{st}");
+    assert_eq!(st["mirror"]["commits_behind"], 0, "{st}");
+    assert_eq!(st["mirror"]["stale"], false, "{st}");
 
     // GitHub is down: the mirror fails and the previous one stays current and valid; a
     // developer's clone one commit ahead becomes the source.
@@ -257,6 +267,9 @@ async fn the_mirror_stores_a_bundle_and_a_zip_git_agrees_with_and_takes_a_clone_
     );
     assert!(text(&out).contains("push --from"), "{}", text(&out));
     assert_eq!(w.pointer().await["manifest"], r["manifest"]);
+    let st = status(&w);
+    assert!(st["mirror"]["commits_behind"].is_null(), "the remote cannot be asked: {st}");
+    assert_eq!(st["mirror"]["manifest"], r["manifest"], "{st}");
     std::fs::write(
         clone.join("README.md"),
         "the workload, fixed during the outage\n",

@@ -251,7 +251,10 @@ fn write_bundle(
     }
     writeln!(out, "{head} HEAD").map_err(io)?;
     out.write_all(b"\n").map_err(io)?;
+    bound_pack_memory(repo)?;
     let mut pb = repo.packbuilder().map_err(|e| git_err("pack", e))?;
+    // Delta search on every core (0: as many threads as the machine has).
+    pb.set_threads(0);
     let mut walk = repo.revwalk().map_err(|e| git_err("revwalk", e))?;
     for (name, r) in refs {
         let sha = git2::Oid::from_str(&r.sha).map_err(|e| git_err(name, e))?;
@@ -274,6 +277,17 @@ fn write_bundle(
     .map_err(|e| git_err("pack", e))?;
     if let Some(e) = failed {
         return Err(io(e));
+    }
+    Ok(())
+}
+
+/// libgit2's pack builder caches deltas up to 256 MiB and gives its delta window unlimited
+/// memory by default; the mirror's own cache repository is told to stay small, so a big
+/// repository's bundle costs tens of megabytes, not its size.
+fn bound_pack_memory(repo: &git2::Repository) -> Result<()> {
+    let mut c = repo.config().map_err(|e| git_err("the cache's config", e))?;
+    for (k, v) in [("pack.deltaCacheSize", 8i64 << 20), ("pack.windowMemory", 32 << 20)] {
+        c.set_i64(k, v).map_err(|e| git_err(k, e))?;
     }
     Ok(())
 }

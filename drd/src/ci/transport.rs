@@ -48,6 +48,9 @@ fn auth_for(url: &str) -> Option<String> {
 pub fn register() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
+        // libgit2's object cache (256 MiB by default) would keep every commit and tree a
+        // mirror reads; the mirror reads each once.
+        git2::opts::enable_caching(false);
         for scheme in ["http", "https"] {
             // SAFETY: `git2::transport::register` is unsafe because it mutates libgit2's
             // global transport table without synchronisation. It runs exactly once (`Once`),
