@@ -268,7 +268,10 @@ async fn the_mirror_stores_a_bundle_and_a_zip_git_agrees_with_and_takes_a_clone_
     assert!(text(&out).contains("push --from"), "{}", text(&out));
     assert_eq!(w.pointer().await["manifest"], r["manifest"]);
     let st = status(&w);
-    assert!(st["mirror"]["commits_behind"].is_null(), "the remote cannot be asked: {st}");
+    assert!(
+        st["mirror"]["commits_behind"].is_null(),
+        "the remote cannot be asked: {st}"
+    );
     assert_eq!(st["mirror"]["manifest"], r["manifest"], "{st}");
     std::fs::write(
         clone.join("README.md"),

@@ -285,8 +285,13 @@ fn write_bundle(
 /// memory by default; the mirror's own cache repository is told to stay small, so a big
 /// repository's bundle costs tens of megabytes, not its size.
 fn bound_pack_memory(repo: &git2::Repository) -> Result<()> {
-    let mut c = repo.config().map_err(|e| git_err("the cache's config", e))?;
-    for (k, v) in [("pack.deltaCacheSize", 8i64 << 20), ("pack.windowMemory", 32 << 20)] {
+    let mut c = repo
+        .config()
+        .map_err(|e| git_err("the cache's config", e))?;
+    for (k, v) in [
+        ("pack.deltaCacheSize", 8i64 << 20),
+        ("pack.windowMemory", 32 << 20),
+    ] {
         c.set_i64(k, v).map_err(|e| git_err(k, e))?;
     }
     Ok(())
