@@ -110,6 +110,10 @@ fn lab_env(ex: &Executor, region: &str, base: &Path, project_name: &str) -> Vec<
         "CARGO_TARGET_DIR",
         cache.join(project_name).display().to_string(),
     );
+    // The lab's build image compiles without debug info and incrementally-off (less to write
+    // on the 2-core machines the suite runs on); the commands are the buildspec's own.
+    set("CARGO_PROFILE_DEV_DEBUG", "0".into());
+    set("CARGO_INCREMENTAL", "0".into());
     env
 }
 

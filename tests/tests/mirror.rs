@@ -314,6 +314,25 @@ async fn the_mirror_stores_a_bundle_and_a_zip_git_agrees_with_and_takes_a_clone_
     assert_eq!(w.pointer().await["manifest"], pushed["manifest"]);
     let out = w.drd(&["verify", "--mirror"]);
     assert!(out.status.success(), "{}", text(&out));
+
+    // GitHub is back but without the hotfix: the mirror refuses to drop it; once the hotfix is
+    // pushed to the remote, the mirror follows the remote again.
+    let out = w.sb.run(&["sandbox", "github", "up"], "");
+    assert!(out.status.success(), "{}", text(&out));
+    let out = w.drd(&["mirror"]);
+    assert!(
+        !out.status.success(),
+        "a remote without the pushed head is refused"
+    );
+    assert!(
+        text(&out).contains("does not contain the mirrored head"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(w.pointer().await["manifest"], pushed["manifest"]);
+    git(&clone, &["push", "--quiet", "origin", "main"]);
+    let back = w.mirror(&[]);
+    assert_eq!(back["head"], ahead.as_str(), "{back}");
 }
 
 fn free_port() -> u16 {

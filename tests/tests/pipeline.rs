@@ -2,14 +2,17 @@
 //! CodePipeline executions (docs/emulator-gaps.md), so CodePipeline is the SDK's own mock client
 //! (aws-smithy-mocks) while the store, the journal and the leases are real (moto S3).
 
+use aws_sdk_codepipeline::operation::get_pipeline::GetPipelineOutput;
 use aws_sdk_codepipeline::operation::get_pipeline_execution::GetPipelineExecutionOutput;
 use aws_sdk_codepipeline::operation::get_pipeline_state::GetPipelineStateOutput;
 use aws_sdk_codepipeline::operation::list_pipeline_executions::ListPipelineExecutionsOutput;
 use aws_sdk_codepipeline::operation::retry_stage_execution::RetryStageExecutionOutput;
 use aws_sdk_codepipeline::operation::start_pipeline_execution::StartPipelineExecutionOutput;
 use aws_sdk_codepipeline::types::{
-    PipelineExecution, PipelineExecutionStatus as Pes, PipelineExecutionSummary, StageExecution,
-    StageExecutionStatus, StageRetryMode, StageState,
+    ActionCategory, ActionDeclaration, ActionOwner, ActionTypeId, ArtifactRevision, OutputArtifact,
+    PipelineDeclaration, PipelineExecution, PipelineExecutionStatus as Pes,
+    PipelineExecutionSummary, ResolvedPipelineVariable, SourceRevisionType, StageDeclaration,
+    StageExecution, StageExecutionStatus, StageRetryMode, StageState,
 };
 use aws_sdk_codepipeline::Client;
 use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
@@ -111,6 +114,90 @@ async fn run(
     r
 }
 
+/// A restart: the start it must make (commit abc123 on S3 version v-1), and what it reads to
+/// know them (the previous execution, the pipeline's S3 source action).
+fn restart_rules() -> (Rule, Rule, Rule) {
+    let start = mock!(Client::start_pipeline_execution)
+        .match_requests(|r| {
+            r.variables()
+                .iter()
+                .any(|v| v.name() == "COMMIT_SHA" && v.value() == "abc123")
+                && r.source_revisions().iter().any(|s| {
+                    s.action_name() == "Source"
+                        && s.revision_type() == &SourceRevisionType::S3ObjectVersionId
+                        && s.revision_value() == "v-1"
+                })
+        })
+        .then_output(|| {
+            StartPipelineExecutionOutput::builder()
+                .pipeline_execution_id("exec-2")
+                .build()
+        });
+    let prev = mock!(Client::get_pipeline_execution)
+        .match_requests(|r| r.pipeline_execution_id() == Some("exec-1"))
+        .then_output(|| {
+            GetPipelineExecutionOutput::builder()
+                .pipeline_execution(
+                    PipelineExecution::builder()
+                        .pipeline_execution_id("exec-1")
+                        .status(Pes::Succeeded)
+                        .variables(
+                            ResolvedPipelineVariable::builder()
+                                .name("COMMIT_SHA")
+                                .resolved_value("abc123")
+                                .build(),
+                        )
+                        .artifact_revisions(
+                            ArtifactRevision::builder()
+                                .name("SourceOutput")
+                                .revision_id("v-1")
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+        });
+    let decl = mock!(Client::get_pipeline).then_output(|| {
+        GetPipelineOutput::builder()
+            .pipeline(
+                PipelineDeclaration::builder()
+                    .name("classifier-pipeline")
+                    .role_arn("arn:aws:iam::123456789012:role/p")
+                    .stages(
+                        StageDeclaration::builder()
+                            .name("Source")
+                            .actions(
+                                ActionDeclaration::builder()
+                                    .name("Source")
+                                    .action_type_id(
+                                        ActionTypeId::builder()
+                                            .category(ActionCategory::Source)
+                                            .owner(ActionOwner::Aws)
+                                            .provider("S3")
+                                            .version("1")
+                                            .build()
+                                            .unwrap(),
+                                    )
+                                    .output_artifacts(
+                                        OutputArtifact::builder()
+                                            .name("SourceOutput")
+                                            .build()
+                                            .unwrap(),
+                                    )
+                                    .build()
+                                    .unwrap(),
+                            )
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+    });
+    (start, prev, decl)
+}
+
 fn build(rules: &[&Rule]) -> Client {
     mock_client!(aws_sdk_codepipeline, RuleMode::MatchAny, rules)
 }
@@ -189,19 +276,20 @@ async fn pipeline_failure_runbook_retries_the_failed_stage_until_green() {
         .output(|| summary("exec-2", Pes::Succeeded))
         .repeatedly()
         .build();
-    let start = mock!(Client::start_pipeline_execution).then_output(|| {
-        StartPipelineExecutionOutput::builder()
-            .pipeline_execution_id("exec-2")
-            .build()
-    });
+    // The new execution repeats the last one's variables (its commit) and S3 object version.
+    let (start, prev, decl) = restart_rules();
     let get = mock!(Client::get_pipeline_execution)
         .match_requests(|r| r.pipeline_execution_id() == Some("exec-2"))
         .then_output(|| execution("exec-2", Pes::Succeeded));
-    let r = run(&sb, "pl-b", build(&[&list, &start, &get]))
+    let r = run(&sb, "pl-b", build(&[&list, &start, &prev, &decl, &get]))
         .await
         .unwrap();
     assert_eq!(r.outcome, "succeeded", "{r:?}");
-    assert_eq!(start.num_calls(), 1);
+    assert_eq!(
+        start.num_calls(),
+        1,
+        "started with the previous commit and version"
+    );
     assert_eq!(r.steps[1].outputs["actions"], "started exec-2");
 
     // 3. An execution already in progress (e.g. a resumed run): waited on, never started twice.

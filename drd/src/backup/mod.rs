@@ -324,11 +324,19 @@ async fn source_mirror(store: &Store, policy: &Policy) -> Result<Option<SourceMi
         return Ok(None);
     }
     let key = format!("{}mirror/latest.json", store.prefix);
-    let Some(b) = store.get(&key).await? else {
+    // Best effort: a point is never refused because the mirror's pointer cannot be read.
+    let b = match store.get(&key).await {
+        Ok(Some(b)) => b,
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            tracing::warn!(error = %e, "the source mirror's pointer could not be read");
+            return Ok(None);
+        }
+    };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&b) else {
+        tracing::warn!("{key} is unreadable: the point names no source mirror");
         return Ok(None);
     };
-    let v: serde_json::Value = serde_json::from_slice(&b)
-        .map_err(|e| Error::failed(format!("{key} is unreadable: {e}")))?;
     let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
     Ok(
         match (field("manifest"), field("head"), field("fetched_at")) {

@@ -147,20 +147,31 @@ pub fn refs_of(repo: &git2::Repository) -> Result<BTreeMap<String, RefEntry>> {
             continue;
         }
         let Some(target) = r.target() else { continue };
-        let commit = r
-            .peel_to_commit()
-            .map_err(|e| git_err(&format!("peeling {name}"), e))?;
-        let t = commit.time();
-        let when =
-            SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t.seconds().max(0) as u64);
-        out.insert(
-            name.to_string(),
-            RefEntry {
-                sha: target.to_string(),
-                commit: commit.id().to_string(),
-                commit_time: humantime::format_rfc3339_seconds(when).to_string(),
-            },
-        );
+        // A tag may point at a tree or a blob (no commit, no time): `commit` is then what it
+        // peels to, and the time is empty.
+        let entry = match r.peel_to_commit() {
+            Ok(commit) => {
+                let t = commit.time();
+                let when = SystemTime::UNIX_EPOCH
+                    + std::time::Duration::from_secs(t.seconds().max(0) as u64);
+                RefEntry {
+                    sha: target.to_string(),
+                    commit: commit.id().to_string(),
+                    commit_time: humantime::format_rfc3339_seconds(when).to_string(),
+                }
+            }
+            Err(_) => {
+                let peeled = r
+                    .peel(git2::ObjectType::Any)
+                    .map_err(|e| git_err(&format!("peeling {name}"), e))?;
+                RefEntry {
+                    sha: target.to_string(),
+                    commit: peeled.id().to_string(),
+                    commit_time: String::new(),
+                }
+            }
+        };
+        out.insert(name.to_string(), entry);
     }
     Ok(out)
 }
@@ -258,12 +269,20 @@ fn write_bundle(
     let mut walk = repo.revwalk().map_err(|e| git_err("revwalk", e))?;
     for (name, r) in refs {
         let sha = git2::Oid::from_str(&r.sha).map_err(|e| git_err(name, e))?;
-        if r.sha != r.commit {
-            // An annotated tag: the tag object itself, then what it points to.
-            pb.insert_object(sha, None).map_err(|e| git_err(name, e))?;
+        // Annotated tags (of tags, ...): every tag object of the chain, then what it names.
+        let mut obj = repo.find_object(sha, None).map_err(|e| git_err(name, e))?;
+        while let Some(tag) = obj.as_tag() {
+            pb.insert_object(tag.id(), None)
+                .map_err(|e| git_err(name, e))?;
+            obj = tag.target().map_err(|e| git_err(name, e))?;
         }
-        let commit = git2::Oid::from_str(&r.commit).map_err(|e| git_err(name, e))?;
-        walk.push(commit).map_err(|e| git_err(name, e))?;
+        if obj.kind() == Some(git2::ObjectType::Commit) {
+            walk.push(obj.id()).map_err(|e| git_err(name, e))?;
+        } else {
+            // A tag of a tree or a blob.
+            pb.insert_recursive(obj.id(), None)
+                .map_err(|e| git_err(name, e))?;
+        }
     }
     pb.insert_walk(&mut walk).map_err(|e| git_err("pack", e))?;
     let mut failed = None;
@@ -371,7 +390,11 @@ pub fn write_zip(
         z.write_all(blob.content())
             .map_err(|e| Error::io("writing the source zip", e))?;
     }
-    z.finish().map_err(zerr)?;
+    let mut w = z.finish().map_err(zerr)?;
+    // A buffered writer only reports a failed write (a full disk) when flushed: a truncated
+    // zip must never be hashed and stored.
+    w.flush()
+        .map_err(|e| Error::io("writing the source zip", e))?;
     Ok(())
 }
 
@@ -441,6 +464,17 @@ pub async fn newest(store: &Store) -> Result<Option<(Pointer, MirrorManifest, St
         .get(&key)
         .await?
         .ok_or_else(|| Error::failed(format!("{key}, named by the mirror pointer, is missing")))?;
+    // The schema first: a newer manifest is refused as newer, not as unreadable.
+    let schema = serde_json::from_slice::<serde_json::Value>(&m)
+        .ok()
+        .and_then(|v| v.get("schema").and_then(serde_json::Value::as_u64))
+        .unwrap_or(0);
+    if schema > u64::from(MANIFEST_SCHEMA) {
+        return Err(Error::failed_hint(
+            format!("{key} has mirror schema {schema}; this drd reads up to {MANIFEST_SCHEMA}"),
+            "install a newer drd",
+        ));
+    }
     let m: MirrorManifest = serde_json::from_slice(&m)
         .map_err(|e| Error::failed(format!("{key} is unreadable: {e}")))?;
     if m.schema > MANIFEST_SCHEMA {
@@ -466,6 +500,11 @@ pub async fn store_built(
     fetched_at: String,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<MirrorReport> {
+    // Nothing new to upload: only the pointer moves (a compare-and-swap prune never touches),
+    // without holding the store lease a backup may be waiting for.
+    if built.is_none() {
+        return write_built(store, built, refs_now, branch, source, fetched_at).await;
+    }
     // Under the store lease, as a backup writes: prune (which holds it too) never sees a
     // bundle uploaded but not yet named by its manifest, and never deletes it.
     let mut lease = crate::store::lease::Lease::acquire_waiting(
@@ -568,6 +607,7 @@ async fn write_built(
     };
     let body = serde_json::to_vec_pretty(&pointer).expect("pointer serializes");
     let mut etag = prev.as_ref().map(|(_, _, e)| e.clone());
+    let mut moved = false;
     for _ in 0..10 {
         if store
             .put_if(&pointer_key(store), &body, etag.as_deref())
@@ -575,13 +615,32 @@ async fn write_built(
             .is_some()
         {
             written += 1;
+            moved = true;
             break;
         }
+        // Another mirror moved the pointer in between. It only ever moves forward (by fetch
+        // time): a run whose fetch is not newer leaves it where it is.
         match newest(store).await? {
-            Some((p, _, _)) if p.fetched_at > fetched_at => break,
+            Some((p, _, _)) if p.fetched_at >= fetched_at => {
+                return Err(Error::failed_hint(
+                    format!(
+                        "another mirror moved {} to {} (fetched {}) while this one ran; it stays",
+                        pointer_key(store),
+                        p.manifest,
+                        p.fetched_at
+                    ),
+                    "nothing to do: the newer mirror is current (drd status shows it)",
+                ));
+            }
             Some((_, _, e)) => etag = Some(e),
             None => etag = None,
         }
+    }
+    if !moved {
+        return Err(Error::failed(format!(
+            "{} kept changing under ten attempts to move it; run drd mirror again",
+            pointer_key(store)
+        )));
     }
     Ok(MirrorReport {
         manifest: manifest.id.clone(),

@@ -29,19 +29,44 @@ pub async fn mirror(
     aws: &Aws,
     policy: &Policy,
     cache_root: &Path,
+    force: bool,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<MirrorReport> {
     let ci = mirror::ci_policy(policy)?;
     let (url, branch) = (ci.repository_url(), ci.branch.clone());
     let token = mirror::token(aws, policy).await?;
+    check_url(&url, token.is_some())?;
     let store = crate::store::open_store(aws, policy).await?;
     let cache = cache_dir(cache_root, policy);
     let fetched_at = now();
+    // The mirrored head before this fetch: a head taken with `push --from` during an outage
+    // must not be replaced by a remote that does not contain it yet.
+    let before = mirror::newest(&store)
+        .await?
+        .filter(|(_, m, _)| m.branch == branch)
+        .map(|(_, m, _)| (m.head, m.source));
     progress(&format!("fetching {}", super::transport::redact(&url)));
-    let (c, u) = (cache.clone(), url.clone());
+    let (c, u, b) = (cache.clone(), url.clone(), branch.clone());
     let refs = blocking(move || {
         let repo = mirror::fetch(&c, &u, token.as_ref())?;
-        mirror::refs_of(&repo)
+        let refs = mirror::refs_of(&repo)?;
+        if let (Some((old, source)), Some(new)) = (&before, refs.get(&format!("refs/heads/{b}"))) {
+            let contains = *old == new.commit
+                || matches!(
+                    (git2::Oid::from_str(&new.commit), git2::Oid::from_str(old)),
+                    (Ok(n), Ok(o)) if repo.graph_descendant_of(n, o).unwrap_or(false)
+                );
+            if !contains && !force {
+                return Err(Error::failed_hint(
+                    format!(
+                        "the remote's {b} ({}) does not contain the mirrored head {old} (from {source}): the mirror stays as it is",
+                        new.commit
+                    ),
+                    "push the mirrored commits to the remote first (git push from that clone), or pass --force to mirror the remote as it is",
+                ));
+            }
+        }
+        Ok(refs)
     })
     .await?;
     progress(&format!("{} branch(es) and tag(s)", refs.len()));
@@ -153,6 +178,31 @@ pub async fn push_from(
     ));
     let source = format!("push --from {}", clone.display());
     mirror::store_built(&store, Some(built), &refs, &branch, source, now(), progress).await
+}
+
+/// A repository URL drd may use: no credentials in it (they belong in `[ci] token_secret` or
+/// `token_env`, also when the URL comes from `DRD_CI_REPOSITORY`), and no token over plain HTTP.
+fn check_url(url: &str, has_token: bool) -> Result<()> {
+    let authority = url
+        .split_once("://")
+        .map(|(_, r)| r.split('/').next().unwrap_or(""))
+        .unwrap_or("");
+    if authority.contains('@') {
+        return Err(Error::failed_hint(
+            format!(
+                "the repository URL {} carries credentials",
+                super::transport::redact(url)
+            ),
+            "remove them from [ci] repository / DRD_CI_REPOSITORY; set [ci] token_secret or token_env",
+        ));
+    }
+    if has_token && url.starts_with("http://") {
+        return Err(Error::failed_hint(
+            format!("{url} is plain HTTP and a token is configured: it would travel in clear"),
+            "use the https:// URL",
+        ));
+    }
+    Ok(())
 }
 
 /// Whether the cache has every ref of `m` at its SHA.
@@ -310,7 +360,7 @@ pub async fn freshness(
     f.fetched_at = Some(p.fetched_at.clone());
     f.manifest = Some(p.manifest.clone());
     f.head = Some(p.head.clone());
-    if ask_remote {
+    if ask_remote && cache_dir(cache_root, policy).exists() {
         let token = mirror::token(aws, policy).await.ok().flatten();
         let (c, u, b, h) = (
             cache_dir(cache_root, policy),

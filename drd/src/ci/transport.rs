@@ -9,39 +9,42 @@
 
 use git2::transport::{Service, SmartSubtransport, SmartSubtransportStream, Transport};
 use secrecy::{ExposeSecret, SecretString};
-use std::collections::BTreeMap;
+use std::cell::RefCell;
 use std::io::{self, Read, Write};
-use std::sync::{Mutex, Once};
+use std::sync::Once;
 
-/// URL prefix -> the token for it (set for the duration of one mirror run).
-static AUTH: Mutex<BTreeMap<String, SecretString>> = Mutex::new(BTreeMap::new());
+thread_local! {
+    /// The repository URL and its token, for the git operation running on this thread
+    /// (libgit2 calls the transport on the thread that fetches): two mirrors on two threads
+    /// never see each other's token.
+    static AUTH: RefCell<Option<(String, SecretString)>> = const { RefCell::new(None) };
+}
 
-/// Run `f` with `token` sent to every request under `url` (GitHub takes a token as the
-/// password of `x-access-token`).
+/// Run `f` on this thread with `token` sent to requests for exactly `url` (GitHub takes a
+/// token as the password of `x-access-token`).
 pub fn with_auth<R>(url: &str, token: Option<&SecretString>, f: impl FnOnce() -> R) -> R {
-    if let Some(t) = token {
-        AUTH.lock()
-            .expect("auth")
-            .insert(url.to_string(), t.clone());
-    }
+    let previous =
+        AUTH.with(|a| a.replace(token.map(|t| (url.trim_end_matches('/').to_string(), t.clone()))));
     let r = f();
-    AUTH.lock().expect("auth").remove(url);
+    AUTH.with(|a| a.replace(previous));
     r
 }
 
 fn auth_for(url: &str) -> Option<String> {
     use base64::Engine;
-    let m = AUTH.lock().expect("auth");
-    m.iter()
-        .filter(|(prefix, _)| url.starts_with(prefix.as_str()))
-        .max_by_key(|(prefix, _)| prefix.len())
-        .map(|(_, t)| {
-            let pair = format!("x-access-token:{}", t.expose_secret());
-            format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(pair)
-            )
-        })
+    AUTH.with(|a| {
+        a.borrow()
+            .as_ref()
+            .filter(|(u, _)| u == url.trim_end_matches('/'))
+            .map(|(_, t)| t.clone())
+    })
+    .map(|t| {
+        let pair = format!("x-access-token:{}", t.expose_secret());
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
+    })
 }
 
 /// Register the transport (once; later calls do nothing).
@@ -72,7 +75,8 @@ fn factory(remote: &git2::Remote<'_>) -> Result<Transport, git2::Error> {
             client: reqwest::blocking::Client::builder()
                 .user_agent(concat!("git/2.0 (drd ", env!("CARGO_PKG_VERSION"), ")"))
                 .connect_timeout(std::time::Duration::from_secs(30))
-                .timeout(None)
+                // A stalled remote ends the call instead of hanging a job that holds a lease.
+                .timeout(std::time::Duration::from_secs(1800))
                 .build()
                 .map_err(|e| git2::Error::from_str(&format!("HTTP client: {e}")))?,
         },
@@ -145,7 +149,10 @@ impl Stream {
             self.client.get(&self.url).header("Accept", "*/*")
         };
         if let Some(a) = auth_for(&self.base) {
-            req = req.header("Authorization", a);
+            let mut v = reqwest::header::HeaderValue::from_str(&a)
+                .map_err(|_| err("the token is not a valid header value".into()))?;
+            v.set_sensitive(true);
+            req = req.header("Authorization", v);
         }
         let resp = req
             .send()

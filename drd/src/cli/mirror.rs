@@ -16,6 +16,10 @@ pub struct Args {
     /// The local bare cache of the repository (safe to delete; default: <state dir>/mirror).
     #[arg(long, global = true, value_name = "DIR")]
     pub cache: Option<PathBuf>,
+    /// Mirror the remote even when its deploy branch does not contain the mirrored head (a
+    /// head taken with push --from that never reached the remote is then dropped).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -58,7 +62,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
         }
     };
     let r = match &args.command {
-        None => crate::ci::run::mirror(&aws, &policy, &root, &progress).await?,
+        None => crate::ci::run::mirror(&aws, &policy, &root, args.force, &progress).await?,
         Some(MirrorCommand::Push { from, force }) => {
             crate::ci::run::push_from(&aws, &policy, &root, from, *force, &progress).await?
         }

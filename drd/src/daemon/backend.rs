@@ -105,7 +105,7 @@ impl StoreBackend {
             .clone()
             .unwrap_or_else(std::env::temp_dir)
             .join("mirror");
-        let r = crate::ci::run::mirror(self.aws.as_ref(), policy, &root, progress).await?;
+        let r = crate::ci::run::mirror(self.aws.as_ref(), policy, &root, false, progress).await?;
         let fetched = humantime::parse_rfc3339_weak(&r.fetched_at)
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
