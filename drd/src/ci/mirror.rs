@@ -176,6 +176,16 @@ pub fn refs_of(repo: &git2::Repository) -> Result<BTreeMap<String, RefEntry>> {
     Ok(out)
 }
 
+/// The bare cache repository, created when missing (it is safe to delete at any time).
+pub fn open_cache(cache: &Path) -> Result<git2::Repository> {
+    if let Ok(r) = git2::Repository::open_bare(cache) {
+        return Ok(r);
+    }
+    std::fs::create_dir_all(cache)
+        .map_err(|e| Error::io(format!("creating {}", cache.display()), e))?;
+    git2::Repository::init_bare(cache).map_err(|e| git_err("creating the mirror cache", e))
+}
+
 /// Fetch branches and tags from `url` into the bare cache (created when missing), pruning refs
 /// the remote deleted.
 pub fn fetch(
@@ -184,15 +194,7 @@ pub fn fetch(
     token: Option<&secrecy::SecretString>,
 ) -> Result<git2::Repository> {
     transport::register();
-    let repo = match git2::Repository::open_bare(cache) {
-        Ok(r) => r,
-        Err(_) => {
-            std::fs::create_dir_all(cache)
-                .map_err(|e| Error::io(format!("creating {}", cache.display()), e))?;
-            git2::Repository::init_bare(cache)
-                .map_err(|e| git_err("creating the mirror cache", e))?
-        }
-    };
+    let repo = open_cache(cache)?;
     transport::with_auth(url, token, || {
         let mut remote = repo
             .remote_anonymous(url)
@@ -227,12 +229,7 @@ pub fn commits_behind(
     mirrored: &str,
 ) -> Option<u64> {
     transport::register();
-    let repo = git2::Repository::open_bare(cache)
-        .or_else(|_| {
-            std::fs::create_dir_all(cache).ok();
-            git2::Repository::init_bare(cache)
-        })
-        .ok()?;
+    let repo = open_cache(cache).ok()?;
     transport::with_auth(url, token, || {
         let mut remote = repo.remote_anonymous(url).ok()?;
         let spec = format!("+refs/heads/{branch}:refs/drd/remote-head");

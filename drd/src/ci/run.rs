@@ -150,14 +150,7 @@ pub async fn push_from(
                 ));
             }
         }
-        let repo = match git2::Repository::open_bare(&c) {
-            Ok(r) => r,
-            Err(_) => {
-                std::fs::create_dir_all(&c).map_err(|e| Error::io(c.display().to_string(), e))?;
-                git2::Repository::init_bare(&c)
-                    .map_err(|e| Error::failed(format!("the mirror cache: {}", e.message())))?
-            }
-        };
+        let repo = mirror::open_cache(&c)?;
         let url = cl.display().to_string();
         let mut remote = repo
             .remote_anonymous(&url)
@@ -221,14 +214,7 @@ pub async fn restore_cache(store: &Store, m: &MirrorManifest, cache: &Path) -> R
     let spool = download(store, &m.bundle.sha256).await?;
     let (c, refs) = (cache.to_path_buf(), m.refs.clone());
     blocking(move || {
-        let repo = match git2::Repository::open_bare(&c) {
-            Ok(r) => r,
-            Err(_) => {
-                std::fs::create_dir_all(&c).map_err(|e| Error::io(c.display().to_string(), e))?;
-                git2::Repository::init_bare(&c)
-                    .map_err(|e| Error::failed(format!("the mirror cache: {}", e.message())))?
-            }
-        };
+        let repo = mirror::open_cache(&c)?;
         let f = std::fs::File::open(&spool).map_err(|e| Error::io("the bundle", e))?;
         let mut r = std::io::BufReader::new(f);
         // Header lines up to the blank line, then the pack.
