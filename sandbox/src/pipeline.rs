@@ -100,6 +100,14 @@ fn now() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The answer for an execution this pipeline (in this region) does not have.
+fn not_found(id: &str, pipeline: &str) -> Answer {
+    error(
+        "PipelineExecutionNotFoundException",
+        format!("Pipeline execution {id} not found for pipeline {pipeline}"),
+    )
+}
+
 /// An error in the service's wire format.
 pub fn error(code: &str, message: impl Into<String>) -> (u16, Value) {
     (400, json!({"__type": code, "message": message.into()}))
@@ -187,10 +195,7 @@ impl Executor {
             .find(|e| e.id == id && e.pipeline == pipeline && e.region == region)
         {
             Some(e) => f(e),
-            None => error(
-                "PipelineExecutionNotFoundException",
-                format!("Pipeline execution {id} not found for pipeline {pipeline}"),
-            ),
+            None => not_found(id, pipeline),
         }
     }
 
@@ -427,10 +432,7 @@ impl Executor {
                 .iter_mut()
                 .find(|e| e.id == id && e.pipeline == name && e.region == region)
             else {
-                return error(
-                    "PipelineExecutionNotFoundException",
-                    format!("Pipeline execution {id} not found for pipeline {name}"),
-                );
+                return not_found(&id, &name);
             };
             let Some(i) = e.stages.iter().position(|x| x.name == stage) else {
                 return error("StageNotFoundException", format!("Stage {stage} not found"));
@@ -467,10 +469,7 @@ impl Executor {
             .iter_mut()
             .find(|e| e.id == id && e.pipeline == name && e.region == region)
         else {
-            return error(
-                "PipelineExecutionNotFoundException",
-                format!("Pipeline execution {id} not found for pipeline {name}"),
-            );
+            return not_found(&id, &name);
         };
         if e.status != "InProgress" && !(e.status == "Stopping" && abandon) {
             return error(
