@@ -193,7 +193,7 @@ pub async fn install(
         ));
     } else {
         progress("the emulator's CloudFormation skips CodePipeline and CodeBuild: creating them from the template's properties");
-        let ctx = context(aws, region, &cf, &n, &t, &params).await?;
+        let ctx = context(aws, region, res.stack_resources(), &n, &t, &params).await?;
         create_from_template(aws, region, &t, &ctx, progress).await?;
         let diffs = compare(aws, region, &t, &ctx).await?;
         if !diffs.is_empty() {
@@ -260,11 +260,11 @@ fn project_names(
         .collect()
 }
 
-/// What `Ref`/`GetAtt` resolve to in the installed stack.
+/// What `Ref`/`GetAtt` resolve to in the installed stack, from its `resources`.
 async fn context(
     aws: &Aws,
     region: &str,
-    cf: &aws_sdk_cloudformation::Client,
+    resources: &[aws_sdk_cloudformation::types::StackResource],
     n: &Names,
     t: &ParsedTemplate,
     params: &BTreeMap<&'static str, String>,
@@ -281,13 +281,8 @@ async fn context(
         .to_string();
     let mut ctx = parameters_context(t, params, region);
     ctx.account = account.clone();
-    let res = cf
-        .describe_stack_resources()
-        .stack_name(&n.stack)
-        .send()
-        .await
-        .map_err(|e| aws_error("cloudformation", "DescribeStackResources", e))?;
-    for r in res.stack_resources() {
+    // The stack's resources as install read them back (one DescribeStackResources).
+    for r in resources {
         let (Some(l), Some(p)) = (r.logical_resource_id(), r.physical_resource_id()) else {
             continue;
         };

@@ -114,11 +114,7 @@ impl Metrics {
         let jobs = self.snapshot();
         let mut out = String::new();
         let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            for (labels, value) in rows {
-                let _ = writeln!(out, "{name}{labels} {value}");
-            }
+            write_family(&mut out, name, kind, help, rows)
         };
         let l =
             |stack: &str, job: &str| format!("{{stack=\"{}\",job=\"{}\"}}", esc(stack), esc(job));
@@ -177,11 +173,7 @@ impl Metrics {
         write_histogram(&mut out, &jobs);
         let mut out2 = String::new();
         let mut family2 = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
-            let _ = writeln!(out2, "# HELP {name} {help}");
-            let _ = writeln!(out2, "# TYPE {name} {kind}");
-            for (labels, value) in rows {
-                let _ = writeln!(out2, "{name}{labels} {value}");
-            }
+            write_family(&mut out2, name, kind, help, rows)
         };
         family2(
             "drd_job_last_success_timestamp_seconds",
@@ -249,11 +241,7 @@ impl Metrics {
     fn render_mirror(&self, now: f64) -> String {
         let mut out2 = String::new();
         let mut family2 = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
-            let _ = writeln!(out2, "# HELP {name} {help}");
-            let _ = writeln!(out2, "# TYPE {name} {kind}");
-            for (labels, value) in rows {
-                let _ = writeln!(out2, "{name}{labels} {value}");
-            }
+            write_family(&mut out2, name, kind, help, rows)
         };
         let mirror = self.mirror.lock().expect("metrics").clone();
         let label = |s: &str| format!("{{stack=\"{}\"}}", esc(s));
@@ -285,6 +273,15 @@ impl Metrics {
                 .collect(),
         );
         out2
+    }
+}
+
+/// One metric family: its HELP and TYPE lines, then one sample per row (labels, value).
+fn write_family(out: &mut String, name: &str, kind: &str, help: &str, rows: Vec<(String, String)>) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in rows {
+        let _ = writeln!(out, "{name}{labels} {value}");
     }
 }
 
