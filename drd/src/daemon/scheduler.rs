@@ -433,8 +433,23 @@ impl Scheduler {
             catch_up,
             running: None,
         };
-        if let Err(e) = self.backend.record_tick(job, &rec).await {
-            tracing::warn!(job = %job.key(), error = %e, "cannot write the tick record");
+        // The tick record is what tells the other daemons this firing is done: a transient
+        // failure to write it (a throttled or dropped request) is retried before the lease goes,
+        // or another daemon would run the firing again.
+        let mut delay = Duration::from_millis(200);
+        for attempt in 1..=6 {
+            match self.backend.record_tick(job, &rec).await {
+                Ok(()) => break,
+                Err(e) if attempt < 6 && e.retry() == crate::error::Retry::Transient => {
+                    tracing::warn!(job = %job.key(), attempt, error = %e, "cannot write the tick record; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                Err(e) => {
+                    tracing::warn!(job = %job.key(), error = %e, "cannot write the tick record");
+                    break;
+                }
+            }
         }
         held.release().await;
         self.metrics.with(stack, name, |s| s.lease_held = false);
