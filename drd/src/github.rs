@@ -1,6 +1,8 @@
 //! The slice of the GitHub REST API drd needs: a repository's Actions public key and writing an
-//! Actions secret, sealed (libsodium sealed box) with that key as the API requires.
-//! <https://docs.github.com/en/rest/actions/secrets>
+//! Actions secret, sealed (libsodium sealed box) with that key as the API requires
+//! (<https://docs.github.com/en/rest/actions/secrets>); and for `drd failover-ci`, a workflow's
+//! state, enabling and disabling it, dispatching it and reading its runs
+//! (<https://docs.github.com/en/rest/actions/workflows>, `.../workflow-runs`).
 
 use crate::error::{Error, Result};
 use base64::Engine;
@@ -18,6 +20,36 @@ pub struct PublicKey {
     pub key_id: String,
     /// Base64 of the 32-byte X25519 public key.
     pub key: String,
+}
+
+/// A workflow (`GET .../actions/workflows/{file}`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Workflow {
+    pub id: u64,
+    pub path: String,
+    /// `active`, `disabled_manually`, ...
+    pub state: String,
+}
+
+/// A workflow run.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Run {
+    pub id: u64,
+    pub head_sha: String,
+    #[serde(default)]
+    pub head_branch: Option<String>,
+    /// `queued`, `in_progress`, `completed`, ...
+    pub status: String,
+    #[serde(default)]
+    pub conclusion: Option<String>,
+    pub created_at: String,
+    #[serde(default)]
+    pub html_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Runs {
+    workflow_runs: Vec<Run>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,7 +117,7 @@ impl GitHub {
             format!("GitHub {what} failed: HTTP {}: {msg}", status.as_u16()),
             match status.as_u16() {
                 401 => "the github-token secret is not a valid token",
-                403 | 404 => "the token needs the `secrets` write permission on the repository",
+                403 | 404 => "the token needs access to the repository: secrets write (drd rotate), actions write and contents write (drd failover-ci)",
                 _ => "retry later; GitHub may be degraded",
             },
         ))
@@ -115,6 +147,83 @@ impl GitHub {
             .json(&serde_json::json!({"encrypted_value": encrypted, "key_id": key.key_id}));
         self.send(&format!("PUT secret {name}"), r).await?;
         Ok(())
+    }
+
+    /// A workflow by file name (`deploy.yml`) or id.
+    pub async fn workflow(&self, repo: &str, workflow: &str) -> Result<Workflow> {
+        let r = self.req(
+            reqwest::Method::GET,
+            &format!("/repos/{repo}/actions/workflows/{workflow}"),
+        );
+        self.send(&format!("GET workflow {workflow}"), r)
+            .await?
+            .json()
+            .await
+            .map_err(|e| Error::failed(format!("GitHub workflow reply: {e}")))
+    }
+
+    /// `PUT .../enable` or `.../disable` (204).
+    pub async fn set_workflow_enabled(&self, repo: &str, workflow: &str, on: bool) -> Result<()> {
+        let verb = if on { "enable" } else { "disable" };
+        let r = self.req(
+            reqwest::Method::PUT,
+            &format!("/repos/{repo}/actions/workflows/{workflow}/{verb}"),
+        );
+        self.send(&format!("PUT workflow {workflow} {verb}"), r)
+            .await?;
+        Ok(())
+    }
+
+    /// Dispatch `workflow` on `git_ref`, asking for the run's details. `Some(run id)` when the
+    /// server returns them (200), `None` when it answers 204 without them (find the run by
+    /// `head_sha` then).
+    pub async fn dispatch(&self, repo: &str, workflow: &str, git_ref: &str) -> Result<Option<u64>> {
+        let r = self
+            .req(
+                reqwest::Method::POST,
+                &format!("/repos/{repo}/actions/workflows/{workflow}/dispatches"),
+            )
+            .json(&serde_json::json!({"ref": git_ref, "return_run_details": true}));
+        let resp = self
+            .send(&format!("POST workflow {workflow} dispatches"), r)
+            .await?;
+        if resp.status() == reqwest::StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        let v: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| Error::failed(format!("GitHub dispatch reply: {e}")))?;
+        Ok(v.get("workflow_run_id").and_then(serde_json::Value::as_u64))
+    }
+
+    /// The newest runs of `workflow` for `head_sha` (newest first).
+    pub async fn runs_for(&self, repo: &str, workflow: &str, head_sha: &str) -> Result<Vec<Run>> {
+        let r = self
+            .req(
+                reqwest::Method::GET,
+                &format!("/repos/{repo}/actions/workflows/{workflow}/runs"),
+            )
+            .query(&[("head_sha", head_sha), ("per_page", "20")]);
+        let runs: Runs = self
+            .send(&format!("GET workflow {workflow} runs"), r)
+            .await?
+            .json()
+            .await
+            .map_err(|e| Error::failed(format!("GitHub runs reply: {e}")))?;
+        Ok(runs.workflow_runs)
+    }
+
+    pub async fn run(&self, repo: &str, id: u64) -> Result<Run> {
+        let r = self.req(
+            reqwest::Method::GET,
+            &format!("/repos/{repo}/actions/runs/{id}"),
+        );
+        self.send(&format!("GET run {id}"), r)
+            .await?
+            .json()
+            .await
+            .map_err(|e| Error::failed(format!("GitHub run reply: {e}")))
     }
 
     pub async fn secret(&self, repo: &str, name: &str) -> Result<SecretMeta> {

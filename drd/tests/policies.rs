@@ -72,3 +72,43 @@ fn the_classifier_lock_agrees_with_the_workspace_lock() {
          (regenerate it: copy Cargo.lock into a copy of classifier/ and run cargo metadata --offline there)"
     );
 }
+
+/// Both CI definitions deploy through the epoch fence: the GitHub workflow's deploy step passes
+/// `--ci-provider github`, the CodePipeline deploy buildspec `--ci-provider codepipeline`, so a
+/// run of the provider that does not hold the CI epoch changes nothing (`drd failover-ci`).
+#[test]
+fn both_ci_definitions_name_their_provider_to_drd_deploy() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let read = |p: &str| -> yaml_serde::Value {
+        let text = std::fs::read_to_string(root.join(p)).unwrap();
+        yaml_serde::from_str(&text).unwrap_or_else(|e| panic!("{p}: {e}"))
+    };
+    let wf = read("classifier/.github/workflows/deploy.yml");
+    let steps = wf["jobs"]["deploy"]["steps"].as_sequence().expect("steps");
+    let deploy = steps
+        .iter()
+        .find(|s| s["id"].as_str() == Some("deploy"))
+        .expect("a step with id deploy");
+    let run = deploy["run"].as_str().unwrap();
+    assert!(run.contains("deploy --commit \"$GITHUB_SHA\""), "{run}");
+    assert!(run.contains("--ci-provider github"), "{run}");
+
+    let bs = read("classifier/ci/buildspec-deploy.yml");
+    let cmds = bs["phases"]["build"]["commands"].as_sequence().unwrap();
+    let deploys: Vec<&str> = cmds
+        .iter()
+        .filter_map(|c| c.as_str())
+        .filter(|c| c.contains(" deploy "))
+        .collect();
+    assert_eq!(deploys.len(), 1, "{cmds:?}");
+    assert!(
+        deploys[0].contains("--ci-provider codepipeline"),
+        "{}",
+        deploys[0]
+    );
+    assert!(
+        deploys[0].contains("--commit \"$COMMIT_SHA\""),
+        "{}",
+        deploys[0]
+    );
+}

@@ -240,11 +240,20 @@ pub fn run_env(
     github_port: u16,
 ) -> Vec<(String, String)> {
     let local = |p: u16| format!("http://127.0.0.1:{p}");
+    // What the workflow's configure-aws-credentials step (not run in the lab) would provide:
+    // credentials, here the emulator's.
     let mut out: Vec<(String, String)> = vec![
         ("AWS_ENDPOINT_URL".into(), local(proxy_port)),
+        ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
         ("DRD_LAMBDA_DATA_ENDPOINT".into(), local(host_port)),
         ("DRD_LLM_BASE_URL".into(), format!("{}/v1", local(llm_port))),
     ];
+    // The lab's one shortcut, as for CodeBuild (docs/emulator-gaps.md): a prebuilt function
+    // binary instead of a release build in every deploy, when the lab was started with one.
+    if let Ok(b) = std::env::var("DRD_SANDBOX_CI_BOOTSTRAP") {
+        out.push(("DRD_BOOTSTRAP".into(), b));
+    }
     let token_file = token_path(dir);
     let token_file = std::fs::canonicalize(&token_file).unwrap_or(token_file);
     out.extend(

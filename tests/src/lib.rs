@@ -216,6 +216,31 @@ recipients = ["{recipient}"]
         );
     }
 
+    /// The AWS CLI (from .venv) against the sandbox, in us-east-1 unless `--region` is given;
+    /// its JSON output (`Null` when it printed nothing). Panics when it fails.
+    pub fn aws_cli(&self, args: &[&str]) -> serde_json::Value {
+        let mut c = std::process::Command::new("aws");
+        for k in [
+            "AWS_PROFILE",
+            "AWS_CONFIG_FILE",
+            "AWS_SHARED_CREDENTIALS_FILE",
+        ] {
+            c.env_remove(k);
+        }
+        let out = c
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .args(args)
+            .args(["--output", "json"])
+            .output()
+            .expect("the AWS CLI (scripts/setup installs it into .venv)");
+        assert!(out.status.success(), "aws {args:?}: {}", text(&out));
+        if out.stdout.iter().all(u8::is_ascii_whitespace) {
+            return serde_json::Value::Null;
+        }
+        serde_json::from_slice(&out.stdout).expect("aws prints JSON")
+    }
+
     /// Allow a key in the LLM stub (through drd, key on stdin).
     pub fn allow_key(&self, key: &str) {
         let out = self.run(&["sandbox", "llm", "allow"], key);
@@ -373,6 +398,20 @@ pub fn age_keygen(dir: &Path) -> (PathBuf, String) {
 }
 
 /// stdout and stderr of a run, for assertion messages.
+/// The git CLI in `dir`; its trimmed stdout. Panics when it fails.
+pub fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .args(args)
+        .output()
+        .expect("git");
+    assert!(out.status.success(), "git {args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 pub fn text(o: &Output) -> String {
     format!(
         "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",

@@ -8,46 +8,14 @@
 //! One test, one sandbox: the Test stage compiles the classifier on its own (its repository's
 //! view), which is paid once; `DRD_SANDBOX_CI_CACHE` keeps that build across runs.
 
-use drd_e2e::{bootstrap, root, text, Sandbox};
+use drd_e2e::{bootstrap, git, root, text, Sandbox};
 use serde_json::Value;
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const PIPELINE: &str = "ci-standby";
 
-/// The AWS CLI with the sandbox's environment.
 fn aws(sb: &Sandbox, args: &[&str]) -> Value {
-    let mut c = Command::new("aws");
-    for k in [
-        "AWS_PROFILE",
-        "AWS_CONFIG_FILE",
-        "AWS_SHARED_CREDENTIALS_FILE",
-    ] {
-        c.env_remove(k);
-    }
-    let out = c
-        .envs(sb.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .args(args)
-        .args(["--output", "json"])
-        .output()
-        .expect("the AWS CLI (scripts/setup installs it into .venv)");
-    assert!(out.status.success(), "aws {args:?}: {}", text(&out));
-    if out.stdout.iter().all(u8::is_ascii_whitespace) {
-        return Value::Null;
-    }
-    serde_json::from_slice(&out.stdout).expect("aws prints JSON")
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("git");
-    assert!(out.status.success(), "git {args:?}: {}", text(&out));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    sb.aws_cli(args)
 }
 
 /// Wait until the execution leaves InProgress; its final status.

@@ -69,7 +69,7 @@ fn usage_errors_exit_2() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
 
-/// `drd runbook list` names the four shipped runbooks, and `drd runbook show NAME --format md`
+/// `drd runbook list` names the shipped runbooks, and `drd runbook show NAME --format md`
 /// prints exactly the on-call document checked in beside each (from the built-in copy: the test
 /// runs where no `runbooks/` directory is).
 #[test]
@@ -96,6 +96,8 @@ fn runbook_list_and_show_render_the_shipped_runbooks() {
     assert_eq!(
         names,
         [
+            "ci-failback",
+            "ci-failover",
             "failback",
             "lambda-rollback",
             "pipeline-failure",

@@ -7,7 +7,7 @@ use crate::github::GitHub;
 use secrecy::{ExposeSecret, SecretString};
 
 /// The token in the `github-token` secret: a bare token or `{"token": "..."}`.
-fn token_of(raw: &SecretString) -> SecretString {
+pub(super) fn token_of(raw: &SecretString) -> SecretString {
     let s = raw.expose_secret().trim();
     if s.starts_with('{') {
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(s) {

@@ -5,6 +5,9 @@
 //! (`writes: false`) may run during planning to resolve later steps' arguments; actions that write
 //! never do.
 
+mod ci;
+mod ci_github;
+mod ci_specs;
 mod github;
 mod lambda;
 mod manual;
@@ -470,17 +473,26 @@ pub const CHECKS: &[ActionSpec] = &[
 ];
 
 pub fn spec(name: &str) -> Option<&'static ActionSpec> {
-    ACTIONS.iter().find(|a| a.name == name)
+    ACTIONS
+        .iter()
+        .chain(ci_specs::ACTIONS)
+        .find(|a| a.name == name)
 }
 
 pub fn check_spec(name: &str) -> Option<&'static ActionSpec> {
-    CHECKS.iter().find(|a| a.name == name)
+    CHECKS
+        .iter()
+        .chain(ci_specs::CHECKS)
+        .find(|a| a.name == name)
 }
 
 pub fn names(checks: bool) -> impl Iterator<Item = &'static str> {
-    (if checks { CHECKS } else { ACTIONS })
-        .iter()
-        .map(|a| a.name)
+    let (core, ci) = if checks {
+        (CHECKS, ci_specs::CHECKS)
+    } else {
+        (ACTIONS, ci_specs::ACTIONS)
+    };
+    core.iter().chain(ci).map(|a| a.name)
 }
 
 /// What actions run against: the clients, the policy, the store, the run.
@@ -529,6 +541,15 @@ pub async fn run(ctx: &Ctx<'_>, step: &str, name: &str, args: &Args) -> Result<O
         "dns.point_at" => restore::dns_point_at(ctx, args).await,
         "restore.failback_preflight" => restore::failback_preflight(ctx, args).await,
         "restore.retire_standby" => restore::retire_standby(ctx, args).await,
+        "ci.preflight" => ci::preflight(ctx, args).await,
+        "ci.install" => ci::install(ctx).await,
+        "ci.take_epoch" => ci::take_epoch(ctx, args).await,
+        "ci.disable_workflow" => ci_github::disable_workflow(ctx, args).await,
+        "ci.upload_source" => ci::upload_source(ctx, args).await,
+        "ci.run_pipeline" => ci::run_pipeline(ctx, args).await,
+        "ci.push_mirror" => ci_github::push_mirror(ctx, args).await,
+        "ci.dispatch_deploy" => ci_github::dispatch_deploy(ctx, args).await,
+        "ci.close_reconcile" => ci_github::close_reconcile(ctx, args).await,
         other => Err(Error::failed(format!("unknown action {other}"))),
     }
 }
@@ -553,6 +574,13 @@ pub async fn check(ctx: &Ctx<'_>, name: &str, args: &Args) -> Result<()> {
         "dns.points_at" => restore::dns_points_at(ctx, args).await,
         "backup.captures" => restore::backup_captures(ctx, args).await,
         "restore.standby_retired" => restore::standby_retired(ctx, args).await,
+        "ci.pipeline_ready" => ci::pipeline_ready(ctx, args).await,
+        "ci.epoch_is" => ci::epoch_is(ctx, args).await,
+        "ci.workflow_parked" => ci_github::workflow_parked(ctx, args).await,
+        "ci.source_present" => ci::source_present(ctx, args).await,
+        "ci.live_at_commit" => ci::live_at_commit(ctx, args).await,
+        "ci.github_has" => ci_github::github_has(ctx, args).await,
+        "ci.reconciled" => ci_github::reconciled(ctx, args).await,
         other => Err(Error::failed(format!("unknown check {other}"))),
     }
 }
@@ -644,6 +672,7 @@ pub fn describe(name: &str, args: &Args) -> String {
                 a("region")
             ),
         },
+        n if n.starts_with("ci.") => ci_specs::describe(n, args),
         _ => name.to_string(),
     }
 }

@@ -40,28 +40,38 @@ async fn latest(cp: &aws_sdk_codepipeline::Client, name: &str) -> Result<Option<
     };
     let id = s.pipeline_execution_id().unwrap_or_default().to_string();
     let status = s.status().cloned().unwrap_or(Pes::InProgress);
-    let mut failed_stage = None;
-    if status == Pes::Failed {
-        let st = cp
-            .get_pipeline_state()
-            .name(name)
-            .send()
-            .await
-            .map_err(|e| aws_error("codepipeline", "GetPipelineState", e))?;
-        failed_stage = st
-            .stage_states()
-            .iter()
-            .find(|s| {
-                s.latest_execution()
-                    .is_some_and(|e| e.pipeline_execution_id() == id && *e.status() == Ses::Failed)
-            })
-            .and_then(|s| s.stage_name().map(str::to_string));
-    }
+    let failed_stage = if status == Pes::Failed {
+        failed_stage(cp, name, &id).await?
+    } else {
+        None
+    };
     Ok(Some(Latest {
         id,
         status,
         failed_stage,
     }))
+}
+
+/// The stage of execution `id` that failed, if its latest execution is `id`'s.
+pub(super) async fn failed_stage(
+    cp: &aws_sdk_codepipeline::Client,
+    name: &str,
+    id: &str,
+) -> Result<Option<String>> {
+    let st = cp
+        .get_pipeline_state()
+        .name(name)
+        .send()
+        .await
+        .map_err(|e| aws_error("codepipeline", "GetPipelineState", e))?;
+    Ok(st
+        .stage_states()
+        .iter()
+        .find(|s| {
+            s.latest_execution()
+                .is_some_and(|e| e.pipeline_execution_id() == id && *e.status() == Ses::Failed)
+        })
+        .and_then(|s| s.stage_name().map(str::to_string)))
 }
 
 pub async fn inspect(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
@@ -92,7 +102,7 @@ pub async fn inspect(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
     ]))
 }
 
-async fn wait(
+pub(super) async fn wait(
     ctx: &Ctx<'_>,
     cp: &aws_sdk_codepipeline::Client,
     name: &str,

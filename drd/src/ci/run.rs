@@ -250,7 +250,7 @@ pub async fn restore_cache(store: &Store, m: &MirrorManifest, cache: &Path) -> R
 }
 
 /// A blob streamed into a spool file.
-async fn download(store: &Store, hex: &str) -> Result<tempfile::TempPath> {
+pub async fn download(store: &Store, hex: &str) -> Result<tempfile::TempPath> {
     use tokio::io::AsyncWriteExt;
     let key = store.blob_key(hex);
     let o = store

@@ -20,9 +20,81 @@ pub struct Args {
     /// version in the store's `commits/`, shown by `drd status`. Example: --commit "$GITHUB_SHA".
     #[arg(long, value_name = "SHA")]
     pub commit: Option<String>,
+    /// The CI provider running this deploy: it deploys only while that provider holds the CI
+    /// epoch (`drd failover-ci` moves it), checked before any write under the lease ci-epoch,
+    /// so a run queued before a CI failover cannot deploy after it. CI passes it; a deploy by
+    /// hand leaves it out. Example: --ci-provider github.
+    #[arg(long, value_enum, env = "DRD_CI_PROVIDER")]
+    pub ci_provider: Option<crate::store::ci_epoch::Provider>,
     /// Testing only: accept a bootstrap that is not a static ELF binary.
     #[arg(long, hide = true)]
     pub skip_static_check: bool,
+}
+
+async fn deploy_and_record(
+    aws: &crate::aws::Aws,
+    policy: &crate::policy::Policy,
+    opts: &DeployOptions,
+    commit: Option<String>,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<crate::deploy::DeployReport> {
+    let mut report = crate::deploy::deploy(aws, policy, opts, progress).await?;
+    if let Some(c) = commit {
+        let written = crate::deploy::record_commit(aws, policy, &report, &c).await?;
+        progress(&format!(
+            "commit {c} recorded for version {}{}",
+            report.version,
+            if written { "" } else { " (already)" }
+        ));
+        report.commit = Some(c);
+        report.changed |= written;
+    }
+    Ok(report)
+}
+
+/// Run `work` only while `provider` holds the CI epoch: under the lease `ci-epoch` (which a
+/// switch takes too), checked before `work` writes anything.
+async fn fenced(
+    aws: &crate::aws::Aws,
+    policy: &crate::policy::Policy,
+    provider: crate::store::ci_epoch::Provider,
+    work: impl std::future::Future<Output = Result<crate::deploy::DeployReport>>,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<crate::deploy::DeployReport> {
+    use crate::store::{ci_epoch, lease::Lease};
+    let store = crate::store::open_store(aws, policy).await?;
+    let mut lease = Lease::acquire_waiting(
+        &store,
+        ci_epoch::LEASE,
+        &format!("drd deploy --ci-provider {provider}"),
+        crate::backup::LEASE_TTL,
+        std::time::Duration::from_secs(1800),
+        progress,
+    )
+    .await?;
+    let epoch = match ci_epoch::require(&store, provider).await {
+        Ok(e) => e,
+        Err(e) => {
+            let _ = lease.release().await;
+            return Err(e);
+        }
+    };
+    progress(&format!(
+        "CI epoch {}: held by {provider}, deploying",
+        epoch.epoch
+    ));
+    let r = match lease.guard(work).await {
+        Ok(r) => r,
+        Err(lost) => Err(crate::error::Error::failed_hint(
+            format!(
+                "the deploy stopped: the lease {} was lost ({})",
+                lost.key, lost.why
+            ),
+            "run the same deploy again: every step converges",
+        )),
+    };
+    let _ = lease.release().await;
+    r
 }
 
 pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
@@ -50,17 +122,11 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
         }
     };
     let aws = cli.aws_for(&policy);
-    let mut report = crate::deploy::deploy(&aws, &policy, &opts, &progress).await?;
-    if let Some(c) = commit {
-        let written = crate::deploy::record_commit(&aws, &policy, &report, &c).await?;
-        progress(&format!(
-            "commit {c} recorded for version {}{}",
-            report.version,
-            if written { "" } else { " (already)" }
-        ));
-        report.commit = Some(c);
-        report.changed |= written;
-    }
+    let work = deploy_and_record(&aws, &policy, &opts, commit, &progress);
+    let report = match args.ci_provider {
+        None => work.await?,
+        Some(p) => fenced(&aws, &policy, p, work, &progress).await?,
+    };
     if cli.json() {
         super::print_json(&report);
         return Ok(());

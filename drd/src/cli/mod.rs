@@ -7,6 +7,7 @@ mod ci;
 mod daemon;
 mod deploy;
 mod failback;
+mod failover_ci;
 mod mirror;
 mod pin;
 mod points;
@@ -141,6 +142,9 @@ pub enum Command {
     /// After a regional failover, return the service to the primary (runbook failback); the
     /// standby stack is kept unless --retire-standby.
     Failback(failback::Args),
+    /// Procedure 5: move CI to the standby CodePipeline, deploying from the mirror (runbook
+    /// ci-failover), or back to GitHub Actions (runbook ci-failback).
+    FailoverCi(failover_ci::Args),
     /// Runbooks: list, show, run, status, approve.
     Runbook(runbook::Args),
     /// Break a lease whose holder stopped renewing (a run whose machine died).
@@ -174,6 +178,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Rotate(a) => rotate::run(&cli, a).await,
         Command::Restore(a) => restore::run(&cli, a).await,
         Command::Failback(a) => failback::run(&cli, a).await,
+        Command::FailoverCi(a) => failover_ci::run(&cli, a).await,
         Command::Runbook(a) => runbook::run(&cli, a).await,
         Command::Sandbox(a) => sandbox::run(&cli, a),
         Command::Unlock(a) => unlock::run(&cli, a).await,

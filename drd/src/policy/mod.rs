@@ -271,6 +271,15 @@ pub struct CiPolicy {
     /// successful fetch is older than this.
     #[serde(default = "default_mirror_max_age")]
     pub mirror_max_age: Spanned<String>,
+    /// The GitHub Actions workflow that deploys (file name under `.github/workflows/`):
+    /// `drd failover-ci` disables it when CI moves to CodePipeline and enables and dispatches it
+    /// when CI comes back (the repository and API are `[github]`'s).
+    #[serde(default = "default_ci_workflow")]
+    pub workflow: String,
+}
+
+fn default_ci_workflow() -> String {
+    "deploy.yml".into()
 }
 
 fn default_ci_branch() -> String {

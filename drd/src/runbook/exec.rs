@@ -86,9 +86,15 @@ impl RunReport {
     }
 }
 
-/// The lease serialising runs of one runbook on one stack.
+/// The lease serialising runs of one runbook on one stack. The two directions of CI failover
+/// share one: a failover and a failback never run at once.
 pub fn lease_name(runbook: &str) -> String {
-    format!("runbook-{runbook}")
+    let name = if runbook == "ci-failback" {
+        "ci-failover"
+    } else {
+        runbook
+    };
+    format!("runbook-{name}")
 }
 
 #[cfg(feature = "failpoints")]

@@ -49,6 +49,14 @@ pub const SHIPPED: &[(&str, &str)] = &[
         include_str!("../../../runbooks/pipeline-failure.toml"),
     ),
     ("failback", include_str!("../../../runbooks/failback.toml")),
+    (
+        "ci-failover",
+        include_str!("../../../runbooks/ci-failover.toml"),
+    ),
+    (
+        "ci-failback",
+        include_str!("../../../runbooks/ci-failback.toml"),
+    ),
 ];
 
 /// Keys `${policy.KEY}` may name.

@@ -11,6 +11,7 @@
 //! unreferenced blobs, which `prune` removes.
 
 pub mod active;
+pub mod ci_epoch;
 pub mod latest;
 pub mod lease;
 
