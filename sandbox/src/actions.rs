@@ -7,7 +7,7 @@
 //! dispatch (`POST .../dispatches` with a branch or tag of the lab repository) is refused as
 //! GitHub refuses it (422: disabled workflow, unknown ref, no `workflow_dispatch` trigger in
 //! the ref's copy of the file, unexpected or missing inputs); otherwise it queues a run, which
-//! checks out the ref's commit under `<dir>/github-runs/<run_id>/workspace` and runs the step
+//! checks out the ref's commit in a scratch directory (its log under `<dir>/github-runs/<run_id>/`) and runs the step
 //! `deploy` of job `deploy` (see [`crate::workflow`]) with bash, its output in `.../log`. Runs
 //! go queued -> in_progress -> completed (`success` or `failure`). Only dispatches start runs.
 
@@ -226,7 +226,19 @@ impl Lab {
                 step.not_run.join(", ")
             ));
         }
-        let workspace = dir.join("workspace");
+        // Checked out outside the sandbox directory, as a runner checks out on a machine of its
+        // own: a sandbox directory inside a cargo workspace (the demo's .drd/) would otherwise
+        // make cargo take the checkout for a member of that workspace. Removed after the run.
+        let scratch = match tempfile::Builder::new().prefix("drd-lab-runner-").tempdir() {
+            Ok(t) => t,
+            Err(e) => {
+                say(format!(
+                    "cannot make a scratch directory for the checkout: {e}"
+                ));
+                return false;
+            }
+        };
+        let workspace = scratch.path().join("workspace");
         if let Err(e) = self
             .repo
             .checkout(&at.sha, &workspace, &dir.join("index"))

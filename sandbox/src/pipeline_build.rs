@@ -159,8 +159,16 @@ pub(crate) async fn build(
         )));
     };
     let base = work.join(format!("{stage}.{}.{attempt}", a.name()));
-    let src = base.join("src");
     let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).map_err(|e| fail(e.to_string()))?;
+    // The source is unpacked outside the sandbox directory, as CodeBuild unpacks it on a build
+    // host of its own: a sandbox directory inside a cargo workspace (the demo's .drd/) would
+    // otherwise make cargo take the source for a member of that workspace. Removed at the end.
+    let scratch = tempfile::Builder::new()
+        .prefix("drd-lab-codebuild-")
+        .tempdir()
+        .map_err(|e| fail(format!("a scratch directory for the source: {e}")))?;
+    let src = scratch.path().join("src");
     std::fs::create_dir_all(&src).map_err(|e| fail(e.to_string()))?;
     unzip(&zip, &src).map_err(fail)?;
     let spec_ref = project

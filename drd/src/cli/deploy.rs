@@ -52,6 +52,11 @@ async fn deploy_and_record(
     Ok(report)
 }
 
+/// The fence's lease TTL: long, because a deploy may compile the function on a busy build host
+/// (a renewal that cannot land in time stops the deploy), and a deploy that dies only delays a
+/// CI switch by this much.
+const FENCE_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Run `work` only while `provider` holds the CI epoch: under the lease `ci-epoch` (which a
 /// switch takes too), checked before `work` writes anything.
 async fn fenced(
@@ -67,7 +72,7 @@ async fn fenced(
         &store,
         ci_epoch::LEASE,
         &format!("drd deploy --ci-provider {provider}"),
-        crate::backup::LEASE_TTL,
+        FENCE_TTL,
         std::time::Duration::from_secs(1800),
         progress,
     )
