@@ -45,6 +45,9 @@ pub struct Run {
     pub created_at: String,
     #[serde(default)]
     pub html_url: Option<String>,
+    /// `workflow_dispatch`, `push`, ...
+    #[serde(default)]
+    pub event: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +75,17 @@ pub fn seal(public_key_b64: &str, value: &[u8]) -> Result<String> {
         .seal(&mut crypto_box::aead::OsRng, value)
         .map_err(|_| Error::failed("sealing the secret failed"))?;
     Ok(b64.encode(sealed))
+}
+
+/// Whether a GitHub error means GitHub is unavailable (no answer, a timeout, 5xx, rate
+/// limited) rather than refusing the request (a bad token, no permission, no such workflow).
+pub fn unavailable(e: &Error) -> bool {
+    match e {
+        Error::Failed { message, .. } => {
+            !message.contains(" failed: HTTP 4") || message.contains(" failed: HTTP 429")
+        }
+        _ => false,
+    }
 }
 
 impl GitHub {

@@ -74,6 +74,8 @@ struct StageRun {
 #[derive(Clone, Debug)]
 struct Execution {
     id: String,
+    /// `clientRequestToken` of the StartPipelineExecution that made it.
+    request_token: Option<String>,
     pipeline: String,
     region: String,
     version: i64,
@@ -280,6 +282,10 @@ impl Executor {
             let g = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("").to_string();
             revisions.push((g("actionName"), g("revisionType"), g("revisionValue")));
         }
+        let token = req
+            .get("clientRequestToken")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         let id = self.new_id();
         let stages = definition
             .stages()
@@ -292,6 +298,7 @@ impl Executor {
             .collect();
         let e = Execution {
             id: id.clone(),
+            request_token: token.clone(),
             pipeline: name.to_string(),
             region: region.to_string(),
             version,
@@ -308,7 +315,20 @@ impl Executor {
             stop: None,
             pgid: Arc::new(Mutex::new(None)),
         };
-        self.runs.lock().expect("runs").push(e);
+        {
+            // A repeated request token (a client retrying a start whose answer it lost) gets
+            // the execution it started, as an idempotency token does on AWS.
+            let mut runs = self.runs.lock().expect("runs");
+            if let Some(same) = runs.iter().find(|x| {
+                token.is_some()
+                    && x.request_token == token
+                    && x.pipeline == name
+                    && x.region == region
+            }) {
+                return (200, json!({"pipelineExecutionId": same.id}));
+            }
+            runs.push(e);
+        }
         let me = self.clone();
         let run_id = id.clone();
         tokio::spawn(async move { me.run(run_id, 0, None).await });

@@ -114,6 +114,10 @@ impl Sandbox {
             "DRD_BOOTSTRAP",
             "DRD_RUNBOOKS",
             "DRD_FAILPOINT",
+            "DRD_CI_PROVIDER",
+            // A suite run inside a CI job must not look like the workload's CI to drd deploy.
+            "GITHUB_ACTIONS",
+            "CODEBUILD_BUILD_ID",
         ] {
             c.env_remove(k);
         }

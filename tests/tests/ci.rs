@@ -108,6 +108,7 @@ fn the_standby_pipeline_deploys_the_commit_it_was_given_and_procedure_1_heals_a_
     );
     let (policy, bucket) = install(&sb);
     let p = policy.to_str().unwrap();
+    codepipeline_holds_the_epoch(&sb);
     let (version, sha) = upload(&sb, &bucket);
     let id = start(&sb, &version, &sha);
     assert_eq!(
@@ -156,6 +157,31 @@ fn the_standby_pipeline_deploys_the_commit_it_was_given_and_procedure_1_heals_a_
     assert_eq!(last["version"], st["live"]["version"], "{rec}");
 
     heal_a_flaky_build(&sb, p, &version, &sha);
+}
+
+/// CodePipeline's deploys are accepted only while it holds the CI epoch (as after `drd
+/// failover-ci --to codepipeline`, whose own test is failover_ci.rs): give it the epoch.
+fn codepipeline_holds_the_epoch(sb: &Sandbox) {
+    use drd::store::ci_epoch::{self, Provider};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let s3 = sb.s3("us-west-2").await;
+        let _ = s3
+            .create_bucket()
+            .bucket("drd-classifier-points")
+            .create_bucket_configuration(
+                aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                    .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::UsWest2)
+                    .build(),
+            )
+            .send()
+            .await;
+        let store = drd::store::Store::new(s3, "drd-classifier-points", "speaker-role-classifier");
+        let (rec, switched) = ci_epoch::switch(&store, Provider::Codepipeline, "ci-test", "ci.rs")
+            .await
+            .unwrap();
+        assert!(switched && rec.epoch == 1, "{rec:?}");
+    });
 }
 
 /// The policy (the shipped one with the standby pipeline), the API key, `drd ci install`;

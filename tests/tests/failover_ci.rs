@@ -4,10 +4,12 @@
 //! One sandbox for the whole story, because the pipeline's Test stage compiles the classifier:
 //! GitHub goes down; a fix committed in a developer's clone reaches the mirror with `drd mirror
 //! push --from`; `--dry-run` shows the plan and writes nothing; the failover is killed after
-//! every step and resumed (while it runs, a second run of either direction exits 3); the
-//! standby pipeline deploys the fix; a second run starts nothing; a GitHub deploy that starts
-//! late is refused by the CI epoch and touches nothing; GitHub comes back and failback pushes
-//! the fix to GitHub, moves the epoch and deploys through the workflow.
+//! every step and while it waits on the pipeline, and resumed (while it runs, a second run of
+//! either direction exits 3); the standby pipeline deploys the fix once; a second run starts
+//! nothing; a GitHub deploy that starts late is refused by the CI epoch and touches nothing;
+//! GitHub answers again and a further run disables the workflow (closing the reconcile item);
+//! failback pushes the fix to GitHub, moves the epoch and deploys through the workflow, and a
+//! second failback dispatches nothing.
 
 use drd_e2e::{bootstrap, git, root, text, Sandbox};
 use serde_json::Value;
@@ -221,8 +223,10 @@ fn outage_with_a_fix(sb: &Sandbox) -> (String, PathBuf, String, String) {
     (p, clone, seed, fix)
 }
 
-/// Kill the failover after every step (SIGKILL, after the step's journal entry), resume each
-/// time; while the pipeline runs, a second run of either direction exits 3. The final report.
+/// Kill the failover after every step's action and check but before its journal entry
+/// (SIGKILL), so each resume runs that action again; then kill it while it waits on the
+/// execution it started, and check meanwhile that a run of either direction exits 3. The final
+/// report.
 fn killed_after_every_step_then_resumed(sb: &Sandbox, p: &str) -> Value {
     let steps = ["preflight", "pipeline", "epoch", "github", "source"];
     let failover = |extra: &[&str], fp: Option<&str>| {
@@ -239,7 +243,7 @@ fn killed_after_every_step_then_resumed(sb: &Sandbox, p: &str) -> Value {
         let env: Vec<(&str, &str)> = fp.map(|f| vec![("DRD_FAILPOINT", f)]).unwrap_or_default();
         sb.run_env(&args, "", &env)
     };
-    let fp = format!("{}:after-journal", steps[0]);
+    let fp = format!("{}:after-action", steps[0]);
     let out = failover(&[], Some(&fp));
     assert_eq!(out.status.signal(), Some(9), "{fp}: {}", text(&out));
     let runs: Vec<String> = store_keys(sb, "journal/")
@@ -248,11 +252,12 @@ fn killed_after_every_step_then_resumed(sb: &Sandbox, p: &str) -> Value {
         .collect();
     let run = runs.first().expect("a journaled run").clone();
     for step in &steps[1..] {
-        let fp = format!("{step}:after-journal");
+        let fp = format!("{step}:after-action");
         let out = failover(&["--resume", &run], Some(&fp));
         assert_eq!(out.status.signal(), Some(9), "{fp}: {}", text(&out));
     }
-    // The pipeline step, in the background; meanwhile neither direction may start.
+    // The deploy step, killed while it waits on the execution it started (the window between
+    // StartPipelineExecution and the journal); meanwhile neither direction may start.
     let mut c = sb.drd();
     c.args([
         "--policy",
@@ -263,11 +268,14 @@ fn killed_after_every_step_then_resumed(sb: &Sandbox, p: &str) -> Value {
         "--resume",
         &run,
     ])
-    .env("DRD_FAILPOINT", "deploy:after-journal")
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped());
-    let child = c.spawn().unwrap();
-    std::thread::sleep(Duration::from_secs(4));
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while executions(sb).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no execution started");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     for to in ["codepipeline", "github"] {
         let out = sb.run(&["--policy", p, "failover-ci", "--to", to], "");
         assert_eq!(
@@ -276,9 +284,18 @@ fn killed_after_every_step_then_resumed(sb: &Sandbox, p: &str) -> Value {
             "a concurrent --to {to}: {}",
             text(&out)
         );
+        assert!(
+            text(&out).contains("runbook-ci-failover"),
+            "held by the one run lease of both directions: {}",
+            text(&out)
+        );
     }
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.signal(), Some(9), "deploy: {}", text(&out));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let _ = child.wait();
     let out = failover(&["--resume", &run], None);
     serde_json::from_str(&ok(&out, "the last resume")).unwrap()
 }
@@ -341,7 +358,11 @@ fn ci_fails_over_to_codepipeline_from_the_mirror_and_back_to_github() {
 
     // Read back with the AWS CLI: one execution, on the zip's object version, with the commit.
     let list = executions(&sb);
-    assert_eq!(list.len(), 1, "the kills started nothing twice: {list:?}");
+    assert_eq!(
+        list.len(),
+        1,
+        "the resume after a kill during the wait started nothing twice: {list:?}"
+    );
     let e = sb.aws_cli(&[
         "codepipeline",
         "get-pipeline-execution",
@@ -426,12 +447,25 @@ fn ci_fails_over_to_codepipeline_from_the_mirror_and_back_to_github() {
         "the refused deploy changed AWS"
     );
 
+    // GitHub answers again before failback: a further failover run disables the workflow
+    // now, which closes the reconcile item, and starts nothing.
+    ok(&sb.run(&["sandbox", "github", "up"], ""), "github up");
+    ok(
+        &sb.run(&["--policy", &p, "failover-ci", "--to", "codepipeline"], ""),
+        "a run with GitHub back",
+    );
+    assert_eq!(executions(&sb).len(), 1, "{:?}", executions(&sb));
+    let wf = github(&sb, "workflows/deploy.yml");
+    assert_eq!(wf["state"], "disabled_manually", "{wf}");
+    let epoch = store_json(&sb, "ci/active.json");
+    assert_eq!(epoch["reconcile"], serde_json::json!([]), "{epoch}");
+    assert_eq!(epoch["epoch"], 1, "{epoch}");
+
     failback(&sb, &p, &fix, &stale);
 }
 
 /// GitHub returns: failback pushes the fix, moves the epoch, deploys through the workflow.
 fn failback(sb: &Sandbox, p: &str, fix: &str, stale: &Path) {
-    ok(&sb.run(&["sandbox", "github", "up"], ""), "github up");
     let out = sb.run(
         &[
             "--policy",
@@ -468,6 +502,13 @@ fn failback(sb: &Sandbox, p: &str, fix: &str, stale: &Path) {
     assert_eq!(epoch["provider"], "github", "{epoch}");
     assert_eq!(epoch["epoch"], 2, "{epoch}");
     assert_eq!(epoch["reconcile"], serde_json::json!([]), "{epoch}");
+    // A second failback dispatches nothing new.
+    ok(
+        &sb.run(&["--policy", p, "failover-ci", "--to", "github"], ""),
+        "second failback",
+    );
+    let again = github(sb, &format!("workflows/deploy.yml/runs?head_sha={fix}"));
+    assert_eq!(again["total_count"], runs["total_count"], "{again}");
     let st: Value = serde_json::from_str(&ok(
         &sb.run(&["--policy", p, "--output", "json", "status"], ""),
         "status",

@@ -130,6 +130,7 @@ pub async fn preflight(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
     out.insert("provider_now".into(), epoch.provider.to_string());
     out.insert("epoch_now".into(), epoch.epoch.to_string());
     out.insert("reconcile_open".into(), epoch.reconcile.len().to_string());
+    super::ci_github::require_section(ctx)?;
     let github = super::ci_github::reachable(ctx).await;
     (ctx.progress)(&format!(
         "GitHub: {}",
@@ -145,7 +146,10 @@ pub async fn preflight(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
         },
     );
     let (m, fetched_at) = mirrored(ctx, commit).await?;
-    let age = age_secs(&fetched_at).unwrap_or(0);
+    let age = age_secs(&fetched_at).map_or_else(
+        || format!("unknown (fetched_at {fetched_at:?} is unreadable or ahead of this clock)"),
+        |a| a.to_string(),
+    );
     (ctx.progress)(&format!(
         "mirror {}: {} at {} (fetched {fetched_at}, {age}s ago, from {})",
         m.id, m.branch, m.head, m.source
@@ -154,7 +158,7 @@ pub async fn preflight(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
     out.insert("commit".into(), m.head.clone());
     out.insert("branch".into(), m.branch.clone());
     out.insert("mirror_fetched_at".into(), fetched_at);
-    out.insert("mirror_age_s".into(), age.to_string());
+    out.insert("mirror_age_s".into(), age);
     match to {
         Provider::Codepipeline => {
             let name = pipeline_name(ctx)?;
@@ -223,7 +227,7 @@ pub async fn pipeline_ready(ctx: &Ctx<'_>, _args: &Args) -> Result<()> {
 pub async fn take_epoch(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
     let to = to_of(args)?;
     let by = format!("drd failover-ci on {}", crate::store::lease::hostname());
-    let lease = crate::store::lease::Lease::acquire_waiting(
+    let mut lease = crate::store::lease::Lease::acquire_waiting(
         &ctx.store,
         ci_epoch::LEASE,
         &format!("drd failover-ci --to {to} (run {})", ctx.run_id),
@@ -232,7 +236,18 @@ pub async fn take_epoch(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
         ctx.progress,
     )
     .await?;
-    let r = ci_epoch::switch(&ctx.store, to, &ctx.run_id, &by).await;
+    // Renewed while it runs: a switch that outlives its lease stops, never lands after a
+    // deploy took the lease and read the old epoch.
+    let r = match lease
+        .guard(ci_epoch::switch(&ctx.store, to, &ctx.run_id, &by))
+        .await
+    {
+        Ok(r) => r,
+        Err(lost) => Err(Error::failed(format!(
+            "the switch stopped: the lease {} was lost ({})",
+            lost.key, lost.why
+        ))),
+    };
     let released = lease.release().await;
     let (rec, changed) = r?;
     released?;
@@ -364,8 +379,8 @@ pub async fn source_present(ctx: &Ctx<'_>, args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// The execution that runs exactly `version` with `commit`: an earlier attempt's (waited on,
-/// retried when it failed) or a new one.
+/// An execution still running exactly `version` with `commit` (started by someone else, or by
+/// this run before a crash once its Source stage read the version).
 async fn find_execution(
     cp: &aws_sdk_codepipeline::Client,
     name: &str,
@@ -401,14 +416,21 @@ async fn find_execution(
             .variables()
             .iter()
             .any(|v| v.name() == Some(COMMIT_VARIABLE) && v.resolved_value() == Some(commit));
-        if on_version && on_commit {
-            return Ok(Some((
-                id.to_string(),
-                x.status().cloned().unwrap_or(Pes::InProgress),
-            )));
+        let status = x.status().cloned().unwrap_or(Pes::InProgress);
+        // Only one that still runs is taken over: a finished one belongs to an earlier run
+        // (this run's own is found again by its request token).
+        if on_version && on_commit && matches!(status, Pes::InProgress | Pes::Stopping) {
+            return Ok(Some((id.to_string(), status)));
         }
     }
     Ok(None)
+}
+
+/// `clientRequestToken` of StartPipelineExecution (`[a-zA-Z0-9-]{1,128}`).
+fn request_token(run_id: &str, version: &str) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(format!("{run_id}\n{version}").as_bytes());
+    format!("drd-{}", &hex::encode(h)[..40])
 }
 
 fn poll_of(args: &Args) -> Result<Duration> {
@@ -433,6 +455,20 @@ pub async fn run_pipeline(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
     let (action, _, _) = source_of(&cp, &name)
         .await?
         .ok_or_else(|| Error::failed(format!("pipeline {name} does not exist")))?;
+    // Already done (a second run, or a resume after the deploy): start nothing.
+    if live_at_commit(ctx, &Args::from([("commit".into(), commit.to_string())]))
+        .await
+        .is_ok()
+    {
+        return Ok(Outputs::from([
+            (
+                "execution_id".into(),
+                format!("none: live already runs {commit}"),
+            ),
+            ("started".into(), "false".into()),
+            ("stage_retries".into(), "0".into()),
+        ]));
+    }
     let (id, started) = match find_execution(&cp, &name, version, commit).await? {
         Some((id, status)) => {
             (ctx.progress)(&format!(
@@ -442,9 +478,12 @@ pub async fn run_pipeline(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
             (id, false)
         }
         None => {
+            // The same token for every attempt of this run on this version: a start whose
+            // answer was lost (a crash, a timeout) returns the same execution when repeated.
             let out = cp
                 .start_pipeline_execution()
                 .name(&name)
+                .client_request_token(request_token(&ctx.run_id, version))
                 .variables(
                     PipelineVariable::builder()
                         .name(COMMIT_VARIABLE)
@@ -463,9 +502,13 @@ pub async fn run_pipeline(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
                 .send()
                 .await
                 .map_err(|e| aws_error("codepipeline", "StartPipelineExecution", e))?;
-            let id = out.pipeline_execution_id().unwrap_or_default().to_string();
+            let id = out
+                .pipeline_execution_id()
+                .filter(|i| !i.is_empty())
+                .ok_or_else(|| Error::failed("StartPipelineExecution returned no execution id"))?
+                .to_string();
             (ctx.progress)(&format!(
-                "started execution {id} of {name} on version {version} (commit {commit})"
+                "execution {id} of {name} on version {version} (commit {commit})"
             ));
             (id, true)
         }
@@ -491,6 +534,8 @@ pub async fn run_pipeline(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
                 (ctx.progress)(&format!(
                     "retrying the failed actions of stage {stage} ({retries}/{max})"
                 ));
+                // Let the retry show before the next read of the status.
+                tokio::time::sleep(poll).await;
             }
             _ => {
                 return Err(Error::failed_hint(

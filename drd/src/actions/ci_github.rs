@@ -11,9 +11,9 @@ use crate::store::ci_epoch::{self, Reconcile};
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-/// The client, the repository (`owner/name`) and the deploy workflow's file name.
-async fn client(ctx: &Ctx<'_>) -> Result<(GitHub, String, String)> {
-    let gh = ctx.policy.github.as_ref().ok_or_else(|| {
+/// The `[github]` section, or a configuration error (before any write: preflight asks).
+pub(super) fn require_section<'a>(ctx: &'a Ctx<'_>) -> Result<&'a crate::policy::GithubPolicy> {
+    ctx.policy.github.as_ref().ok_or_else(|| {
         Error::from(
             ConfigError::new(
                 ctx.policy.path.display().to_string(),
@@ -22,7 +22,12 @@ async fn client(ctx: &Ctx<'_>) -> Result<(GitHub, String, String)> {
             .field("github")
             .hint("add [github] repository = \"OWNER/REPO\" (and token_secret, api_url for GitHub Enterprise)"),
         )
-    })?;
+    })
+}
+
+/// The client, the repository (`owner/name`) and the deploy workflow's file name.
+async fn client(ctx: &Ctx<'_>) -> Result<(GitHub, String, String)> {
+    let gh = require_section(ctx)?;
     let workflow = ctx
         .policy
         .ci
@@ -57,11 +62,21 @@ fn now() -> String {
 /// Disable the deploy workflow; when GitHub does not answer, record a reconcile item instead
 /// (the epoch already refuses the runs it would start; failback finishes the item).
 pub async fn disable_workflow(ctx: &Ctx<'_>, _args: &Args) -> Result<Outputs> {
-    let (c, repo, wf) = client(ctx).await?;
+    require_section(ctx)?;
+    let wf = ctx
+        .policy
+        .ci
+        .as_ref()
+        .map_or_else(|| "deploy.yml".to_string(), |c| c.workflow.clone());
     let id = reconcile_id(&wf);
-    match c.set_workflow_enabled(&repo, &wf, false).await {
+    // The token unreadable counts as GitHub unreachable: the outage path needs neither.
+    let done = match client(ctx).await {
+        Ok((c, repo, _)) => c.set_workflow_enabled(&repo, &wf, false).await,
+        Err(e) => Err(Error::failed(format!("no GitHub client: {e}"))),
+    };
+    match done {
         Ok(()) => {
-            (ctx.progress)(&format!("GitHub workflow {wf} of {repo} disabled"));
+            (ctx.progress)(&format!("GitHub workflow {wf} disabled"));
             // Done now: an item an earlier run left is finished.
             ci_epoch::close_reconcile(&ctx.store, std::slice::from_ref(&id)).await?;
             Ok(Outputs::from([
@@ -70,11 +85,14 @@ pub async fn disable_workflow(ctx: &Ctx<'_>, _args: &Args) -> Result<Outputs> {
                 ("reconcile".into(), "none".into()),
             ]))
         }
+        // GitHub refused (a bad token, no actions: write, no such workflow): a fix is needed,
+        // not a note for later.
+        Err(e) if !crate::github::unavailable(&e) => Err(e),
         Err(e) => {
             let item = Reconcile {
                 id: id.clone(),
                 what: format!(
-                    "GitHub did not answer ({e}): the workflow {wf} of {repo} could not be disabled; runs it starts are refused by the CI epoch. drd failover-ci --to github enables it deliberately and closes this item; a second drd failover-ci --to codepipeline disables it once GitHub answers"
+                    "GitHub did not answer ({e}): the workflow {wf} could not be disabled; runs it starts are refused by the CI epoch. drd failover-ci --to github enables it deliberately and closes this item; a second drd failover-ci --to codepipeline disables it once GitHub answers"
                 ),
                 since: now(),
                 run: ctx.run_id.clone(),
@@ -233,6 +251,8 @@ pub async fn push_mirror(ctx: &Ctx<'_>, _args: &Args) -> Result<Outputs> {
     let ci = mirror::ci_policy(ctx.policy)?;
     let url = ci.repository_url();
     let token = mirror::token(ctx.aws, ctx.policy).await?;
+    // No credentials in the URL (so none in a git error) and no token over plain HTTP.
+    crate::ci::run::check_url(&url, token.is_some())?;
     // A scratch repository from the mirror's own bundle: no local cache is trusted or locked.
     let dir = tempfile::Builder::new()
         .prefix("drd-failback-")
@@ -275,6 +295,7 @@ pub async fn github_has(ctx: &Ctx<'_>, args: &Args) -> Result<()> {
     let ci = mirror::ci_policy(ctx.policy)?;
     let (url, branch) = (ci.repository_url(), ci.branch.clone());
     let token = mirror::token(ctx.aws, ctx.policy).await?;
+    crate::ci::run::check_url(&url, token.is_some())?;
     let head = tokio::task::spawn_blocking(move || {
         crate::ci::transport::register();
         let dir = tempfile::tempdir().map_err(|e| Error::io("a scratch directory", e))?;
@@ -303,12 +324,15 @@ fn parse_time(s: &str) -> Option<SystemTime> {
 /// attempt dispatched) and await its run.
 pub async fn dispatch_deploy(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
     let (commit, branch) = (arg(args, "commit")?, arg(args, "branch")?);
-    // Runs since the switch count as this failback's (none: any run of the commit does).
+    // Dispatched runs created since the switch are this failback's (two minutes of slack for
+    // GitHub's clock); with no switch time, only a run that has not finished yet.
     let since = match args.get("since").filter(|s| !s.is_empty()) {
-        Some(s) => parse_time(s).ok_or_else(|| {
-            Error::failed(format!("argument since {s:?} is not an RFC 3339 time"))
-        })?,
-        None => SystemTime::UNIX_EPOCH,
+        Some(s) => Some(
+            parse_time(s).ok_or_else(|| {
+                Error::failed(format!("argument since {s:?} is not an RFC 3339 time"))
+            })? - Duration::from_secs(120),
+        ),
+        None => None,
     };
     let poll = match args.get("poll").filter(|s| !s.is_empty()) {
         Some(p) => humantime::parse_duration(p)
@@ -323,11 +347,15 @@ pub async fn dispatch_deploy(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
     }
     // A run of this commit since the switch (a resumed run): awaited, not dispatched again
     // unless it failed.
-    let earlier = c
-        .runs_for(&repo, &wf, commit)
-        .await?
+    let runs = c.runs_for(&repo, &wf, commit).await?;
+    let seen: Vec<u64> = runs.iter().map(|r| r.id).collect();
+    let earlier = runs
         .into_iter()
-        .filter(|r| parse_time(&r.created_at).is_some_and(|t| t >= since))
+        .filter(|r| r.event == "workflow_dispatch")
+        .filter(|r| match since {
+            Some(t) => parse_time(&r.created_at).is_some_and(|c| c >= t),
+            None => r.status != "completed",
+        })
         .find(|r| r.conclusion.as_deref().is_none_or(|c| c == "success"));
     let (id, dispatched) = match earlier {
         Some(r) => {
@@ -335,11 +363,11 @@ pub async fn dispatch_deploy(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
             (r.id, false)
         }
         None => {
-            let asked = SystemTime::now() - Duration::from_secs(2);
             let id = match c.dispatch(&repo, &wf, branch).await? {
                 Some(id) => id,
-                // 204 without run details: the run is found by its commit.
-                None => find_run(&c, &repo, &wf, commit, asked).await?,
+                // 204 without run details: the new dispatched run of the commit (no clock
+                // involved: any run listed before the dispatch is not it).
+                None => find_run(&c, &repo, &wf, commit, &seen).await?,
             };
             (ctx.progress)(&format!("dispatched {wf} on {branch}: run {id}"));
             (id, true)
@@ -375,19 +403,13 @@ pub async fn dispatch_deploy(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
     ]))
 }
 
-async fn find_run(
-    c: &GitHub,
-    repo: &str,
-    wf: &str,
-    commit: &str,
-    after: SystemTime,
-) -> Result<u64> {
+async fn find_run(c: &GitHub, repo: &str, wf: &str, commit: &str, seen: &[u64]) -> Result<u64> {
     for _ in 0..30 {
         let found = c
             .runs_for(repo, wf, commit)
             .await?
             .into_iter()
-            .find(|r| parse_time(&r.created_at).is_some_and(|t| t >= after));
+            .find(|r| r.event == "workflow_dispatch" && !seen.contains(&r.id));
         if let Some(r) = found {
             return Ok(r.id);
         }

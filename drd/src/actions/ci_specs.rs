@@ -1,7 +1,8 @@
 //! What runbooks may say about the CI failover actions and checks (`ci.rs`, `ci_github.rs`),
-//! and how plans describe them.
+//! how plans describe them, and which function runs each.
 
-use super::{ActionSpec, Args};
+use super::{ci, ci_github, ActionSpec, Args, Ctx, Outputs};
+use crate::error::{Error, Result};
 
 pub const ACTIONS: &[ActionSpec] = &[
     ActionSpec {
@@ -214,5 +215,33 @@ pub fn describe(name: &str, args: &Args) -> String {
         ),
         "ci.close_reconcile" => "close the reconcile items".into(),
         _ => name.to_string(),
+    }
+}
+
+pub(super) async fn run(ctx: &Ctx<'_>, name: &str, args: &Args) -> Result<Outputs> {
+    match name {
+        "ci.preflight" => ci::preflight(ctx, args).await,
+        "ci.install" => ci::install(ctx).await,
+        "ci.take_epoch" => ci::take_epoch(ctx, args).await,
+        "ci.disable_workflow" => ci_github::disable_workflow(ctx, args).await,
+        "ci.upload_source" => ci::upload_source(ctx, args).await,
+        "ci.run_pipeline" => ci::run_pipeline(ctx, args).await,
+        "ci.push_mirror" => ci_github::push_mirror(ctx, args).await,
+        "ci.dispatch_deploy" => ci_github::dispatch_deploy(ctx, args).await,
+        "ci.close_reconcile" => ci_github::close_reconcile(ctx, args).await,
+        other => Err(Error::failed(format!("unknown action {other}"))),
+    }
+}
+
+pub(super) async fn check(ctx: &Ctx<'_>, name: &str, args: &Args) -> Result<()> {
+    match name {
+        "ci.pipeline_ready" => ci::pipeline_ready(ctx, args).await,
+        "ci.epoch_is" => ci::epoch_is(ctx, args).await,
+        "ci.workflow_parked" => ci_github::workflow_parked(ctx, args).await,
+        "ci.source_present" => ci::source_present(ctx, args).await,
+        "ci.live_at_commit" => ci::live_at_commit(ctx, args).await,
+        "ci.github_has" => ci_github::github_has(ctx, args).await,
+        "ci.reconciled" => ci_github::reconciled(ctx, args).await,
+        other => Err(Error::failed(format!("unknown check {other}"))),
     }
 }

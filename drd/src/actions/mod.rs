@@ -542,7 +542,7 @@ pub async fn run(ctx: &Ctx<'_>, step: &str, name: &str, args: &Args) -> Result<O
         "restore.failback_preflight" => restore::failback_preflight(ctx, args).await,
         "restore.retire_standby" => restore::retire_standby(ctx, args).await,
         // Boxed: their futures are large, and this match's future is every arm's size.
-        n if n.starts_with("ci.") => Box::pin(run_ci(ctx, n, args)).await,
+        n if n.starts_with("ci.") => Box::pin(ci_specs::run(ctx, n, args)).await,
         other => Err(Error::failed(format!("unknown action {other}"))),
     }
 }
@@ -567,35 +567,7 @@ pub async fn check(ctx: &Ctx<'_>, name: &str, args: &Args) -> Result<()> {
         "dns.points_at" => restore::dns_points_at(ctx, args).await,
         "backup.captures" => restore::backup_captures(ctx, args).await,
         "restore.standby_retired" => restore::standby_retired(ctx, args).await,
-        n if n.starts_with("ci.") => Box::pin(check_ci(ctx, n, args)).await,
-        other => Err(Error::failed(format!("unknown check {other}"))),
-    }
-}
-
-async fn run_ci(ctx: &Ctx<'_>, name: &str, args: &Args) -> Result<Outputs> {
-    match name {
-        "ci.preflight" => ci::preflight(ctx, args).await,
-        "ci.install" => ci::install(ctx).await,
-        "ci.take_epoch" => ci::take_epoch(ctx, args).await,
-        "ci.disable_workflow" => ci_github::disable_workflow(ctx, args).await,
-        "ci.upload_source" => ci::upload_source(ctx, args).await,
-        "ci.run_pipeline" => ci::run_pipeline(ctx, args).await,
-        "ci.push_mirror" => ci_github::push_mirror(ctx, args).await,
-        "ci.dispatch_deploy" => ci_github::dispatch_deploy(ctx, args).await,
-        "ci.close_reconcile" => ci_github::close_reconcile(ctx, args).await,
-        other => Err(Error::failed(format!("unknown action {other}"))),
-    }
-}
-
-async fn check_ci(ctx: &Ctx<'_>, name: &str, args: &Args) -> Result<()> {
-    match name {
-        "ci.pipeline_ready" => ci::pipeline_ready(ctx, args).await,
-        "ci.epoch_is" => ci::epoch_is(ctx, args).await,
-        "ci.workflow_parked" => ci_github::workflow_parked(ctx, args).await,
-        "ci.source_present" => ci::source_present(ctx, args).await,
-        "ci.live_at_commit" => ci::live_at_commit(ctx, args).await,
-        "ci.github_has" => ci_github::github_has(ctx, args).await,
-        "ci.reconciled" => ci_github::reconciled(ctx, args).await,
+        n if n.starts_with("ci.") => Box::pin(ci_specs::check(ctx, n, args)).await,
         other => Err(Error::failed(format!("unknown check {other}"))),
     }
 }

@@ -175,7 +175,7 @@ pub async fn push_from(
 
 /// A repository URL drd may use: no credentials in it (they belong in `[ci] token_secret` or
 /// `token_env`, also when the URL comes from `DRD_CI_REPOSITORY`), and no token over plain HTTP.
-fn check_url(url: &str, has_token: bool) -> Result<()> {
+pub(crate) fn check_url(url: &str, has_token: bool) -> Result<()> {
     let authority = url
         .split_once("://")
         .map(|(_, r)| r.split('/').next().unwrap_or(""))

@@ -23,12 +23,35 @@ pub struct Args {
     /// The CI provider running this deploy: it deploys only while that provider holds the CI
     /// epoch (`drd failover-ci` moves it), checked before any write under the lease ci-epoch,
     /// so a run queued before a CI failover cannot deploy after it. CI passes it; a deploy by
-    /// hand leaves it out. Example: --ci-provider github.
+    /// hand leaves it out. Inside GitHub Actions (GITHUB_ACTIONS=true) or CodeBuild
+    /// (CODEBUILD_BUILD_ID) it is inferred when not given. Example: --ci-provider github.
     #[arg(long, value_enum, env = "DRD_CI_PROVIDER")]
     pub ci_provider: Option<crate::store::ci_epoch::Provider>,
     /// Testing only: accept a bootstrap that is not a static ELF binary.
     #[arg(long, hide = true)]
     pub skip_static_check: bool,
+}
+
+/// The CI provider of a deploy that names none, from the runner's environment: an older
+/// workflow or buildspec (a re-run of an old commit) is fenced all the same.
+fn inferred_provider(progress: &(dyn Fn(&str) + Sync)) -> Option<crate::store::ci_epoch::Provider> {
+    use crate::store::ci_epoch::Provider;
+    let p = if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
+        Provider::Github
+    } else if std::env::var("CODEBUILD_BUILD_ID").is_ok_and(|v| !v.is_empty()) {
+        Provider::Codepipeline
+    } else {
+        return None;
+    };
+    progress(&format!(
+        "--ci-provider {p} (inferred from the environment: {})",
+        if p == Provider::Github {
+            "GITHUB_ACTIONS"
+        } else {
+            "CODEBUILD_BUILD_ID"
+        }
+    ));
+    Some(p)
 }
 
 async fn deploy_and_record(
@@ -128,7 +151,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
     };
     let aws = cli.aws_for(&policy);
     let work = deploy_and_record(&aws, &policy, &opts, commit, &progress);
-    let report = match args.ci_provider {
+    let report = match args.ci_provider.or_else(|| inferred_provider(&progress)) {
         None => work.await?,
         Some(p) => fenced(&aws, &policy, p, work, &progress).await?,
     };

@@ -29,10 +29,24 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
         }
         None => None,
     };
+    // Which CI may deploy (drd failover-ci), when the policy has a CI section.
+    let ci_epoch = match &policy.ci {
+        Some(_) => match crate::store::open_store_read(&aws, &policy).await {
+            Ok(store) => crate::store::ci_epoch::read(&store)
+                .await
+                .ok()
+                .map(|(e, _)| e),
+            Err(_) => None,
+        },
+        None => None,
+    };
     if cli.json() {
         let mut v = serde_json::to_value(&r).expect("status serializes");
         if let Some(m) = &mirror {
             v["mirror"] = serde_json::to_value(m).expect("freshness serializes");
+        }
+        if let Some(e) = &ci_epoch {
+            v["ci"] = serde_json::to_value(e).expect("the CI epoch serializes");
         }
         super::print_json(&v);
     } else {
@@ -105,6 +119,9 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
                 if let Some(m) = &mirror {
                     print_mirror(m);
                 }
+                if let Some(e) = &ci_epoch {
+                    print_ci(e);
+                }
             }
         }
     }
@@ -127,6 +144,21 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
         } else {
             format!("probe(s) failed: {}", failed.join(", "))
         }))
+    }
+}
+
+fn print_ci(e: &crate::store::ci_epoch::CiEpoch) {
+    let since = if e.since.is_empty() {
+        String::new()
+    } else {
+        format!(" since {} by {}", e.since, e.by)
+    };
+    println!(
+        "ci           {} deploys (epoch {}{since})",
+        e.provider, e.epoch
+    );
+    for r in &e.reconcile {
+        println!("  reconcile  {}: {}", r.id, r.what);
     }
 }
 

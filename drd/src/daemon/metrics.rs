@@ -44,6 +44,9 @@ pub struct Metrics {
     /// Unix milliseconds of the scheduler's last heartbeat.
     pub heartbeat_ms: AtomicI64,
     pub reloads: Mutex<(u64, u64)>,
+    /// Wakes the refresh of the store-read gauges (newest point, mirror fetch) early: when
+    /// another daemon ran a firing, this one's gauges must still show its result.
+    pub refresh: tokio::sync::Notify,
 }
 
 impl Metrics {

@@ -241,7 +241,7 @@ pub async fn run(aws: Arc<Aws>, opts: Options) -> Result<()> {
             .into_iter()
             .map(|j| tokio::spawn(sched.clone().job_loop(j, stop_rx.clone())))
             .collect();
-        // Keep the RPO gauge true for points other daemons take.
+        // Keep the RPO and mirror gauges true for what other daemons write.
         let refresh_backend = backend.clone();
         let refresh_metrics = metrics.clone();
         let mut refresh_stop = stop_rx.clone();
@@ -255,6 +255,8 @@ pub async fn run(aws: Arc<Aws>, opts: Options) -> Result<()> {
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                    // A firing another daemon ran: read what it wrote now, not in a minute.
+                    _ = refresh_metrics.refresh.notified() => {}
                     _ = refresh_stop.changed() => return,
                 }
             }

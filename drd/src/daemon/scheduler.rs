@@ -263,6 +263,7 @@ impl Scheduler {
             Ok(Some(r)) if r.tick_time().is_some_and(|t| t >= tick) => {
                 self.metrics
                     .with(&job.stack, &job.job, |s| s.done_elsewhere += 1);
+                self.metrics.refresh.notify_one();
                 false
             }
             _ => true,
@@ -346,6 +347,7 @@ impl Scheduler {
         {
             held.release().await;
             self.metrics.with(stack, name, |s| s.done_elsewhere += 1);
+            self.metrics.refresh.notify_one();
             return;
         }
         let token = last.as_ref().map(|r| r.token).unwrap_or(0) + 1;
