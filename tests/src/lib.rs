@@ -245,6 +245,29 @@ recipients = ["{recipient}"]
         serde_json::from_slice(&out.stdout).expect("aws prints JSON")
     }
 
+    /// A recovery-point store for `stack` in `bucket` (us-west-2), the bucket made if absent.
+    pub async fn store(&self, bucket: &str, stack: &str) -> drd::store::Store {
+        let s3 = self.s3("us-west-2").await;
+        let made = s3
+            .create_bucket()
+            .bucket(bucket)
+            .create_bucket_configuration(
+                aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                    .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::UsWest2)
+                    .build(),
+            )
+            .send()
+            .await;
+        if let Err(e) = made {
+            let code = aws_sdk_s3::error::ProvideErrorMetadata::code(&e).unwrap_or_default();
+            assert!(
+                code == "BucketAlreadyOwnedByYou",
+                "create bucket {bucket}: {e:?}"
+            );
+        }
+        drd::store::Store::new(s3, bucket, stack)
+    }
+
     /// Allow a key in the LLM stub (through drd, key on stdin).
     pub fn allow_key(&self, key: &str) {
         let out = self.run(&["sandbox", "llm", "allow"], key);

@@ -165,18 +165,9 @@ fn codepipeline_holds_the_epoch(sb: &Sandbox) {
     use drd::store::ci_epoch::{self, Provider};
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let s3 = sb.s3("us-west-2").await;
-        let _ = s3
-            .create_bucket()
-            .bucket("drd-classifier-points")
-            .create_bucket_configuration(
-                aws_sdk_s3::types::CreateBucketConfiguration::builder()
-                    .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::UsWest2)
-                    .build(),
-            )
-            .send()
+        let store = sb
+            .store("drd-classifier-points", "speaker-role-classifier")
             .await;
-        let store = drd::store::Store::new(s3, "drd-classifier-points", "speaker-role-classifier");
         let (rec, switched) = ci_epoch::switch(&store, Provider::Codepipeline, "ci-test", "ci.rs")
             .await
             .unwrap();
@@ -359,18 +350,7 @@ fn heal_a_flaky_build(sb: &Sandbox, p: &str, version: &str, sha: &str) {
 async fn racing_deploys_never_lose_a_commit_record() {
     use drd::lambda::commits::{self, CommitRecord};
     let sb = Sandbox::start();
-    let s3 = sb.s3("us-west-2").await;
-    s3.create_bucket()
-        .bucket("race-points")
-        .create_bucket_configuration(
-            aws_sdk_s3::types::CreateBucketConfiguration::builder()
-                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::UsWest2)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let store = std::sync::Arc::new(drd::store::Store::new(s3, "race-points", "race"));
+    let store = std::sync::Arc::new(sb.store("race-points", "race").await);
     let writers = (0..8u8).map(|i| {
         let store = store.clone();
         tokio::spawn(async move {

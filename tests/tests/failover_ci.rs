@@ -545,18 +545,7 @@ fn failback(sb: &Sandbox, p: &str, fix: &str, stale: &Path) {
 async fn racing_epoch_switches_make_exactly_one_switch_and_lose_no_item() {
     use drd::store::ci_epoch::{self, Provider, Reconcile};
     let sb = Sandbox::start();
-    let s3 = sb.s3("us-west-2").await;
-    s3.create_bucket()
-        .bucket("epoch-race")
-        .create_bucket_configuration(
-            aws_sdk_s3::types::CreateBucketConfiguration::builder()
-                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::UsWest2)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let store = std::sync::Arc::new(drd::store::Store::new(s3, "epoch-race", "race"));
+    let store = std::sync::Arc::new(sb.store("epoch-race", "race").await);
     let switches = (0..8).map(|i| {
         let store = store.clone();
         tokio::spawn(async move {

@@ -12,18 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const REGION: &str = "us-west-2";
 
 async fn store(sb: &Sandbox, bucket: &str, stack: &str) -> Store {
-    let s3 = sb.s3(REGION).await;
-    s3.create_bucket()
-        .bucket(bucket)
-        .create_bucket_configuration(
-            aws_sdk_s3::types::CreateBucketConfiguration::builder()
-                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::UsWest2)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    Store::new(s3, bucket, stack)
+    assert_eq!(REGION, "us-west-2");
+    sb.store(bucket, stack).await
 }
 
 fn now() -> u64 {
