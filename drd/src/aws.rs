@@ -184,6 +184,91 @@ impl Aws {
 }
 
 /// Turn an SDK error into a typed drd error naming the service, operation and error code.
+/// The messages of an error and its sources, outermost first.
+fn chain(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let mut out = vec![];
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        let m = e.to_string();
+        if !m.is_empty() && out.last() != Some(&m) {
+            out.push(m);
+        }
+        cur = e.source();
+    }
+    out
+}
+
+/// An SDK error's message and its sources' messages, outermost first.
+fn sdk_chain<E, R>(err: &SdkError<E, R>) -> Vec<String>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let mut parts = vec![err.to_string()];
+    if let Some(inner) = std::error::Error::source(err) {
+        for m in chain(inner) {
+            if parts.last() != Some(&m) {
+                parts.push(m);
+            }
+        }
+    }
+    parts
+}
+
+/// A request that never got an answer, as one line: (code, what happened, what to do), from
+/// the messages of the error and its sources (outermost first).
+pub fn classify_failure(parts: &[String], timed_out: bool) -> (&'static str, String, &'static str) {
+    let all = parts.join(": ").to_lowercase();
+    // The innermost cause, shortened: the detail a person can act on.
+    let cause: String = parts
+        .last()
+        .map(|c| c.replace('\n', " "))
+        .unwrap_or_default()
+        .chars()
+        .take(160)
+        .collect();
+    if all.contains("credential") {
+        (
+            "NoCredentials",
+            "no AWS credentials were found (environment, profile, SSO or instance role)".into(),
+            "set AWS_PROFILE (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), or eval \"$(drd sandbox up)\" for the local lab",
+        )
+    } else if all.contains("dns error")
+        || all.contains("failed to lookup address")
+        || all.contains("name or service not known")
+    {
+        (
+            "DnsFailure",
+            format!("the endpoint's host name does not resolve ({cause})"),
+            "check the region, --endpoint-url / AWS_ENDPOINT_URL and DNS",
+        )
+    } else if all.contains("certificate") || all.contains("tls") || all.contains("ssl") {
+        (
+            "TlsFailure",
+            format!("the TLS handshake failed ({cause})"),
+            "check the endpoint's name and certificate; a proxy that intercepts TLS needs its CA trusted",
+        )
+    } else if timed_out || all.contains("timed out") || all.contains("timeout") {
+        (
+            "Unreachable",
+            "no answer within the attempt timeout".into(),
+            "the service or the network is slow or down: retry, raise --attempt-timeout, or (a failing region) fail over with drd restore --region R",
+        )
+    } else if all.contains("refused") {
+        (
+            "Unreachable",
+            format!("the connection was refused ({cause})"),
+            "check --endpoint-url / AWS_ENDPOINT_URL (the local lab: eval \"$(drd sandbox up)\")",
+        )
+    } else {
+        (
+            "Unreachable",
+            format!("the connection failed ({cause})"),
+            "check the network and the region; a failing region: see the AWS Health Dashboard, or fail over with drd restore --region R",
+        )
+    }
+}
+
 pub fn aws_error<E, R>(service: &'static str, operation: &'static str, err: SdkError<E, R>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -218,18 +303,44 @@ where
             };
             (code, e.message().unwrap_or("").to_string(), retry, hint)
         }
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => (
-            "Unreachable".to_string(),
-            DisplayErrorContext(&err).to_string(),
-            Retry::Transient,
-            Some("check the network, the region and --endpoint-url / AWS_ENDPOINT_URL"),
-        ),
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
+            // One line for the person reading it; the whole chain with -v.
+            tracing::info!(
+                service,
+                operation,
+                "the full error: {}",
+                DisplayErrorContext(&err)
+            );
+            let (code, message, hint) =
+                classify_failure(&sdk_chain(&err), matches!(err, SdkError::TimeoutError(_)));
+            let retry = if code == "NoCredentials" {
+                Retry::Permanent
+            } else {
+                Retry::Transient
+            };
+            (code.to_string(), message, retry, Some(hint))
+        }
         SdkError::ResponseError(_) => (
             "BadResponse".to_string(),
             DisplayErrorContext(&err).to_string(),
             Retry::Transient,
             None,
         ),
+        // No credentials can surface before the request is dispatched.
+        _ if sdk_chain(&err)
+            .join(" ")
+            .to_lowercase()
+            .contains("credential") =>
+        {
+            tracing::info!(
+                service,
+                operation,
+                "the full error: {}",
+                DisplayErrorContext(&err)
+            );
+            let (code, message, hint) = classify_failure(&sdk_chain(&err), false);
+            (code.to_string(), message, Retry::Permanent, Some(hint))
+        }
         _ => (
             "ClientError".to_string(),
             DisplayErrorContext(&err).to_string(),

@@ -1,24 +1,41 @@
 //! The drd binary: parse arguments, set up tracing, run the command, map errors to exit codes.
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use drd::cli::{Cli, LogFormat};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // Where --region came from (a global flag: the subcommand's matches hold it too).
+    let env_source = |m: &clap::ArgMatches| {
+        m.value_source("region") == Some(clap::parser::ValueSource::EnvVariable)
+    };
+    cli.region_from_env =
+        env_source(&matches) || matches.subcommand().is_some_and(|(_, m)| env_source(m));
     // drd's own events at the chosen level; the AWS SDK only with -vvv (it can log request details).
     let daemon = matches!(cli.command, drd::cli::Command::Daemon(_));
-    let filter = match cli.verbose {
+    let own = match cli.verbose {
         0 if daemon => "warn,drd=info",
         0 => "warn",
         1 => "warn,drd=info",
         2 => "warn,drd=debug",
         _ => "debug",
     };
+    // The SDK's own lines (a credential chain's WARNs, say) only with -vvv: drd's error names
+    // what failed in one line, and -v adds the whole chain.
+    let sdk_quiet = ",aws_config=off,aws_smithy_runtime=off,aws_smithy_runtime_api=off,\
+                     aws_smithy_http_client=off,aws_runtime=off,aws_sigv4=off,\
+                     aws_credential_types=off,hyper_util=off";
+    let filter = if cli.verbose >= 3 {
+        own.to_string()
+    } else {
+        format!("{own}{sdk_quiet}")
+    };
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter));
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&filter));
     match cli.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

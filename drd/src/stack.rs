@@ -110,7 +110,45 @@ pub async fn describe_stack(
     }
 }
 
-/// Poll until the stack leaves `*_IN_PROGRESS`; fail with the events' reasons.
+/// The failure reasons of the stack's current operation only (events come newest first; the
+/// operation began at the stack's own CREATE/UPDATE/DELETE/IMPORT_IN_PROGRESS event), at most
+/// five: an old failure from an earlier update must not be blamed for this one.
+pub fn current_failures(
+    events: &[aws_sdk_cloudformation::types::StackEvent],
+    name: &str,
+) -> Vec<String> {
+    let began = |e: &aws_sdk_cloudformation::types::StackEvent| {
+        e.logical_resource_id() == Some(name)
+            && e.resource_status().is_some_and(|s| {
+                matches!(
+                    s.as_str(),
+                    "CREATE_IN_PROGRESS"
+                        | "UPDATE_IN_PROGRESS"
+                        | "DELETE_IN_PROGRESS"
+                        | "IMPORT_IN_PROGRESS"
+                )
+            })
+    };
+    let mut out = vec![];
+    for e in events {
+        if e.resource_status()
+            .is_some_and(|s| s.as_str().ends_with("_FAILED"))
+            && out.len() < 5
+        {
+            out.push(format!(
+                "{}: {}",
+                e.logical_resource_id().unwrap_or("?"),
+                e.resource_status_reason().unwrap_or("")
+            ));
+        }
+        if began(e) {
+            break;
+        }
+    }
+    out
+}
+
+/// Poll until the stack leaves `*_IN_PROGRESS`; fail with the current operation's failures.
 pub async fn wait_stack(
     cf: &aws_sdk_cloudformation::Client,
     name: &str,
@@ -142,24 +180,7 @@ pub async fn wait_stack(
                 .stack_name(name)
                 .send()
                 .await
-                .map(|o| {
-                    o.stack_events()
-                        .iter()
-                        .filter(|e| {
-                            e.resource_status()
-                                .is_some_and(|s| s.as_str().ends_with("_FAILED"))
-                        })
-                        .take(3)
-                        .map(|e| {
-                            format!(
-                                "{}: {}",
-                                e.logical_resource_id().unwrap_or("?"),
-                                e.resource_status_reason().unwrap_or("")
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                })
+                .map(|o| current_failures(o.stack_events(), name).join("; "))
                 .unwrap_or_default();
             return Err(Error::failed_hint(
                 format!("stack {name} ended in {status}: {events}"),
@@ -179,5 +200,45 @@ pub async fn wait_stack(
             },
         ))
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_cloudformation::types::{ResourceStatus, StackEvent};
+
+    fn ev(logical: &str, status: ResourceStatus, reason: &str) -> StackEvent {
+        StackEvent::builder()
+            .stack_id("arn:aws:cloudformation:us-east-1:123456789012:stack/s/1")
+            .event_id(format!("{logical}-{}", status.as_str()))
+            .stack_name("s")
+            .logical_resource_id(logical)
+            .resource_status(status)
+            .resource_status_reason(reason)
+            .timestamp(aws_smithy_types::DateTime::from_secs(0))
+            .build()
+    }
+
+    #[test]
+    fn only_the_current_operations_failures_are_reported() {
+        // Newest first: this update failed on Function; an older update failed on Role.
+        let events = vec![
+            ev("s", ResourceStatus::UpdateRollbackComplete, ""),
+            ev(
+                "Function",
+                ResourceStatus::UpdateFailed,
+                "MemorySize out of range",
+            ),
+            ev("s", ResourceStatus::UpdateInProgress, "User Initiated"),
+            ev("s", ResourceStatus::UpdateRollbackComplete, ""),
+            ev("Role", ResourceStatus::UpdateFailed, "an old failure"),
+            ev("s", ResourceStatus::UpdateInProgress, "User Initiated"),
+        ];
+        assert_eq!(
+            current_failures(&events, "s"),
+            vec!["Function: MemorySize out of range".to_string()]
+        );
+        assert!(current_failures(&events[3..4], "s").is_empty());
     }
 }

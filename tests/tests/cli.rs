@@ -54,6 +54,145 @@ fn check_names_each_failure_with_its_code_and_exits_1() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("6 check(s) failed"));
 }
 
+/// A request that gets no answer fails in one line naming the service, the operation, what
+/// happened and what to do, never an SDK dump and never the SDK's own log lines (those need
+/// -vvv; -v adds the whole error chain).
+#[test]
+fn aws_failures_are_one_line_each_with_a_hint() {
+    let home = tempfile::tempdir().unwrap();
+    let none = home.path().join("none");
+    let policy = root().join("policies/classifier.toml");
+    let run = |endpoint: &str, creds: bool, verbose: bool| {
+        let mut c = std::process::Command::new(drd_bin());
+        for k in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION",
+            "DRD_SANDBOX_DIR",
+        ] {
+            c.env_remove(k);
+        }
+        c.env("HOME", home.path())
+            .env("AWS_CONFIG_FILE", &none)
+            .env("AWS_SHARED_CREDENTIALS_FILE", &none)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_ENDPOINT_URL", endpoint)
+            .env("DRD_STATE_DIR", home.path().join("state"))
+            .args(["--policy", policy.to_str().unwrap(), "--max-attempts", "1"]);
+        if creds {
+            c.env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing");
+        }
+        if verbose {
+            c.arg("-v");
+        }
+        c.arg("status").output().unwrap()
+    };
+    for (endpoint, creds, code, hint) in [
+        ("http://127.0.0.1:9", false, "NoCredentials", "AWS_PROFILE"),
+        ("http://127.0.0.1:9", true, "Unreachable", "refused"),
+        (
+            "http://drd-no-such-host.invalid",
+            true,
+            "DnsFailure",
+            "does not resolve",
+        ),
+    ] {
+        let out = run(endpoint, creds, false);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(1), "{code}: {err}");
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{code}: one line, not {err}");
+        assert!(lines[0].starts_with("error: "), "{err}");
+        assert!(
+            lines[0].contains(code) && lines[0].contains(hint),
+            "{code}/{hint}: {err}"
+        );
+        assert!(
+            lines[0].contains("s3 GetObject"),
+            "names service and operation: {err}"
+        );
+        for noise in ["WARN", "DispatchFailure", "ProviderError", "ConnectorError"] {
+            assert!(!err.contains(noise), "{noise} in {err}");
+        }
+        assert!(err.len() < 700, "{} characters: {err}", err.len());
+        // -v adds the whole chain.
+        let v = run(endpoint, creds, true);
+        assert!(
+            String::from_utf8_lossy(&v.stderr).contains("the full error"),
+            "{}",
+            text(&v)
+        );
+    }
+}
+
+/// `drd completions bash` loads in bash and registers drd; `drd man` pages render with man.
+#[test]
+fn completions_load_in_bash_and_the_man_pages_render() {
+    let script = format!(
+        "source <('{}' completions bash) && complete -p drd",
+        drd_bin().display()
+    );
+    let out = std::process::Command::new("bash")
+        .args(["--noprofile", "--norc", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(" drd"),
+        "{}",
+        text(&out)
+    );
+    for shell in ["zsh", "fish", "powershell"] {
+        let out = std::process::Command::new(drd_bin())
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success() && out.stdout.len() > 1000, "{shell}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(drd_bin())
+        .args(["man", "--out", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    for page in ["drd.1", "drd-failover-ci.1", "drd-restore.1"] {
+        let path = dir.path().join(page);
+        assert!(path.exists(), "{page}");
+        let out = std::process::Command::new("man")
+            .args(["-P", "cat", "-l", path.to_str().unwrap()])
+            .env("MANWIDTH", "100")
+            .output()
+            .expect("man (scripts/setup installs man-db)");
+        assert!(out.status.success(), "{page}: {}", text(&out));
+        let page_text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            page_text.contains("NAME") && page_text.contains("drd"),
+            "{page_text}"
+        );
+    }
+}
+
+/// The region a restore writes to comes from the command line only: DRD_REGION (fine for
+/// commands that read) is refused, before anything is read or written.
+#[test]
+fn restore_never_takes_its_target_region_from_the_environment() {
+    let out = std::process::Command::new(drd_bin())
+        .args(["restore", "--identity", "/nonexistent"])
+        .env("DRD_REGION", "eu-west-1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("DRD_REGION") && err.contains("--region"),
+        "{err}"
+    );
+}
+
 #[test]
 fn usage_errors_exit_2() {
     let out = std::process::Command::new(drd_bin())

@@ -38,9 +38,13 @@ pub async fn update_secret(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
         (ctx.progress)(&format!(
             "no GitHub secret is mapped to {secret} in the policy ([github.secrets]): skipped"
         ));
+        // Never an empty value in a report: say why nothing happened.
         return Ok(Outputs::from([
-            ("github_secret".into(), String::new()),
-            ("updated_after".into(), String::new()),
+            (
+                "github_secret".into(),
+                format!("skipped: no GitHub secret is mapped to {secret} ([github.secrets])"),
+            ),
+            ("updated_after".into(), "skipped".into()),
         ]));
     };
     let token = token_of(&super::secret::current_value(ctx, &gh.token_secret).await?);

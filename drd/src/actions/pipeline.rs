@@ -82,14 +82,13 @@ pub async fn inspect(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
         Some(l) => (
             l.id.clone(),
             l.status.as_str().to_string(),
-            l.failed_stage.clone().unwrap_or_default(),
+            l.failed_stage.clone().unwrap_or_else(|| "none".into()),
         ),
-        None => (String::new(), "None".into(), String::new()),
+        None => ("none".into(), "None".into(), "none".into()),
     };
     (ctx.progress)(&format!(
-        "pipeline {name}: latest execution {} {status}{}",
-        if id.is_empty() { "(none)" } else { &id },
-        if stage.is_empty() {
+        "pipeline {name}: latest execution {id} {status}{}",
+        if stage == "none" {
             String::new()
         } else {
             format!(", failed in stage {stage}")

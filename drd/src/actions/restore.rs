@@ -195,7 +195,7 @@ pub async fn dns_point_at(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
     if ctx.policy.dns.is_none() {
         (ctx.progress)("no [dns] in the policy: nothing to fail over (users reach the new Function URL directly)");
         return Ok(out([
-            ("record", String::new()),
+            ("record", "skipped: no [dns] in the policy".to_string()),
             ("changed", "false".into()),
             ("skipped", "true".into()),
         ]));

@@ -143,7 +143,10 @@ pub async fn prove_pending(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
         (ctx.progress)(&format!(
             "{secret} is not read by the function: no candidate version to prove it with"
         ));
-        return Ok(Outputs::from([("candidate_version".into(), String::new())]));
+        return Ok(Outputs::from([(
+            "candidate_version".into(),
+            format!("skipped: the function does not read {secret}"),
+        )]));
     }
     let lambda = ctx.aws.lambda(&ctx.region).await;
     let f = ctx.function();

@@ -4,6 +4,7 @@
 mod backup;
 mod check;
 mod ci;
+mod completions;
 mod daemon;
 mod deploy;
 mod failback;
@@ -62,6 +63,10 @@ pub struct Cli {
     /// last `drd restore` made active).
     #[arg(long, global = true, env = "DRD_REGION")]
     pub region: Option<String>,
+    /// Whether `--region` came from `DRD_REGION` rather than the command line (set by main:
+    /// a restore writes to its region, so it never takes it from the environment).
+    #[arg(skip)]
+    pub region_from_env: bool,
     /// AWS profile (standard credential chain otherwise).
     #[arg(long, global = true, env = "AWS_PROFILE")]
     pub profile: Option<String>,
@@ -145,6 +150,12 @@ pub enum Command {
     /// Procedure 5: move CI to the standby CodePipeline, deploying from the mirror (runbook
     /// ci-failover), or back to GitHub Actions (runbook ci-failback).
     FailoverCi(failover_ci::Args),
+    /// Shell completions (bash, zsh, fish, powershell, elvish) on stdout, generated from the
+    /// command definition. Example: source <(drd completions bash)
+    Completions(completions::Args),
+    /// Man pages: drd(1) on stdout, or drd(1) and drd-COMMAND(1) for every command into --out DIR.
+    /// Example: drd man | man -l -
+    Man(completions::ManArgs),
     /// Runbooks: list, show, run, status, approve.
     Runbook(runbook::Args),
     /// Break a lease whose holder stopped renewing (a run whose machine died).
@@ -180,6 +191,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Failback(a) => failback::run(&cli, a).await,
         Command::FailoverCi(a) => failover_ci::run(&cli, a).await,
         Command::Runbook(a) => runbook::run(&cli, a).await,
+        Command::Completions(a) => completions::run(a),
+        Command::Man(a) => completions::man(a),
         Command::Sandbox(a) => sandbox::run(&cli, a),
         Command::Unlock(a) => unlock::run(&cli, a).await,
         Command::Daemon(a) => daemon::run(&cli, a).await,

@@ -121,7 +121,7 @@ pub(super) fn print_summary(
         rto_ms,
         function_url: out("function", "function_url"),
         version: out("function", "version"),
-        dns_record: out("dns", "record").filter(|v| !v.is_empty()),
+        dns_record: out("dns", "record").filter(|v| !v.is_empty() && !v.starts_with("skipped")),
         dns_before: out("dns", "before").filter(|v| !v.is_empty()),
         primary: out("preflight", "primary"),
         new_point: out("backup", "point"),
@@ -185,6 +185,17 @@ pub(super) fn print_summary(
 }
 
 pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
+    if cli.region_from_env {
+        return Err(ConfigError::new(
+            "DRD_REGION",
+            format!(
+                "drd restore takes the region it writes to from --region on the command line only, not from DRD_REGION (set to {:?} here)",
+                cli.region.as_deref().unwrap_or("")
+            ),
+        )
+        .hint("pass --region R explicitly; a stray environment variable must never choose where a restore writes")
+        .into());
+    }
     let Some(region) = cli.region.clone() else {
         return Err(
             ConfigError::new("--region", "drd restore needs the region to restore into")
