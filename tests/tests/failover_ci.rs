@@ -464,10 +464,12 @@ fn ci_fails_over_to_codepipeline_from_the_mirror_and_back_to_github() {
     failback(&sb, &p, &fix, &stale);
 }
 
-/// GitHub returns: failback pushes the fix, moves the epoch, deploys through the workflow.
+/// GitHub returns: failback pushes the fix, moves the epoch, deploys through the workflow;
+/// killed after every step's action (before its journal entry) and resumed, it still
+/// dispatches exactly one run.
 fn failback(sb: &Sandbox, p: &str, fix: &str, stale: &Path) {
-    let out = sb.run(
-        &[
+    let failback = |extra: &[&str], fp: Option<&str>| {
+        let mut args = vec![
             "--policy",
             p,
             "--output",
@@ -475,9 +477,28 @@ fn failback(sb: &Sandbox, p: &str, fix: &str, stale: &Path) {
             "failover-ci",
             "--to",
             "github",
-        ],
-        "",
-    );
+        ];
+        args.extend_from_slice(extra);
+        let env: Vec<(&str, &str)> = fp.map(|f| vec![("DRD_FAILPOINT", f)]).unwrap_or_default();
+        sb.run_env(&args, "", &env)
+    };
+    let before: Vec<String> = store_keys(sb, "journal/")
+        .iter()
+        .filter_map(|k| k.split('/').nth(2).map(str::to_string))
+        .collect();
+    let out = failback(&[], Some("preflight:after-action"));
+    assert_eq!(out.status.signal(), Some(9), "{}", text(&out));
+    let run = store_keys(sb, "journal/")
+        .iter()
+        .filter_map(|k| k.split('/').nth(2).map(str::to_string))
+        .find(|r| !before.contains(r))
+        .expect("the failback's journal");
+    for step in ["push", "epoch", "deploy", "reconcile"] {
+        let fp = format!("{step}:after-action");
+        let out = failback(&["--resume", &run], Some(&fp));
+        assert_eq!(out.status.signal(), Some(9), "{fp}: {}", text(&out));
+    }
+    let out = failback(&["--resume", &run], None);
     let report: Value = serde_json::from_str(&ok(&out, "failover-ci --to github")).unwrap();
     assert_eq!(report["commit"], fix, "{report}");
 
@@ -491,6 +512,10 @@ fn failback(sb: &Sandbox, p: &str, fix: &str, stale: &Path) {
     let wf = github(sb, "workflows/deploy.yml");
     assert_eq!(wf["state"], "active", "{wf}");
     let runs = github(sb, &format!("workflows/deploy.yml/runs?head_sha={fix}"));
+    assert_eq!(
+        runs["total_count"], 1,
+        "one dispatch through five kills: {runs}"
+    );
     let run = &runs["workflow_runs"][0];
     assert_eq!(run["conclusion"], "success", "{runs}");
     assert_eq!(
