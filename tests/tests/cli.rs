@@ -193,6 +193,33 @@ fn restore_never_takes_its_target_region_from_the_environment() {
     );
 }
 
+/// Every command's `--help` describes its own flags and ends with examples (read through the
+/// real binary, for every subcommand the definition has; `sandbox` hands its help to the lab).
+#[test]
+fn every_command_help_has_examples() {
+    use clap::CommandFactory;
+    let cmd = drd::cli::Cli::command();
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .filter(|n| n != "sandbox")
+        .collect();
+    assert!(names.len() > 20, "{names:?}");
+    for name in names {
+        let out = std::process::Command::new(drd_bin())
+            .args([name.as_str(), "--help"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", text(&out));
+        let help = String::from_utf8_lossy(&out.stdout);
+        let examples = help.split("Examples:\n").nth(1).unwrap_or("");
+        assert!(
+            examples.contains(&format!("drd {name}")),
+            "drd {name} --help has no examples of drd {name}:\n{help}"
+        );
+    }
+}
+
 #[test]
 fn usage_errors_exit_2() {
     let out = std::process::Command::new(drd_bin())

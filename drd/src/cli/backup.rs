@@ -5,6 +5,9 @@ use crate::error::Result;
 use std::io::IsTerminal;
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  drd backup\n  drd --output json backup\n  drd --policy policies/classifier.toml backup"
+)]
 pub struct Args {}
 
 pub async fn run(cli: &Cli, _args: &Args) -> Result<()> {

@@ -4,6 +4,9 @@ use super::Cli;
 use crate::error::{Error, Result};
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  drd check\n  drd --output json check\n  AWS_PROFILE=dr-operator drd check"
+)]
 pub struct Args {}
 
 pub async fn run(cli: &Cli, _args: &Args) -> Result<()> {

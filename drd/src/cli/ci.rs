@@ -5,6 +5,7 @@ use super::Cli;
 use crate::error::Result;
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  drd ci install\n  drd ci install --region us-west-2")]
 pub struct Args {
     #[command(subcommand)]
     pub command: CiCommand,

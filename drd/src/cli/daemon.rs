@@ -9,6 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  drd daemon --listen 127.0.0.1:9464\n  drd --policy /etc/drd/policies daemon --max-concurrent 4\n  curl -s 127.0.0.1:9464/metrics"
+)]
 pub struct Args {
     /// Listener for /healthz, /readyz, /metrics (default: the policy's daemon.listen, else
     /// 127.0.0.1:9464).
@@ -53,6 +56,9 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  drd schedule\n  drd schedule --next 5\n  drd schedule --at 2026-12-01T00:00:00Z"
+)]
 pub struct ScheduleArgs {
     /// Preview from this time (RFC 3339) instead of now.
     #[arg(long)]

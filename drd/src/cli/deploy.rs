@@ -6,6 +6,9 @@ use crate::error::Result;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  printf %s \"$KEY\" | drd deploy\n  drd deploy --bootstrap target/x86_64-unknown-linux-musl/release/classifier < /dev/null\n  drd deploy --commit \"$GITHUB_SHA\" --ci-provider github < /dev/null"
+)]
 pub struct Args {
     /// A prebuilt static bootstrap binary (default: build the workload with cargo).
     #[arg(long, env = "DRD_BOOTSTRAP")]

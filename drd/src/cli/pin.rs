@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::lambda::ops;
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  drd pin\n  drd pin --version 7 --deep")]
 pub struct Args {
     /// The version to pin (default: the one `live` points to).
     #[arg(long)]

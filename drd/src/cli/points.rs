@@ -8,6 +8,9 @@ use crate::store::Store;
 use std::time::SystemTime;
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  drd points list --last 10\n  drd points show 20261130T220815112Z-7c1f89e8\n  drd points reindex"
+)]
 pub struct Args {
     #[command(subcommand)]
     pub command: PointsCommand,

@@ -7,6 +7,7 @@ use crate::error::{ConfigError, Result};
 use std::time::SystemTime;
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  drd prune --dry-run\n  drd prune")]
 pub struct Args {
     /// List what would go and why; delete nothing.
     #[arg(long)]

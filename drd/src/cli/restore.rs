@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  drd restore --region us-west-2 --identity ~/.config/drd/identity.txt --dry-run\n  drd restore --region us-west-2 --identity ~/.config/drd/identity.txt\n  drd restore --region us-west-2 --identity ~/.config/drd/identity.txt --from-copy eu-west-1\n  drd restore --region us-west-2 --resume RUN"
+)]
 pub struct Args {
     /// The recovery point (`latest`: the newest that passes verify with the identity).
     #[arg(long, value_name = "ID|latest")]

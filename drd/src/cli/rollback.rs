@@ -6,6 +6,9 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  drd rollback --dry-run\n  drd rollback\n  drd rollback --to 5\n  drd rollback --resume RUN"
+)]
 pub struct Args {
     /// Roll back to this version (must be pinned unless --force).
     #[arg(long)]

@@ -5,6 +5,9 @@ use crate::error::{ConfigError, Error, Result};
 use std::collections::BTreeMap;
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  printf %s \"$NEW_KEY\" | drd rotate openai-api-key --dry-run\n  printf %s \"$NEW_KEY\" | drd rotate openai-api-key\n  drd rotate openai-api-key --resume RUN < /dev/null"
+)]
 pub struct Args {
     /// The secret to rotate (a name from the policy, e.g. openai-api-key).
     pub secret: String,

@@ -10,6 +10,9 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  drd runbook list\n  drd runbook show region-redeploy --format md\n  drd runbook run pipeline-failure --dry-run\n  drd runbook status RUN\n  drd runbook approve RUN STEP"
+)]
 pub struct Args {
     #[command(subcommand)]
     pub command: Sub,

@@ -4,6 +4,7 @@ use super::Cli;
 use crate::error::{Error, Result};
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  drd status\n  drd status --deep\n  drd --output json status")]
 pub struct Args {
     /// Also probe T2 (one LLM call: proves the API key and the LLM endpoint).
     #[arg(long)]

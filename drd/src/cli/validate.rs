@@ -5,6 +5,9 @@ use crate::error::Result;
 use crate::workload::template::Template;
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  drd validate\n  drd --policy policies/classifier.toml validate"
+)]
 pub struct Args {}
 
 pub async fn run(cli: &Cli, _args: &Args) -> Result<()> {

@@ -7,6 +7,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  drd verify\n  drd verify --all --identity ~/.config/drd/identity.txt\n  drd verify --index\n  drd verify --mirror"
+)]
 pub struct Args {
     /// The point to verify (default, or `latest`: the newest).
     #[arg(long, conflicts_with = "all")]
