@@ -75,19 +75,22 @@ impl StoreBackend {
         }
     }
 
-    /// Each mirrored stack's last mirror fetch (unix seconds) and staleness threshold, from the
-    /// store (so fetches by other daemons count).
-    pub async fn mirror_fetches(&self) -> Vec<(String, f64, f64)> {
+    /// Each mirrored stack's last mirror fetch (unix seconds), staleness threshold and commits
+    /// behind the remote as of that fetch, from the store (so fetches by other daemons count):
+    /// 0 when the newest manifest came from the remote (a successful fetch leaves nothing
+    /// behind), unknown when it came from `push --from`.
+    pub async fn mirror_fetches(&self) -> Vec<(String, f64, f64, Option<u64>)> {
         let mut out = vec![];
         for (name, ctx) in &self.stacks {
             let Some(ci) = &ctx.policy.ci else { continue };
-            if let Ok(Some((p, _, _))) = crate::ci::mirror::newest(&ctx.store).await {
+            if let Ok(Some((p, m, _))) = crate::ci::mirror::newest(&ctx.store).await {
                 if let Ok(t) = humantime::parse_rfc3339_weak(&p.fetched_at) {
                     let secs = t
                         .duration_since(std::time::UNIX_EPOCH)
                         .map(|d| d.as_secs_f64())
                         .unwrap_or(0.0);
-                    out.push((name.clone(), secs, ci.max_age().as_secs_f64()));
+                    let behind = m.source.starts_with("remote ").then_some(0);
+                    out.push((name.clone(), secs, ci.max_age().as_secs_f64(), behind));
                 }
             }
         }

@@ -87,11 +87,12 @@ impl Metrics {
         let e = m
             .entry(stack.to_string())
             .or_insert((fetched, behind, max_age));
+        // A count describes its fetch: an older fetch's never replaces a newer one's.
         if fetched >= e.0 {
             e.0 = fetched;
-        }
-        if behind.is_some() {
-            e.1 = behind;
+            if behind.is_some() {
+                e.1 = behind;
+            }
         }
         e.2 = max_age;
     }

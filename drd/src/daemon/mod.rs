@@ -250,8 +250,8 @@ pub async fn run(aws: Arc<Aws>, opts: Options) -> Result<()> {
                 for (stack, t) in refresh_backend.newest_points().await {
                     refresh_metrics.set_newest_point(&stack, t);
                 }
-                for (stack, t, max_age) in refresh_backend.mirror_fetches().await {
-                    refresh_metrics.set_mirror(&stack, t, None, max_age);
+                for (stack, t, max_age, behind) in refresh_backend.mirror_fetches().await {
+                    refresh_metrics.set_mirror(&stack, t, behind, max_age);
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(60)) => {}
