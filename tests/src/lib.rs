@@ -90,6 +90,24 @@ impl Sandbox {
         Self { dir, env }
     }
 
+    /// A sandbox whose lab runs the workload's CI: the lab repository seeded from classifier/,
+    /// builds given the prebuilt function, and the CodeBuild cargo cache shared across
+    /// sandboxes (`DRD_SANDBOX_CI_CACHE`, default target/lab-ci-cache).
+    pub fn start_ci_lab() -> Self {
+        let cache = std::env::var("DRD_SANDBOX_CI_CACHE")
+            .unwrap_or_else(|_| root().join("target/lab-ci-cache").display().to_string());
+        Self::start_with(
+            &["--seed-repo", root().join("classifier").to_str().unwrap()],
+            &[
+                (
+                    "DRD_SANDBOX_CI_BOOTSTRAP",
+                    bootstrap().display().to_string(),
+                ),
+                ("DRD_SANDBOX_CI_CACHE", cache),
+            ],
+        )
+    }
+
     pub fn sandbox_dir(&self) -> PathBuf {
         self.dir.path().join("sandbox")
     }

@@ -8,7 +8,7 @@
 //! One test, one sandbox: the Test stage compiles the classifier on its own (its repository's
 //! view), which is paid once; `DRD_SANDBOX_CI_CACHE` keeps that build across runs.
 
-use drd_e2e::{bootstrap, git, root, text, Sandbox};
+use drd_e2e::{git, root, text, Sandbox};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -94,18 +94,7 @@ fn stage_status(sb: &Sandbox, stage: &str) -> (String, String) {
 
 #[test]
 fn the_standby_pipeline_deploys_the_commit_it_was_given_and_procedure_1_heals_a_flaky_build() {
-    let cache = std::env::var("DRD_SANDBOX_CI_CACHE")
-        .unwrap_or_else(|_| root().join("target/lab-ci-cache").display().to_string());
-    let sb = Sandbox::start_with(
-        &["--seed-repo", root().join("classifier").to_str().unwrap()],
-        &[
-            (
-                "DRD_SANDBOX_CI_BOOTSTRAP",
-                bootstrap().display().to_string(),
-            ),
-            ("DRD_SANDBOX_CI_CACHE", cache),
-        ],
-    );
+    let sb = Sandbox::start_ci_lab();
     let (policy, bucket) = install(&sb);
     let p = policy.to_str().unwrap();
     codepipeline_holds_the_epoch(&sb);

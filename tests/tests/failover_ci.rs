@@ -223,34 +223,41 @@ fn outage_with_a_fix(sb: &Sandbox) -> (String, PathBuf, String, String) {
     (p, clone, seed, fix)
 }
 
+/// `drd --output json failover-ci --to TO EXTRA...`, killed at the failpoint `fp` if given.
+fn failover_ci(
+    sb: &Sandbox,
+    p: &str,
+    to: &str,
+    extra: &[&str],
+    fp: Option<&str>,
+) -> std::process::Output {
+    let mut args = vec!["--policy", p, "--output", "json", "failover-ci", "--to", to];
+    args.extend_from_slice(extra);
+    let env: Vec<(&str, &str)> = fp.map(|f| vec![("DRD_FAILPOINT", f)]).unwrap_or_default();
+    sb.run_env(&args, "", &env)
+}
+
+/// The runs journaled in the store.
+fn journal_runs(sb: &Sandbox) -> Vec<String> {
+    let mut runs: Vec<String> = store_keys(sb, "journal/")
+        .iter()
+        .filter_map(|k| k.split('/').nth(2).map(str::to_string))
+        .collect();
+    runs.dedup();
+    runs
+}
+
 /// Kill the failover after every step's action and check but before its journal entry
 /// (SIGKILL), so each resume runs that action again; then kill it while it waits on the
 /// execution it started, and check meanwhile that a run of either direction exits 3. The final
 /// report.
 fn killed_after_every_step_then_resumed(sb: &Sandbox, p: &str) -> Value {
     let steps = ["preflight", "pipeline", "epoch", "github", "source"];
-    let failover = |extra: &[&str], fp: Option<&str>| {
-        let mut args = vec![
-            "--policy",
-            p,
-            "--output",
-            "json",
-            "failover-ci",
-            "--to",
-            "codepipeline",
-        ];
-        args.extend_from_slice(extra);
-        let env: Vec<(&str, &str)> = fp.map(|f| vec![("DRD_FAILPOINT", f)]).unwrap_or_default();
-        sb.run_env(&args, "", &env)
-    };
+    let failover = |extra: &[&str], fp: Option<&str>| failover_ci(sb, p, "codepipeline", extra, fp);
     let fp = format!("{}:after-action", steps[0]);
     let out = failover(&[], Some(&fp));
     assert_eq!(out.status.signal(), Some(9), "{fp}: {}", text(&out));
-    let runs: Vec<String> = store_keys(sb, "journal/")
-        .iter()
-        .filter_map(|k| k.split('/').nth(2).map(str::to_string))
-        .collect();
-    let run = runs.first().expect("a journaled run").clone();
+    let run = journal_runs(sb).first().expect("a journaled run").clone();
     for step in &steps[1..] {
         let fp = format!("{step}:after-action");
         let out = failover(&["--resume", &run], Some(&fp));
@@ -303,18 +310,7 @@ fn killed_after_every_step_then_resumed(sb: &Sandbox, p: &str) -> Value {
 #[test]
 fn ci_fails_over_to_codepipeline_from_the_mirror_and_back_to_github() {
     drd_e2e::require_failpoints();
-    let cache = std::env::var("DRD_SANDBOX_CI_CACHE")
-        .unwrap_or_else(|_| root().join("target/lab-ci-cache").display().to_string());
-    let sb = Sandbox::start_with(
-        &["--seed-repo", root().join("classifier").to_str().unwrap()],
-        &[
-            (
-                "DRD_SANDBOX_CI_BOOTSTRAP",
-                bootstrap().display().to_string(),
-            ),
-            ("DRD_SANDBOX_CI_CACHE", cache),
-        ],
-    );
+    let sb = Sandbox::start_ci_lab();
     let (p, _clone, seed, fix) = outage_with_a_fix(&sb);
     assert_ne!(seed, fix);
 
@@ -468,29 +464,12 @@ fn ci_fails_over_to_codepipeline_from_the_mirror_and_back_to_github() {
 /// killed after every step's action (before its journal entry) and resumed, it still
 /// dispatches exactly one run.
 fn failback(sb: &Sandbox, p: &str, fix: &str, stale: &Path) {
-    let failback = |extra: &[&str], fp: Option<&str>| {
-        let mut args = vec![
-            "--policy",
-            p,
-            "--output",
-            "json",
-            "failover-ci",
-            "--to",
-            "github",
-        ];
-        args.extend_from_slice(extra);
-        let env: Vec<(&str, &str)> = fp.map(|f| vec![("DRD_FAILPOINT", f)]).unwrap_or_default();
-        sb.run_env(&args, "", &env)
-    };
-    let before: Vec<String> = store_keys(sb, "journal/")
-        .iter()
-        .filter_map(|k| k.split('/').nth(2).map(str::to_string))
-        .collect();
+    let failback = |extra: &[&str], fp: Option<&str>| failover_ci(sb, p, "github", extra, fp);
+    let before = journal_runs(sb);
     let out = failback(&[], Some("preflight:after-action"));
     assert_eq!(out.status.signal(), Some(9), "{}", text(&out));
-    let run = store_keys(sb, "journal/")
-        .iter()
-        .filter_map(|k| k.split('/').nth(2).map(str::to_string))
+    let run = journal_runs(sb)
+        .into_iter()
         .find(|r| !before.contains(r))
         .expect("the failback's journal");
     for step in ["push", "epoch", "deploy", "reconcile"] {
