@@ -178,6 +178,10 @@ impl Aws {
         aws_sdk_route53::Client::new(&self.config("us-east-1").await)
     }
 
+    pub async fn sns(&self, region: &str) -> aws_sdk_sns::Client {
+        aws_sdk_sns::Client::new(&self.config(region).await)
+    }
+
     pub async fn sts(&self, region: &str) -> aws_sdk_sts::Client {
         aws_sdk_sts::Client::new(&self.config(region).await)
     }

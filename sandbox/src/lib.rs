@@ -16,6 +16,7 @@ pub mod faults;
 pub mod gate;
 pub mod git;
 pub mod github;
+pub mod hooks;
 pub mod host;
 pub mod llm;
 pub mod pipeline;
@@ -107,6 +108,11 @@ impl State {
             ("AWS_REGION", self.region.clone()),
             ("DRD_LAMBDA_DATA_ENDPOINT", self.host.url()),
             ("DRD_LLM_BASE_URL", self.llm_base_url()),
+            // The webhook receiver: POST alerts to $DRD_SANDBOX_HOOKS/NAME, read them with GET.
+            (
+                "DRD_SANDBOX_HOOKS",
+                format!("{}/_sandbox/hooks", self.host.url()),
+            ),
         ];
         if let (Some(port), Some(token)) = (self.github_port, &self.github_token_file) {
             env.extend(github::env(port, token));
@@ -494,7 +500,8 @@ pub async fn serve(
     let (hr, sr) = (
         h.router()
             .merge(pipeline::control(executor))
-            .merge(lab.control()),
+            .merge(lab.control())
+            .merge(std::sync::Arc::new(hooks::Hooks::default()).router()),
         stub.router(),
     );
     let gr = lab

@@ -12,159 +12,7 @@ use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-const KEY: &str = "sk-e2e-daemon-0123456789";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct World {
-    sb: Sandbox,
-    name: String,
-    policy: PathBuf,
-}
-
-impl World {
-    /// Deploy the stack, and write a policy whose daemon section is `daemon`.
-    async fn new(name: &str, daemon: &str) -> World {
-        let sb = Sandbox::start();
-        sb.allow_key(KEY);
-        let policy = sb.policy_with(
-            name,
-            "age1nl9upv528fhapk9tpcejgcthvxt9g7nvdygteey9ekltsxmxjs3q9u3u2k",
-            daemon,
-        );
-        let out = sb.run(
-            &[
-                "--policy",
-                policy.to_str().unwrap(),
-                "deploy",
-                "--bootstrap",
-                bootstrap().to_str().unwrap(),
-            ],
-            KEY,
-        );
-        assert!(out.status.success(), "{}", text(&out));
-        World {
-            sb,
-            name: name.into(),
-            policy,
-        }
-    }
-
-    /// Start `drd daemon` with JSON logs to a file.
-    fn start(&self, tag: &str, port: u16, extra: &[&str]) -> (Child, PathBuf) {
-        let log = self.sb.dir.path().join(format!("daemon-{tag}.log"));
-        let mut c = self.sb.drd();
-        c.args([
-            "--policy",
-            self.policy.to_str().unwrap(),
-            "--log-format",
-            "json",
-            "daemon",
-        ])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-        (c.spawn().expect("start drd daemon"), log)
-    }
-
-    /// (point id, scheduled firing) of every manifest in the store.
-    async fn points(&self) -> Vec<(String, Option<String>)> {
-        let bucket = format!("{}-points", self.name);
-        let prefix = format!("{}/points/", self.name);
-        let mut v = vec![];
-        for k in self.sb.list_keys("us-west-2", &bucket, &prefix).await {
-            let m = self.sb.get_json("us-west-2", &bucket, &k).await;
-            v.push((
-                m["id"].as_str().unwrap().to_string(),
-                m["scheduled"]["tick"].as_str().map(str::to_string),
-            ));
-        }
-        v
-    }
-}
-
-fn wait_for_log(log: &PathBuf, what: &str, timeout: Duration) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(f) = std::fs::File::open(log) {
-            for line in BufReader::new(f).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    let msg = v["fields"]["message"].as_str().unwrap_or("");
-                    if msg.contains(what) || line.contains(what) {
-                        return v;
-                    }
-                }
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no log line with {what:?} in {}: {}",
-            log.display(),
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the daemon did not exit within {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn signal(child: &Child, sig: nix::sys::signal::Signal) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
-}
-
-async fn scrape(port: u16) -> prometheus_parse::Scrape {
-    let body = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
-        .expect("Prometheus text")
-}
-
-fn gauge(s: &prometheus_parse::Scrape, name: &str, label: (&str, &str)) -> Option<f64> {
-    s.samples
-        .iter()
-        .find(|x| x.metric == name && x.labels.get(label.0) == Some(label.1))
-        .and_then(|x| match x.value {
-            prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Untyped(v) => Some(v),
-            _ => None,
-        })
-}
-
-fn counter(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    s.samples
-        .iter()
-        .filter(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
-        .map(|x| match x.value {
-            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
-            _ => 0.0,
-        })
-        .sum()
-}
+use drd_e2e::daemon::*;
 
 const EVERY_2S: &str = r#"
 [[daemon.schedule]]
@@ -329,6 +177,33 @@ cron = "*/4 * * * * *"
     assert!(
         matches!(hist.value, prometheus_parse::Value::Histogram(_)),
         "{hist:?}"
+    );
+    // What Prometheus asks for by default: OpenMetrics, with the same samples.
+    let om = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        om.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text; version=1.0.0"),
+        "{:?}",
+        om.headers()
+    );
+    let om = om.text().await.unwrap();
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    assert!(om.contains("# TYPE drd_job_runs counter\n"), "{om}");
+    assert!(
+        om.contains(
+            "drd_job_runs_total{stack=\"dm-metrics\",job=\"backup\",outcome=\"succeeded\"}"
+        ),
+        "{om}"
     );
     let health = reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
         .await

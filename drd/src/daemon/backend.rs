@@ -1,5 +1,7 @@
 //! The real backend: leases and tick records in each stack's store, jobs run with the library.
 
+use super::alerts::{Alert, Alerter};
+use super::metrics::Metrics;
 use super::scheduler::{Backend, Held, JobSpec, Outcome, TickRecord};
 use crate::aws::Aws;
 use crate::backup::crypto::Identities;
@@ -28,6 +30,8 @@ pub struct StoreBackend {
     pub state_dir: Option<PathBuf>,
     /// Lease keys this daemon holds (bucket, key), released at shutdown.
     held: Arc<Mutex<BTreeSet<(String, String)>>>,
+    /// Sends the stacks' alerts (none in tests that build a backend without one).
+    alerter: Option<Alerter>,
 }
 
 impl StoreBackend {
@@ -45,6 +49,59 @@ impl StoreBackend {
             runbooks,
             state_dir,
             held: Default::default(),
+            alerter: None,
+        }
+    }
+
+    pub fn with_alerter(mut self, alerter: Alerter) -> Self {
+        self.alerter = Some(alerter);
+        self
+    }
+
+    /// Raise `rpo-breached` and `mirror-stale` for the conditions the gauges show at `now` (unix
+    /// seconds). Without any point, the RPO counts from `started` (the daemon's start).
+    pub fn check_conditions(&self, metrics: &Metrics, now: f64, started: f64) {
+        let Some(alerter) = &self.alerter else { return };
+        for (name, ctx) in &self.stacks {
+            let rpo = ctx.policy.daemon.rpo().as_secs_f64();
+            let newest = metrics.newest_point(name);
+            let since = newest.unwrap_or(started);
+            if now - since > rpo {
+                let (summary, key) = match newest {
+                    Some(t) => (
+                        format!(
+                            "the newest recovery point is {} old, past the RPO of {}",
+                            human_secs(now - t),
+                            human_secs(rpo)
+                        ),
+                        format!("point-{}", t as i64),
+                    ),
+                    None => (
+                        format!(
+                            "no recovery point exists, {} after the daemon started (RPO {})",
+                            human_secs(now - started),
+                            human_secs(rpo)
+                        ),
+                        "no-point".to_string(),
+                    ),
+                };
+                let detail = "check the backup job's last runs (drd_job_failures_total, the daemon's log) or run drd backup";
+                let a = Alert::new("rpo-breached", name, summary, detail, key, &self.holder);
+                alerter.raise(&ctx.policy.alerts, &ctx.store, a);
+            }
+            if let Some((fetched, max)) = metrics.mirror(name) {
+                if now - fetched > max {
+                    let summary = format!(
+                        "the source mirror was last fetched {} ago, past ci.mirror_max_age {}",
+                        human_secs(now - fetched),
+                        human_secs(max)
+                    );
+                    let detail = "check the mirror job (drd mirror status) and the repository's reachability";
+                    let key = format!("fetch-{}", fetched as i64);
+                    let a = Alert::new("mirror-stale", name, summary, detail, key, &self.holder);
+                    alerter.raise(&ctx.policy.alerts, &ctx.store, a);
+                }
+            }
         }
     }
 
@@ -186,6 +243,23 @@ impl Held for StoreHeld {
 }
 
 impl Backend for StoreBackend {
+    fn job_failed(&self, job: &JobSpec, tick: DateTime<Utc>, error: &Error) {
+        let (Some(alerter), Some(ctx)) = (&self.alerter, self.stacks.get(&job.stack)) else {
+            return;
+        };
+        let tick = tick.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let mut a = Alert::new(
+            "job-failed",
+            &job.stack,
+            format!("the scheduled {} of {tick} failed", job.job),
+            &error.to_string(),
+            format!("{}-{tick}", job.job),
+            &self.holder,
+        );
+        a.job = Some(job.job.clone());
+        alerter.raise(&ctx.policy.alerts, &ctx.store, a);
+    }
+
     fn acquire<'a>(
         &'a self,
         job: &'a JobSpec,
@@ -404,4 +478,9 @@ mod tests {
         assert_eq!(t, 1_795_773_210.311);
         assert_eq!(super::point_time("garbage"), None);
     }
+}
+
+/// `3h 2m`, `45s`: an age in alerts.
+fn human_secs(secs: f64) -> String {
+    humantime::format_duration(Duration::from_secs(secs.max(0.0) as u64)).to_string()
 }

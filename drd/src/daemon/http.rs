@@ -1,5 +1,5 @@
 //! `/healthz` (the scheduler is alive), `/readyz` (every store reachable, every stack's newest
-//! point within its RPO), `/metrics` (Prometheus text format).
+//! point within its RPO), `/metrics` (OpenMetrics or Prometheus text, as the scraper asks).
 
 use super::Shared;
 use axum::extract::State;
@@ -80,7 +80,13 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
     (code, axum::Json(json!({"ready": ready, "stacks": rows}))).into_response()
 }
 
-async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+/// OpenMetrics when the scraper asks for it (Prometheus does by default), else text 0.0.4.
+async fn metrics(State(s): State<Arc<Shared>>, headers: axum::http::HeaderMap) -> Response {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
     let stacks: Vec<String> = s
         .stacks
         .read()
@@ -89,12 +95,14 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         .map(|(n, _)| n.clone())
         .collect();
     let now = s.clock.now().timestamp_millis() as f64 / 1000.0;
+    let content_type = if openmetrics {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    };
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        s.metrics.render(now, &stacks),
+        [(header::CONTENT_TYPE, content_type)],
+        s.metrics.render(now, &stacks, openmetrics),
     )
         .into_response()
 }

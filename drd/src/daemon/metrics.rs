@@ -1,8 +1,13 @@
-//! The daemon's metrics, rendered in the Prometheus text exposition format (version 0.0.4).
+//! The daemon's metrics: counted here, exposed with `prometheus-client` (OpenMetrics text, or
+//! the Prometheus text format 0.0.4 for scrapers that do not ask for OpenMetrics).
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Upper bounds (seconds) of the job duration histogram.
@@ -33,8 +38,9 @@ pub struct JobStats {
 /// (last fetch in unix seconds, commits behind when known, staleness threshold in seconds).
 type MirrorGauge = (f64, Option<u64>, f64);
 
-#[derive(Default)]
 pub struct Metrics {
+    /// Job durations (a histogram keeps its own buckets).
+    durations: Family<Labels, Histogram, fn() -> Histogram>,
     jobs: Mutex<BTreeMap<(String, String), JobStats>>,
     /// Stack -> creation time (unix seconds) of its newest recovery point.
     newest_point: Mutex<BTreeMap<String, f64>>,
@@ -44,12 +50,27 @@ pub struct Metrics {
     /// Unix milliseconds of the scheduler's last heartbeat.
     pub heartbeat_ms: AtomicI64,
     pub reloads: Mutex<(u64, u64)>,
+    /// (stack, event, sink, outcome) -> alerts.
+    alerts: Mutex<BTreeMap<(String, String, String, String), u64>>,
     /// Wakes the refresh of the store-read gauges (newest point, mirror fetch) early: when
     /// another daemon ran a firing, this one's gauges must still show its result.
     pub refresh: tokio::sync::Notify,
 }
 
 impl Metrics {
+    pub fn new() -> Self {
+        Self {
+            durations: Family::new_with_constructor(|| Histogram::new(BUCKETS.iter().copied())),
+            jobs: Mutex::default(),
+            newest_point: Mutex::default(),
+            mirror: Mutex::default(),
+            heartbeat_ms: AtomicI64::default(),
+            reloads: Mutex::default(),
+            alerts: Mutex::default(),
+            refresh: tokio::sync::Notify::new(),
+        }
+    }
+
     pub fn with<R>(&self, stack: &str, job: &str, f: impl FnOnce(&mut JobStats) -> R) -> R {
         let mut m = self.jobs.lock().expect("metrics");
         let e = m
@@ -71,6 +92,12 @@ impl Metrics {
             s.duration_sum += secs;
             s.duration_count += 1;
         });
+        self.durations
+            .get_or_create(&vec![
+                ("stack".to_string(), stack.to_string()),
+                ("job".to_string(), job.to_string()),
+            ])
+            .observe(secs);
     }
 
     pub fn set_newest_point(&self, stack: &str, unix_secs: f64) {
@@ -105,229 +132,312 @@ impl Metrics {
             .copied()
     }
 
+    /// The mirror's last fetch (unix seconds) and staleness threshold (seconds).
+    pub fn mirror(&self, stack: &str) -> Option<(f64, f64)> {
+        self.mirror
+            .lock()
+            .expect("metrics")
+            .get(stack)
+            .map(|(t, _, max)| (*t, *max))
+    }
+
     pub fn snapshot(&self) -> BTreeMap<(String, String), JobStats> {
         self.jobs.lock().expect("metrics").clone()
+    }
+
+    pub fn count_alert(&self, stack: &str, event: &str, sink: &str, outcome: &str) {
+        *self
+            .alerts
+            .lock()
+            .expect("metrics")
+            .entry((stack.into(), event.into(), sink.into(), outcome.into()))
+            .or_default() += 1;
     }
 
     pub fn beat(&self, now_ms: i64) {
         self.heartbeat_ms.store(now_ms, Ordering::Relaxed);
     }
 
-    /// The exposition text at `now` (unix seconds).
-    pub fn render(&self, now: f64, stacks: &[String]) -> String {
-        let jobs = self.snapshot();
+    /// The exposition at `now` (unix seconds): OpenMetrics text (`openmetrics: true`), else the
+    /// Prometheus text format 0.0.4 derived from it (see `classic_text`).
+    pub fn render(&self, now: f64, stacks: &[String], openmetrics: bool) -> String {
+        let reg = self.registry(now, stacks);
         let mut out = String::new();
-        let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
-            write_family(&mut out, name, kind, help, rows)
+        prometheus_client::encoding::text::encode(&mut out, &reg).expect("writing to a String");
+        if openmetrics {
+            out
+        } else {
+            classic_text(&out)
+        }
+    }
+
+    /// A registry holding this moment's values (built per scrape from the daemon's counts).
+    fn registry(&self, now: f64, stacks: &[String]) -> Registry {
+        let jobs = self.snapshot();
+        let mut reg = Registry::default();
+        let job = |s: &str, j: &str| {
+            vec![
+                ("stack".to_string(), s.to_string()),
+                ("job".to_string(), j.to_string()),
+            ]
         };
-        let l =
-            |stack: &str, job: &str| format!("{{stack=\"{}\",job=\"{}\"}}", esc(stack), esc(job));
-        let per = |f: &dyn Fn(&JobStats) -> String| -> Vec<(String, String)> {
-            jobs.iter().map(|((s, j), st)| (l(s, j), f(st))).collect()
-        };
-        let mut runs = vec![];
+        let counters =
+            |reg: &mut Registry, name: &str, help: &str, f: &dyn Fn(&JobStats) -> u64| {
+                let fam = Family::<Labels, Counter>::default();
+                for ((s, j), st) in &jobs {
+                    fam.get_or_create(&job(s, j)).inc_by(f(st));
+                }
+                reg.register(name, help, fam);
+            };
+        let runs = Family::<Labels, Counter>::default();
         for ((s, j), st) in &jobs {
             for (outcome, n) in [("succeeded", st.succeeded), ("failed", st.failed)] {
-                runs.push((
-                    format!(
-                        "{{stack=\"{}\",job=\"{}\",outcome=\"{outcome}\"}}",
-                        esc(s),
-                        esc(j)
-                    ),
-                    n.to_string(),
-                ));
+                let mut l = job(s, j);
+                l.push(("outcome".into(), outcome.into()));
+                runs.get_or_create(&l).inc_by(n);
             }
         }
-        family(
-            "drd_job_runs_total",
-            "counter",
-            "Job runs by this daemon, by outcome.",
-            runs,
-        );
-        family(
-            "drd_job_failures_total",
-            "counter",
+        reg.register("drd_job_runs", "Job runs by this daemon, by outcome.", runs);
+        counters(
+            &mut reg,
+            "drd_job_failures",
             "Job runs that failed.",
-            per(&|s| s.failed.to_string()),
+            &|s| s.failed,
         );
-        family(
-            "drd_job_done_elsewhere_total",
-            "counter",
+        counters(
+            &mut reg,
+            "drd_job_done_elsewhere",
             "Firings another daemon had already run.",
-            per(&|s| s.done_elsewhere.to_string()),
+            &|s| s.done_elsewhere,
         );
-        family(
-            "drd_job_catch_ups_total",
-            "counter",
+        counters(
+            &mut reg,
+            "drd_job_catch_ups",
             "Runs for firings missed while no daemon ran (one per gap, never a burst).",
-            per(&|s| s.catch_ups.to_string()),
+            &|s| s.catch_ups,
         );
-        family(
-            "drd_job_lease_lost_total",
-            "counter",
+        counters(
+            &mut reg,
+            "drd_job_lease_lost",
             "Runs whose lease was lost before they finished (they were cancelled).",
-            per(&|s| s.lease_lost.to_string()),
+            &|s| s.lease_lost,
         );
-        family(
-            "drd_job_retries_total",
-            "counter",
+        counters(
+            &mut reg,
+            "drd_job_retries",
             "Failed runs retried within their firing's window.",
-            per(&|s| s.retries.to_string()),
+            &|s| s.retries,
         );
-        write_histogram(&mut out, &jobs);
-        let mut out2 = String::new();
-        let mut family2 = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
-            write_family(&mut out2, name, kind, help, rows)
+        reg.register(
+            "drd_job_duration_seconds",
+            "Job run durations.",
+            self.durations.clone(),
+        );
+        let gauges = |reg: &mut Registry, name: &str, help: &str, rows: Vec<(Labels, f64)>| {
+            let fam = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+            for (l, v) in rows {
+                fam.get_or_create(&l).set(v);
+            }
+            reg.register(name, help, fam);
         };
-        family2(
+        gauges(
+            &mut reg,
             "drd_job_last_success_timestamp_seconds",
-            "gauge",
             "When the job last succeeded on this daemon (unix time).",
             jobs.iter()
-                .filter_map(|((s, j), st)| st.last_success.map(|t| (l(s, j), format!("{t:.3}"))))
+                .filter_map(|((s, j), st)| st.last_success.map(|t| (job(s, j), t)))
                 .collect(),
         );
-        family2(
-            "drd_bytes_written_total",
-            "counter",
+        counters(
+            &mut reg,
+            "drd_bytes_written",
             "Bytes of new blobs written to the store by this daemon's jobs.",
-            jobs.iter()
-                .map(|((s, j), st)| (l(s, j), st.bytes_written.to_string()))
-                .collect(),
+            &|s| s.bytes_written,
         );
-        family2(
-            "drd_objects_written_total",
-            "counter",
+        counters(
+            &mut reg,
+            "drd_objects_written",
             "Objects written to the store by this daemon's jobs.",
-            jobs.iter()
-                .map(|((s, j), st)| (l(s, j), st.objects_written.to_string()))
-                .collect(),
+            &|s| s.objects_written,
         );
-        family2(
+        gauges(
+            &mut reg,
             "drd_lease_held",
-            "gauge",
             "1 while this daemon holds the job's lease.",
             jobs.iter()
-                .map(|((s, j), st)| (l(s, j), u8::from(st.lease_held).to_string()))
+                .map(|((s, j), st)| (job(s, j), f64::from(u8::from(st.lease_held))))
                 .collect(),
         );
+        let stack = |s: &str| vec![("stack".to_string(), s.to_string())];
         let points = self.newest_point.lock().expect("metrics").clone();
-        family2(
+        gauges(
+            &mut reg,
             "drd_rpo_age_seconds",
-            "gauge",
             "Age of the stack's newest recovery point (the recovery point objective in force).",
             stacks
                 .iter()
-                .filter_map(|s| {
-                    points.get(s).map(|t| {
-                        (
-                            format!("{{stack=\"{}\"}}", esc(s)),
-                            format!("{:.3}", (now - t).max(0.0)),
-                        )
-                    })
-                })
+                .filter_map(|s| points.get(s).map(|t| (stack(s), (now - t).max(0.0))))
                 .collect(),
         );
         let (ok, rejected) = *self.reloads.lock().expect("metrics");
-        family2(
-            "drd_policy_reloads_total",
-            "counter",
-            "SIGHUP reloads, by result.",
-            vec![
-                ("{result=\"applied\"}".into(), ok.to_string()),
-                ("{result=\"rejected\"}".into(), rejected.to_string()),
-            ],
-        );
-        out + &out2 + &self.render_mirror(now)
-    }
-
-    /// The source mirror's freshness gauges.
-    fn render_mirror(&self, now: f64) -> String {
-        let mut out2 = String::new();
-        let mut family2 = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
-            write_family(&mut out2, name, kind, help, rows)
-        };
+        let reloads = Family::<Labels, Counter>::default();
+        reloads
+            .get_or_create(&vec![("result".into(), "applied".into())])
+            .inc_by(ok);
+        reloads
+            .get_or_create(&vec![("result".into(), "rejected".into())])
+            .inc_by(rejected);
+        reg.register("drd_policy_reloads", "SIGHUP reloads, by result.", reloads);
         let mirror = self.mirror.lock().expect("metrics").clone();
-        let label = |s: &str| format!("{{stack=\"{}\"}}", esc(s));
-        family2(
+        gauges(
+            &mut reg,
             "drd_mirror_age_seconds",
-            "gauge",
             "Time since the source mirror's last successful fetch (the CI recovery point objective).",
-            mirror
-                .iter()
-                .map(|(s, (t, _, _))| (label(s), format!("{:.3}", (now - t).max(0.0))))
-                .collect(),
+            mirror.iter().map(|(s, (t, _, _))| (stack(s), (now - t).max(0.0))).collect(),
         );
-        family2(
+        gauges(
+            &mut reg,
             "drd_mirror_commits_behind",
-            "gauge",
             "Commits the remote's deploy branch has that the mirror does not (0 right after a fetch).",
-            mirror
-                .iter()
-                .filter_map(|(s, (_, b, _))| b.map(|b| (label(s), b.to_string())))
-                .collect(),
+            mirror.iter().filter_map(|(s, (_, b, _))| b.map(|b| (stack(s), b as f64))).collect(),
         );
-        family2(
+        gauges(
+            &mut reg,
             "drd_mirror_stale",
-            "gauge",
             "1 when the mirror's last fetch is older than [ci] mirror_max_age (alert on it).",
             mirror
                 .iter()
-                .map(|(s, (t, _, max))| (label(s), u8::from(now - t > *max).to_string()))
+                .map(|(s, (t, _, max))| (stack(s), f64::from(u8::from(now - t > *max))))
                 .collect(),
         );
-        out2
-    }
-}
-
-/// One metric family: its HELP and TYPE lines, then one sample per row (labels, value).
-fn write_family(out: &mut String, name: &str, kind: &str, help: &str, rows: Vec<(String, String)>) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    for (labels, value) in rows {
-        let _ = writeln!(out, "{name}{labels} {value}");
-    }
-}
-
-/// `drd_job_duration_seconds` as a Prometheus histogram (buckets, sum, count) per job.
-fn write_histogram(out: &mut String, jobs: &BTreeMap<(String, String), JobStats>) {
-    let l = |stack: &str, job: &str| format!("{{stack=\"{}\",job=\"{}\"}}", esc(stack), esc(job));
-    let _ = writeln!(out, "# HELP drd_job_duration_seconds Job run durations.");
-    let _ = writeln!(out, "# TYPE drd_job_duration_seconds histogram");
-    for ((s, j), st) in jobs {
-        for (i, b) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "drd_job_duration_seconds_bucket{{stack=\"{}\",job=\"{}\",le=\"{b}\"}} {}",
-                esc(s),
-                esc(j),
-                st.bucket_counts[i]
-            );
+        let alerts = Family::<Labels, Counter>::default();
+        for ((s, e, k, o), n) in self.alerts.lock().expect("metrics").iter() {
+            let l = vec![
+                ("stack".to_string(), s.clone()),
+                ("event".to_string(), e.clone()),
+                ("sink".to_string(), k.clone()),
+                ("outcome".to_string(), o.clone()),
+            ];
+            alerts.get_or_create(&l).inc_by(*n);
         }
-        let _ = writeln!(
-            out,
-            "drd_job_duration_seconds_bucket{{stack=\"{}\",job=\"{}\",le=\"+Inf\"}} {}",
-            esc(s),
-            esc(j),
-            st.duration_count
+        reg.register(
+            "drd_alerts",
+            "Alerts this daemon sent or failed to send, by event, sink and outcome.",
+            alerts,
         );
-        let _ = writeln!(
-            out,
-            "drd_job_duration_seconds_sum{} {}",
-            l(s, j),
-            st.duration_sum
-        );
-        let _ = writeln!(
-            out,
-            "drd_job_duration_seconds_count{} {}",
-            l(s, j),
-            st.duration_count
-        );
+        reg
     }
 }
 
-fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// Label pairs of one sample.
+type Labels = Vec<(String, String)>;
+
+/// The Prometheus text format 0.0.4 from OpenMetrics text, for scrapers that do not ask for
+/// OpenMetrics. The one naming difference: OpenMetrics names a counter family without its
+/// `_total` suffix (`# TYPE drd_job_runs counter`, samples `drd_job_runs_total`), the classic
+/// format names the family as its samples (`# TYPE drd_job_runs_total counter`). Sample lines
+/// are the same; the `# EOF` terminator is dropped.
+pub fn classic_text(openmetrics: &str) -> String {
+    let mut counters = std::collections::BTreeSet::new();
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            if let Some(name) = rest.strip_suffix(" counter") {
+                counters.insert(name.to_string());
+            }
+        }
+    }
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# TYPE ", "# HELP ", "# UNIT "].iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{p}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Metrics {
+        let m = Metrics::new();
+        m.with("s1", "backup", |s| {
+            s.succeeded = 3;
+            s.failed = 1;
+        });
+        m.observe_duration("s1", "backup", 0.7);
+        m.set_newest_point("s1", 100.0);
+        m.count_alert("s1", "job-failed", "webhook", "sent");
+        m
+    }
+
+    #[test]
+    fn openmetrics_names_counter_families_without_total_and_ends_with_eof() {
+        let t = sample().render(130.0, &["s1".into()], true);
+        assert!(t.ends_with("# EOF\n"), "{t}");
+        assert!(t.contains("# TYPE drd_job_runs counter\n"), "{t}");
+        assert!(
+            t.contains("drd_job_runs_total{stack=\"s1\",job=\"backup\",outcome=\"failed\"} 1\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("# TYPE drd_job_duration_seconds histogram\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "drd_job_duration_seconds_bucket{le=\"1.0\",stack=\"s1\",job=\"backup\"} 1\n"
+            ) || t.contains(
+                "drd_job_duration_seconds_bucket{stack=\"s1\",job=\"backup\",le=\"1.0\"} 1\n"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("drd_rpo_age_seconds{stack=\"s1\"} 30.0\n"),
+            "{t}"
+        );
+        assert!(t.contains("drd_alerts_total{stack=\"s1\",event=\"job-failed\",sink=\"webhook\",outcome=\"sent\"} 1\n"), "{t}");
+    }
+
+    #[test]
+    fn classic_text_names_counter_families_as_their_samples() {
+        let t = sample().render(130.0, &["s1".into()], false);
+        assert!(!t.contains("# EOF"), "{t}");
+        assert!(t.contains("# TYPE drd_job_runs_total counter\n"), "{t}");
+        assert!(t.contains("# HELP drd_job_runs_total Job runs"), "{t}");
+        // Gauges and histograms keep their names.
+        assert!(t.contains("# TYPE drd_rpo_age_seconds gauge\n"), "{t}");
+        assert!(
+            t.contains("# TYPE drd_job_duration_seconds histogram\n"),
+            "{t}"
+        );
+        // Sample lines are the same in both formats.
+        let om = sample().render(130.0, &["s1".into()], true);
+        // (A family's samples come in its hash order: compared sorted.)
+        let samples = |x: &str| -> Vec<String> {
+            let mut v: Vec<String> = x
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_string)
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(samples(&t), samples(&om));
+    }
 }

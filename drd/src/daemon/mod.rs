@@ -6,6 +6,7 @@
 //! on SIGHUP (an invalid set is rejected and the running one kept), and on SIGTERM/SIGINT stops
 //! scheduling, gives running jobs the grace period, releases its leases and exits 0.
 
+pub mod alerts;
 pub mod backend;
 mod http;
 pub mod metrics;
@@ -155,6 +156,7 @@ async fn backend_for(
     policies: &[Policy],
     holder: &str,
     opts: &Options,
+    metrics: &Arc<Metrics>,
 ) -> Result<StoreBackend> {
     let mut stacks = BTreeMap::new();
     for p in policies {
@@ -173,7 +175,8 @@ async fn backend_for(
         holder.to_string(),
         opts.runbooks.clone(),
         opts.state_dir.clone(),
-    ))
+    )
+    .with_alerter(alerts::Alerter::new(aws.clone(), metrics.clone())))
 }
 
 /// Run the daemon until SIGTERM/SIGINT.
@@ -183,6 +186,7 @@ pub async fn run(aws: Arc<Aws>, opts: Options) -> Result<()> {
     let holder = format!("{}:{}", crate::store::lease::hostname(), std::process::id());
     let metrics = Arc::new(Metrics::default());
     let clock: Arc<dyn Clock> = Arc::new(WallClock);
+    let started = clock.now().timestamp_millis() as f64 / 1000.0;
     let permits = Arc::new(Semaphore::new(opts.max_concurrent.max(1)));
     let mut term = signal(SignalKind::terminate())
         .map_err(|e| Error::io("installing the SIGTERM handler", e))?;
@@ -191,7 +195,7 @@ pub async fn run(aws: Arc<Aws>, opts: Options) -> Result<()> {
     let mut hup =
         signal(SignalKind::hangup()).map_err(|e| Error::io("installing the SIGHUP handler", e))?;
 
-    let backend = Arc::new(backend_for(&aws, &policies, &holder, &opts).await?);
+    let backend = Arc::new(backend_for(&aws, &policies, &holder, &opts, &metrics).await?);
     let shared = Arc::new(Shared {
         metrics: metrics.clone(),
         clock: clock.clone(),
@@ -245,6 +249,7 @@ pub async fn run(aws: Arc<Aws>, opts: Options) -> Result<()> {
         let refresh_backend = backend.clone();
         let refresh_metrics = metrics.clone();
         let mut refresh_stop = stop_rx.clone();
+        let refresh_clock = clock.clone();
         tasks.push(tokio::spawn(async move {
             loop {
                 for (stack, t) in refresh_backend.newest_points().await {
@@ -253,6 +258,9 @@ pub async fn run(aws: Arc<Aws>, opts: Options) -> Result<()> {
                 for (stack, t, max_age, behind) in refresh_backend.mirror_fetches().await {
                     refresh_metrics.set_mirror(&stack, t, behind, max_age);
                 }
+                // Alerts for what the gauges now show (once per condition across daemons).
+                let now = refresh_clock.now().timestamp_millis() as f64 / 1000.0;
+                refresh_backend.check_conditions(&refresh_metrics, now, started);
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(60)) => {}
                     // A firing another daemon ran: read what it wrote now, not in a minute.
@@ -269,7 +277,7 @@ pub async fn run(aws: Arc<Aws>, opts: Options) -> Result<()> {
                 _ = hup.recv() => {
                     match load_policies(&opts.policy).and_then(|p| jobs(&p).map(|_| p)) {
                         Ok(new) => {
-                            match backend_for(&aws, &new, &holder, &opts).await {
+                            match backend_for(&aws, &new, &holder, &opts, &metrics).await {
                                 Ok(b) => {
                                     tracing::info!(stacks = new.len(), "SIGHUP: policies reloaded");
                                     metrics.reloads.lock().expect("metrics").0 += 1;

@@ -129,6 +129,8 @@ pub trait Backend: Send + Sync + 'static {
         tick: DateTime<Utc>,
         token: u64,
     ) -> BoxFuture<'a, Result<Outcome>>;
+    /// A firing this daemon ran failed after its retries (the real backend raises an alert).
+    fn job_failed(&self, _job: &JobSpec, _tick: DateTime<Utc>, _error: &crate::error::Error) {}
 }
 
 /// Wall time for the scheduler: real UTC in production, a tokio-driven clock in tests (so
@@ -518,6 +520,7 @@ impl Scheduler {
             Err(e) => {
                 tracing::warn!(job = %job.key(), tick = %tick, error = %e, "failed");
                 self.metrics.with(stack, name, |s| s.failed += 1);
+                self.backend.job_failed(job, tick, e);
             }
         }
     }

@@ -4,6 +4,7 @@
 //! field of the offending value, with a fix. Relative paths are resolved against the policy file's
 //! folder, so a policy can be used from any working directory.
 
+pub mod alerts;
 mod validate;
 
 use crate::error::ConfigError;
@@ -41,6 +42,9 @@ pub struct Policy {
     /// Bounds on every AWS call (`--operation-timeout` / `--attempt-timeout` override them).
     #[serde(default)]
     pub aws: AwsPolicy,
+    /// Where the daemon notifies when protection degrades (webhook, SNS).
+    #[serde(default)]
+    pub alerts: alerts::AlertsPolicy,
     /// Where the policy was read from (set by `load`).
     #[serde(skip)]
     pub path: PathBuf,

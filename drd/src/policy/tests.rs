@@ -80,6 +80,30 @@ fn daemon_and_dns_mistakes_name_field_and_line() {
             "longer than the whole call",
         ),
         ("[daemon]\nrpo = \"soon\"\n", "daemon.rpo", 16, "not a duration"),
+        (
+            "[alerts.webhook]\nurl = \"http://hooks.example.com/x\"\n",
+            "alerts.webhook.url",
+            16,
+            "unencrypted",
+        ),
+        (
+            "[alerts.webhook]\nurl_env = \"MY-URL\"\n",
+            "alerts.webhook.url_env",
+            16,
+            "not an environment variable name",
+        ),
+        (
+            "[alerts.sns]\ntopic_arn = \"arn:aws:sns:us-east-1:alerts\"\n",
+            "alerts.sns.topic_arn",
+            16,
+            "not an SNS topic ARN",
+        ),
+        (
+            "[alerts]\non = [\"job-failed\", \"backup-failed\"]\n",
+            "alerts.on[1]",
+            16,
+            "not an alert event",
+        ),
         ("[daemon]\nlisten = \"localhost\"\n", "daemon.listen", 16, "not an address"),
         (
             "[dns]\nzone = \"example.com.\"\nrecord = \"classifier.example.org\"\n",

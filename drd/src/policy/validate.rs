@@ -23,6 +23,7 @@ pub(super) fn validate(policy: &Policy, text: &str) -> Result<(), ConfigError> {
     c.ci(policy)?;
     c.recipients(policy)?;
     c.aws(policy)?;
+    c.alerts(policy)?;
     Ok(())
 }
 
@@ -373,6 +374,80 @@ impl Check<'_> {
     }
 
     /// `[aws]`: durations, at least a second, an attempt no longer than its operation.
+    /// One URL source per webhook, an http(s) URL (plain http only to this machine), a topic
+    /// ARN, known event names.
+    fn alerts(&self, p: &Policy) -> Result<(), ConfigError> {
+        let a = &p.alerts;
+        if let Some(w) = &a.webhook {
+            match (&w.url, &w.url_env) {
+                (Some(u), Some(_)) => {
+                    return Err(self.at(
+                        &u.span(),
+                        "alerts.webhook.url",
+                        "both url and url_env are set".into(),
+                        "keep one: url_env when the URL holds a token",
+                    ))
+                }
+                (None, None) => {
+                    return Err(ConfigError::new(&self.file, "[alerts.webhook] has no URL")
+                        .field("alerts.webhook")
+                        .hint("add url = \"https://...\" or url_env = \"VARIABLE\""))
+                }
+                (Some(u), None) => {
+                    if let Err(why) = check_webhook_url(u.get_ref()) {
+                        return Err(self.at(
+                            &u.span(),
+                            "alerts.webhook.url",
+                            why,
+                            "write https://HOST/PATH (http:// only to 127.0.0.1 or localhost)",
+                        ));
+                    }
+                }
+                (None, Some(v)) => {
+                    let ok = !v.get_ref().is_empty()
+                        && v.get_ref()
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_');
+                    if !ok {
+                        return Err(self.at(
+                            &v.span(),
+                            "alerts.webhook.url_env",
+                            format!("{:?} is not an environment variable name", v.get_ref()),
+                            "write a name such as \"DRD_ALERT_WEBHOOK_URL\"",
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(s) = &a.sns {
+            let arn = s.topic_arn.get_ref();
+            let parts: Vec<&str> = arn.split(':').collect();
+            let ok = parts.len() == 6
+                && parts[0] == "arn"
+                && parts[2] == "sns"
+                && is_region_name(parts[3])
+                && parts[4].len() == 12
+                && parts[4].chars().all(|c| c.is_ascii_digit())
+                && !parts[5].is_empty();
+            if !ok {
+                return Err(self.at(&s.topic_arn.span(), "alerts.sns.topic_arn", format!("{arn:?} is not an SNS topic ARN"), "write arn:aws:sns:REGION:ACCOUNT:TOPIC, e.g. arn:aws:sns:us-east-1:123456789012:drd-alerts"));
+            }
+        }
+        if let Some(on) = &a.on {
+            for (i, e) in on.get_ref().iter().enumerate() {
+                if !super::alerts::EVENTS.contains(&e.get_ref().as_str()) {
+                    return Err(self.at(
+                        &e.span(),
+                        &format!("alerts.on[{i}]"),
+                        format!("{:?} is not an alert event", e.get_ref()),
+                        &format!("use some of: {}", super::alerts::EVENTS.join(", ")),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn aws(&self, p: &Policy) -> Result<(), ConfigError> {
         for (field, v) in [
             ("aws.operation_timeout", &p.aws.operation_timeout),
@@ -468,4 +543,19 @@ fn check_recipient(s: &str) -> Result<(), (String, &'static str)> {
         format!("{s:?} is not an age recipient"),
         "use an `age1...` X25519 public key or an ssh-ed25519/ssh-rsa public key",
     ))
+}
+
+/// A webhook URL: https anywhere, plain http only to this machine (a lab or a local relay).
+fn check_webhook_url(u: &str) -> Result<(), String> {
+    let Ok(url) = reqwest::Url::parse(u) else {
+        return Err(format!("{u:?} is not a URL"));
+    };
+    match (url.scheme(), url.host_str()) {
+        ("https", Some(_)) => Ok(()),
+        ("http", Some("127.0.0.1" | "localhost" | "[::1]")) => Ok(()),
+        ("http", Some(h)) => Err(format!(
+            "plain http to {h} would send alerts unencrypted over the network"
+        )),
+        _ => Err(format!("{u:?} is not an http(s) URL")),
+    }
 }
