@@ -9,13 +9,86 @@ use drd_e2e::Sandbox;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
-async fn hook_calls(sb: &Sandbox, name: &str) -> Vec<Value> {
-    let base = sb
-        .env
+fn env_of(sb: &Sandbox, key: &str) -> String {
+    sb.env
         .iter()
-        .find(|(k, _)| k == "DRD_SANDBOX_HOOKS")
+        .find(|(k, _)| k == key)
         .map(|(_, v)| v.clone())
-        .expect("the sandbox exports DRD_SANDBOX_HOOKS");
+        .unwrap_or_else(|| panic!("the sandbox exports {key}"))
+}
+
+/// The AWS CLI as a second client. Its SQS commands ignore AWS_ENDPOINT_URL (awscli v1 keeps
+/// SQS's legacy endpoint): the endpoint is passed to every call.
+struct Cli<'a> {
+    sb: &'a Sandbox,
+    endpoint: String,
+}
+
+impl<'a> Cli<'a> {
+    fn new(sb: &'a Sandbox) -> Self {
+        Self {
+            sb,
+            endpoint: env_of(sb, "AWS_ENDPOINT_URL"),
+        }
+    }
+
+    fn aws(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["--endpoint-url", self.endpoint.as_str()]);
+        self.sb.aws_cli(&a)
+    }
+
+    /// The topic, and a queue subscribed to it; the queue's URL.
+    fn subscribed_queue(&self, topic: &str) -> String {
+        let name = topic.rsplit(':').next().unwrap();
+        self.aws(&[
+            "sns",
+            "create-topic",
+            "--region",
+            "us-west-2",
+            "--name",
+            name,
+        ]);
+        let q = self.aws(&[
+            "sqs",
+            "create-queue",
+            "--region",
+            "us-west-2",
+            "--queue-name",
+            "al-q",
+        ]);
+        let q_url = q["QueueUrl"].as_str().unwrap().to_string();
+        let q_arn = self.aws(&[
+            "sqs",
+            "get-queue-attributes",
+            "--region",
+            "us-west-2",
+            "--queue-url",
+            &q_url,
+            "--attribute-names",
+            "QueueArn",
+        ])["Attributes"]["QueueArn"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        self.aws(&[
+            "sns",
+            "subscribe",
+            "--region",
+            "us-west-2",
+            "--topic-arn",
+            topic,
+            "--protocol",
+            "sqs",
+            "--notification-endpoint",
+            &q_arn,
+        ]);
+        q_url
+    }
+}
+
+async fn hook_calls(sb: &Sandbox, name: &str) -> Vec<Value> {
+    let base = env_of(sb, "DRD_SANDBOX_HOOKS");
     let v: Value = reqwest::get(format!("{base}/{name}"))
         .await
         .unwrap()
@@ -51,62 +124,8 @@ topic_arn = "{topic}"
             .find(|(k, _)| k == "DRD_SANDBOX_HOOKS")
             .map(|(_, v)| v.clone())
             .unwrap();
-    // The topic and a queue subscribed to it, made with the AWS CLI.
-    // The CLI's SQS commands ignore AWS_ENDPOINT_URL (awscli v1 keeps SQS's legacy endpoint):
-    // the endpoint is passed to every call.
-    let endpoint =
-        w.sb.env
-            .iter()
-            .find(|(k, _)| k == "AWS_ENDPOINT_URL")
-            .map(|(_, v)| v.clone())
-            .unwrap();
-    let aws = |args: &[&str]| {
-        let mut a = args.to_vec();
-        a.extend(["--endpoint-url", endpoint.as_str()]);
-        w.sb.aws_cli(&a)
-    };
-    aws(&[
-        "sns",
-        "create-topic",
-        "--region",
-        "us-west-2",
-        "--name",
-        "al-alerts",
-    ]);
-    let q = aws(&[
-        "sqs",
-        "create-queue",
-        "--region",
-        "us-west-2",
-        "--queue-name",
-        "al-q",
-    ]);
-    let q_url = q["QueueUrl"].as_str().unwrap().to_string();
-    let q_arn = aws(&[
-        "sqs",
-        "get-queue-attributes",
-        "--region",
-        "us-west-2",
-        "--queue-url",
-        &q_url,
-        "--attribute-names",
-        "QueueArn",
-    ])["Attributes"]["QueueArn"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    aws(&[
-        "sns",
-        "subscribe",
-        "--region",
-        "us-west-2",
-        "--topic-arn",
-        topic,
-        "--protocol",
-        "sqs",
-        "--notification-endpoint",
-        &q_arn,
-    ]);
+    let cli = Cli::new(&w.sb);
+    let q_url = cli.subscribed_queue(topic);
 
     // The stack's region goes down: its next scheduled backup fails.
     let out = w.sb.run(&["sandbox", "fail-region", "us-east-1"], "");
@@ -211,7 +230,7 @@ topic_arn = "{topic}"
     );
 
     // One SNS message with the same document.
-    let msgs = aws(&[
+    let msgs = cli.aws(&[
         "sqs",
         "receive-message",
         "--region",

@@ -5,14 +5,9 @@
 //! Prometheus text and its RPO gauge rises between backups and drops after one; SIGHUP reloads
 //! a valid policy and rejects an invalid one while the old one keeps running.
 
-use drd_e2e::{bootstrap, text, Sandbox};
-use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
-
 use drd_e2e::daemon::*;
+use drd_e2e::text;
+use std::time::{Duration, Instant};
 
 const EVERY_2S: &str = r#"
 [[daemon.schedule]]

@@ -470,6 +470,11 @@ impl Backend for StoreBackend {
     }
 }
 
+/// `3h 2m`, `45s`: an age in alerts.
+fn human_secs(secs: f64) -> String {
+    humantime::format_duration(Duration::from_secs(secs.max(0.0) as u64)).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -478,9 +483,4 @@ mod tests {
         assert_eq!(t, 1_795_773_210.311);
         assert_eq!(super::point_time("garbage"), None);
     }
-}
-
-/// `3h 2m`, `45s`: an age in alerts.
-fn human_secs(secs: f64) -> String {
-    humantime::format_duration(Duration::from_secs(secs.max(0.0) as u64)).to_string()
 }

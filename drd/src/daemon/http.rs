@@ -1,4 +1,4 @@
-//! `/healthz` (the scheduler is alive), `/readyz` (every store reachable, every stack's newest
+//! `/` (the status page), `/healthz` (the scheduler is alive), `/readyz` (every store reachable, every stack's newest
 //! point within its RPO), `/metrics` (OpenMetrics or Prometheus text, as the scraper asks).
 
 use super::Shared;
@@ -19,6 +19,7 @@ pub async fn serve(
         .route("/healthz", axum::routing::get(healthz))
         .route("/readyz", axum::routing::get(readyz))
         .route("/metrics", axum::routing::get(metrics))
+        .route("/", axum::routing::get(page))
         .with_state(shared);
     let _ = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -78,6 +79,19 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, axum::Json(json!({"ready": ready, "stacks": rows}))).into_response()
+}
+
+/// The status page (server-rendered HTML; see `page`).
+async fn page(State(s): State<Arc<Shared>>) -> Response {
+    let views = super::page::gather(&s).await;
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        super::page::render(&views, s.clock.now()),
+    )
+        .into_response()
 }
 
 /// OpenMetrics when the scraper asks for it (Prometheus does by default), else text 0.0.4.

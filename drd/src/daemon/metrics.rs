@@ -288,21 +288,35 @@ impl Metrics {
             .get_or_create(&vec![("result".into(), "rejected".into())])
             .inc_by(rejected);
         reg.register("drd_policy_reloads", "SIGHUP reloads, by result.", reloads);
+        self.register_mirror_and_alerts(&mut reg, now);
+        reg
+    }
+
+    /// The source mirror's freshness gauges and the alert counts.
+    fn register_mirror_and_alerts(&self, reg: &mut Registry, now: f64) {
+        let stack = |s: &str| vec![("stack".to_string(), s.to_string())];
+        let gauges = |reg: &mut Registry, name: &str, help: &str, rows: Vec<(Labels, f64)>| {
+            let fam = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+            for (l, v) in rows {
+                fam.get_or_create(&l).set(v);
+            }
+            reg.register(name, help, fam);
+        };
         let mirror = self.mirror.lock().expect("metrics").clone();
         gauges(
-            &mut reg,
+            reg,
             "drd_mirror_age_seconds",
             "Time since the source mirror's last successful fetch (the CI recovery point objective).",
             mirror.iter().map(|(s, (t, _, _))| (stack(s), (now - t).max(0.0))).collect(),
         );
         gauges(
-            &mut reg,
+            reg,
             "drd_mirror_commits_behind",
             "Commits the remote's deploy branch has that the mirror does not (0 right after a fetch).",
             mirror.iter().filter_map(|(s, (_, b, _))| b.map(|b| (stack(s), b as f64))).collect(),
         );
         gauges(
-            &mut reg,
+            reg,
             "drd_mirror_stale",
             "1 when the mirror's last fetch is older than [ci] mirror_max_age (alert on it).",
             mirror
@@ -325,7 +339,6 @@ impl Metrics {
             "Alerts this daemon sent or failed to send, by event, sink and outcome.",
             alerts,
         );
-        reg
     }
 }
 

@@ -10,6 +10,7 @@ pub mod alerts;
 pub mod backend;
 mod http;
 pub mod metrics;
+pub mod page;
 pub mod scheduler;
 
 use crate::aws::Aws;
@@ -149,6 +150,8 @@ pub struct Shared {
     /// (stack, RPO) of the running policies.
     pub stacks: RwLock<Vec<(String, Duration)>>,
     pub backend: RwLock<Arc<StoreBackend>>,
+    /// The running schedules (the status page shows their next firings).
+    pub jobs: RwLock<Vec<JobSpec>>,
 }
 
 async fn backend_for(
@@ -201,6 +204,7 @@ pub async fn run(aws: Arc<Aws>, opts: Options) -> Result<()> {
         clock: clock.clone(),
         stacks: RwLock::new(stack_rpos(&policies)),
         backend: RwLock::new(backend.clone()),
+        jobs: RwLock::new(jobs(&policies)?),
     });
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -306,6 +310,7 @@ pub async fn run(aws: Arc<Aws>, opts: Options) -> Result<()> {
             draining.extend(tasks);
             *shared.stacks.write().await = stack_rpos(&policies);
             *shared.backend.write().await = backend.clone();
+            *shared.jobs.write().await = jobs(&policies)?;
             continue;
         }
         tracing::info!(grace = ?opts.grace, "stopping: no new runs; waiting for running jobs");
