@@ -13,7 +13,7 @@ use std::time::Duration;
     after_help = "Examples:\n  drd daemon --listen 127.0.0.1:9464\n  drd --policy /etc/drd/policies daemon --max-concurrent 4\n  curl -s 127.0.0.1:9464/metrics"
 )]
 pub struct Args {
-    /// Listener for /healthz, /readyz, /metrics (default: the policy's daemon.listen, else
+    /// Listener for the status page, /healthz, /readyz, /metrics (default: the policy's daemon.listen, else
     /// 127.0.0.1:9464).
     #[arg(long, env = "DRD_LISTEN")]
     pub listen: Option<String>,
