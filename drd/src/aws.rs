@@ -9,7 +9,16 @@ use crate::error::{Error, Retry};
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
-use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextRef,
+    FinalizerInterceptorContextMut,
+};
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::{HttpResponse, OrchestratorError};
+use aws_smithy_runtime_api::client::result::{ConnectorError, SdkError};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -121,6 +130,7 @@ impl Aws {
         let conf = self.config(region).await;
         let s3 = aws_sdk_s3::config::Builder::from(&conf)
             .force_path_style(self.settings.endpoint_url.is_some())
+            .interceptor(Where::new(region))
             .build();
         let c = aws_sdk_s3::Client::from_conf(s3);
         self.s3_clients
@@ -131,17 +141,27 @@ impl Aws {
     }
 
     pub async fn cloudformation(&self, region: &str) -> aws_sdk_cloudformation::Client {
-        aws_sdk_cloudformation::Client::new(&self.config(region).await)
+        let conf = self.config(region).await;
+        aws_sdk_cloudformation::Client::from_conf(
+            aws_sdk_cloudformation::config::Builder::from(&conf)
+                .interceptor(Where::new(region))
+                .build(),
+        )
     }
 
     pub async fn lambda(&self, region: &str) -> aws_sdk_lambda::Client {
-        aws_sdk_lambda::Client::new(&self.config(region).await)
+        let conf = self.config(region).await;
+        aws_sdk_lambda::Client::from_conf(
+            aws_sdk_lambda::config::Builder::from(&conf)
+                .interceptor(Where::new(region))
+                .build(),
+        )
     }
 
     /// Lambda client for `Invoke`: goes to the data-plane override when one is set.
     pub async fn lambda_data(&self, region: &str) -> aws_sdk_lambda::Client {
         let conf = self.config(region).await;
-        let mut b = aws_sdk_lambda::config::Builder::from(&conf);
+        let mut b = aws_sdk_lambda::config::Builder::from(&conf).interceptor(Where::new(region));
         if let Some(e) = &self.settings.data_endpoint {
             b = b.endpoint_url(e);
         }
@@ -149,22 +169,42 @@ impl Aws {
     }
 
     pub async fn secrets(&self, region: &str) -> aws_sdk_secretsmanager::Client {
-        aws_sdk_secretsmanager::Client::new(&self.config(region).await)
+        let conf = self.config(region).await;
+        aws_sdk_secretsmanager::Client::from_conf(
+            aws_sdk_secretsmanager::config::Builder::from(&conf)
+                .interceptor(Where::new(region))
+                .build(),
+        )
     }
 
     pub async fn logs(&self, region: &str) -> aws_sdk_cloudwatchlogs::Client {
-        aws_sdk_cloudwatchlogs::Client::new(&self.config(region).await)
+        let conf = self.config(region).await;
+        aws_sdk_cloudwatchlogs::Client::from_conf(
+            aws_sdk_cloudwatchlogs::config::Builder::from(&conf)
+                .interceptor(Where::new(region))
+                .build(),
+        )
     }
 
     pub async fn codepipeline(&self, region: &str) -> aws_sdk_codepipeline::Client {
         if let Some(c) = self.codepipeline.lock().expect("client override").clone() {
             return c;
         }
-        aws_sdk_codepipeline::Client::new(&self.config(region).await)
+        let conf = self.config(region).await;
+        aws_sdk_codepipeline::Client::from_conf(
+            aws_sdk_codepipeline::config::Builder::from(&conf)
+                .interceptor(Where::new(region))
+                .build(),
+        )
     }
 
     pub async fn codebuild(&self, region: &str) -> aws_sdk_codebuild::Client {
-        aws_sdk_codebuild::Client::new(&self.config(region).await)
+        let conf = self.config(region).await;
+        aws_sdk_codebuild::Client::from_conf(
+            aws_sdk_codebuild::config::Builder::from(&conf)
+                .interceptor(Where::new(region))
+                .build(),
+        )
     }
 
     /// Use this CodePipeline client instead of building one.
@@ -175,16 +215,203 @@ impl Aws {
     /// Route 53 is a global service: its API is signed for us-east-1 whatever region drd acts
     /// on (on AWS its control plane lives there; see docs/restore.md).
     pub async fn route53(&self) -> aws_sdk_route53::Client {
-        aws_sdk_route53::Client::new(&self.config("us-east-1").await)
+        let conf = self.config("us-east-1").await;
+        aws_sdk_route53::Client::from_conf(
+            aws_sdk_route53::config::Builder::from(&conf)
+                .interceptor(Where::new("us-east-1"))
+                .build(),
+        )
     }
 
     pub async fn sns(&self, region: &str) -> aws_sdk_sns::Client {
-        aws_sdk_sns::Client::new(&self.config(region).await)
+        let conf = self.config(region).await;
+        aws_sdk_sns::Client::from_conf(
+            aws_sdk_sns::config::Builder::from(&conf)
+                .interceptor(Where::new(region))
+                .build(),
+        )
     }
 
     pub async fn sts(&self, region: &str) -> aws_sdk_sts::Client {
-        aws_sdk_sts::Client::new(&self.config(region).await)
+        let conf = self.config(region).await;
+        aws_sdk_sts::Client::from_conf(
+            aws_sdk_sts::config::Builder::from(&conf)
+                .interceptor(Where::new(region))
+                .build(),
+        )
     }
+}
+
+/// Where a call went: the region its client signs for and the endpoint it reached. Failure
+/// lines name both (a restore talks to two regions; an emulator or a proxy is an endpoint).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    pub region: String,
+    pub endpoint: Option<String>,
+}
+
+impl std::fmt::Display for Located {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.endpoint {
+            Some(e) => write!(f, "in {} at {e}", self.region),
+            None => write!(f, "in {}", self.region),
+        }
+    }
+}
+
+/// A transport error wrapped with where it happened (see `Where`).
+#[derive(Debug)]
+struct LocatedError {
+    at: Located,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl std::fmt::Display for LocatedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.at)
+    }
+}
+
+impl std::error::Error for LocatedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.source.as_ref())
+    }
+}
+
+/// The endpoint a request was sent to (scheme, host and port), kept for the completion hook.
+#[derive(Debug, Clone)]
+struct SentTo(String);
+
+impl aws_smithy_types::config_bag::Storable for SentTo {
+    type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
+}
+
+/// An interceptor on every client: it records where each request goes, attaches that to a
+/// service's answer (a response extension) and wraps transport failures (no answer) with it,
+/// so `aws_error` can name the region and endpoint of any failure.
+#[derive(Debug)]
+struct Where {
+    region: String,
+}
+
+impl Where {
+    fn new(region: &str) -> Self {
+        Self {
+            region: region.to_string(),
+        }
+    }
+
+    fn located(&self, cfg: &ConfigBag, uri: Option<&str>) -> Located {
+        let endpoint = cfg
+            .load::<SentTo>()
+            .map(|e| e.0.clone())
+            .or_else(|| uri.map(endpoint_of));
+        Located {
+            region: self.region.clone(),
+            endpoint,
+        }
+    }
+}
+
+/// `scheme://host[:port]` of a request URI.
+fn endpoint_of(uri: &str) -> String {
+    match uri.split_once("://") {
+        Some((scheme, rest)) => format!(
+            "{scheme}://{}",
+            rest.split(['/', '?']).next().unwrap_or(rest)
+        ),
+        None => uri.to_string(),
+    }
+}
+
+impl Intercept for Where {
+    fn name(&self) -> &'static str {
+        "drd-where"
+    }
+
+    fn read_before_transmit(
+        &self,
+        ctx: &BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> std::result::Result<(), BoxError> {
+        cfg.interceptor_state()
+            .store_put(SentTo(endpoint_of(ctx.request().uri())));
+        Ok(())
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        ctx: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> std::result::Result<(), BoxError> {
+        let at = self.located(cfg, None);
+        ctx.response_mut().add_extension(at);
+        Ok(())
+    }
+
+    fn modify_before_completion(
+        &self,
+        ctx: &mut FinalizerInterceptorContextMut<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> std::result::Result<(), BoxError> {
+        let uri = ctx.request().map(|r| r.uri().to_string());
+        let at = self.located(cfg, uri.as_deref());
+        let Some(slot) = ctx.output_or_error_mut() else {
+            return Ok(());
+        };
+        let Err(e) = slot else { return Ok(()) };
+        // A service's answer keeps its type (callers match on it); only failures without one
+        // are wrapped, keeping their kind.
+        if e.is_operation_error() || e.is_response_error() || e.is_interceptor_error() {
+            return Ok(());
+        }
+        let timeout = e.is_timeout_error();
+        let connector = e
+            .as_connector_error()
+            .map(|c| (c.is_timeout(), c.is_io(), c.is_user(), c.as_other()));
+        let placeholder = OrchestratorError::other("drd: locating a transport error");
+        let Err(orig) = std::mem::replace(slot, Err(placeholder)) else {
+            return Ok(());
+        };
+        let wrapped: BoxError = Box::new(LocatedError {
+            at,
+            source: Box::new(orig),
+        });
+        *slot = Err(match connector {
+            Some((true, _, _, _)) => OrchestratorError::connector(ConnectorError::timeout(wrapped)),
+            Some((_, true, _, _)) => OrchestratorError::connector(ConnectorError::io(wrapped)),
+            Some((_, _, true, _)) => OrchestratorError::connector(ConnectorError::user(wrapped)),
+            Some((_, _, _, kind)) => {
+                OrchestratorError::connector(ConnectorError::other(wrapped, kind))
+            }
+            None if timeout => OrchestratorError::timeout(wrapped),
+            None => OrchestratorError::other(wrapped),
+        });
+        Ok(())
+    }
+}
+
+/// Where an SDK error happened, when the `Where` interceptor recorded it.
+fn located_of<E>(err: &SdkError<E, HttpResponse>) -> Option<Located>
+where
+    E: std::error::Error + 'static,
+{
+    if let Some(r) = err.raw_response() {
+        if let Some(at) = r.extension::<Located>() {
+            return Some(at.clone());
+        }
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(e) = cur {
+        if let Some(l) = e.downcast_ref::<LocatedError>() {
+            return Some(l.at.clone());
+        }
+        cur = e.source();
+    }
+    None
 }
 
 /// Turn an SDK error into a typed drd error naming the service, operation and error code.
@@ -273,11 +500,15 @@ pub fn classify_failure(parts: &[String], timed_out: bool) -> (&'static str, Str
     }
 }
 
-pub fn aws_error<E, R>(service: &'static str, operation: &'static str, err: SdkError<E, R>) -> Error
+pub fn aws_error<E>(
+    service: &'static str,
+    operation: &'static str,
+    err: SdkError<E, HttpResponse>,
+) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
+    let at = located_of(&err).map(|l| l.to_string());
     let (code, message, retry, hint) = match &err {
         SdkError::ServiceError(se) => {
             let e = se.err();
@@ -300,6 +531,10 @@ where
                 "AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" => {
                     Some("grant the permission to the caller's role (see docs/permissions.md)")
                 }
+                "Throttling" | "ThrottlingException" | "TooManyRequestsException" | "SlowDown"
+                | "RequestLimitExceeded" => Some(
+                    "AWS is throttling these calls: retry in a minute, raise --max-attempts, or spread scheduled jobs (jitter)",
+                ),
                 "InvalidClientTokenId" | "UnrecognizedClientException" | "ExpiredToken" => {
                     Some("refresh the credentials (AWS_PROFILE or AWS_ACCESS_KEY_ID)")
                 }
@@ -355,6 +590,7 @@ where
     Error::Aws {
         service,
         operation,
+        at,
         code,
         message,
         hint: hint.map(str::to_string),

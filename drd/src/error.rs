@@ -16,10 +16,12 @@ pub enum Error {
     #[error("{0}")]
     Config(#[from] ConfigError),
     /// An AWS call failed; `code` is the service's error code (`AccessDenied`, ...).
-    #[error("{service} {operation} failed: {code}: {message}{hint}", hint = hint_suffix(.hint))]
+    #[error("{service} {operation} failed{at}: {code}: {message}{hint}", at = at_suffix(.at), hint = hint_suffix(.hint))]
     Aws {
         service: &'static str,
         operation: &'static str,
+        /// Where: `in REGION at ENDPOINT`, when known.
+        at: Option<String>,
         code: String,
         message: String,
         hint: Option<String>,
@@ -49,6 +51,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+fn at_suffix(at: &Option<String>) -> String {
+    at.as_ref().map(|a| format!(" {a}")).unwrap_or_default()
 }
 
 fn hint_suffix(h: &Option<String>) -> String {

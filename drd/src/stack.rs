@@ -156,6 +156,9 @@ pub async fn wait_stack(
 ) -> Result<String> {
     let start = Instant::now();
     let mut last = String::new();
+    // The newest resource event shown, and when events were last read (at most every 2 s).
+    let mut last_event = String::new();
+    let mut events_read: Option<Instant> = None;
     loop {
         let stack = describe_stack(cf, name)
             .await?
@@ -170,6 +173,28 @@ pub async fn wait_stack(
                 start.elapsed().as_secs()
             ));
             last = status.clone();
+        }
+        if status.ends_with("_IN_PROGRESS")
+            && events_read.is_none_or(|t| t.elapsed() >= Duration::from_secs(2))
+        {
+            events_read = Some(Instant::now());
+            // What the operation is doing now: its newest resource event (best effort).
+            if let Ok(o) = cf.describe_stack_events().stack_name(name).send().await {
+                if let Some(e) = o.stack_events().first() {
+                    let id = e.event_id().unwrap_or_default().to_string();
+                    if id != last_event && e.logical_resource_id() != Some(name) {
+                        progress(&format!(
+                            "stack {name}: {} {}{}",
+                            e.logical_resource_id().unwrap_or("?"),
+                            e.resource_status().map(|s| s.as_str()).unwrap_or("?"),
+                            e.resource_status_reason()
+                                .map(|r| format!(" ({r})"))
+                                .unwrap_or_default()
+                        ));
+                    }
+                    last_event = id;
+                }
+            }
         }
         if !status.ends_with("_IN_PROGRESS") {
             if status == "CREATE_COMPLETE" || status == "UPDATE_COMPLETE" {

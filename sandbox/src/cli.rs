@@ -89,7 +89,7 @@ pub enum SandboxCommand {
     /// format, throttling, dropped connections, latency. `--rate 0` stops; no flags shows the
     /// plan in force and what it injected.
     #[command(
-        after_help = "Examples:\n  drd sandbox faults --rate 0.2 --kinds 500,503-slowdown,throttle,reset,latency=2s --seed 7\n  drd sandbox faults --rate 1 --kinds reset --service s3 --operation PutObject\n  drd sandbox faults --rate 0"
+        after_help = "Examples:\n  drd sandbox faults --rate 0.2 --kinds 500,503-slowdown,throttle,reset,latency=2s --seed 7\n  drd sandbox faults --rate 1 --kinds access-denied --service s3\n  drd sandbox faults --rate 1 --kinds reset --service s3 --operation PutObject\n  drd sandbox faults --rate 0"
     )]
     Faults {
         /// Share of the matching requests that fail, 0 to 1 (0 stops injecting).

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
-/// A fault, written as `500`, `503-slowdown`, `throttle`, `reset` or `latency=2s`.
+/// A fault, written as `500`, `503-slowdown`, `throttle`, `access-denied`, `reset`,
+/// `lost-reply` or `latency=2s`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum Kind {
@@ -25,6 +26,9 @@ pub enum Kind {
     /// The service's throttling answer (`SlowDown` 503 for S3, `Throttling` 400 for the query
     /// protocol, `ThrottlingException` 400 for JSON services, 429 for Lambda).
     Throttle,
+    /// The answer to a caller without the permission (`AccessDenied` 403 for S3, IAM, STS,
+    /// CloudFormation and Route 53; `AccessDeniedException` 403 for JSON services and Lambda).
+    Denied,
     /// The connection is closed without an answer, before the request reaches the emulator.
     Reset,
     /// The request reaches the emulator (its write happens), then the connection is closed
@@ -55,6 +59,7 @@ impl Kind {
             "500" => Ok(Kind::Internal),
             "503-slowdown" | "503" => Ok(Kind::Slowdown),
             "throttle" => Ok(Kind::Throttle),
+            "access-denied" => Ok(Kind::Denied),
             "reset" => Ok(Kind::Reset),
             "lost-reply" => Ok(Kind::LostReply),
             other => match other.strip_prefix("latency=") {
@@ -62,7 +67,7 @@ impl Kind {
                     .map(Kind::Latency)
                     .map_err(|e| format!("{d:?} is not a duration: {e}")),
                 None => Err(format!(
-                    "{other:?} is not a fault kind: use 500, 503-slowdown, throttle, reset, lost-reply or latency=DURATION"
+                    "{other:?} is not a fault kind: use 500, 503-slowdown, throttle, access-denied, reset, lost-reply or latency=DURATION"
                 )),
             },
         }
@@ -73,6 +78,7 @@ impl Kind {
             Kind::Internal => "500".into(),
             Kind::Slowdown => "503-slowdown".into(),
             Kind::Throttle => "throttle".into(),
+            Kind::Denied => "access-denied".into(),
             Kind::Reset => "reset".into(),
             Kind::LostReply => "lost-reply".into(),
             Kind::Latency(d) => format!("latency={}", humantime::format_duration(*d)),
@@ -214,6 +220,10 @@ pub fn answer(kind: &Kind, service: &str) -> Option<Answer> {
         (Kind::Throttle, "lambda") => (429, "TooManyRequestsException"),
         (Kind::Throttle, "cloudformation" | "iam" | "sts" | "route53") => (400, "Throttling"),
         (Kind::Throttle, _) => (400, "ThrottlingException"),
+        (Kind::Denied, "s3" | "iam" | "sts" | "cloudformation" | "route53") => {
+            (403, "AccessDenied")
+        }
+        (Kind::Denied, _) => (403, "AccessDeniedException"),
         (Kind::Reset | Kind::LostReply | Kind::Latency(_), _) => return None,
     };
     Some(match service {

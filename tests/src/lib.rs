@@ -4,6 +4,7 @@
 //! The GitHub REST stub some tests start lives in the lab crate (`drd_sandbox::github`).
 
 pub mod daemon;
+pub mod schema;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -168,7 +169,9 @@ impl Sandbox {
             .unwrap()
             .write_all(stdin.as_bytes())
             .unwrap();
-        child.wait_with_output().expect("drd output")
+        let out = child.wait_with_output().expect("drd output");
+        schema::assert_output(args, env, &out);
+        out
     }
 
     /// Write a policy with fresh resource names into the test's folder.

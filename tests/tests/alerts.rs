@@ -180,6 +180,7 @@ topic_arn = "{topic}"
     assert_eq!(calls.len(), 1, "{calls:#?}");
     let body = &first["json"];
     assert_eq!(first["content_type"], "application/json");
+    drd_e2e::schema::check("alert", &body.to_string()).expect("the alert document's schema");
     assert_eq!(body["drd_alert"], 1);
     assert_eq!(body["event"], "job-failed");
     assert_eq!(body["severity"], "critical");

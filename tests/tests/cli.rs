@@ -361,3 +361,120 @@ fn a_hung_endpoint_fails_within_the_attempt_timeout() {
         text(&out)
     );
 }
+
+/// Throttling, access denied, a failed region and a TLS failure, each caused in the lab (the
+/// gate answers as AWS does), print one line naming the service, operation, region and
+/// endpoint, with a hint.
+#[test]
+fn lab_failures_are_one_line_naming_region_and_endpoint() {
+    let sb = drd_e2e::Sandbox::start();
+    let policy = sb.policy("fx-lines");
+    let policy = policy.to_str().unwrap();
+    let endpoint = sb
+        .env
+        .iter()
+        .find(|(k, _)| k == "AWS_ENDPOINT_URL")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let line = |env: &[(&str, &str)]| {
+        let out = sb.run_env(
+            &["--policy", policy, "--max-attempts", "1", "status"],
+            "",
+            env,
+        );
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        let lines: Vec<String> = err
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect();
+        assert_eq!(lines.len(), 1, "one line, not {err}");
+        assert!(err.len() < 700, "{err}");
+        lines[0].clone()
+    };
+    let faults = |args: &[&str]| {
+        let mut a = vec!["sandbox", "faults"];
+        a.extend(args);
+        let out = sb.run(&a, "");
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    let at = format!("in us-west-2 at {endpoint}");
+    faults(&["--rate", "1", "--kinds", "throttle", "--service", "s3"]);
+    let l = line(&[]);
+    assert!(l.contains("s3 GetObject failed") && l.contains(&at), "{l}");
+    assert!(l.contains("SlowDown") && l.contains("hint: AWS is throttling"), "{l}");
+    faults(&["--rate", "1", "--kinds", "access-denied", "--service", "s3"]);
+    let l = line(&[]);
+    assert!(l.contains(&at) && l.contains("AccessDenied"), "{l}");
+    assert!(l.contains("grant the permission"), "{l}");
+    faults(&["--rate", "0"]);
+    let out = sb.run(&["sandbox", "fail-region", "us-west-2"], "");
+    assert!(out.status.success(), "{}", text(&out));
+    let l = line(&[]);
+    assert!(l.contains(&at) && l.contains("Unreachable"), "{l}");
+    assert!(l.contains("drd restore --region"), "{l}");
+    let out = sb.run(&["sandbox", "restore-region", "us-west-2"], "");
+    assert!(out.status.success(), "{}", text(&out));
+    // TLS spoken to a plain-HTTP port.
+    let https = endpoint.replace("http://", "https://");
+    let l = line(&[("AWS_ENDPOINT_URL", https.as_str())]);
+    assert!(
+        l.contains("TlsFailure") && l.contains(&format!("at {https}")),
+        "{l}"
+    );
+}
+
+/// Off a terminal, long work reports a one-line status at a steady interval on stderr, and the
+/// `--output json` document on stdout stays whole.
+#[test]
+fn progress_off_a_terminal_is_a_status_line_at_an_interval() {
+    let sb = drd_e2e::Sandbox::start();
+    let key = "sk-e2e-progress-0123456789";
+    sb.allow_key(key);
+    let policy = sb.policy("pg-lines");
+    let out = sb.run_env(
+        &[
+            "--policy",
+            policy.to_str().unwrap(),
+            "--output",
+            "json",
+            "deploy",
+            "--bootstrap",
+            drd_e2e::bootstrap().to_str().unwrap(),
+        ],
+        key,
+        &[("DRD_PROGRESS_INTERVAL", "200ms")],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let doc: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("stdout is one JSON document");
+    assert!(doc.is_object(), "{doc}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let status: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("drd deploy: "))
+        .collect();
+    assert!(status.len() >= 2, "status lines: {err}");
+    assert!(status.iter().all(|l| l.contains(" elapsed; ")), "{err}");
+    // The lines name what was happening (the last event), not only the time.
+    assert!(status.iter().any(|l| !l.ends_with("; starting")), "{err}");
+    assert!(!err.contains(key), "the key is never in the output");
+    // DRD_PROGRESS=off silences them.
+    let out = sb.run_env(
+        &[
+            "--policy",
+            policy.to_str().unwrap(),
+            "--output",
+            "json",
+            "status",
+        ],
+        "",
+        &[("DRD_PROGRESS_INTERVAL", "100ms"), ("DRD_PROGRESS", "off")],
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("elapsed;"),
+        "{}",
+        text(&out)
+    );
+}

@@ -669,8 +669,13 @@ async fn approval_pauses_a_run_and_resume_finishes_it() {
     // Approve (only manual steps can be approved), then resume: the pin is written.
     let out = drd(&["runbook", "approve", &run, "pin"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let out = drd(&["runbook", "approve", &run, "approve"]);
+    let out = drd(&["runbook", "approve", &run, "approve", "--output", "json"]);
     assert!(out.status.success(), "{}", text(&out));
+    let a: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(a["already_approved"], false, "{a}");
+    let out = drd(&["runbook", "approve", &run, "approve", "--output", "json"]);
+    let a: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(a["already_approved"], true, "{a}");
     let out = drd(&[
         "runbook",
         "run",

@@ -2,7 +2,6 @@
 
 use super::Cli;
 use crate::error::Result;
-use std::io::IsTerminal;
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -12,12 +11,8 @@ pub struct Args {}
 
 pub async fn run(cli: &Cli, _args: &Args) -> Result<()> {
     let policy = cli.load_policy()?;
-    let show = !cli.json() && std::io::stderr().is_terminal();
-    let progress = move |line: &str| {
-        if show {
-            eprintln!("  {line}");
-        }
-    };
+    let shown = super::progress::Progress::start("backup");
+    let progress = |line: &str| shown.line(line);
     let r = crate::backup::backup(&cli.aws_for(&policy), &policy, &progress).await?;
     if cli.json() {
         super::print_json(&r);

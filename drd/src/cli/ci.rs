@@ -29,12 +29,9 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
 async fn install(cli: &Cli) -> Result<()> {
     let policy = cli.load_policy()?;
     let region = cli.region(&policy)?;
-    let quiet = cli.json();
-    let progress = move |line: &str| {
-        if !quiet {
-            eprintln!("  {line}");
-        }
-    };
+    // Off a terminal, the text output keeps each event line (CI logs read them).
+    let shown = super::progress::Progress::start_echoing("ci install", !cli.json());
+    let progress = |line: &str| shown.line(line);
     let r = crate::ci::install(&cli.aws_for(&policy), &policy, &region, &progress).await?;
     if cli.json() {
         super::print_json(&r);

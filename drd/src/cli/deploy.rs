@@ -146,12 +146,9 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
         },
         llm_base_url: args.llm_base_url.clone().filter(|s| !s.is_empty()),
     };
-    let quiet = cli.json();
-    let progress = move |line: &str| {
-        if !quiet {
-            eprintln!("  {line}");
-        }
-    };
+    // Off a terminal, the text output keeps each event line (CI logs read them).
+    let shown = super::progress::Progress::start_echoing("deploy", !cli.json());
+    let progress = |line: &str| shown.line(line);
     let aws = cli.aws_for(&policy);
     let work = deploy_and_record(&aws, &policy, &opts, commit, &progress);
     let report = match args.ci_provider.or_else(|| inferred_provider(&progress)) {

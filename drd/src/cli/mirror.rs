@@ -55,12 +55,9 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
     crate::ci::mirror::ci_policy(&policy)?;
     let root = cache_root(cli, args.cache.as_ref())?;
     let aws = cli.aws_for(&policy);
-    let quiet = cli.json();
-    let progress = move |line: &str| {
-        if !quiet {
-            eprintln!("  {line}");
-        }
-    };
+    // Off a terminal, the text output keeps each event line (CI logs read them).
+    let shown = super::progress::Progress::start_echoing("mirror", !cli.json());
+    let progress = |line: &str| shown.line(line);
     let r = match &args.command {
         None => crate::ci::run::mirror(&aws, &policy, &root, args.force, &progress).await?,
         Some(MirrorCommand::Push { from, force }) => {

@@ -12,6 +12,7 @@ mod failover_ci;
 mod mirror;
 mod pin;
 mod points;
+pub mod progress;
 mod prune;
 mod restore;
 mod rollback;

@@ -7,7 +7,6 @@ use crate::runbook::exec::{self, RunOptions, RunReport};
 use crate::runbook::{self, journal, plan, render, Runbook};
 use clap::{Subcommand, ValueEnum};
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -168,12 +167,8 @@ pub async fn run_named(
     let policy = cli.load_policy()?;
     let aws = cli.aws_for(&policy);
     let region = resume_region(cli, &aws, &policy, resume.as_deref()).await?;
-    let show = !cli.json() && std::io::stderr().is_terminal();
-    let progress = move |line: &str| {
-        if show {
-            eprintln!("  {line}");
-        }
-    };
+    let shown = super::progress::Progress::start(name);
+    let progress = |line: &str| shown.line(line);
     if dry_run {
         let store = crate::store::open_store_read(&aws, &policy).await;
         let (state, store) = match (store, &resume) {
@@ -448,7 +443,14 @@ async fn approve(cli: &Cli, run: &str, step: &str) -> Result<()> {
     let written = store
         .put_new(&store.approval_key(run, step), body.to_string().as_bytes())
         .await?;
-    if written == crate::store::Written::Existed {
+    let already = written == crate::store::Written::Existed;
+    if cli.json() {
+        // The approval record as stored (an earlier approval's is kept and not re-read).
+        super::print_json(&serde_json::json!({
+            "run": run, "step": step, "already_approved": already,
+            "by": if already { None } else { Some(&by) },
+        }));
+    } else if already {
         println!("step {step} of run {run} was already approved");
     } else {
         println!("approved step {step} of run {run} as {by}");
