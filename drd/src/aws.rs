@@ -305,7 +305,7 @@ impl Where {
         let endpoint = cfg
             .load::<SentTo>()
             .map(|e| e.0.clone())
-            .or_else(|| uri.map(endpoint_of));
+            .or_else(|| uri.and_then(endpoint_of));
         Located {
             region: self.region.clone(),
             endpoint,
@@ -314,14 +314,13 @@ impl Where {
 }
 
 /// `scheme://host[:port]` of a request URI.
-fn endpoint_of(uri: &str) -> String {
-    match uri.split_once("://") {
-        Some((scheme, rest)) => format!(
-            "{scheme}://{}",
-            rest.split(['/', '?']).next().unwrap_or(rest)
-        ),
-        None => uri.to_string(),
-    }
+/// (`None` for a URI not yet resolved to an endpoint: a relative path.)
+fn endpoint_of(uri: &str) -> Option<String> {
+    let (scheme, rest) = uri.split_once("://")?;
+    Some(format!(
+        "{scheme}://{}",
+        rest.split(['/', '?']).next().unwrap_or(rest)
+    ))
 }
 
 impl Intercept for Where {
@@ -335,8 +334,9 @@ impl Intercept for Where {
         _rc: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> std::result::Result<(), BoxError> {
-        cfg.interceptor_state()
-            .store_put(SentTo(endpoint_of(ctx.request().uri())));
+        if let Some(e) = endpoint_of(ctx.request().uri()) {
+            cfg.interceptor_state().store_put(SentTo(e));
+        }
         Ok(())
     }
 

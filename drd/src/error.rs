@@ -100,6 +100,30 @@ impl Error {
         }
     }
 
+    /// The message without its hint, and the hint: for wrapping an error in context while
+    /// keeping one `(hint: ...)` at the end of the line.
+    pub fn split_hint(&self) -> (String, Option<String>) {
+        match self {
+            Error::Aws {
+                service,
+                operation,
+                at,
+                code,
+                message,
+                hint,
+                ..
+            } => (
+                format!(
+                    "{service} {operation} failed{}: {code}: {message}",
+                    at_suffix(at)
+                ),
+                hint.clone(),
+            ),
+            Error::Failed { message, hint } => (message.clone(), hint.clone()),
+            other => (other.to_string(), None),
+        }
+    }
+
     /// The AWS error code, when this is an AWS error.
     pub fn aws_code(&self) -> Option<&str> {
         match self {

@@ -403,7 +403,10 @@ fn lab_failures_are_one_line_naming_region_and_endpoint() {
     faults(&["--rate", "1", "--kinds", "throttle", "--service", "s3"]);
     let l = line(&[]);
     assert!(l.contains("s3 GetObject failed") && l.contains(&at), "{l}");
-    assert!(l.contains("SlowDown") && l.contains("hint: AWS is throttling"), "{l}");
+    assert!(
+        l.contains("SlowDown") && l.contains("hint: AWS is throttling"),
+        "{l}"
+    );
     faults(&["--rate", "1", "--kinds", "access-denied", "--service", "s3"]);
     let l = line(&[]);
     assert!(l.contains(&at) && l.contains("AccessDenied"), "{l}");

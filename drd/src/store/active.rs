@@ -48,14 +48,20 @@ pub async fn active_region(aws: &Aws, policy: &Policy) -> Result<String> {
         // No store bucket yet: no restore ever recorded a region.
         Err(Error::Aws { code, .. }) if code == "NoSuchBucket" => None,
         Err(e) => {
+            // One hint: the cause's (it knows the failure class), then this one's way out.
+            let (cause, hint) = e.split_hint();
+            let way_out = "or name the region with --region R";
             return Err(Error::failed_hint(
                 format!(
-                    "cannot tell where the stack serves: reading s3://{}/{} failed: {e}",
+                    "cannot tell where the stack serves: reading s3://{}/{} failed: {cause}",
                     store.bucket,
                     active_key(&store)
                 ),
-                "retry when the store answers, or name the region with --region R",
-            ))
+                match hint {
+                    Some(h) => format!("{h}; {way_out}"),
+                    None => format!("retry when the store answers, {way_out}"),
+                },
+            ));
         }
     };
     check_copies(aws, policy, found.as_ref()).await?;
