@@ -481,3 +481,65 @@ fn progress_off_a_terminal_is_a_status_line_at_an_interval() {
         text(&out)
     );
 }
+
+/// On a terminal (a pty from util-linux `script`), long work shows an indicatif spinner with
+/// the command, the elapsed time and the latest event, events printed above it, and the spinner
+/// is cleared before the result is printed.
+#[test]
+fn progress_on_a_terminal_is_a_spinner_cleared_before_the_result() {
+    let sb = drd_e2e::Sandbox::start();
+    let key = "sk-e2e-spinner-0123456789";
+    sb.allow_key(key);
+    let policy = sb.policy("pg-tty");
+    sb.deploy(policy.to_str().unwrap(), key);
+    let typescript = sb.dir.path().join("typescript");
+    let mut c = std::process::Command::new("script");
+    for (k, v) in &sb.env {
+        c.env(k, v);
+    }
+    let out = c
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                drd_bin().parent().unwrap().display(),
+                std::env::var("PATH").unwrap()
+            ),
+        )
+        .args(["-qec", &format!("drd --policy {} backup", policy.display())])
+        .arg(&typescript)
+        .output()
+        .expect("util-linux script");
+    assert!(out.status.success(), "{}", text(&out));
+    let tty = std::fs::read_to_string(&typescript).unwrap();
+    assert!(tty.contains("drd backup [0s]"), "a spinner line: {tty}");
+    assert!(
+        tty.contains("  template captured"),
+        "events above it: {tty}"
+    );
+    // The result (the point id, read back with points list) is printed after the spinner
+    // line was cleared: nothing but the clear sequence precedes it on its line.
+    let out = sb.run(
+        &[
+            "--policy",
+            policy.to_str().unwrap(),
+            "--output",
+            "json",
+            "points",
+            "list",
+        ],
+        "",
+    );
+    let points: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = points[0]["id"].as_str().unwrap();
+    let at = tty.rfind(id).expect("the point id is printed");
+    let before = &tty[tty[..at].rfind('\n').map_or(0, |n| n + 1)..at];
+    assert!(
+        before.is_empty() || before.ends_with("\x1b[2K"),
+        "the id shares its line with {before:?}"
+    );
+    assert!(
+        !tty[at..].lines().next().unwrap().contains("drd backup"),
+        "{tty:?}"
+    );
+}

@@ -14,6 +14,7 @@ pub async fn run(cli: &Cli, _args: &Args) -> Result<()> {
     let shown = super::progress::Progress::start("backup");
     let progress = |line: &str| shown.line(line);
     let r = crate::backup::backup(&cli.aws_for(&policy), &policy, &progress).await?;
+    drop(shown); // the spinner is gone before the result is printed
     if cli.json() {
         super::print_json(&r);
     } else {

@@ -33,6 +33,7 @@ async fn install(cli: &Cli) -> Result<()> {
     let shown = super::progress::Progress::start_echoing("ci install", !cli.json());
     let progress = |line: &str| shown.line(line);
     let r = crate::ci::install(&cli.aws_for(&policy), &policy, &region, &progress).await?;
+    drop(shown); // the spinner is gone before the result is printed
     if cli.json() {
         super::print_json(&r);
         return Ok(());

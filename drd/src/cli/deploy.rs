@@ -155,6 +155,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
         None => work.await?,
         Some(p) => fenced(&aws, &policy, p, work, &progress).await?,
     };
+    drop(shown); // the spinner is gone before the result is printed
     if cli.json() {
         super::print_json(&report);
         return Ok(());

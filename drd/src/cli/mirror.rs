@@ -64,6 +64,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
             crate::ci::run::push_from(&aws, &policy, &root, from, *force, &progress).await?
         }
     };
+    drop(shown); // the spinner is gone before the result is printed
     if cli.json() {
         super::print_json(&r);
         return Ok(());

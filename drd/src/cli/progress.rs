@@ -122,6 +122,15 @@ impl Progress {
         }
     }
 
+    /// A line always printed (above the spinner on a terminal), also off a terminal.
+    pub fn say(&self, msg: &str) {
+        *self.latest.lock().expect("progress") = msg.to_string();
+        match &self.bar {
+            Some(b) => b.println(msg),
+            None => eprintln!("{msg}"),
+        }
+    }
+
     /// An event: shown above the spinner on a terminal, the next status line's subject off one.
     pub fn line(&self, msg: &str) {
         *self.latest.lock().expect("progress") = msg.to_string();

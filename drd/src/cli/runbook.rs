@@ -244,9 +244,12 @@ pub async fn run_named(
             .filter(|s| !s.is_empty()),
     };
     if !cli.json() {
-        eprintln!("runbook {}: {}", rb.name, rb.title);
+        shown.say(&format!("runbook {}: {}", rb.name, rb.title));
     }
-    Ok(Some(exec::execute(&ctx, &rb, &opts).await?))
+    let report = exec::execute(&ctx, &rb, &opts).await;
+    drop(ctx);
+    drop(shown); // the spinner is gone before the report is printed
+    Ok(Some(report?))
 }
 
 pub fn print_report(cli: &Cli, r: &RunReport) {
