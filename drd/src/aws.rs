@@ -421,7 +421,9 @@ fn chain(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
     let mut cur = Some(err);
     while let Some(e) = cur {
         let m = e.to_string();
-        if !m.is_empty() && out.last() != Some(&m) {
+        // The location frame names hosts (a bucket called `acme-credentials` must not read as
+        // a credentials failure): it is reported apart, never classified.
+        if !m.is_empty() && out.last() != Some(&m) && e.downcast_ref::<LocatedError>().is_none() {
             out.push(m);
         }
         cur = e.source();

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod daemon;
 pub mod deploy;
 pub mod dns;
+pub mod drill;
 pub mod error;
 pub mod github;
 pub mod lambda;

@@ -116,11 +116,16 @@ fn schema_path(name: &str) -> PathBuf {
     crate::root().join(format!("docs/schemas/{name}.schema.json"))
 }
 
+// Exit 1: the document does not match; 3: the schema itself (or the validator) is broken.
 const VALIDATE: &str = r#"
 import json, sys
-from jsonschema import Draft202012Validator
-schema = json.load(open(sys.argv[1]))
-Draft202012Validator.check_schema(schema)
+try:
+    from jsonschema import Draft202012Validator
+    schema = json.load(open(sys.argv[1]))
+    Draft202012Validator.check_schema(schema)
+except Exception as e:
+    print("the schema or the validator is broken:", e)
+    sys.exit(3)
 doc = json.load(sys.stdin)
 errs = sorted(Draft202012Validator(schema).iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
 for e in errs[:8]:
@@ -145,6 +150,13 @@ pub fn check(name: &str, doc: &str) -> Result<(), String> {
         .expect("python3 with jsonschema (scripts/setup installs it into .venv)");
     c.stdin.take().unwrap().write_all(doc.as_bytes()).unwrap();
     let out = c.wait_with_output().unwrap();
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{}: {}{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     if out.status.success() {
         Ok(())
     } else {
@@ -164,7 +176,12 @@ pub fn assert_output(args: &[&str], env: &[(&str, &str)], out: &std::process::Ou
     let Some(name) = schema_for(args) else { return };
     let text = String::from_utf8_lossy(&out.stdout);
     if serde_json::from_str::<serde_json::Value>(&text).is_err() {
-        return; // an error before any result prints no document
+        // An error before any result prints no document; a success must print one, alone.
+        assert!(
+            !out.status.success(),
+            "drd {args:?} succeeded with --output json but stdout is not one JSON document: {text}"
+        );
+        return;
     }
     if let Err(e) = check(name, &text) {
         panic!("drd {args:?} printed JSON that does not match docs/schemas/{name}.schema.json:\n{e}\ndocument: {}", text.chars().take(3000).collect::<String>());

@@ -183,7 +183,7 @@ pub async fn prove_pending(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
     };
     set_env(env).await?;
     // Lambda applies configuration updates asynchronously: publish only once it is done.
-    let published = match wait_updated(&lambda, f).await {
+    let published = match crate::lambda::ops::wait_updated(&lambda, f).await {
         Ok(()) => lambda
             .publish_version()
             .function_name(f)
@@ -196,7 +196,7 @@ pub async fn prove_pending(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
     // Restore $LATEST whatever happened, retrying while an update is still in progress.
     let mut restored = Err(Error::failed("not attempted"));
     for _ in 0..10 {
-        let _ = wait_updated(&lambda, f).await;
+        let _ = crate::lambda::ops::wait_updated(&lambda, f).await;
         restored = set_env(original.clone()).await.map(|_| ());
         if restored.is_ok() {
             break;
@@ -209,7 +209,7 @@ pub async fn prove_pending(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
             format!("remove {STAGE_ENV} from the function's environment before the next deploy, then resume"),
         ));
     }
-    wait_updated(&lambda, f).await?;
+    crate::lambda::ops::wait_updated(&lambda, f).await?;
     let candidate = published?.version().unwrap_or_default().to_string();
     let data = ctx.aws.lambda_data(&ctx.region).await;
     let r = probe::probe_invoke(&data, f, &candidate, Tier::T2).await;
@@ -226,34 +226,6 @@ pub async fn prove_pending(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
         "candidate version {candidate} with the pending key passed T2"
     ));
     Ok(Outputs::from([("candidate_version".into(), candidate)]))
-}
-
-/// Wait until `$LATEST`'s last update is applied (`LastUpdateStatus` no longer `InProgress`).
-async fn wait_updated(lambda: &aws_sdk_lambda::Client, f: &str) -> Result<()> {
-    use aws_sdk_lambda::types::LastUpdateStatus;
-    for _ in 0..120 {
-        let c = lambda
-            .get_function_configuration()
-            .function_name(f)
-            .send()
-            .await
-            .map_err(|e| aws_error("lambda", "GetFunctionConfiguration", e))?;
-        match c.last_update_status() {
-            Some(LastUpdateStatus::InProgress) => {
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await
-            }
-            Some(LastUpdateStatus::Failed) => {
-                return Err(Error::failed(format!(
-                    "the configuration update of {f} failed: {}",
-                    c.last_update_status_reason().unwrap_or("no reason given")
-                )))
-            }
-            _ => return Ok(()),
-        }
-    }
-    Err(Error::failed(format!(
-        "the configuration update of {f} is still in progress after a minute"
-    )))
 }
 
 /// `$LATEST` carries no rotation marker (the candidate's environment change was undone).

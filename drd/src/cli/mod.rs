@@ -7,6 +7,7 @@ mod ci;
 mod completions;
 mod daemon;
 mod deploy;
+mod drill;
 mod failback;
 mod failover_ci;
 mod mirror;
@@ -159,6 +160,8 @@ pub enum Command {
     Man(completions::ManArgs),
     /// Runbooks: list, show, run, status, approve.
     Runbook(runbook::Args),
+    /// Game-day drills: inject a fault, recover, measure RTO from outside, roll back, report.
+    Drill(drill::Args),
     /// Break a lease whose holder stopped renewing (a run whose machine died).
     Unlock(unlock::Args),
     /// Scheduled protection: backups, verification, retention and runbooks on cron schedules,
@@ -192,6 +195,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Failback(a) => failback::run(&cli, a).await,
         Command::FailoverCi(a) => failover_ci::run(&cli, a).await,
         Command::Runbook(a) => runbook::run(&cli, a).await,
+        Command::Drill(a) => drill::run(&cli, a).await,
         Command::Completions(a) => completions::run(a),
         Command::Man(a) => completions::man(a),
         Command::Sandbox(a) => sandbox::run(&cli, a),

@@ -216,6 +216,7 @@ pub async fn run_named(
             },
             resume,
         );
+        drop(shown); // the spinner is gone before the plan is printed
         if cli.json() {
             super::print_json(&p);
         } else {

@@ -88,12 +88,16 @@ pub struct Alerter {
     metrics: Arc<Metrics>,
     /// First wait between attempts (then doubling).
     backoff: Duration,
+    /// Deliveries in flight: shutdown waits for them (bounded) instead of dropping them.
+    tasks: Arc<std::sync::Mutex<tokio::task::JoinSet<()>>>,
 }
 
 impl Alerter {
     pub fn new(aws: Arc<Aws>, metrics: Arc<Metrics>) -> Self {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
+            // A redirect could carry the alert (and the URL's token) elsewhere: none followed.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("drd/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("an HTTP client without custom TLS builds");
@@ -102,6 +106,16 @@ impl Alerter {
             http,
             metrics,
             backoff: Duration::from_secs(1),
+            tasks: Arc::default(),
+        }
+    }
+
+    /// Wait up to `bound` for deliveries in flight (at shutdown).
+    pub async fn drain(&self, bound: Duration) {
+        let mut set = std::mem::take(&mut *self.tasks.lock().expect("alert tasks"));
+        let all = async { while set.join_next().await.is_some() {} };
+        if tokio::time::timeout(bound, all).await.is_err() {
+            tracing::warn!("alerts still being delivered at shutdown were abandoned");
         }
     }
 
@@ -111,8 +125,19 @@ impl Alerter {
         if policy.is_empty() || !policy.wants(alert.event) {
             return;
         }
+        // A condition that lasts is raised once by this daemon, not at every check.
+        let id = (
+            alert.stack.clone(),
+            alert.event.to_string(),
+            alert.key.clone(),
+        );
+        if !self.metrics.raised.lock().expect("metrics").insert(id) {
+            return;
+        }
         let (me, policy, store) = (self.clone(), policy.clone(), store.clone());
-        tokio::spawn(async move { me.claim_and_send(&policy, &store, &alert).await });
+        let mut tasks = self.tasks.lock().expect("alert tasks");
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move { me.claim_and_send(&policy, &store, &alert).await });
     }
 
     async fn claim_and_send(&self, policy: &AlertsPolicy, store: &Store, alert: &Alert) {
@@ -123,31 +148,50 @@ impl Alerter {
             alert.event,
             safe_key(&alert.key)
         );
-        match store.put_new(&key, &body).await {
-            Ok(Written::New) => {}
+        let claimed = match store.put_new(&key, &body).await {
+            Ok(Written::New) => true,
             Ok(Written::Existed) => {
                 tracing::info!(event = alert.event, stack = %alert.stack, key = %alert.key, "alert already raised by another daemon");
                 return;
             }
             Err(e) => {
                 tracing::warn!(event = alert.event, error = %e, "cannot record the alert in the store; sending it anyway");
+                false
             }
+        };
+        if !self.send(policy, alert).await && claimed {
+            // Nothing delivered: give the claim back so the next check (here or on another
+            // daemon) tries again, instead of a claimed alert nobody ever sent.
+            let _ = store.delete(&key).await;
+            let id = (
+                alert.stack.clone(),
+                alert.event.to_string(),
+                alert.key.clone(),
+            );
+            self.metrics.raised.lock().expect("metrics").remove(&id);
         }
-        self.send(policy, alert).await;
     }
 
-    /// Send to each sink with retries; the outcome of each is logged and counted.
-    pub async fn send(&self, policy: &AlertsPolicy, alert: &Alert) {
+    /// Send to each sink with retries; the outcome of each is logged and counted. True when
+    /// at least one sink took it.
+    pub async fn send(&self, policy: &AlertsPolicy, alert: &Alert) -> bool {
+        let mut delivered = false;
         if let Some(w) = &policy.webhook {
-            let outcome = match w.resolve_url() {
-                None => {
+            let url = w.resolve_url();
+            let checked = url.as_deref().map(crate::policy::alerts::check_webhook_url);
+            let outcome = match (url, checked) {
+                (None, _) => {
                     tracing::error!(
                         event = alert.event,
                         "alerts.webhook: the URL variable is unset or empty; alert not sent"
                     );
                     "failed"
                 }
-                Some(url) => {
+                (Some(_), Some(Err(why))) => {
+                    tracing::error!(event = alert.event, %why, "alerts.webhook: the URL is refused; alert not sent");
+                    "failed"
+                }
+                (Some(url), _) => {
                     let body = match w.format {
                         WebhookFormat::Json => serde_json::to_value(alert).expect("serializes"),
                         WebhookFormat::Slack => serde_json::json!({ "text": alert.slack_text() }),
@@ -158,6 +202,7 @@ impl Alerter {
             };
             self.metrics
                 .count_alert(&alert.stack, alert.event, "webhook", outcome);
+            delivered |= outcome == "sent";
         }
         if let Some(s) = &policy.sns {
             let arn = s.topic_arn.get_ref().clone();
@@ -175,7 +220,9 @@ impl Alerter {
                 .await;
             self.metrics
                 .count_alert(&alert.stack, alert.event, "sns", outcome);
+            delivered |= outcome == "sent";
         }
+        delivered
     }
 
     async fn with_retries<F, Fut>(
@@ -220,6 +267,10 @@ impl Alerter {
                     s.as_u16() == 429 || s.is_server_error(),
                     format!("the webhook answered {s}"),
                 ))
+            }
+            // A request that could not be built is not worth retrying.
+            Err(e) if e.is_builder() => {
+                Err((false, "the webhook request could not be built".into()))
             }
             Err(e) => Err((
                 true,
@@ -287,6 +338,15 @@ pub fn scrub(s: &str) -> String {
             _ => word.to_string(),
         };
         let bare = w.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '-');
+        if w.contains("arn:aws") {
+            out.push("[arn]".into());
+            continue;
+        }
+        let account = bare.len() == 12 && bare.chars().all(|c| c.is_ascii_digit());
+        if account {
+            out.push(w.replace(bare, "[account]"));
+            continue;
+        }
         // Commit and content hashes are public and worth keeping.
         let digest = (bare.len() == 40 || bare.len() == 64)
             && bare
@@ -324,6 +384,11 @@ mod tests {
         assert!(s.contains("https://***@github.com/o/r"), "{s}");
         assert!(s.contains("was refused"), "{s}");
         // Ordinary words, ids and times stay.
+        let s = scrub("User: arn:aws:sts::123456789012:assumed-role/x/y is not authorized (account 123456789012)");
+        assert!(
+            !s.contains("123456789012") && !s.contains("assumed-role"),
+            "{s}"
+        );
         let plain =
             "stack classifier-prod not found at 2026-12-01T00:00:00Z (point 20261201T000000Z-ab12)";
         assert_eq!(scrub(plain), plain);

@@ -65,8 +65,11 @@ impl StoreBackend {
         for (name, ctx) in &self.stacks {
             let rpo = ctx.policy.daemon.rpo().as_secs_f64();
             let newest = metrics.newest_point(name);
+            let listed = metrics.listed.lock().expect("metrics").contains(name);
             let since = newest.unwrap_or(started);
-            if now - since > rpo {
+            // "No point" is said only of a store that could be listed: an unreadable store
+            // fails its jobs (job-failed), it is not evidence that no point exists.
+            if now - since > rpo && (newest.is_some() || listed) {
                 let (summary, key) = match newest {
                     Some(t) => (
                         format!(
@@ -82,14 +85,14 @@ impl StoreBackend {
                             human_secs(now - started),
                             human_secs(rpo)
                         ),
-                        "no-point".to_string(),
+                        format!("no-point-since-{}", started as i64),
                     ),
                 };
                 let detail = "check the backup job's last runs (drd_job_failures_total, the daemon's log) or run drd backup";
                 let a = Alert::new("rpo-breached", name, summary, detail, key, &self.holder);
                 alerter.raise(&ctx.policy.alerts, &ctx.store, a);
             }
-            if let Some((fetched, max)) = metrics.mirror(name) {
+            if let Some((fetched, max)) = metrics.mirror(name).filter(|_| ctx.policy.ci.is_some()) {
                 if now - fetched > max {
                     let summary = format!(
                         "the source mirror was last fetched {} ago, past ci.mirror_max_age {}",
@@ -189,13 +192,12 @@ impl StoreBackend {
     }
 
     /// Creation time (unix seconds) of each stack's newest point.
-    pub async fn newest_points(&self) -> Vec<(String, f64)> {
+    /// Each stack whose store could be listed, with its newest point's time (`None`: no point).
+    pub async fn newest_points(&self) -> Vec<(String, Option<f64>)> {
         let mut out = vec![];
         for (name, ctx) in &self.stacks {
             if let Ok(ids) = ctx.store.point_ids().await {
-                if let Some(t) = ids.last().and_then(|id| point_time(id)) {
-                    out.push((name.clone(), t));
-                }
+                out.push((name.clone(), ids.last().and_then(|id| point_time(id))));
             }
         }
         out

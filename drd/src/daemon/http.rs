@@ -83,13 +83,23 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
 
 /// The status page (server-rendered HTML; see `page`).
 async fn page(State(s): State<Arc<Shared>>) -> Response {
-    let views = super::page::gather(&s).await;
+    // One gathering at a time (others wait for it), reused while fresh.
+    let mut cached = s.page.lock().await;
+    let html = match cached.as_ref() {
+        Some((at, html)) if at.elapsed() < super::page::PAGE_TTL => html.clone(),
+        _ => {
+            let views = super::page::gather(&s).await;
+            let html = super::page::render(&views, s.clock.now());
+            *cached = Some((std::time::Instant::now(), html.clone()));
+            html
+        }
+    };
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        super::page::render(&views, s.clock.now()),
+        html,
     )
         .into_response()
 }

@@ -52,6 +52,11 @@ pub struct Metrics {
     pub reloads: Mutex<(u64, u64)>,
     /// (stack, event, sink, outcome) -> alerts.
     alerts: Mutex<BTreeMap<(String, String, String, String), u64>>,
+    /// (stack, event, key) of the alerts this daemon raised or is raising: a condition that
+    /// lasts is claimed in the store once, not at every check (kept across reloads).
+    pub raised: Mutex<std::collections::BTreeSet<(String, String, String)>>,
+    /// Stacks whose store listing succeeded at the last refresh (no point there means none).
+    pub listed: Mutex<std::collections::BTreeSet<String>>,
     /// Wakes the refresh of the store-read gauges (newest point, mirror fetch) early: when
     /// another daemon ran a firing, this one's gauges must still show its result.
     pub refresh: tokio::sync::Notify,
@@ -67,6 +72,8 @@ impl Metrics {
             heartbeat_ms: AtomicI64::default(),
             reloads: Mutex::default(),
             alerts: Mutex::default(),
+            raised: Mutex::default(),
+            listed: Mutex::default(),
             refresh: tokio::sync::Notify::new(),
         }
     }
@@ -197,40 +204,37 @@ impl Metrics {
                 runs.get_or_create(&l).inc_by(n);
             }
         }
-        reg.register("drd_job_runs", "Job runs by this daemon, by outcome.", runs);
-        counters(
-            &mut reg,
-            "drd_job_failures",
-            "Job runs that failed.",
-            &|s| s.failed,
-        );
+        reg.register("drd_job_runs", "Job runs by this daemon, by outcome", runs);
+        counters(&mut reg, "drd_job_failures", "Job runs that failed", &|s| {
+            s.failed
+        });
         counters(
             &mut reg,
             "drd_job_done_elsewhere",
-            "Firings another daemon had already run.",
+            "Firings another daemon had already run",
             &|s| s.done_elsewhere,
         );
         counters(
             &mut reg,
             "drd_job_catch_ups",
-            "Runs for firings missed while no daemon ran (one per gap, never a burst).",
+            "Runs for firings missed while no daemon ran (one per gap, never a burst)",
             &|s| s.catch_ups,
         );
         counters(
             &mut reg,
             "drd_job_lease_lost",
-            "Runs whose lease was lost before they finished (they were cancelled).",
+            "Runs whose lease was lost before they finished (they were cancelled)",
             &|s| s.lease_lost,
         );
         counters(
             &mut reg,
             "drd_job_retries",
-            "Failed runs retried within their firing's window.",
+            "Failed runs retried within their firing's window",
             &|s| s.retries,
         );
         reg.register(
             "drd_job_duration_seconds",
-            "Job run durations.",
+            "Job run durations",
             self.durations.clone(),
         );
         let gauges = |reg: &mut Registry, name: &str, help: &str, rows: Vec<(Labels, f64)>| {
@@ -243,7 +247,7 @@ impl Metrics {
         gauges(
             &mut reg,
             "drd_job_last_success_timestamp_seconds",
-            "When the job last succeeded on this daemon (unix time).",
+            "When the job last succeeded on this daemon (unix time)",
             jobs.iter()
                 .filter_map(|((s, j), st)| st.last_success.map(|t| (job(s, j), t)))
                 .collect(),
@@ -251,19 +255,19 @@ impl Metrics {
         counters(
             &mut reg,
             "drd_bytes_written",
-            "Bytes of new blobs written to the store by this daemon's jobs.",
+            "Bytes of new blobs written to the store by this daemon's jobs",
             &|s| s.bytes_written,
         );
         counters(
             &mut reg,
             "drd_objects_written",
-            "Objects written to the store by this daemon's jobs.",
+            "Objects written to the store by this daemon's jobs",
             &|s| s.objects_written,
         );
         gauges(
             &mut reg,
             "drd_lease_held",
-            "1 while this daemon holds the job's lease.",
+            "1 while this daemon holds the job's lease",
             jobs.iter()
                 .map(|((s, j), st)| (job(s, j), f64::from(u8::from(st.lease_held))))
                 .collect(),
@@ -273,7 +277,7 @@ impl Metrics {
         gauges(
             &mut reg,
             "drd_rpo_age_seconds",
-            "Age of the stack's newest recovery point (the recovery point objective in force).",
+            "Age of the stack's newest recovery point (the recovery point objective in force)",
             stacks
                 .iter()
                 .filter_map(|s| points.get(s).map(|t| (stack(s), (now - t).max(0.0))))
@@ -287,7 +291,7 @@ impl Metrics {
         reloads
             .get_or_create(&vec![("result".into(), "rejected".into())])
             .inc_by(rejected);
-        reg.register("drd_policy_reloads", "SIGHUP reloads, by result.", reloads);
+        reg.register("drd_policy_reloads", "SIGHUP reloads, by result", reloads);
         self.register_mirror_and_alerts(&mut reg, now);
         reg
     }
@@ -306,19 +310,19 @@ impl Metrics {
         gauges(
             reg,
             "drd_mirror_age_seconds",
-            "Time since the source mirror's last successful fetch (the CI recovery point objective).",
+            "Time since the source mirror's last successful fetch (the CI recovery point objective)",
             mirror.iter().map(|(s, (t, _, _))| (stack(s), (now - t).max(0.0))).collect(),
         );
         gauges(
             reg,
             "drd_mirror_commits_behind",
-            "Commits the remote's deploy branch has that the mirror does not (0 right after a fetch).",
+            "Commits the remote's deploy branch has that the mirror does not (0 right after a fetch)",
             mirror.iter().filter_map(|(s, (_, b, _))| b.map(|b| (stack(s), b as f64))).collect(),
         );
         gauges(
             reg,
             "drd_mirror_stale",
-            "1 when the mirror's last fetch is older than [ci] mirror_max_age (alert on it).",
+            "1 when the mirror's last fetch is older than [ci] mirror_max_age (alert on it)",
             mirror
                 .iter()
                 .map(|(s, (t, _, max))| (stack(s), f64::from(u8::from(now - t > *max))))
@@ -336,7 +340,7 @@ impl Metrics {
         }
         reg.register(
             "drd_alerts",
-            "Alerts this daemon sent or failed to send, by event, sink and outcome.",
+            "Alerts this daemon sent or failed to send, by event, sink and outcome",
             alerts,
         );
     }

@@ -152,6 +152,9 @@ pub struct Shared {
     pub backend: RwLock<Arc<StoreBackend>>,
     /// The running schedules (the status page shows their next firings).
     pub jobs: RwLock<Vec<JobSpec>>,
+    /// The status page as last rendered: one gathering at a time, reused for `PAGE_TTL`, so
+    /// page loads cannot multiply AWS calls and probes.
+    pub page: tokio::sync::Mutex<Option<(std::time::Instant, String)>>,
 }
 
 async fn backend_for(
@@ -159,7 +162,7 @@ async fn backend_for(
     policies: &[Policy],
     holder: &str,
     opts: &Options,
-    metrics: &Arc<Metrics>,
+    alerter: &alerts::Alerter,
 ) -> Result<StoreBackend> {
     let mut stacks = BTreeMap::new();
     for p in policies {
@@ -179,7 +182,7 @@ async fn backend_for(
         opts.runbooks.clone(),
         opts.state_dir.clone(),
     )
-    .with_alerter(alerts::Alerter::new(aws.clone(), metrics.clone())))
+    .with_alerter(alerter.clone()))
 }
 
 /// Run the daemon until SIGTERM/SIGINT.
@@ -190,6 +193,8 @@ pub async fn run(aws: Arc<Aws>, opts: Options) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
     let clock: Arc<dyn Clock> = Arc::new(WallClock);
     let started = clock.now().timestamp_millis() as f64 / 1000.0;
+    // One alerter for the process (its deliveries in flight are awaited at shutdown).
+    let alerter = alerts::Alerter::new(aws.clone(), metrics.clone());
     let permits = Arc::new(Semaphore::new(opts.max_concurrent.max(1)));
     let mut term = signal(SignalKind::terminate())
         .map_err(|e| Error::io("installing the SIGTERM handler", e))?;
@@ -198,13 +203,14 @@ pub async fn run(aws: Arc<Aws>, opts: Options) -> Result<()> {
     let mut hup =
         signal(SignalKind::hangup()).map_err(|e| Error::io("installing the SIGHUP handler", e))?;
 
-    let backend = Arc::new(backend_for(&aws, &policies, &holder, &opts, &metrics).await?);
+    let backend = Arc::new(backend_for(&aws, &policies, &holder, &opts, &alerter).await?);
     let shared = Arc::new(Shared {
         metrics: metrics.clone(),
         clock: clock.clone(),
         stacks: RwLock::new(stack_rpos(&policies)),
         backend: RwLock::new(backend.clone()),
         jobs: RwLock::new(jobs(&policies)?),
+        page: tokio::sync::Mutex::new(None),
     });
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -256,8 +262,13 @@ pub async fn run(aws: Arc<Aws>, opts: Options) -> Result<()> {
         let refresh_clock = clock.clone();
         tasks.push(tokio::spawn(async move {
             loop {
-                for (stack, t) in refresh_backend.newest_points().await {
-                    refresh_metrics.set_newest_point(&stack, t);
+                let listed = refresh_backend.newest_points().await;
+                *refresh_metrics.listed.lock().expect("metrics") =
+                    listed.iter().map(|(s, _)| s.clone()).collect();
+                for (stack, t) in listed {
+                    if let Some(t) = t {
+                        refresh_metrics.set_newest_point(&stack, t);
+                    }
                 }
                 for (stack, t, max_age, behind) in refresh_backend.mirror_fetches().await {
                     refresh_metrics.set_mirror(&stack, t, behind, max_age);
@@ -281,7 +292,7 @@ pub async fn run(aws: Arc<Aws>, opts: Options) -> Result<()> {
                 _ = hup.recv() => {
                     match load_policies(&opts.policy).and_then(|p| jobs(&p).map(|_| p)) {
                         Ok(new) => {
-                            match backend_for(&aws, &new, &holder, &opts, &metrics).await {
+                            match backend_for(&aws, &new, &holder, &opts, &alerter).await {
                                 Ok(b) => {
                                     tracing::info!(stacks = new.len(), "SIGHUP: policies reloaded");
                                     metrics.reloads.lock().expect("metrics").0 += 1;
@@ -323,9 +334,11 @@ pub async fn run(aws: Arc<Aws>, opts: Options) -> Result<()> {
             }
         }
         backend.release_all().await;
+        alerter.drain(Duration::from_secs(10)).await;
         heartbeat.abort();
         let _ = http_stop_tx.send(true);
-        let _ = http_task.await;
+        // A status page still gathering does not hold the exit past a few seconds.
+        let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
         tracing::info!("drd daemon stopped");
         return Ok(());
     }

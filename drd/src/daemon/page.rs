@@ -37,6 +37,9 @@ pub struct StackView {
     pub errors: Vec<String>,
 }
 
+/// How long a rendered page is served before it is gathered again.
+pub const PAGE_TTL: Duration = Duration::from_secs(30);
+
 /// How many points the timeline draws and how many runs the table lists.
 const TIMELINE_POINTS: usize = 60;
 const RUNS_SHOWN: usize = 10;
@@ -46,98 +49,101 @@ pub async fn gather(shared: &Shared) -> Vec<StackView> {
     let backend = shared.backend.read().await.clone();
     let jobs = shared.jobs.read().await.clone();
     let now = shared.clock.now();
-    let mut out = vec![];
-    for (name, ctx) in &backend.stacks {
-        let aws = &backend.aws;
-        let p = &ctx.policy;
-        let mut v = StackView {
-            stack: name.clone(),
-            region: None,
-            stack_status: None,
-            live_version: None,
-            code_sha256: None,
-            commit: None,
-            healthy: None,
-            probes: vec![],
-            rpo_seconds: p.daemon.rpo().as_secs(),
-            newest_point: None,
-            points: vec![],
-            runs: vec![],
-            next: next_firings(&jobs, name, now),
-            errors: vec![],
-        };
-        let bound = Duration::from_secs(20);
-        match tokio::time::timeout(bound, crate::store::active::active_region(aws, p)).await {
-            Ok(Ok(region)) => {
-                match tokio::time::timeout(bound, crate::status::status(aws, p, &region, false))
-                    .await
-                {
-                    Ok(Ok(r)) => {
-                        v.stack_status = r.stack.status.clone();
-                        v.live_version = r.live.as_ref().map(|l| l.version.clone());
-                        v.code_sha256 = r.live.as_ref().map(|l| l.code_sha256.clone());
-                        v.commit = r
-                            .live
-                            .as_ref()
-                            .and_then(|l| l.commit.clone())
-                            .or(r.recovery.live_commit.clone());
-                        v.healthy = Some(r.healthy);
-                        v.probes = r
-                            .probes
-                            .iter()
-                            .map(|x| {
-                                let detail = if x.ok {
-                                    String::new()
-                                } else {
-                                    super::alerts::scrub(&x.detail)
-                                };
-                                (format!("{:?}", x.tier), x.ok, x.latency_ms, detail)
-                            })
-                            .collect();
-                        v.newest_point = r
-                            .recovery
-                            .newest_point
-                            .as_ref()
-                            .map(|n| (n.id.clone(), n.age_seconds));
+    // Stacks are gathered concurrently: the page takes as long as the slowest stack.
+    let views = backend.stacks.iter().map(|(name, ctx)| {
+        let (aws, jobs) = (&backend.aws, &jobs);
+        async move {
+            let p = &ctx.policy;
+            let mut v = StackView {
+                stack: name.clone(),
+                region: None,
+                stack_status: None,
+                live_version: None,
+                code_sha256: None,
+                commit: None,
+                healthy: None,
+                probes: vec![],
+                rpo_seconds: p.daemon.rpo().as_secs(),
+                newest_point: None,
+                points: vec![],
+                runs: vec![],
+                next: next_firings(jobs, name, now),
+                errors: vec![],
+            };
+            let bound = Duration::from_secs(20);
+            match tokio::time::timeout(bound, crate::store::active::active_region(aws, p)).await {
+                Ok(Ok(region)) => {
+                    match tokio::time::timeout(bound, crate::status::status(aws, p, &region, false))
+                        .await
+                    {
+                        Ok(Ok(r)) => {
+                            v.stack_status = r.stack.status.clone();
+                            v.live_version = r.live.as_ref().map(|l| l.version.clone());
+                            v.code_sha256 = r.live.as_ref().map(|l| l.code_sha256.clone());
+                            v.commit = r
+                                .live
+                                .as_ref()
+                                .and_then(|l| l.commit.clone())
+                                .or(r.recovery.live_commit.clone());
+                            v.healthy = Some(r.healthy);
+                            v.probes = r
+                                .probes
+                                .iter()
+                                .map(|x| {
+                                    // The failure's class only: a probe's body never reaches the page.
+                                    let detail = match (x.ok, x.status) {
+                                        (true, _) => String::new(),
+                                        (false, Some(s)) => format!("answered HTTP {s}"),
+                                        (false, None) => "no answer".to_string(),
+                                    };
+                                    (format!("{:?}", x.tier), x.ok, x.latency_ms, detail)
+                                })
+                                .collect();
+                            v.newest_point = r
+                                .recovery
+                                .newest_point
+                                .as_ref()
+                                .map(|n| (n.id.clone(), n.age_seconds));
+                        }
+                        Ok(Err(e)) => v
+                            .errors
+                            .push(format!("status: {}", super::alerts::scrub(&e.to_string()))),
+                        Err(_) => v.errors.push("status: no answer within 20 s".into()),
                     }
-                    Ok(Err(e)) => v
-                        .errors
-                        .push(format!("status: {}", super::alerts::scrub(&e.to_string()))),
-                    Err(_) => v.errors.push("status: no answer within 20 s".into()),
+                    v.region = Some(region);
                 }
-                v.region = Some(region);
+                Ok(Err(e)) => v.errors.push(format!(
+                    "acting region: {}",
+                    super::alerts::scrub(&e.to_string())
+                )),
+                Err(_) => v.errors.push("acting region: no answer within 20 s".into()),
             }
-            Ok(Err(e)) => v.errors.push(format!(
-                "acting region: {}",
-                super::alerts::scrub(&e.to_string())
-            )),
-            Err(_) => v.errors.push("acting region: no answer within 20 s".into()),
-        }
-        match tokio::time::timeout(bound, ctx.store.point_ids()).await {
-            Ok(Ok(ids)) => {
-                let skip = ids.len().saturating_sub(TIMELINE_POINTS);
-                v.points = ids
-                    .into_iter()
-                    .skip(skip)
-                    .filter_map(|id| super::backend::point_time(&id).map(|t| (id, t)))
-                    .collect();
+            match tokio::time::timeout(bound, ctx.store.point_ids()).await {
+                Ok(Ok(ids)) => {
+                    let skip = ids.len().saturating_sub(TIMELINE_POINTS);
+                    v.points = ids
+                        .into_iter()
+                        .skip(skip)
+                        .filter_map(|id| super::backend::point_time(&id).map(|t| (id, t)))
+                        .collect();
+                }
+                Ok(Err(e)) => v
+                    .errors
+                    .push(format!("points: {}", super::alerts::scrub(&e.to_string()))),
+                Err(_) => v.errors.push("points: no answer within 20 s".into()),
             }
-            Ok(Err(e)) => v
-                .errors
-                .push(format!("points: {}", super::alerts::scrub(&e.to_string()))),
-            Err(_) => v.errors.push("points: no answer within 20 s".into()),
+            match tokio::time::timeout(bound, runs(&ctx.store)).await {
+                Ok(Ok(r)) => v.runs = r,
+                Ok(Err(e)) => v.errors.push(format!(
+                    "runbook runs: {}",
+                    super::alerts::scrub(&e.to_string())
+                )),
+                Err(_) => v.errors.push("runbook runs: no answer within 20 s".into()),
+            }
+            v
         }
-        match tokio::time::timeout(bound, runs(&ctx.store)).await {
-            Ok(Ok(r)) => v.runs = r,
-            Ok(Err(e)) => v.errors.push(format!(
-                "runbook runs: {}",
-                super::alerts::scrub(&e.to_string())
-            )),
-            Err(_) => v.errors.push("runbook runs: no answer within 20 s".into()),
-        }
-        out.push(v);
-    }
-    out
+    });
+    futures::future::join_all(views).await
 }
 
 fn next_firings(jobs: &[JobSpec], stack: &str, now: DateTime<Utc>) -> Vec<(String, DateTime<Utc>)> {

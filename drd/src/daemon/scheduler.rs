@@ -422,7 +422,9 @@ impl Scheduler {
                 return;
             }
         };
-        self.count_outcome(job, tick, catch_up, secs, &result);
+        // A run cut short by shutdown or a reload is not an outage to page anyone about.
+        let alert = !*stop.borrow();
+        self.count_outcome(job, tick, catch_up, secs, &result, alert);
         let rec = TickRecord {
             tick: fmt(tick),
             token,
@@ -494,6 +496,7 @@ impl Scheduler {
         catch_up: bool,
         secs: f64,
         result: &Result<Outcome>,
+        alert: bool,
     ) {
         let (stack, name) = (job.stack.as_str(), job.job.as_str());
         match result {
@@ -520,7 +523,9 @@ impl Scheduler {
             Err(e) => {
                 tracing::warn!(job = %job.key(), tick = %tick, error = %e, "failed");
                 self.metrics.with(stack, name, |s| s.failed += 1);
-                self.backend.job_failed(job, tick, e);
+                if alert {
+                    self.backend.job_failed(job, tick, e);
+                }
             }
         }
     }

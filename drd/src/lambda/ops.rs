@@ -3,7 +3,7 @@
 
 use super::LIVE_ALIAS;
 use crate::aws::{aws_error, error_code};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use aws_sdk_lambda::types::FunctionUrlAuthType;
 use aws_sdk_lambda::Client;
 
@@ -179,4 +179,32 @@ pub async fn ensure_function_url(lambda: &Client, function: &str) -> Result<(Str
         Err(e) => return Err(aws_error("lambda", "AddPermission", e)),
     }
     Ok((out.function_url().to_string(), true))
+}
+
+/// Wait until `$LATEST`'s last update is applied (`LastUpdateStatus` no longer `InProgress`).
+pub async fn wait_updated(lambda: &aws_sdk_lambda::Client, f: &str) -> Result<()> {
+    use aws_sdk_lambda::types::LastUpdateStatus;
+    for _ in 0..120 {
+        let c = lambda
+            .get_function_configuration()
+            .function_name(f)
+            .send()
+            .await
+            .map_err(|e| aws_error("lambda", "GetFunctionConfiguration", e))?;
+        match c.last_update_status() {
+            Some(LastUpdateStatus::InProgress) => {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await
+            }
+            Some(LastUpdateStatus::Failed) => {
+                return Err(Error::failed(format!(
+                    "the update of {f} failed: {}",
+                    c.last_update_status_reason().unwrap_or("no reason given")
+                )))
+            }
+            _ => return Ok(()),
+        }
+    }
+    Err(Error::failed(format!(
+        "the update of {f} is still in progress after a minute"
+    )))
 }

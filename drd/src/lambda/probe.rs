@@ -150,7 +150,10 @@ impl UrlProber {
             .json(body)
             .send()
             .await
-            .map_err(|e| Error::failed(format!("Function URL request failed: {e}")))?;
+            // Without the URL: this detail reaches reports, alerts and the status page.
+            .map_err(|e| {
+                Error::failed(format!("Function URL request failed: {}", e.without_url()))
+            })?;
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
         let v = serde_json::from_str(&text).unwrap_or(Value::String(text));

@@ -64,6 +64,8 @@ fn default_retries() -> u32 {
     3
 }
 
+pub use super::validate::check_webhook_url;
+
 impl AlertsPolicy {
     /// Whether `event` alerts under this policy.
     pub fn wants(&self, event: &str) -> bool {

@@ -5,7 +5,7 @@
 //! folder, so a policy can be used from any working directory.
 
 pub mod alerts;
-mod validate;
+pub(crate) mod validate;
 
 use crate::error::ConfigError;
 use serde::Deserialize;

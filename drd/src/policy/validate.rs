@@ -307,8 +307,14 @@ impl Check<'_> {
                     "add [ci] repository = \"https://github.com/OWNER/REPO.git\" (or remove this schedule)",
                 ));
             }
+            // Runbook names are file stems: letters, digits, `-`, `_`, `.` (they become metric
+            // labels and store keys).
             let known = matches!(job.as_str(), "backup" | "verify" | "prune" | "mirror")
-                || job.strip_prefix("runbook:").is_some_and(|n| !n.is_empty());
+                || job.strip_prefix("runbook:").is_some_and(|n| {
+                    !n.is_empty()
+                        && n.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                });
             if !known {
                 return Err(self.at(
                     &s.job.span(),
@@ -546,9 +552,10 @@ fn check_recipient(s: &str) -> Result<(), (String, &'static str)> {
 }
 
 /// A webhook URL: https anywhere, plain http only to this machine (a lab or a local relay).
-fn check_webhook_url(u: &str) -> Result<(), String> {
+/// The URL itself is never part of the error (it often holds a token).
+pub fn check_webhook_url(u: &str) -> Result<(), String> {
     let Ok(url) = reqwest::Url::parse(u) else {
-        return Err(format!("{u:?} is not a URL"));
+        return Err("the webhook URL does not parse as a URL".into());
     };
     match (url.scheme(), url.host_str()) {
         ("https", Some(_)) => Ok(()),
@@ -556,6 +563,6 @@ fn check_webhook_url(u: &str) -> Result<(), String> {
         ("http", Some(h)) => Err(format!(
             "plain http to {h} would send alerts unencrypted over the network"
         )),
-        _ => Err(format!("{u:?} is not an http(s) URL")),
+        _ => Err("the webhook URL is not an http(s) URL".into()),
     }
 }

@@ -117,7 +117,8 @@ impl Store {
             .await
         {
             Ok(_) => Ok(Written::New),
-            Err(e) if status_of(&e) == Some(412) => Ok(Written::Existed),
+            // 409: a conditional write to this key overlapped ours (S3 ConditionalRequestConflict).
+            Err(e) if matches!(status_of(&e), Some(412 | 409)) => Ok(Written::Existed),
             Err(e) => Err(aws_error("s3", "PutObject", e)),
         }
     }
@@ -145,7 +146,8 @@ impl Store {
             .await
         {
             Ok(_) => Ok(Written::New),
-            Err(e) if status_of(&e) == Some(412) => Ok(Written::Existed),
+            // 409: a conditional write to this key overlapped ours (S3 ConditionalRequestConflict).
+            Err(e) if matches!(status_of(&e), Some(412 | 409)) => Ok(Written::Existed),
             Err(e) => Err(aws_error("s3", "PutObject", e)),
         }
     }

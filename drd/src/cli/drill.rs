@@ -1,0 +1,170 @@
+//! `drd drill list|validate|run`: game-day drills (`runbooks/drills/*.toml`).
+
+use super::Cli;
+use crate::error::{Error, Result};
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  drd drill list\n  drd drill validate\n  drd drill run corrupt-live --report ./drill-reports\n  drd --output json drill run corrupt-live"
+)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: DrillCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DrillCommand {
+    /// The drills: shipped ones and `<runbooks>/drills/*.toml`.
+    List,
+    /// Check every drill file (or one): exit 2 with file, line, field and a fix on a mistake.
+    Validate {
+        /// One drill; all when omitted.
+        name: Option<String>,
+    },
+    /// Run a drill: gate, fault, recovery, measured RTO, rollback, report. Exit 0 when the
+    /// objective was met and the rollback succeeded, 1 otherwise, 3 when a drill already runs.
+    /// Ctrl-C stops the drill and rolls back; a second Ctrl-C skips the rollback.
+    Run {
+        name: String,
+        /// Where the report goes (JSON, Markdown, HTML, JUnit XML and the event journal).
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
+    },
+}
+
+fn drills_dir(cli: &Cli) -> PathBuf {
+    cli.runbooks.join("drills")
+}
+
+pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
+    match &args.command {
+        DrillCommand::List => {
+            let all = crate::drill::load_all(Some(&drills_dir(cli)))?;
+            if cli.json() {
+                let rows: Vec<_> = all
+                    .values()
+                    .map(|d| serde_json::json!({"name": d.name(), "title": d.title, "fault": d.fault.kind.get_ref(), "source": d.source}))
+                    .collect();
+                super::print_json(&rows);
+            } else {
+                for d in all.values() {
+                    println!(
+                        "{:<16} {:<14} {}",
+                        d.name(),
+                        d.fault.kind.get_ref(),
+                        d.title
+                    );
+                }
+            }
+            Ok(())
+        }
+        DrillCommand::Validate { name } => {
+            let all = crate::drill::load_all(Some(&drills_dir(cli)))?;
+            if let Some(n) = name {
+                crate::drill::load(Some(&drills_dir(cli)), n)?;
+            }
+            if cli.json() {
+                super::print_json(
+                    &serde_json::json!({"ok": true, "drills": all.keys().collect::<Vec<_>>()}),
+                );
+            } else {
+                println!(
+                    "{} drill(s) valid: {}",
+                    all.len(),
+                    all.keys().cloned().collect::<Vec<_>>().join(", ")
+                );
+            }
+            Ok(())
+        }
+        DrillCommand::Run { name, report } => run_drill(cli, name, report.clone()).await,
+    }
+}
+
+async fn run_drill(cli: &Cli, name: &str, report_dir: Option<PathBuf>) -> Result<()> {
+    let drill = crate::drill::load(Some(&drills_dir(cli)), name)?;
+    let policy = cli.load_policy()?;
+    let aws = cli.aws_for(&policy);
+    let region = cli.acting_region(&aws, &policy).await?;
+    // SIGINT/SIGTERM counted: the first stops the drill (rollback follows), the second skips
+    // the rollback.
+    let (tx, rx) = tokio::sync::watch::channel(0u32);
+    let signals = tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            tx.send_modify(|n| *n += 1);
+        }
+    });
+    let shown = super::progress::Progress::start_echoing(&format!("drill {name}"), !cli.json());
+    let progress = |l: &str| shown.line(l);
+    let opts = crate::drill::run::Options {
+        run: crate::runbook::journal::new_run_id(),
+        report_dir: report_dir.clone(),
+        runbooks: Some(cli.runbooks.clone()),
+        state_dir: cli.state_dir(),
+        progress: &progress,
+        interrupts: rx,
+    };
+    let r = crate::drill::run::run(&aws, &policy, &drill, &region, opts).await;
+    signals.abort();
+    drop(shown);
+    let r = r?;
+    if cli.json() {
+        super::print_json(&r);
+    } else {
+        println!("drill {} run {}: {}", r.drill, r.run, r.outcome);
+        match r.measured.rto_seconds {
+            Some(rto) => println!(
+                "  RTO {rto:.1} s (objective {:.1} s)",
+                r.rto_objective_seconds
+            ),
+            None => println!("  RTO not measured"),
+        }
+        println!("  RPO {}", r.measured.rpo_note);
+        if let Some(rb) = &r.rollback {
+            println!(
+                "  rollback {}",
+                if rb.skipped {
+                    "SKIPPED (second interrupt): the fault is still in place".to_string()
+                } else if rb.ok {
+                    format!("ok ({})", rb.done.join("; "))
+                } else {
+                    format!("FAILED: {}", rb.error.as_deref().unwrap_or(""))
+                }
+            );
+        }
+        if let Some(d) = &report_dir {
+            println!(
+                "  report {}",
+                d.join(format!("{}-{}.html", r.drill, r.run)).display()
+            );
+        }
+    }
+    if r.exit_ok() {
+        Ok(())
+    } else {
+        let rollback = match &r.rollback {
+            Some(rb) if !rb.ok => format!(
+                "; rollback {}",
+                if rb.skipped { "skipped" } else { "FAILED" }
+            ),
+            _ => String::new(),
+        };
+        Err(Error::failed(format!(
+            "drill {} {}: {}{rollback}",
+            r.drill,
+            r.outcome,
+            r.reason.as_deref().unwrap_or("see the report")
+        )))
+    }
+}

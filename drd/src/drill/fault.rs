@@ -1,0 +1,134 @@
+//! Faults a drill injects, each with the exact undo that puts the service back as it was.
+//!
+//! `corrupt-live`: a package whose bootstrap exits at start is uploaded (content-addressed, like
+//! every package), made `$LATEST`, published as a version and made `live` (what a pipeline that
+//! skipped the probes would do). The undo restores `$LATEST`'s code, points `live` at the version
+//! it had before, and deletes the broken version once nothing points at it.
+
+use crate::aws::{aws_error, Aws};
+use crate::error::{Error, Result};
+use crate::lambda::ops;
+use crate::policy::Policy;
+use crate::workload::package::{self, Package};
+use serde::Serialize;
+
+/// What an injection changed: enough to undo it exactly (recorded in the drill's journal).
+#[derive(Debug, Clone, Serialize)]
+pub struct Injected {
+    pub kind: String,
+    pub region: String,
+    pub function: String,
+    /// `live`'s version before the fault.
+    pub live_before: String,
+    /// `$LATEST`'s CodeSha256 before the fault (its package is in the artifact bucket).
+    pub latest_sha_before: String,
+    /// The broken version the fault published.
+    pub broken_version: String,
+    pub broken_sha: String,
+}
+
+/// The broken package: a bootstrap that exits before serving (the same bytes every time).
+fn broken_package() -> Result<Package> {
+    Package::from_bootstrap(b"#!/bin/sh\necho 'drd drill: corrupted package' >&2\nexit 3\n")
+}
+
+pub async fn inject_corrupt_live(aws: &Aws, policy: &Policy, region: &str) -> Result<Injected> {
+    let lambda = aws.lambda(region).await;
+    let function = policy.function_name().to_string();
+    let live_before = ops::live_version(&lambda, &function)
+        .await?
+        .ok_or_else(|| {
+            Error::failed_hint(
+                format!("{function} has no live alias in {region}"),
+                "deploy first (drd deploy)",
+            )
+        })?;
+    let latest_sha_before = ops::code_sha256(&lambda, &function, "$LATEST").await?;
+    let bad = broken_package()?;
+    let bucket = policy.artifact_bucket(region);
+    aws.s3(region)
+        .await
+        .put_object()
+        .bucket(&bucket)
+        .key(bad.key())
+        .body(bad.zip.clone().into())
+        .send()
+        .await
+        .map_err(|e| aws_error("s3", "PutObject", e))?;
+    lambda
+        .update_function_code()
+        .function_name(&function)
+        .s3_bucket(&bucket)
+        .s3_key(bad.key())
+        .send()
+        .await
+        .map_err(|e| aws_error("lambda", "UpdateFunctionCode", e))?;
+    ops::wait_updated(&lambda, &function).await?;
+    let out = lambda
+        .publish_version()
+        .function_name(&function)
+        .code_sha256(bad.code_sha256())
+        .description("drd drill corrupt-live: a broken version (deleted by the drill's rollback)")
+        .send()
+        .await
+        .map_err(|e| aws_error("lambda", "PublishVersion", e))?;
+    let broken_version = out.version().unwrap_or_default().to_string();
+    ops::point_live(&lambda, &function, &broken_version).await?;
+    Ok(Injected {
+        kind: "corrupt-live".into(),
+        region: region.to_string(),
+        function,
+        live_before,
+        latest_sha_before,
+        broken_version,
+        broken_sha: bad.code_sha256(),
+    })
+}
+
+/// Put everything back: `live` on its version before the fault, `$LATEST` on its code before
+/// the fault, the broken version deleted. Each part is checked; returns what was done.
+pub async fn undo(aws: &Aws, policy: &Policy, i: &Injected) -> Result<Vec<String>> {
+    let lambda = aws.lambda(&i.region).await;
+    let f = &i.function;
+    let mut done = vec![];
+    match ops::point_live(&lambda, f, &i.live_before).await? {
+        ops::AliasChange::Unchanged => {
+            done.push(format!("live already on version {}", i.live_before))
+        }
+        _ => done.push(format!("live moved back to version {}", i.live_before)),
+    }
+    if ops::code_sha256(&lambda, f, "$LATEST").await? != i.latest_sha_before {
+        let hex = package::hex_of_code_sha256(&i.latest_sha_before).ok_or_else(|| {
+            Error::failed(format!("{:?} is not a CodeSha256", i.latest_sha_before))
+        })?;
+        lambda
+            .update_function_code()
+            .function_name(f)
+            .s3_bucket(policy.artifact_bucket(&i.region))
+            .s3_key(package::object_key(&hex))
+            .send()
+            .await
+            .map_err(|e| aws_error("lambda", "UpdateFunctionCode", e))?;
+        ops::wait_updated(&lambda, f).await?;
+        let now = ops::code_sha256(&lambda, f, "$LATEST").await?;
+        if now != i.latest_sha_before {
+            return Err(Error::failed(format!(
+                "$LATEST runs {now} after the undo, not {}",
+                i.latest_sha_before
+            )));
+        }
+        done.push("$LATEST's code restored".into());
+    }
+    match lambda
+        .delete_function()
+        .function_name(f)
+        .qualifier(&i.broken_version)
+        .send()
+        .await
+    {
+        Ok(_) => done.push(format!("broken version {} deleted", i.broken_version)),
+        Err(e) if crate::aws::error_code(&e) == Some("ResourceNotFoundException") => {}
+        Err(e) => return Err(aws_error("lambda", "DeleteFunction", e)),
+    }
+    Ok(done)
+}
