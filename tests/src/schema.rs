@@ -8,6 +8,7 @@ use std::path::PathBuf;
 const GROUPS: &[(&str, &[&str])] = &[
     ("ci", &["install"]),
     ("mirror", &["push"]),
+    ("drill", &["list", "validate", "run"]),
     ("points", &["list", "show", "reindex"]),
     ("runbook", &["list", "show", "run", "status", "approve"]),
     (
@@ -71,6 +72,9 @@ pub fn schema_for(args: &[&str]) -> Option<&'static str> {
         ("points", Some("list")) => "points-list",
         ("points", Some("show")) => "points-show",
         ("points", Some("reindex")) => "points-reindex",
+        ("drill", Some("run")) => "drill-report",
+        ("drill", Some("list")) => "drill-list",
+        ("drill", Some("validate")) => "drill-validate",
         ("runbook", Some("list")) => "runbook-list",
         ("runbook", Some("show")) => "runbook-show",
         ("runbook", Some("approve")) => "runbook-approve",

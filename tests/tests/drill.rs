@@ -1,0 +1,328 @@
+//! `drd drill` end to end on the lab: the shipped corrupt-live drill heals through
+//! lambda-rollback and its rollback leaves the function as it was (read with a second client);
+//! a failing gate injects nothing; a recovery that never heals ends by its stop condition, rolls
+//! back and exits 1; SIGINT mid-drill rolls back. The HTML report is checked in headless
+//! Chromium against the JSON report.
+
+use drd_e2e::{text, Sandbox};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "sk-e2e-drill-0123456789";
+
+struct World {
+    sb: Sandbox,
+    name: String,
+    policy: String,
+    /// A runbook directory whose drills/ holds the test's own drill files.
+    runbooks: PathBuf,
+}
+
+/// What the service is, read with the SDK (a second client): live's version, $LATEST's code,
+/// the published versions.
+async fn state(w: &World) -> (String, String, Vec<String>) {
+    let l = w.sb.lambda("us-east-1").await;
+    let f = format!("{}-fn", w.name);
+    let live = l
+        .get_alias()
+        .function_name(&f)
+        .name("live")
+        .send()
+        .await
+        .unwrap();
+    let latest = l
+        .get_function_configuration()
+        .function_name(&f)
+        .send()
+        .await
+        .unwrap();
+    let mut versions: Vec<String> = l
+        .list_versions_by_function()
+        .function_name(&f)
+        .send()
+        .await
+        .unwrap()
+        .versions()
+        .iter()
+        .filter_map(|v| v.version().map(str::to_string))
+        .collect();
+    versions.sort();
+    (
+        live.function_version().unwrap().to_string(),
+        latest.code_sha256().unwrap().to_string(),
+        versions,
+    )
+}
+
+async fn world(name: &str) -> World {
+    let sb = Sandbox::start();
+    sb.allow_key(KEY);
+    let policy = sb.policy(name).to_str().unwrap().to_string();
+    sb.deploy(&policy, KEY);
+    let runbooks = sb.dir.path().join("runbooks");
+    std::fs::create_dir_all(runbooks.join("drills")).unwrap();
+    World {
+        sb,
+        name: name.into(),
+        policy,
+        runbooks,
+    }
+}
+
+impl World {
+    /// A drill of this test: the shipped corrupt-live with `edits` applied.
+    fn drill(&self, name: &str, edits: &[(&str, &str)]) {
+        let mut t =
+            std::fs::read_to_string(drd_e2e::root().join("runbooks/drills/corrupt-live.toml"))
+                .unwrap();
+        t = t.replace("name = \"corrupt-live\"", &format!("name = \"{name}\""));
+        for (from, to) in edits {
+            assert!(t.contains(from), "{from}");
+            t = t.replace(from, to);
+        }
+        std::fs::write(self.runbooks.join(format!("drills/{name}.toml")), t).unwrap();
+    }
+
+    fn args<'a>(&'a self, report: &'a Path, drill: &'a str) -> Vec<&'a str> {
+        vec![
+            "--policy",
+            &self.policy,
+            "--runbooks",
+            self.runbooks.to_str().unwrap(),
+            "--output",
+            "json",
+            "drill",
+            "run",
+            drill,
+            "--report",
+            report.to_str().unwrap(),
+        ]
+    }
+}
+
+fn chromium(profile: &Path, args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new("timeout")
+        .args([
+            "60",
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .env("HOME", profile)
+        .output()
+        .expect("Debian's chromium (scripts/setup installs it)");
+    assert!(out.status.success(), "chromium {args:?}: {}", text(&out));
+    out
+}
+
+fn field<'a>(dom: &'a str, name: &str) -> &'a str {
+    let tag = format!("data-field=\"{name}\"");
+    let rest = &dom[dom.find(&tag).unwrap_or_else(|| panic!("no {tag}"))..];
+    let start = rest.find('>').unwrap() + 1;
+    &rest[start..start + rest[start..].find('<').unwrap()]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn corrupt_live_heals_through_rollback_and_the_drill_leaves_the_service_as_before() {
+    let w = world("dl-heal").await;
+    let before = state(&w).await;
+    let report = w.sb.dir.path().join("reports");
+    // The shipped drill (recovery starts 3 s after the fault, as on-call would).
+    let out = w.sb.run(&w.args(&report, "corrupt-live"), "");
+    assert!(out.status.success(), "{}", text(&out));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["outcome"], "met", "{r:#}");
+    let rto = r["measured"]["rto_seconds"].as_f64().unwrap();
+    // The outage lasted at least start_after, and the prober saw it.
+    assert!((3.0..60.0).contains(&rto), "{rto}");
+    assert!(
+        r["measured"]["unhealthy_samples"].as_u64().unwrap() >= 3,
+        "{r:#}"
+    );
+    assert_eq!(r["recovery"]["runbook"], "lambda-rollback");
+    assert_eq!(r["recovery"]["outcome"], "succeeded");
+    assert_eq!(r["rollback"]["ok"], true, "{r:#}");
+    // The service is as before: same live version, same $LATEST code, the broken version gone.
+    assert_eq!(state(&w).await, before);
+    // The report files, and the report in the store (second client).
+    let run = r["run"].as_str().unwrap();
+    let base = report.join(format!("corrupt-live-{run}"));
+    for ext in ["json", "md", "html", "junit.xml", "events.jsonl"] {
+        assert!(base.with_extension(ext).exists(), "{ext}");
+    }
+    let junit = std::fs::read_to_string(base.with_extension("junit.xml")).unwrap();
+    assert!(junit.contains("failures=\"0\""), "{junit}");
+    let stored =
+        w.sb.get_json(
+            "us-west-2",
+            "dl-heal-points",
+            &format!("dl-heal/drills/corrupt-live/{run}.json"),
+        )
+        .await;
+    assert_eq!(stored["outcome"], "met");
+    drd_e2e::schema::check("drill-report", &r.to_string()).expect("the report's schema");
+
+    // The HTML report in a real browser: its figures are the JSON's, one mark per sample.
+    let profile = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", base.with_extension("html").display());
+    let dom = String::from_utf8(chromium(profile.path(), &["--dump-dom", &url]).stdout).unwrap();
+    assert_eq!(field(&dom, "rto-seconds"), format!("{rto:.1}"));
+    assert_eq!(field(&dom, "outcome"), "met");
+    assert_eq!(
+        field(&dom, "samples"),
+        r["samples"].as_array().unwrap().len().to_string()
+    );
+    assert_eq!(
+        dom.matches("<circle class=\"sample\"").count(),
+        r["samples"].as_array().unwrap().len()
+    );
+    assert_eq!(
+        dom.matches("data-ok=\"false\"").count() as u64,
+        r["measured"]["unhealthy_samples"].as_u64().unwrap()
+    );
+    let shot = profile.path().join("report.png");
+    chromium(
+        profile.path(),
+        &[
+            &format!("--screenshot={}", shot.display()),
+            "--window-size=1000,900",
+            &url,
+        ],
+    );
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let px = info.color_type.samples();
+    let colours: std::collections::BTreeSet<Vec<u8>> = buf[..info.buffer_size()]
+        .chunks(px)
+        .map(|p| p[..3].to_vec())
+        .collect();
+    assert!(colours.len() > 20, "{} colours: blank", colours.len());
+    assert!(
+        !dom.contains(KEY)
+            && !std::fs::read_to_string(base.with_extension("json"))
+                .unwrap()
+                .contains(KEY)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_gate_injects_nothing() {
+    let w = world("dl-gate").await;
+    // T2 needs the LLM key, which the lab's LLM no longer accepts: the steady state fails.
+    w.drill(
+        "gate-t2",
+        &[("tiers = [\"T0\", \"T1\"]", "tiers = [\"T0\", \"T2\"]")],
+    );
+    w.sb.revoke_key(KEY);
+    let before = state(&w).await;
+    let report = w.sb.dir.path().join("reports");
+    let out = w.sb.run(&w.args(&report, "gate-t2"), "");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["outcome"], "gate-failed", "{r:#}");
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was injected"),
+        "{r:#}"
+    );
+    assert!(
+        r["injected_at_ms"].is_null() && r["rollback"].is_null(),
+        "{r:#}"
+    );
+    assert_eq!(state(&w).await, before, "nothing changed");
+    drd_e2e::schema::check("drill-report", &r.to_string()).expect("schema");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recovery_that_never_heals_stops_rolls_back_and_exits_1() {
+    let w = world("dl-never").await;
+    w.drill(
+        "never-heals",
+        &[
+            (
+                "runbook = \"lambda-rollback\"\nstart_after = \"3s\"",
+                "expect = \"automatic\"",
+            ),
+            ("max_duration = \"5m\"", "max_duration = \"3s\""),
+        ],
+    );
+    let before = state(&w).await;
+    let report = w.sb.dir.path().join("reports");
+    let out = w.sb.run(&w.args(&report, "never-heals"), "");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("stop condition"),
+        "the reason is in the output: {err}"
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["outcome"], "failed", "{r:#}");
+    assert!(
+        r["reason"].as_str().unwrap().contains("max_duration"),
+        "{r:#}"
+    );
+    assert!(r["measured"]["rto_seconds"].is_null());
+    assert_eq!(r["rollback"]["ok"], true, "{r:#}");
+    assert_eq!(state(&w).await, before, "rolled back");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigint_mid_drill_rolls_back() {
+    let w = world("dl-int").await;
+    w.drill(
+        "slow-recovery",
+        &[("start_after = \"3s\"", "start_after = \"60s\"")],
+    );
+    let before = state(&w).await;
+    let report = w.sb.dir.path().join("reports");
+    let mut c = w.sb.drd();
+    let child = c
+        .args(w.args(&report, "slow-recovery"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the fault (the event journal is flushed per event).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let injected = std::fs::read_dir(&report)
+            .ok()
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                e.path().to_string_lossy().ends_with(".events.jsonl")
+                    && std::fs::read_to_string(e.path())
+                        .unwrap_or_default()
+                        .contains("fault injected")
+            });
+        if injected {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no fault injected");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_ne!(state(&w).await.0, before.0, "the fault is in place");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["outcome"], "interrupted", "{r:#}");
+    assert_eq!(r["rollback"]["ok"], true, "{r:#}");
+    assert_eq!(state(&w).await, before, "rolled back after the interrupt");
+}
