@@ -212,6 +212,32 @@ async fn corrupt_live_heals_through_rollback_and_the_drill_leaves_the_service_as
                 .unwrap()
                 .contains(KEY)
     );
+    // drd drill report compares the stored runs: one run, its RTO is the median and the worst.
+    let html = w.sb.dir.path().join("drills.html");
+    let out = w.sb.run(
+        &[
+            "--policy",
+            &w.policy,
+            "--output",
+            "json",
+            "drill",
+            "report",
+            "--last",
+            "5",
+            "--html",
+            html.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let h: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(h[0]["drill"], "corrupt-live", "{h:#}");
+    assert_eq!(h[0]["runs"], 1);
+    assert_eq!(h[0]["median_rto_seconds"].as_f64(), Some(rto));
+    assert_eq!(h[0]["worst_rto_seconds"].as_f64(), Some(rto));
+    assert_eq!(h[0]["outcomes"]["met"], 1);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert_eq!(page.matches("<rect class=\"run\"").count(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -325,4 +351,117 @@ async fn sigint_mid_drill_rolls_back() {
     assert_eq!(r["outcome"], "interrupted", "{r:#}");
     assert_eq!(r["rollback"]["ok"], true, "{r:#}");
     assert_eq!(state(&w).await, before, "rolled back after the interrupt");
+}
+
+/// A scheduled drill (`drill:NAME`) that fails raises `drill-failed` alerts (never `job-failed`
+/// as well), is counted in the daemon's metrics, and every run rolls back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scheduled_drill_that_fails_raises_drill_failed_and_is_counted() {
+    let sb = Sandbox::start();
+    sb.allow_key(KEY);
+    let extra = r#"
+[daemon]
+rpo = "1h"
+
+[[daemon.schedule]]
+job = "drill:never-heals"
+cron = "*/10 * * * * *"
+
+[alerts]
+on = ["drill-failed", "job-failed"]
+
+[alerts.webhook]
+url_env = "DL_HOOK_URL"
+"#;
+    let recipient = "age1nl9upv528fhapk9tpcejgcthvxt9g7nvdygteey9ekltsxmxjs3q9u3u2k";
+    let policy = sb.policy_with("dl-sched", recipient, extra);
+    let policy = policy.to_str().unwrap().to_string();
+    sb.deploy(&policy, KEY);
+    let runbooks = sb.dir.path().join("runbooks");
+    std::fs::create_dir_all(runbooks.join("drills")).unwrap();
+    let w = World {
+        sb,
+        name: "dl-sched".into(),
+        policy,
+        runbooks,
+    };
+    w.drill(
+        "never-heals",
+        &[
+            (
+                "runbook = \"lambda-rollback\"\nstart_after = \"3s\"",
+                "expect = \"automatic\"",
+            ),
+            ("max_duration = \"5m\"", "max_duration = \"2s\""),
+        ],
+    );
+    let before = state(&w).await;
+    let hooks =
+        w.sb.env
+            .iter()
+            .find(|(k, _)| k == "DRD_SANDBOX_HOOKS")
+            .map(|(_, v)| v.clone())
+            .unwrap();
+    let port = drd_e2e::daemon::free_port();
+    let log = w.sb.dir.path().join("daemon.log");
+    let mut c = w.sb.drd();
+    let mut d = c
+        .env("DL_HOOK_URL", format!("{hooks}/dl"))
+        .args([
+            "--policy",
+            &w.policy,
+            "--runbooks",
+            w.runbooks.to_str().unwrap(),
+        ])
+        .args([
+            "--log-format",
+            "json",
+            "daemon",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let calls = loop {
+        let v: Value = reqwest::get(format!("{hooks}/dl"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let calls = v["calls"].as_array().cloned().unwrap_or_default();
+        if !calls.is_empty() {
+            break calls;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no alert: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let s = drd_e2e::daemon::scrape(port).await;
+    drd_e2e::daemon::signal(&d, nix::sys::signal::Signal::SIGTERM);
+    assert!(drd_e2e::daemon::wait_exit(&mut d, Duration::from_secs(60)).success());
+    let body = &calls[0]["json"];
+    assert_eq!(body["event"], "drill-failed", "{body}");
+    assert_eq!(body["job"], "drill:never-heals", "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("max_duration"),
+        "{body}"
+    );
+    let all: Vec<&Value> = calls.iter().map(|c| &c["json"]["event"]).collect();
+    assert!(all.iter().all(|e| *e == "drill-failed"), "{all:?}");
+    let failed = drd_e2e::daemon::counter(
+        &s,
+        "drd_drill_runs_total",
+        &[("drill", "never-heals"), ("outcome", "failed")],
+    );
+    assert!(failed >= 1.0, "{failed}");
+    // Every scheduled run rolled back.
+    assert_eq!(state(&w).await, before);
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  drd drill list\n  drd drill validate\n  drd drill run corrupt-live --report ./drill-reports\n  drd --output json drill run corrupt-live"
+    after_help = "Examples:\n  drd drill list\n  drd drill validate\n  drd drill run corrupt-live --report ./drill-reports\n  drd --output json drill run corrupt-live\n  drd drill report --last 5 --html drills.html"
 )]
 pub struct Args {
     #[command(subcommand)]
@@ -30,6 +30,15 @@ pub enum DrillCommand {
         /// Where the report goes (JSON, Markdown, HTML, JUnit XML and the event journal).
         #[arg(long, value_name = "DIR")]
         report: Option<PathBuf>,
+    },
+    /// Compare the stored runs of every drill: median and worst RTO, outcomes.
+    Report {
+        /// The last N runs of each drill.
+        #[arg(long, default_value_t = 10)]
+        last: usize,
+        /// Also write the comparison as one self-contained HTML page.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
     },
 }
 
@@ -78,6 +87,43 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
             Ok(())
         }
         DrillCommand::Run { name, report } => run_drill(cli, name, report.clone()).await,
+        DrillCommand::Report { last, html } => {
+            let policy = cli.load_policy()?;
+            let aws = cli.aws_for(&policy);
+            let store = crate::store::open_store_read(&aws, &policy).await?;
+            let hs = crate::drill::report::history(&store, *last).await?;
+            if let Some(f) = html {
+                std::fs::write(f, crate::drill::report::history_html(&hs))
+                    .map_err(|e| Error::io(format!("writing {}", f.display()), e))?;
+            }
+            if cli.json() {
+                super::print_json(&hs);
+            } else if hs.is_empty() {
+                println!("no drill has run yet");
+            } else {
+                let s = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |x| format!("{x:.1}s"));
+                println!(
+                    "{:<16} {:>4} {:>10} {:>10} {:>10}  outcomes",
+                    "drill", "runs", "median RTO", "worst RTO", "objective"
+                );
+                for h in &hs {
+                    println!(
+                        "{:<16} {:>4} {:>10} {:>10} {:>10}  {}",
+                        h.drill,
+                        h.runs,
+                        s(h.median_rto_seconds),
+                        s(h.worst_rto_seconds),
+                        s(h.rto_objective_seconds),
+                        h.outcomes
+                            .iter()
+                            .map(|(k, v)| format!("{k} {v}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+            }
+            Ok(())
+        }
     }
 }
 

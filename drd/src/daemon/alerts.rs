@@ -110,6 +110,10 @@ impl Alerter {
         }
     }
 
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
     /// Wait up to `bound` for deliveries in flight (at shutdown).
     pub async fn drain(&self, bound: Duration) {
         let mut set = std::mem::take(&mut *self.tasks.lock().expect("alert tasks"));

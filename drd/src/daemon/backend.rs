@@ -32,6 +32,8 @@ pub struct StoreBackend {
     held: Arc<Mutex<BTreeSet<(String, String)>>>,
     /// Sends the stacks' alerts (none in tests that build a backend without one).
     alerter: Option<Alerter>,
+    /// Where drill results are counted (the alerter's metrics).
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl StoreBackend {
@@ -50,12 +52,68 @@ impl StoreBackend {
             state_dir,
             held: Default::default(),
             alerter: None,
+            metrics: None,
         }
     }
 
     pub fn with_alerter(mut self, alerter: Alerter) -> Self {
+        self.metrics = Some(alerter.metrics());
         self.alerter = Some(alerter);
         self
+    }
+
+    /// A scheduled drill (`drill:NAME`): run it like `drd drill run`, reports under the state
+    /// directory and in the store; its outcome and RTO are metrics. A drill that does not meet
+    /// its objective (or whose rollback fails) fails the job, which raises `drill-failed`.
+    async fn drill_job(
+        &self,
+        job: &JobSpec,
+        policy: &Policy,
+        name: &str,
+        progress: &(dyn Fn(&str) + Sync),
+    ) -> Result<Outcome> {
+        let dir = self.runbooks.as_ref().map(|r| r.join("drills"));
+        let drill = crate::drill::load(dir.as_deref(), name)?;
+        let region = crate::store::active::active_region(&self.aws, policy).await?;
+        // No signal reaches a scheduled drill: the daemon's shutdown grace covers its rollback.
+        let (_never, interrupts) = tokio::sync::watch::channel(0u32);
+        let opts = crate::drill::run::Options {
+            run: crate::runbook::journal::new_run_id(),
+            report_dir: self.state_dir.as_ref().map(|d| d.join("drills")),
+            runbooks: self.runbooks.clone(),
+            state_dir: self.state_dir.clone(),
+            progress,
+            interrupts,
+        };
+        let r = Box::pin(crate::drill::run::run(
+            &self.aws, policy, &drill, &region, opts,
+        ))
+        .await?;
+        if let Some(m) = &self.metrics {
+            m.record_drill(&job.stack, name, &r.outcome, r.measured.rto_seconds);
+        }
+        let rto = r
+            .measured
+            .rto_seconds
+            .map(|s| format!(", RTO {s:.1} s"))
+            .unwrap_or_default();
+        if r.exit_ok() {
+            Ok(Outcome {
+                detail: format!("drill run {} {}{rto}", r.run, r.outcome),
+                ..Default::default()
+            })
+        } else {
+            Err(Error::failed(format!(
+                "drill run {} {}{rto}: {}{}",
+                r.run,
+                r.outcome,
+                r.reason.as_deref().unwrap_or("see the report"),
+                match &r.rollback {
+                    Some(rb) if !rb.ok => "; the rollback FAILED",
+                    _ => "",
+                }
+            )))
+        }
     }
 
     /// Raise `rpo-breached` and `mirror-stale` for the conditions the gauges show at `now` (unix
@@ -250,8 +308,14 @@ impl Backend for StoreBackend {
             return;
         };
         let tick = tick.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        // A scheduled drill's failure is its own event (and only that one).
+        let event = if job.job.starts_with("drill:") {
+            "drill-failed"
+        } else {
+            "job-failed"
+        };
         let mut a = Alert::new(
-            "job-failed",
+            event,
             &job.stack,
             format!("the scheduled {} of {tick} failed", job.job),
             &error.to_string(),
@@ -423,6 +487,10 @@ impl Backend for StoreBackend {
                         ),
                         ..Default::default()
                     })
+                }
+                other if other.starts_with("drill:") => {
+                    let name = other.trim_start_matches("drill:");
+                    self.drill_job(job, policy, name, &progress).await
                 }
                 other => {
                     let Some(name) = other.strip_prefix("runbook:") else {

@@ -55,6 +55,8 @@ pub struct Metrics {
     /// (stack, event, key) of the alerts this daemon raised or is raising: a condition that
     /// lasts is claimed in the store once, not at every check (kept across reloads).
     pub raised: Mutex<std::collections::BTreeSet<(String, String, String)>>,
+    /// (stack, drill) -> (runs by outcome, the last measured RTO in seconds).
+    drills: Mutex<BTreeMap<(String, String), DrillStats>>,
     /// Stacks whose store listing succeeded at the last refresh (no point there means none).
     pub listed: Mutex<std::collections::BTreeSet<String>>,
     /// Wakes the refresh of the store-read gauges (newest point, mirror fetch) early: when
@@ -73,6 +75,7 @@ impl Metrics {
             reloads: Mutex::default(),
             alerts: Mutex::default(),
             raised: Mutex::default(),
+            drills: Mutex::default(),
             listed: Mutex::default(),
             refresh: tokio::sync::Notify::new(),
         }
@@ -159,6 +162,16 @@ impl Metrics {
             .expect("metrics")
             .entry((stack.into(), event.into(), sink.into(), outcome.into()))
             .or_default() += 1;
+    }
+
+    /// A scheduled drill's result.
+    pub fn record_drill(&self, stack: &str, drill: &str, outcome: &str, rto: Option<f64>) {
+        let mut m = self.drills.lock().expect("metrics");
+        let e = m.entry((stack.into(), drill.into())).or_default();
+        *e.0.entry(outcome.into()).or_default() += 1;
+        if rto.is_some() {
+            e.1 = rto;
+        }
     }
 
     pub fn beat(&self, now_ms: i64) {
@@ -338,6 +351,32 @@ impl Metrics {
             ];
             alerts.get_or_create(&l).inc_by(*n);
         }
+        let runs = Family::<Labels, Counter>::default();
+        let rto = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        for ((stack, drill), (outcomes, last)) in self.drills.lock().expect("metrics").iter() {
+            let l = vec![
+                ("stack".to_string(), stack.clone()),
+                ("drill".to_string(), drill.clone()),
+            ];
+            for (o, n) in outcomes {
+                let mut lo = l.clone();
+                lo.push(("outcome".into(), o.clone()));
+                runs.get_or_create(&lo).inc_by(*n);
+            }
+            if let Some(s) = last {
+                rto.get_or_create(&l).set(*s);
+            }
+        }
+        reg.register(
+            "drd_drill_runs",
+            "Scheduled drills run by this daemon, by outcome",
+            runs,
+        );
+        reg.register(
+            "drd_drill_rto_seconds",
+            "The RTO measured by the drill's last scheduled run that healed",
+            rto,
+        );
         reg.register(
             "drd_alerts",
             "Alerts this daemon sent or failed to send, by event, sink and outcome",
@@ -345,6 +384,9 @@ impl Metrics {
         );
     }
 }
+
+/// A drill's scheduled runs by outcome, and the last RTO measured.
+type DrillStats = (BTreeMap<String, u64>, Option<f64>);
 
 /// Label pairs of one sample.
 type Labels = Vec<(String, String)>;

@@ -360,3 +360,156 @@ fn timeline(h: &mut String, r: &DrillReport) {
         end / 1000.0
     );
 }
+
+/// One drill's recent runs compared (`drd drill report`).
+#[derive(Debug, Clone, Serialize)]
+pub struct History {
+    pub drill: String,
+    pub runs: usize,
+    /// Runs by outcome.
+    pub outcomes: std::collections::BTreeMap<String, usize>,
+    pub rto_objective_seconds: Option<f64>,
+    pub median_rto_seconds: Option<f64>,
+    pub worst_rto_seconds: Option<f64>,
+    /// (run, outcome, RTO), oldest first.
+    pub last: Vec<HistoryRun>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryRun {
+    pub run: String,
+    pub outcome: String,
+    pub rto_seconds: Option<f64>,
+}
+
+/// The median of `v` (the mean of the middle two for an even count).
+pub fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// Compare the last `last` runs of each drill from their stored reports.
+pub async fn history(
+    store: &crate::store::Store,
+    last: usize,
+) -> crate::error::Result<Vec<History>> {
+    let prefix = format!("{}drills/", store.prefix);
+    let mut by_drill: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (key, _) in store.list(&prefix).await? {
+        let Some(rest) = key.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some((drill, file)) = rest.split_once('/') else {
+            continue;
+        };
+        if let Some(run) = file.strip_suffix(".json") {
+            by_drill
+                .entry(drill.to_string())
+                .or_default()
+                .push(run.to_string());
+        }
+    }
+    let mut out = vec![];
+    for (drill, mut runs) in by_drill {
+        runs.sort();
+        let skip = runs.len().saturating_sub(last.max(1));
+        let mut h = History {
+            drill: drill.clone(),
+            runs: 0,
+            outcomes: Default::default(),
+            rto_objective_seconds: None,
+            median_rto_seconds: None,
+            worst_rto_seconds: None,
+            last: vec![],
+        };
+        for run in runs.into_iter().skip(skip) {
+            let Some(bytes) = store.get(&format!("{prefix}{drill}/{run}.json")).await? else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                continue;
+            };
+            let outcome = v["outcome"].as_str().unwrap_or("unknown").to_string();
+            *h.outcomes.entry(outcome.clone()).or_default() += 1;
+            h.rto_objective_seconds = v["rto_objective_seconds"]
+                .as_f64()
+                .or(h.rto_objective_seconds);
+            h.last.push(HistoryRun {
+                run,
+                outcome,
+                rto_seconds: v["measured"]["rto_seconds"].as_f64(),
+            });
+        }
+        h.runs = h.last.len();
+        let rtos: Vec<f64> = h.last.iter().filter_map(|r| r.rto_seconds).collect();
+        h.worst_rto_seconds = rtos.iter().copied().reduce(f64::max);
+        h.median_rto_seconds = median(rtos);
+        out.push(h);
+    }
+    Ok(out)
+}
+
+/// The comparison as one self-contained HTML page (a bar per run, the objective as a line).
+pub fn history_html(hs: &[History]) -> String {
+    let mut h = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>drd drills</title>\
+         <style>{STYLE}</style></head><body><h1>Drills compared</h1>"
+    );
+    if hs.is_empty() {
+        h.push_str("<p>No drill has run yet.</p>");
+    }
+    for d in hs {
+        let _ = write!(
+            h,
+            "<section data-drill=\"{n}\"><h2>{n}</h2><table><tr><th>runs</th><td data-field=\"runs\">{}</td></tr>\
+             <tr><th>median RTO</th><td data-field=\"median-rto-seconds\">{}</td></tr>\
+             <tr><th>worst RTO</th><td data-field=\"worst-rto-seconds\">{}</td></tr>\
+             <tr><th>objective</th><td>{}</td></tr><tr><th>outcomes</th><td>{}</td></tr></table>",
+            d.runs,
+            secs(d.median_rto_seconds),
+            secs(d.worst_rto_seconds),
+            secs(d.rto_objective_seconds),
+            esc(&d.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")),
+            n = esc(&d.drill),
+        );
+        let (w, ht, pad) = (600.0_f64, 140.0_f64, 20.0_f64);
+        let top = d
+            .last
+            .iter()
+            .filter_map(|r| r.rto_seconds)
+            .chain(d.rto_objective_seconds)
+            .fold(1.0_f64, f64::max);
+        let bw = (w - 2.0 * pad) / d.last.len().max(1) as f64;
+        let _ = write!(h, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{ht}\" role=\"img\" aria-label=\"RTO per run\">");
+        for (i, r) in d.last.iter().enumerate() {
+            let v = r.rto_seconds.unwrap_or(0.0);
+            let bh = v / top * (ht - 2.0 * pad);
+            let _ = write!(
+                h,
+                "<rect class=\"run\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{bh:.1}\" fill=\"{}\"><title>{}: {} ({})</title></rect>",
+                pad + i as f64 * bw + 2.0,
+                ht - pad - bh,
+                (bw - 4.0).max(1.0),
+                if r.outcome == "met" { "#2da44e" } else { "#cf222e" },
+                esc(&r.run),
+                secs(r.rto_seconds),
+                esc(&r.outcome)
+            );
+        }
+        if let Some(o) = d.rto_objective_seconds {
+            let y = ht - pad - o / top * (ht - 2.0 * pad);
+            let _ = write!(h, "<line x1=\"{pad}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\" stroke=\"#8250df\" stroke-dasharray=\"4 3\"/>", w - pad);
+        }
+        h.push_str("</svg></section>");
+    }
+    h.push_str("</body></html>\n");
+    h
+}

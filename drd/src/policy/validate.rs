@@ -310,17 +310,20 @@ impl Check<'_> {
             // Runbook names are file stems: letters, digits, `-`, `_`, `.` (they become metric
             // labels and store keys).
             let known = matches!(job.as_str(), "backup" | "verify" | "prune" | "mirror")
-                || job.strip_prefix("runbook:").is_some_and(|n| {
-                    !n.is_empty()
-                        && n.chars()
-                            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                });
+                || job
+                    .strip_prefix("runbook:")
+                    .or_else(|| job.strip_prefix("drill:"))
+                    .is_some_and(|n| {
+                        !n.is_empty()
+                            && n.chars()
+                                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                    });
             if !known {
                 return Err(self.at(
                     &s.job.span(),
                     &format!("daemon.schedule[{i}].job"),
                     format!("{job:?} is not a job"),
-                    "use backup, verify, prune, mirror or runbook:NAME",
+                    "use backup, verify, prune, mirror, runbook:NAME or drill:NAME",
                 ));
             }
             if !jobs.insert(job.clone()) {
