@@ -543,3 +543,48 @@ fn progress_on_a_terminal_is_a_spinner_cleared_before_the_result() {
         "{tty:?}"
     );
 }
+
+/// On AWS (no lab endpoints) `drd drill run` refuses, before any AWS call, a target that is not
+/// named and a production stack without --i-mean-production (exit 2, naming the flag).
+#[test]
+fn drills_on_aws_need_a_named_target_and_an_explicit_yes_for_production() {
+    let home = tempfile::tempdir().unwrap();
+    let policy = root().join("policies/classifier.toml");
+    let run = |extra: &[&str]| {
+        let mut c = std::process::Command::new(drd_bin());
+        for k in [
+            "AWS_ENDPOINT_URL",
+            "DRD_LAMBDA_DATA_ENDPOINT",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_PROFILE",
+        ] {
+            c.env_remove(k);
+        }
+        c.env("HOME", home.path())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .args([
+                "--policy",
+                policy.to_str().unwrap(),
+                "drill",
+                "run",
+                "corrupt-live",
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("--stack speaker-role-classifier"),
+        "{}",
+        text(&out)
+    );
+    let out = run(&["--stack", "speaker-role-classifier"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--i-mean-production"), "{}", text(&out));
+    assert!(
+        !text(&out).contains("NoCredentials"),
+        "refused before any AWS call"
+    );
+}

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  drd drill list\n  drd drill validate\n  drd drill run corrupt-live --report ./drill-reports\n  drd --output json drill run corrupt-live\n  drd drill report --last 5 --html drills.html"
+    after_help = "Examples:\n  drd drill list\n  drd drill validate\n  drd drill run corrupt-live --report ./drill-reports\n  drd drill run corrupt-live --stack classifier-staging (on AWS)\n  drd --output json drill run corrupt-live\n  drd drill report --last 5 --html drills.html"
 )]
 pub struct Args {
     #[command(subcommand)]
@@ -30,6 +30,12 @@ pub enum DrillCommand {
         /// Where the report goes (JSON, Markdown, HTML, JUnit XML and the event journal).
         #[arg(long, value_name = "DIR")]
         report: Option<PathBuf>,
+        /// The stack to drill, named explicitly (required on AWS; it must be the policy's).
+        #[arg(long, value_name = "NAME")]
+        stack: Option<String>,
+        /// Drill a stack the policy marks as production (`stack.production`, the default).
+        #[arg(long)]
+        i_mean_production: bool,
     },
     /// Compare the stored runs of every drill: median and worst RTO, outcomes.
     Report {
@@ -86,7 +92,23 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
             }
             Ok(())
         }
-        DrillCommand::Run { name, report } => run_drill(cli, name, report.clone()).await,
+        DrillCommand::Run {
+            name,
+            report,
+            stack,
+            i_mean_production,
+        } => {
+            let policy = cli.load_policy()?;
+            // Before any AWS call: on AWS a drill needs an explicit target, and production
+            // needs an explicit yes.
+            // The lab overrides both the control plane and the Lambda data plane (its function
+            // host); anything else is treated as AWS.
+            let aws = cli.aws_for(&policy);
+            let s = aws.settings();
+            let on_aws = s.endpoint_url.is_none() || s.data_endpoint.is_none();
+            crate::drill::target_guard(&policy, on_aws, stack.as_deref(), *i_mean_production)?;
+            run_drill(cli, name, report.clone()).await
+        }
         DrillCommand::Report { last, html } => {
             let policy = cli.load_policy()?;
             let aws = cli.aws_for(&policy);

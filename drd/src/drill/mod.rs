@@ -308,6 +308,49 @@ impl Drill {
     }
 }
 
+/// Who may be drilled. On AWS (no endpoint override) the target must be named (`--stack`, equal
+/// to the policy's stack) and a production stack (`stack.production`, the default) needs
+/// `--i-mean-production`. In the lab a named target must still match.
+pub fn target_guard(
+    policy: &crate::policy::Policy,
+    on_aws: bool,
+    stack: Option<&str>,
+    i_mean_production: bool,
+) -> Result<(), ConfigError> {
+    let file = policy.path.display().to_string();
+    let name = policy.stack_name();
+    match stack {
+        Some(s) if s != name => {
+            return Err(ConfigError::new(
+                "--stack",
+                format!("--stack {s} is not the policy's stack {name}"),
+            )
+            .hint(format!(
+                "pass --stack {name}, or the policy of {s} with --policy"
+            )));
+        }
+        None if on_aws => {
+            return Err(
+                ConfigError::new("--stack", "on AWS a drill needs an explicit target").hint(
+                    format!(
+                        "name it: --stack {name} (a drill injects a real fault into that stack)"
+                    ),
+                ),
+            );
+        }
+        _ => {}
+    }
+    if on_aws && policy.stack.production && !i_mean_production {
+        return Err(ConfigError::new(
+            file,
+            format!("stack {name} is production (stack.production, the default): a drill would break it for its users"),
+        )
+        .field("stack.production")
+        .hint("drill a staging stack (a policy with production = false), or add --i-mean-production on a game day everyone knows about"));
+    }
+    Ok(())
+}
+
 /// Every drill: the shipped ones, then `<dir>/*.toml` (which replace shipped ones by name).
 pub fn load_all(dir: Option<&Path>) -> Result<BTreeMap<String, Drill>, ConfigError> {
     let runbooks: Vec<String> = crate::runbook::load_all(dir.and_then(Path::parent))

@@ -71,3 +71,32 @@ fn mistakes_name_file_line_field_and_fix() {
     assert!(e.message.contains("unknown field `speed`"), "{e}");
     assert!(e.line.is_some(), "{e}");
 }
+
+#[test]
+fn on_aws_a_drill_needs_its_target_named_and_production_an_explicit_yes() {
+    let mut p = crate::policy::Policy::parse(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../policies/classifier.toml"
+        ))
+        .unwrap(),
+        Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../policies/classifier.toml"
+        )),
+    )
+    .unwrap();
+    let name = p.stack_name().to_string();
+    let e = target_guard(&p, true, None, false).unwrap_err();
+    assert!(e.to_string().contains(&format!("--stack {name}")), "{e}");
+    let e = target_guard(&p, true, Some(&name), false).unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("stack.production"), "{e}");
+    assert!(e.to_string().contains("--i-mean-production"), "{e}");
+    target_guard(&p, true, Some(&name), true).unwrap();
+    let e = target_guard(&p, false, Some("other"), false).unwrap_err();
+    assert!(e.to_string().contains("not the policy's stack"), "{e}");
+    // The lab needs neither; a staging stack needs no yes.
+    target_guard(&p, false, None, false).unwrap();
+    p.stack.production = false;
+    target_guard(&p, true, Some(&name), false).unwrap();
+}

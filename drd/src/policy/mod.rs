@@ -144,6 +144,14 @@ pub struct StackPolicy {
     pub template: Spanned<String>,
     /// The Lambda function the template creates (its `FunctionName` parameter).
     pub function_name: Spanned<String>,
+    /// Whether users depend on this stack. A stack is production unless the policy says
+    /// `production = false`: on AWS, `drd drill run` refuses it without `--i-mean-production`.
+    #[serde(default = "default_production")]
+    pub production: bool,
+}
+
+fn default_production() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]
