@@ -465,3 +465,128 @@ url_env = "DL_HOOK_URL"
     // Every scheduled run rolled back.
     assert_eq!(state(&w).await, before);
 }
+
+/// While a drill runs, its marker labels the points taken (manifest `drill`, schema 4, read with
+/// a second client), and `restore --point latest` skips them for the newest point taken before.
+#[tokio::test(flavor = "multi_thread")]
+async fn points_taken_during_a_drill_are_labelled_and_restore_latest_skips_them() {
+    let sb = Sandbox::start();
+    sb.allow_key(KEY);
+    let id = sb.dir.path().join("identity.txt");
+    let out = std::process::Command::new("age-keygen")
+        .arg("-o")
+        .arg(&id)
+        .output()
+        .expect("age-keygen (scripts/setup installs age)");
+    assert!(out.status.success(), "{}", text(&out));
+    let recipient = String::from_utf8(
+        std::process::Command::new("age-keygen")
+            .arg("-y")
+            .arg(&id)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let policy = sb.policy_with("dl-mark", recipient.trim(), "");
+    let policy = policy.to_str().unwrap().to_string();
+    sb.deploy(&policy, KEY);
+    let runbooks = sb.dir.path().join("runbooks");
+    std::fs::create_dir_all(runbooks.join("drills")).unwrap();
+    let w = World {
+        sb,
+        name: "dl-mark".into(),
+        policy,
+        runbooks,
+    };
+    w.drill(
+        "slow-recovery",
+        &[("start_after = \"3s\"", "start_after = \"60s\"")],
+    );
+    let backup = || {
+        let out =
+            w.sb.run(&["--policy", &w.policy, "--output", "json", "backup"], "");
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let before = backup();
+    let report = w.sb.dir.path().join("reports");
+    let child =
+        w.sb.drd()
+            .args(w.args(&report, "slow-recovery"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_dir(&report)
+        .ok()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            std::fs::read_to_string(e.path())
+                .unwrap_or_default()
+                .contains("fault injected")
+        })
+    {
+        assert!(Instant::now() < deadline, "no fault injected");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let during = backup();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let m =
+        w.sb.get_json(
+            "us-west-2",
+            "dl-mark-points",
+            &format!("dl-mark/points/{during}.json"),
+        )
+        .await;
+    assert_eq!(m["schema"], 4, "{m:#}");
+    assert_eq!(m["drill"]["drill"], "slow-recovery", "{m:#}");
+    let m0 =
+        w.sb.get_json(
+            "us-west-2",
+            "dl-mark-points",
+            &format!("dl-mark/points/{before}.json"),
+        )
+        .await;
+    assert_eq!(m0["schema"], 3);
+    assert!(m0.get("drill").is_none());
+    // The marker is gone with the drill: the next point is ordinary.
+    let after_keys =
+        w.sb.list_keys("us-west-2", "dl-mark-points", "dl-mark/drills/active.json")
+            .await;
+    assert!(after_keys.is_empty(), "{after_keys:?}");
+    // restore --point latest (dry run) chooses the point from before the drill.
+    let out = w.sb.run(
+        &[
+            "--policy",
+            &w.policy,
+            "restore",
+            "--region",
+            "us-west-2",
+            "--identity",
+            id.to_str().unwrap(),
+            "--dry-run",
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let plan = text(&out);
+    assert!(
+        plan.contains(&format!("point={before}")),
+        "the point from before the drill: {plan}"
+    );
+    assert!(plan.contains("skipped_points=1"), "{plan}");
+    assert!(!plan.contains(&format!("point={during}")), "{plan}");
+}

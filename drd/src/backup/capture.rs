@@ -33,6 +33,8 @@ pub(super) struct Capture<'a> {
     pub prev: Option<Manifest>,
     /// The newest source mirror, named by the point.
     pub source: Option<SourceMirror>,
+    /// The drill running while the point is taken (the point is labelled with it).
+    pub drill: Option<super::manifest::DrillMark>,
     pub progress: &'a (dyn Fn(&str) + Sync),
 }
 
@@ -59,7 +61,12 @@ impl Capture<'_> {
         );
         let now = SystemTime::now();
         let mut manifest = Manifest {
-            schema: MANIFEST_SCHEMA,
+            // Schema 4 only for a drill-labelled point: older drds keep reading the others.
+            schema: if self.drill.is_some() {
+                MANIFEST_SCHEMA
+            } else {
+                super::manifest::MANIFEST_SCHEMA_PLAIN
+            },
             writer: Some(format!("drd {}", env!("CARGO_PKG_VERSION"))),
             id: scheduled
                 .as_ref()
@@ -76,6 +83,7 @@ impl Capture<'_> {
             secrets,
             source: self.source.clone(),
             changes: Changes::default(),
+            drill: self.drill.clone(),
         };
         manifest.changes = Changes {
             new_blobs,

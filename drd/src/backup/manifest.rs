@@ -7,7 +7,11 @@ use std::collections::BTreeMap;
 /// The manifest format this drd writes: a major number. Schema 2 added `writer`, per-version
 /// encrypted Lambda environments and binary secrets; schema 3 added `source` (the newest source
 /// mirror); older manifests read as they were.
-pub const MANIFEST_SCHEMA: u32 = 3;
+/// The newest format this drd reads. Points are written as 3 unless they carry a drill label
+/// (4), so drds that read only 3 keep reading every ordinary point.
+pub const MANIFEST_SCHEMA: u32 = 4;
+/// The format of a point without a drill label.
+pub const MANIFEST_SCHEMA_PLAIN: u32 = 3;
 /// The oldest format this drd still reads.
 pub const MANIFEST_SCHEMA_MIN: u32 = 1;
 
@@ -37,6 +41,18 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceMirror>,
     pub changes: Changes,
+    /// Set when the point was taken while a drill had the stack broken on purpose
+    /// (`restore --point latest` skips it). Schema 4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillMark>,
+}
+
+/// The drill a point was taken during.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DrillMark {
+    pub drill: String,
+    pub run: String,
 }
 
 /// Which source mirror goes with a point: the mirror manifest (`mirror/manifests/<id>.json`),

@@ -227,12 +227,19 @@ pub async fn backup_scheduled(
     let work = async {
         // The previous point is only a hint (which secret versions are already stored; every
         // reuse is checked against the store). No listing: a store's size costs nothing here.
-        let (prev, active, source) = tokio::join!(
+        let (prev, active, source, drilling) = tokio::join!(
             latest_manifest(&store),
             crate::store::active::read_active(&store),
-            source_mirror(&store, policy)
+            source_mirror(&store, policy),
+            crate::store::drill_marker::active(&store, crate::store::drill_marker::now_secs())
         );
-        let (prev, active, source) = (prev?, active?, source?);
+        let (prev, active, source, drilling) = (prev?, active?, source?, drilling?);
+        if let Some(d) = &drilling {
+            progress(&format!(
+                "drill {} (run {}) is running: this point is labelled and restore --point latest skips it",
+                d.drill, d.run
+            ));
+        }
         prev_point = prev.as_ref().map(|m| PrevPoint {
             id: m.id.clone(),
             blobs: m
@@ -264,6 +271,10 @@ pub async fn backup_scheduled(
                 recipients: &recipients,
                 prev,
                 source,
+                drill: drilling.map(|d| manifest::DrillMark {
+                    drill: d.drill,
+                    run: d.run,
+                }),
                 progress,
             }
             .run(&record, scheduled),

@@ -261,6 +261,19 @@ pub async fn run(
         return finish(report, &rec, &store, &opts, lease).await;
     }
     rec.note("gate passed: steady state holds");
+    // The marker: points taken from now until the drill ends are labelled with it.
+    let now = crate::store::drill_marker::now_secs();
+    let slack = plan.max_duration + plan.start_after + Duration::from_secs(600);
+    crate::store::drill_marker::set(
+        &store,
+        &crate::store::drill_marker::DrillMarker {
+            drill: drill.name().to_string(),
+            run: opts.run.clone(),
+            since: now,
+            until: now + slack.as_secs(),
+        },
+    )
+    .await?;
     let samples = Arc::new(Mutex::new(vec![]));
     let (stop_tx, stop_rx) = watch::channel(false);
     let prober = start_prober(
@@ -531,6 +544,9 @@ async fn finish(
     report.measured.unhealthy_samples = report.samples.iter().filter(|s| !s.ok).count();
     rec.note(format!("drill {}: {}", report.drill, report.outcome));
     report.events = rec.events.lock().expect("journal").clone();
+    if report.injected_at_ms.is_some() || report.outcome != "gate-failed" {
+        crate::store::drill_marker::clear(store, &report.run).await?;
+    }
     let json = serde_json::to_vec_pretty(&report).expect("serializes");
     let html = report::html(&report);
     if let Some(d) = &opts.report_dir {

@@ -179,6 +179,20 @@ pub async fn choose_point(
             continue;
         }
         let m = crate::backup::read_manifest(store, &id).await?;
+        if let (false, Some(d)) = (named, &m.drill) {
+            // Taken while a drill had the stack broken on purpose: never the newest good state.
+            skipped.push(format!(
+                "{id}: taken during drill {} (run {})",
+                d.drill, d.run
+            ));
+            if candidates.is_empty() && !listed {
+                listed = true;
+                let mut all = store.point_ids().await?;
+                all.reverse();
+                candidates = all;
+            }
+            continue;
+        }
         return Ok((m, skipped));
     }
     Err(Error::failed_hint(

@@ -12,6 +12,7 @@
 
 pub mod active;
 pub mod ci_epoch;
+pub mod drill_marker;
 pub mod latest;
 pub mod lease;
 
