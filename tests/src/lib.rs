@@ -3,6 +3,7 @@
 //! the end state with second clients built here from the AWS SDK, never through drd's own code.
 //! The GitHub REST stub some tests start lives in the lab crate (`drd_sandbox::github`).
 
+pub mod browser;
 pub mod daemon;
 pub mod schema;
 

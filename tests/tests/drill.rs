@@ -4,6 +4,7 @@
 //! back and exits 1; SIGINT mid-drill rolls back. The HTML report is checked in headless
 //! Chromium against the JSON report.
 
+use drd_e2e::browser::{chromium, field, screenshot_stats};
 use drd_e2e::{text, Sandbox};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -56,9 +57,20 @@ async fn state(w: &World) -> (String, String, Vec<String>) {
 }
 
 async fn world(name: &str) -> World {
+    world_with(
+        name,
+        "age1nl9upv528fhapk9tpcejgcthvxt9g7nvdygteey9ekltsxmxjs3q9u3u2k",
+        "",
+    )
+    .await
+}
+
+/// A deployed stack whose policy sends secret backups to `recipient`, with `extra` TOML.
+async fn world_with(name: &str, recipient: &str, extra: &str) -> World {
     let sb = Sandbox::start();
     sb.allow_key(KEY);
-    let policy = sb.policy(name).to_str().unwrap().to_string();
+    let policy = sb.policy_with(name, recipient, extra);
+    let policy = policy.to_str().unwrap().to_string();
     sb.deploy(&policy, KEY);
     let runbooks = sb.dir.path().join("runbooks");
     std::fs::create_dir_all(runbooks.join("drills")).unwrap();
@@ -101,32 +113,23 @@ impl World {
     }
 }
 
-fn chromium(profile: &Path, args: &[&str]) -> std::process::Output {
-    let out = std::process::Command::new("timeout")
-        .args([
-            "60",
-            "chromium",
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--hide-scrollbars",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .env("HOME", profile)
-        .output()
-        .expect("Debian's chromium (scripts/setup installs it)");
-    assert!(out.status.success(), "chromium {args:?}: {}", text(&out));
-    out
-}
-
-fn field<'a>(dom: &'a str, name: &str) -> &'a str {
-    let tag = format!("data-field=\"{name}\"");
-    let rest = &dom[dom.find(&tag).unwrap_or_else(|| panic!("no {tag}"))..];
-    let start = rest.find('>').unwrap() + 1;
-    &rest[start..start + rest[start..].find('<').unwrap()]
+/// Wait until the drill's event journal (flushed per event) records the fault.
+fn wait_for_fault(report: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_dir(report)
+        .ok()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            std::fs::read_to_string(e.path())
+                .unwrap_or_default()
+                .contains("fault injected")
+        })
+    {
+        assert!(Instant::now() < deadline, "no fault injected");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -196,16 +199,8 @@ async fn corrupt_live_heals_through_rollback_and_the_drill_leaves_the_service_as
             &url,
         ],
     );
-    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    let px = info.color_type.samples();
-    let colours: std::collections::BTreeSet<Vec<u8>> = buf[..info.buffer_size()]
-        .chunks(px)
-        .map(|p| p[..3].to_vec())
-        .collect();
-    assert!(colours.len() > 20, "{} colours: blank", colours.len());
+    let (_, _, colours, _) = screenshot_stats(&shot);
+    assert!(colours > 20, "{colours} colours: blank");
     assert!(
         !dom.contains(KEY)
             && !std::fs::read_to_string(base.with_extension("json"))
@@ -319,26 +314,7 @@ async fn sigint_mid_drill_rolls_back() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait for the fault (the event journal is flushed per event).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let injected = std::fs::read_dir(&report)
-            .ok()
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|e| {
-                e.path().to_string_lossy().ends_with(".events.jsonl")
-                    && std::fs::read_to_string(e.path())
-                        .unwrap_or_default()
-                        .contains("fault injected")
-            });
-        if injected {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no fault injected");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_fault(&report);
     assert_ne!(state(&w).await.0, before.0, "the fault is in place");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -357,8 +333,6 @@ async fn sigint_mid_drill_rolls_back() {
 /// as well), is counted in the daemon's metrics, and every run rolls back.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_scheduled_drill_that_fails_raises_drill_failed_and_is_counted() {
-    let sb = Sandbox::start();
-    sb.allow_key(KEY);
     let extra = r#"
 [daemon]
 rpo = "1h"
@@ -374,17 +348,7 @@ on = ["drill-failed", "job-failed"]
 url_env = "DL_HOOK_URL"
 "#;
     let recipient = "age1nl9upv528fhapk9tpcejgcthvxt9g7nvdygteey9ekltsxmxjs3q9u3u2k";
-    let policy = sb.policy_with("dl-sched", recipient, extra);
-    let policy = policy.to_str().unwrap().to_string();
-    sb.deploy(&policy, KEY);
-    let runbooks = sb.dir.path().join("runbooks");
-    std::fs::create_dir_all(runbooks.join("drills")).unwrap();
-    let w = World {
-        sb,
-        name: "dl-sched".into(),
-        policy,
-        runbooks,
-    };
+    let w = world_with("dl-sched", recipient, extra).await;
     w.drill(
         "never-heals",
         &[
@@ -470,35 +434,22 @@ url_env = "DL_HOOK_URL"
 /// a second client), and `restore --point latest` skips them for the newest point taken before.
 #[tokio::test(flavor = "multi_thread")]
 async fn points_taken_during_a_drill_are_labelled_and_restore_latest_skips_them() {
-    let sb = Sandbox::start();
-    sb.allow_key(KEY);
-    let id = sb.dir.path().join("identity.txt");
+    let keys = tempfile::tempdir().unwrap();
+    let id = keys.path().join("identity.txt");
     let out = std::process::Command::new("age-keygen")
         .arg("-o")
         .arg(&id)
         .output()
         .expect("age-keygen (scripts/setup installs age)");
     assert!(out.status.success(), "{}", text(&out));
-    let recipient = String::from_utf8(
-        std::process::Command::new("age-keygen")
-            .arg("-y")
-            .arg(&id)
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let policy = sb.policy_with("dl-mark", recipient.trim(), "");
-    let policy = policy.to_str().unwrap().to_string();
-    sb.deploy(&policy, KEY);
-    let runbooks = sb.dir.path().join("runbooks");
-    std::fs::create_dir_all(runbooks.join("drills")).unwrap();
-    let w = World {
-        sb,
-        name: "dl-mark".into(),
-        policy,
-        runbooks,
-    };
+    let recipient = std::process::Command::new("age-keygen")
+        .arg("-y")
+        .arg(&id)
+        .output()
+        .unwrap()
+        .stdout;
+    let recipient = String::from_utf8(recipient).unwrap();
+    let w = world_with("dl-mark", recipient.trim(), "").await;
     w.drill(
         "slow-recovery",
         &[("start_after = \"3s\"", "start_after = \"60s\"")],
@@ -521,21 +472,7 @@ async fn points_taken_during_a_drill_are_labelled_and_restore_latest_skips_them(
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_dir(&report)
-        .ok()
-        .into_iter()
-        .flatten()
-        .flatten()
-        .any(|e| {
-            std::fs::read_to_string(e.path())
-                .unwrap_or_default()
-                .contains("fault injected")
-        })
-    {
-        assert!(Instant::now() < deadline, "no fault injected");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_fault(&report);
     let during = backup();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),

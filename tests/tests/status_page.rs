@@ -3,43 +3,10 @@
 //! with a second client), the timeline has one mark per recovery point, no secret or Function
 //! URL is on the page, and a screenshot is not blank.
 
+use drd_e2e::browser::{chromium, field, screenshot_stats};
 use drd_e2e::daemon::*;
 use drd_e2e::text;
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
-
-/// `chromium --headless` with a throwaway profile (as root it needs `--no-sandbox`).
-fn chromium(profile: &Path, args: &[&str]) -> std::process::Output {
-    let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--hide-scrollbars",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .env("HOME", profile)
-        .output()
-        .expect("Debian's chromium (scripts/setup installs it)");
-    assert!(out.status.success(), "chromium {args:?}: {}", text(&out));
-    out
-}
-
-/// The text of the first element carrying `data-field="NAME"` inside `within`.
-fn field<'a>(within: &'a str, name: &str) -> &'a str {
-    let tag = format!("data-field=\"{name}\"");
-    let at = within
-        .find(&tag)
-        .unwrap_or_else(|| panic!("no {tag} in the page"));
-    let rest = &within[at..];
-    let start = rest.find('>').unwrap() + 1;
-    let end = rest[start..].find('<').unwrap();
-    &rest[start..start + end]
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_status_page_in_a_browser_shows_what_status_and_the_store_say() {
@@ -150,30 +117,8 @@ cron = "0 0 4 1 1 *"
     assert!(!dom.contains("arn:aws"), "no ARN on the page");
 
     // The screenshot is a real rendering: not one flat colour, and with dark (text) pixels.
-    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    let px = info.color_type.samples();
-    let bytes = &buf[..info.buffer_size()];
-    let mut colours = std::collections::BTreeSet::new();
-    let mut dark = 0usize;
-    for p in bytes.chunks(px) {
-        colours.insert(p[..3.min(px)].to_vec());
-        if p[..3.min(px)].iter().all(|c| *c < 100) {
-            dark += 1;
-        }
-    }
-    assert!(
-        info.width >= 800 && info.height >= 600,
-        "{}x{}",
-        info.width,
-        info.height
-    );
-    assert!(
-        colours.len() > 20,
-        "{} colours: a blank page",
-        colours.len()
-    );
+    let (width, height, colours, dark) = screenshot_stats(&shot);
+    assert!(width >= 800 && height >= 600, "{width}x{height}");
+    assert!(colours > 20, "{colours} colours: a blank page");
     assert!(dark > 1000, "{dark} dark pixels: no text rendered");
 }

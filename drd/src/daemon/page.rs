@@ -10,6 +10,7 @@
 
 use super::scheduler::JobSpec;
 use super::Shared;
+use crate::drill::report::esc;
 use crate::store::Store;
 use chrono::{DateTime, Utc};
 use std::fmt::Write;
@@ -190,15 +191,6 @@ async fn runs(
         ));
     }
     Ok(out)
-}
-
-/// HTML-escape text.
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
 }
 
 fn age(secs: u64) -> String {

@@ -110,7 +110,8 @@ impl DrillReport {
     }
 }
 
-fn esc(s: &str) -> String {
+/// HTML-escape text (also used by the daemon's status page).
+pub fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

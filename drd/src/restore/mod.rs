@@ -170,12 +170,7 @@ pub async fn choose_point(
                 ));
             }
             skipped.push(format!("{id}: {}", check.problems.join("; ")));
-            if candidates.is_empty() && !listed {
-                listed = true;
-                let mut all = store.point_ids().await?;
-                all.reverse();
-                candidates = all;
-            }
+            refill(store, &mut candidates, &mut listed).await?;
             continue;
         }
         let m = crate::backup::read_manifest(store, &id).await?;
@@ -185,12 +180,7 @@ pub async fn choose_point(
                 "{id}: taken during drill {} (run {})",
                 d.drill, d.run
             ));
-            if candidates.is_empty() && !listed {
-                listed = true;
-                let mut all = store.point_ids().await?;
-                all.reverse();
-                candidates = all;
-            }
+            refill(store, &mut candidates, &mut listed).await?;
             continue;
         }
         return Ok((m, skipped));
@@ -199,6 +189,17 @@ pub async fn choose_point(
         format!("no recovery point passes verify: {}", skipped.join(" | ")),
         "inspect the store with drd verify --all --identity FILE",
     ))
+}
+
+/// When the points the pointer offered are used up, every point, newest first (once).
+async fn refill(store: &Store, candidates: &mut Vec<String>, listed: &mut bool) -> Result<()> {
+    if candidates.is_empty() && !*listed {
+        *listed = true;
+        let mut all = store.point_ids().await?;
+        all.reverse();
+        *candidates = all;
+    }
+    Ok(())
 }
 
 /// Every check that can stop a restore, with no write anywhere.
