@@ -550,7 +550,7 @@ fn progress_on_a_terminal_is_a_spinner_cleared_before_the_result() {
 fn drills_on_aws_need_a_named_target_and_an_explicit_yes_for_production() {
     let home = tempfile::tempdir().unwrap();
     let policy = root().join("policies/classifier.toml");
-    let run = |extra: &[&str]| {
+    let run = |drill: &str, extra: &[&str]| {
         let mut c = std::process::Command::new(drd_bin());
         for k in [
             "AWS_ENDPOINT_URL",
@@ -562,29 +562,34 @@ fn drills_on_aws_need_a_named_target_and_an_explicit_yes_for_production() {
         }
         c.env("HOME", home.path())
             .env("AWS_EC2_METADATA_DISABLED", "true")
-            .args([
-                "--policy",
-                policy.to_str().unwrap(),
-                "drill",
-                "run",
-                "corrupt-live",
-            ])
+            .args(["--policy", policy.to_str().unwrap(), "drill", "run", drill])
             .args(extra)
             .output()
             .unwrap()
     };
-    let out = run(&[]);
+    let out = run("corrupt-live", &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         text(&out).contains("--stack speaker-role-classifier"),
         "{}",
         text(&out)
     );
-    let out = run(&["--stack", "speaker-role-classifier"]);
+    let out = run("corrupt-live", &["--stack", "speaker-role-classifier"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("--i-mean-production"), "{}", text(&out));
     assert!(
         !text(&out).contains("NoCredentials"),
         "refused before any AWS call"
+    );
+    // A lab-only fault is refused on AWS whatever the flags.
+    let out = run(
+        "revoke-key",
+        &["--stack", "speaker-role-classifier", "--i-mean-production"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("runs only in the lab"),
+        "{}",
+        text(&out)
     );
 }

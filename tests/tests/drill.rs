@@ -527,3 +527,49 @@ async fn points_taken_during_a_drill_are_labelled_and_restore_latest_skips_them(
     assert!(plan.contains("skipped_points=1"), "{plan}");
     assert!(!plan.contains(&format!("point={during}")), "{plan}");
 }
+
+/// revoke-key (lab only): the lab's LLM stops accepting the key, T2 fails, secret-rotation
+/// stages, proves and promotes a replacement the drill made; no key value reaches any output.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_key_is_healed_by_rotation_and_no_key_is_ever_printed() {
+    let w = world("dl-key").await;
+    let report = w.sb.dir.path().join("reports");
+    let out = w.sb.run(&w.args(&report, "revoke-key"), "");
+    assert!(out.status.success(), "{}", text(&out));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["outcome"], "met", "{r:#}");
+    assert!(
+        r["measured"]["unhealthy_samples"].as_u64().unwrap() >= 2,
+        "the prober saw the revoked key: {r:#}"
+    );
+    assert_eq!(r["recovery"]["runbook"], "secret-rotation");
+    assert_eq!(r["recovery"]["outcome"], "succeeded", "{r:#}");
+    assert_eq!(r["rollback"]["ok"], true, "{r:#}");
+    // The secret now holds another key (read with the SDK), and the service passes T2 with it.
+    let conf = w.sb.sdk("us-east-1").await;
+    let v = aws_sdk_secretsmanager::Client::new(&conf)
+        .get_secret_value()
+        .secret_id("openai-api-key")
+        // moto can answer an unstaged read with the old value (docs/emulator-gaps.md).
+        .version_stage("AWSCURRENT")
+        .send()
+        .await
+        .unwrap();
+    let now = v.secret_string().unwrap().to_string();
+    assert!(!now.contains(KEY), "rotated");
+    let out2 = w.sb.run(&["--policy", &w.policy, "status", "--deep"], "");
+    assert!(out2.status.success(), "{}", text(&out2));
+    // No key value anywhere: outputs, reports, the event journal.
+    let new_key: Value = serde_json::from_str(&now).unwrap();
+    let new_key = new_key["OPENAI_API_KEY"].as_str().unwrap().to_string();
+    let mut texts = vec![text(&out)];
+    for e in std::fs::read_dir(&report).unwrap().flatten() {
+        texts.push(std::fs::read_to_string(e.path()).unwrap());
+    }
+    for t in &texts {
+        assert!(
+            !t.contains(KEY) && !t.contains(&new_key),
+            "a key value in the drill's output"
+        );
+    }
+}

@@ -107,7 +107,28 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
             let s = aws.settings();
             let on_aws = s.endpoint_url.is_none() || s.data_endpoint.is_none();
             crate::drill::target_guard(&policy, on_aws, stack.as_deref(), *i_mean_production)?;
-            run_drill(cli, name, report.clone()).await
+            let drill = crate::drill::load(Some(&drills_dir(cli)), name)?;
+            let lab_only = crate::drill::FAULTS
+                .iter()
+                .any(|(k, w)| k == drill.fault.kind.get_ref() && *w == "lab only");
+            if on_aws && lab_only {
+                return Err(crate::error::ConfigError::new(
+                    drill.source.clone(),
+                    format!("fault {} runs only in the lab", drill.fault.kind.get_ref()),
+                )
+                .field("fault.kind")
+                .hint("on AWS the API key is the LLM provider's: rehearse a rotation with drd rotate instead")
+                .into());
+            }
+            // The lab's LLM (for lab-only faults), as the lab exports it.
+            let lab_llm = if on_aws {
+                None
+            } else {
+                std::env::var("DRD_LLM_BASE_URL")
+                    .ok()
+                    .filter(|v| !v.is_empty())
+            };
+            run_drill(cli, name, report.clone(), lab_llm).await
         }
         DrillCommand::Report { last, html } => {
             let policy = cli.load_policy()?;
@@ -149,7 +170,12 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
     }
 }
 
-async fn run_drill(cli: &Cli, name: &str, report_dir: Option<PathBuf>) -> Result<()> {
+async fn run_drill(
+    cli: &Cli,
+    name: &str,
+    report_dir: Option<PathBuf>,
+    lab_llm: Option<String>,
+) -> Result<()> {
     let drill = crate::drill::load(Some(&drills_dir(cli)), name)?;
     let policy = cli.load_policy()?;
     let aws = cli.aws_for(&policy);
@@ -181,6 +207,7 @@ async fn run_drill(cli: &Cli, name: &str, report_dir: Option<PathBuf>) -> Result
         runbooks: Some(cli.runbooks.clone()),
         state_dir: cli.state_dir(),
         progress: &progress,
+        lab_llm,
         interrupts: rx,
     };
     let r = crate::drill::run::run(&aws, &policy, &drill, &region, opts).await;

@@ -83,6 +83,8 @@ impl StoreBackend {
             runbooks: self.runbooks.clone(),
             state_dir: self.state_dir.clone(),
             progress,
+            // Lab-only faults are not scheduled: a scheduled revoke-key fails and says why.
+            lab_llm: None,
             interrupts,
         };
         let r = Box::pin(crate::drill::run::run(

@@ -12,9 +12,40 @@ use crate::policy::Policy;
 use crate::workload::package::{self, Package};
 use serde::Serialize;
 
-/// What an injection changed: enough to undo it exactly (recorded in the drill's journal).
+/// What an injection changed: enough to undo it exactly (recorded in the drill's journal; the
+/// key values of `revoke-key` are never part of it).
 #[derive(Debug, Clone, Serialize)]
-pub struct Injected {
+#[serde(untagged)]
+pub enum Injected {
+    CorruptLive(CorruptLive),
+    RevokeKey(RevokeKey),
+}
+
+impl Injected {
+    pub fn summary(&self) -> String {
+        match self {
+            Injected::CorruptLive(c) => format!(
+                "corrupt-live (live {} -> broken version {})",
+                c.live_before, c.broken_version
+            ),
+            Injected::RevokeKey(r) => format!(
+                "revoke-key (the lab's LLM no longer accepts the {} in {})",
+                r.secret, r.region
+            ),
+        }
+    }
+
+    /// The value the recovery runbook stages (the replacement key of `revoke-key`).
+    pub fn replacement(&self) -> Option<&secrecy::SecretString> {
+        match self {
+            Injected::RevokeKey(r) => Some(&r.new_key),
+            Injected::CorruptLive(_) => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CorruptLive {
     pub kind: String,
     pub region: String,
     pub function: String,
@@ -32,7 +63,7 @@ fn broken_package() -> Result<Package> {
     Package::from_bootstrap(b"#!/bin/sh\necho 'drd drill: corrupted package' >&2\nexit 3\n")
 }
 
-pub async fn inject_corrupt_live(aws: &Aws, policy: &Policy, region: &str) -> Result<Injected> {
+pub async fn inject_corrupt_live(aws: &Aws, policy: &Policy, region: &str) -> Result<CorruptLive> {
     let lambda = aws.lambda(region).await;
     let function = policy.function_name().to_string();
     let live_before = ops::live_version(&lambda, &function)
@@ -74,7 +105,7 @@ pub async fn inject_corrupt_live(aws: &Aws, policy: &Policy, region: &str) -> Re
         .map_err(|e| aws_error("lambda", "PublishVersion", e))?;
     let broken_version = out.version().unwrap_or_default().to_string();
     ops::point_live(&lambda, &function, &broken_version).await?;
-    Ok(Injected {
+    Ok(CorruptLive {
         kind: "corrupt-live".into(),
         region: region.to_string(),
         function,
@@ -88,6 +119,13 @@ pub async fn inject_corrupt_live(aws: &Aws, policy: &Policy, region: &str) -> Re
 /// Put everything back: `live` on its version before the fault, `$LATEST` on its code before
 /// the fault, the broken version deleted. Each part is checked; returns what was done.
 pub async fn undo(aws: &Aws, policy: &Policy, i: &Injected) -> Result<Vec<String>> {
+    match i {
+        Injected::CorruptLive(c) => undo_corrupt_live(aws, policy, c).await,
+        Injected::RevokeKey(r) => undo_revoke_key(r).await,
+    }
+}
+
+async fn undo_corrupt_live(aws: &Aws, policy: &Policy, i: &CorruptLive) -> Result<Vec<String>> {
     let lambda = aws.lambda(&i.region).await;
     let f = &i.function;
     let mut done = vec![];
@@ -131,4 +169,103 @@ pub async fn undo(aws: &Aws, policy: &Policy, i: &Injected) -> Result<Vec<String
         Err(e) => return Err(aws_error("lambda", "DeleteFunction", e)),
     }
     Ok(done)
+}
+
+/// `revoke-key` (lab only: on AWS the key belongs to the LLM provider): the lab's LLM stops
+/// accepting the API key the function uses, as a provider revoking a leaked key would. A
+/// replacement key the lab accepts is made for the recovery (`secret-rotation` stages it).
+#[derive(Debug, Clone, Serialize)]
+pub struct RevokeKey {
+    pub kind: String,
+    pub region: String,
+    /// The secret holding the key (its value is never recorded).
+    pub secret: String,
+    #[serde(skip)]
+    old_key: secrecy::SecretString,
+    #[serde(skip)]
+    new_key: secrecy::SecretString,
+    #[serde(skip)]
+    llm_control: String,
+}
+
+/// POST a key to the lab LLM's control endpoint (`allow` or `revoke`); the key is the body.
+async fn lab_keys(control: &str, verb: &str, key: &secrecy::SecretString) -> Result<()> {
+    use secrecy::ExposeSecret;
+    let url = format!("{control}/_sandbox/keys/{verb}");
+    let r = reqwest::Client::new()
+        .post(&url)
+        .body(key.expose_secret().to_string())
+        .send()
+        .await
+        .map_err(|e| {
+            Error::failed(format!(
+                "the lab LLM's {verb} did not answer: {}",
+                e.without_url()
+            ))
+        })?;
+    if !r.status().is_success() {
+        return Err(Error::failed(format!(
+            "the lab LLM's {verb} answered {}",
+            r.status()
+        )));
+    }
+    Ok(())
+}
+
+/// A fresh key the lab's LLM accepts (`sk-drill-` and 32 random bytes, hex).
+fn new_key() -> secrecy::SecretString {
+    use crypto_box::aead::rand_core::RngCore;
+    let mut b = [0u8; 32];
+    crypto_box::aead::OsRng.fill_bytes(&mut b);
+    let s = format!("sk-drill-{}", hex::encode(b));
+    b.fill(0);
+    secrecy::SecretString::from(s)
+}
+
+/// `llm_base` is the lab LLM's base URL (`DRD_LLM_BASE_URL`, `http://127.0.0.1:P/v1`).
+pub async fn inject_revoke_key(
+    aws: &Aws,
+    policy: &Policy,
+    region: &str,
+    llm_base: &str,
+) -> Result<RevokeKey> {
+    let control = llm_base
+        .trim_end_matches('/')
+        .trim_end_matches("/v1")
+        .to_string();
+    let secret = policy.api_key_secret().to_string();
+    let out = aws
+        .secrets(region)
+        .await
+        .get_secret_value()
+        .secret_id(&secret)
+        .version_stage("AWSCURRENT")
+        .send()
+        .await
+        .map_err(|e| aws_error("secretsmanager", "GetSecretValue", e))?;
+    // The secret holds the key bare or as {"OPENAI_API_KEY": "..."}: the key itself is revoked.
+    let old_key = crate::deploy::parse_api_key(
+        out.secret_string().unwrap_or_default(),
+        &format!("secret {secret} in {region}"),
+        &secret,
+    )?;
+    let new_key = new_key();
+    lab_keys(&control, "allow", &new_key).await?;
+    lab_keys(&control, "revoke", &old_key).await?;
+    Ok(RevokeKey {
+        kind: "revoke-key".into(),
+        region: region.to_string(),
+        secret,
+        old_key,
+        new_key,
+        llm_control: control,
+    })
+}
+
+/// The lab's LLM accepts the revoked key again (the secret keeps the rotated one).
+async fn undo_revoke_key(r: &RevokeKey) -> Result<Vec<String>> {
+    lab_keys(&r.llm_control, "allow", &r.old_key).await?;
+    Ok(vec![
+        "the revoked key is accepted again by the lab's LLM".into()
+    ])
 }

@@ -20,13 +20,19 @@ use std::time::Duration;
 use toml::Spanned;
 
 /// The drills shipped with drd (a file of the same name in `<runbooks>/drills/` wins).
-pub const SHIPPED: &[(&str, &str)] = &[(
-    "corrupt-live",
-    include_str!("../../../runbooks/drills/corrupt-live.toml"),
-)];
+pub const SHIPPED: &[(&str, &str)] = &[
+    (
+        "corrupt-live",
+        include_str!("../../../runbooks/drills/corrupt-live.toml"),
+    ),
+    (
+        "revoke-key",
+        include_str!("../../../runbooks/drills/revoke-key.toml"),
+    ),
+];
 
 /// Fault kinds this drd can inject, and where each may run.
-pub const FAULTS: &[(&str, &str)] = &[("corrupt-live", "lab and AWS")];
+pub const FAULTS: &[(&str, &str)] = &[("corrupt-live", "lab and AWS"), ("revoke-key", "lab only")];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

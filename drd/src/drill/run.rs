@@ -33,6 +33,8 @@ pub struct Options<'a> {
     pub runbooks: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub progress: &'a (dyn Fn(&str) + Sync),
+    /// The lab LLM's base URL (`DRD_LLM_BASE_URL`), for lab-only faults; `None` outside the lab.
+    pub lab_llm: Option<String>,
     /// Counts SIGINT/SIGTERM: 1 stops the drill (then the rollback runs), 2 skips the rollback.
     pub interrupts: watch::Receiver<u32>,
 }
@@ -287,25 +289,34 @@ pub async fn run(
     // A few samples of the steady state before the fault.
     tokio::time::sleep(plan.interval * 2).await;
     let mut interrupts = opts.interrupts.clone();
-    let injected: Injected = match drill.fault.kind.get_ref().as_str() {
-        "corrupt-live" => match fault::inject_corrupt_live(aws, policy, region).await {
-            Ok(i) => i,
-            Err(e) => {
-                let _ = stop_tx.send(true);
-                let _ = prober.await;
-                report.samples = samples.lock().expect("samples").clone();
-                rec.note(format!("injection failed: {e}"));
-                report.outcome = "failed".into();
-                report.reason = Some(format!("the fault could not be injected: {e}"));
-                return finish(report, &rec, &store, &opts, lease).await;
-            }
+    let injection = match drill.fault.kind.get_ref().as_str() {
+        "corrupt-live" => fault::inject_corrupt_live(aws, policy, region)
+            .await
+            .map(Injected::CorruptLive),
+        "revoke-key" => match &opts.lab_llm {
+            Some(llm) => fault::inject_revoke_key(aws, policy, region, llm)
+                .await
+                .map(Injected::RevokeKey),
+            None => Err(Error::failed_hint(
+                "revoke-key runs only in the lab: on AWS the API key is the LLM provider's",
+                "run it against the lab (eval \"$(drd sandbox up)\")",
+            )),
         },
-        other => return Err(Error::failed(format!("fault {other} is not available"))),
+        other => Err(Error::failed(format!("fault {other} is not available"))),
     };
-    let inj_ms = rec.note(format!(
-        "fault injected: corrupt-live (live {} -> broken version {})",
-        injected.live_before, injected.broken_version
-    ));
+    let injected: Injected = match injection {
+        Ok(i) => i,
+        Err(e) => {
+            let _ = stop_tx.send(true);
+            let _ = prober.await;
+            report.samples = samples.lock().expect("samples").clone();
+            rec.note(format!("injection failed: {e}"));
+            report.outcome = "failed".into();
+            report.reason = Some(format!("the fault could not be injected: {e}"));
+            return finish(report, &rec, &store, &opts, lease).await;
+        }
+    };
+    let inj_ms = rec.note(format!("fault injected: {}", injected.summary()));
     report.injected_at_ms = Some(inj_ms);
     report.fault = Some(serde_json::to_value(&injected).expect("serializes"));
     let deadline = t0 + Duration::from_millis(inj_ms) + plan.max_duration;
@@ -323,11 +334,11 @@ pub async fn run(
                 let rb_start = rec.ms();
                 rec.note(format!("recovery: runbook {} started", name.get_ref()));
                 let r = recover(
+                    injected.replacement(),
                     aws,
                     policy,
                     region,
-                    name.get_ref(),
-                    &drill.recovery.inputs,
+                    (name.get_ref(), &drill.recovery.inputs),
                     &opts,
                     &store,
                 )
@@ -501,15 +512,17 @@ pub async fn run(
 }
 
 /// Run the recovery runbook in this process (journaled like any run).
+/// `runbook` is the runbook's name and inputs.
 async fn recover(
+    secret_value: Option<&secrecy::SecretString>,
     aws: &Aws,
     policy: &Policy,
     region: &str,
-    name: &str,
-    inputs: &std::collections::BTreeMap<String, String>,
+    runbook: (&str, &std::collections::BTreeMap<String, String>),
     opts: &Options<'_>,
     store: &crate::store::Store,
 ) -> Result<crate::runbook::exec::RunReport> {
+    let (name, inputs) = runbook;
     let rb = crate::runbook::load(opts.runbooks.as_deref(), name)?;
     let ctx = crate::actions::Ctx {
         aws,
@@ -518,7 +531,7 @@ async fn recover(
         store: store.clone(),
         run_id: String::new(),
         progress: opts.progress,
-        secret_value: None,
+        secret_value,
     };
     let ro = crate::runbook::exec::RunOptions {
         inputs: inputs.clone(),
