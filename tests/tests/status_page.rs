@@ -24,6 +24,21 @@ cron = "0 0 4 1 1 *"
         let out = w.sb.run(&["--policy", &policy, "backup"], "");
         assert!(out.status.success(), "{}", text(&out));
     }
+    // One drill, so the page has a drill run to show.
+    let out = w.sb.run(
+        &[
+            "--policy",
+            &policy,
+            "--output",
+            "json",
+            "drill",
+            "run",
+            "corrupt-live",
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let drill: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let port = free_port();
     let (mut d, log) = w.start("sp", port, &[]);
     wait_for_log(&log, "drd daemon running", Duration::from_secs(30));
@@ -108,6 +123,16 @@ cron = "0 0 4 1 1 *"
         "next",
     );
     assert!(next.ends_with("-01-01T04:00:00Z"), "{next}");
+    // The drill: its last run's outcome and RTO, as its report says.
+    let row = &section[section
+        .find("data-drill=\"corrupt-live\"")
+        .expect("a drill row")..];
+    assert_eq!(
+        field(row, "drill-outcome"),
+        drill["outcome"].as_str().unwrap()
+    );
+    let rto = drill["measured"]["rto_seconds"].as_f64().unwrap();
+    assert_eq!(field(row, "drill-rto"), format!("{rto:.1} s"));
     // Nothing secret, no endpoint.
     assert!(!dom.contains(KEY));
     assert!(

@@ -3,7 +3,8 @@
 //!
 //! Per protected stack: the acting region, `live`'s version, code and commit, the probes just
 //! run (T0, T1: no LLM call), the RPO against its bound, a timeline of recovery points, the last
-//! runbook runs with their outcome and duration, drills, and the next firings of its jobs.
+//! runbook runs with their outcome and duration, the drills' last runs (outcome, RTO, median), and
+//! the next firings of its jobs.
 //! Nothing secret: no Function URL, no ARN, no account id, no probe body; a failed probe's
 //! detail and any error are scrubbed like alert details. Every figure carries a `data-field`
 //! attribute so a test (or a scraper) reads exactly what a person sees.
@@ -33,6 +34,8 @@ pub struct StackView {
     pub points: Vec<(String, f64)>,
     /// (run, runbook, outcome, started, duration seconds).
     pub runs: Vec<(String, String, String, String, Option<u64>)>,
+    /// The drills' recent runs compared (the stored reports).
+    pub drills: Vec<crate::drill::report::History>,
     /// (job, next firing).
     pub next: Vec<(String, DateTime<Utc>)>,
     pub errors: Vec<String>,
@@ -68,6 +71,7 @@ pub async fn gather(shared: &Shared) -> Vec<StackView> {
                 newest_point: None,
                 points: vec![],
                 runs: vec![],
+                drills: vec![],
                 next: next_firings(jobs, name, now),
                 errors: vec![],
             };
@@ -132,6 +136,13 @@ pub async fn gather(shared: &Shared) -> Vec<StackView> {
                     .errors
                     .push(format!("points: {}", super::alerts::scrub(&e.to_string()))),
                 Err(_) => v.errors.push("points: no answer within 20 s".into()),
+            }
+            match tokio::time::timeout(bound, crate::drill::report::history(&ctx.store, 5)).await {
+                Ok(Ok(d)) => v.drills = d,
+                Ok(Err(e)) => v
+                    .errors
+                    .push(format!("drills: {}", super::alerts::scrub(&e.to_string()))),
+                Err(_) => v.errors.push("drills: no answer within 20 s".into()),
             }
             match tokio::time::timeout(bound, runs(&ctx.store)).await {
                 Ok(Ok(r)) => v.runs = r,
@@ -317,7 +328,30 @@ fn stack_section(h: &mut String, v: &StackView, now: DateTime<Utc>) {
         }
         h.push_str("</table>");
     }
-    h.push_str("<h3>Drills</h3><p class=\"muted\" data-field=\"drills\">none recorded (game-day drills are not part of this drd version)</p>");
+    h.push_str("<h3>Drills</h3>");
+    if v.drills.is_empty() {
+        h.push_str(
+            "<p class=\"muted\" data-field=\"drills\">none recorded (drd drill run NAME)</p>",
+        );
+    } else {
+        h.push_str("<table><tr><th>drill</th><th>last run</th><th>outcome</th><th>RTO</th><th>median RTO (last 5)</th></tr>");
+        let s = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |x| format!("{x:.1} s"));
+        for d in &v.drills {
+            let Some(last) = d.last.last() else { continue };
+            let _ = write!(
+                h,
+                "<tr data-drill=\"{n}\"><td>{n}</td><td><code>{}</code></td>\
+                 <td data-field=\"drill-outcome\" class=\"{}\">{}</td><td data-field=\"drill-rto\">{}</td><td>{}</td></tr>",
+                esc(&last.run),
+                if last.outcome == "met" { "ok" } else { "bad" },
+                esc(&last.outcome),
+                s(last.rto_seconds),
+                s(d.median_rto_seconds),
+                n = esc(&d.drill)
+            );
+        }
+        h.push_str("</table>");
+    }
     h.push_str("<h3>Next firings</h3><table><tr><th>job</th><th>at</th><th>in</th></tr>");
     for (job, t) in &v.next {
         let _ = write!(
@@ -397,6 +431,7 @@ mod tests {
                 ("p2".into(), 1_764_547_140.0),
             ],
             runs: vec![],
+            drills: vec![],
             next: vec![],
             errors: vec!["x <script>".into()],
         };
