@@ -332,6 +332,10 @@ recipients = ["{recipient}"]
         aws_sdk_secretsmanager::Client::new(&self.sdk(region).await)
     }
 
+    pub async fn logs(&self, region: &str) -> aws_sdk_cloudwatchlogs::Client {
+        aws_sdk_cloudwatchlogs::Client::new(&self.sdk(region).await)
+    }
+
     pub async fn route53(&self) -> aws_sdk_route53::Client {
         aws_sdk_route53::Client::new(&self.sdk("us-east-1").await)
     }

@@ -573,3 +573,350 @@ async fn a_revoked_key_is_healed_by_rotation_and_no_key_is_ever_printed() {
         );
     }
 }
+
+/// Everything a rehearsal could leave in `region` or change for users, read with second
+/// clients: stacks, functions, secrets, log groups, buckets of the region; the service's DNS
+/// records; the store's objects under points/ and the active-region record.
+async fn footprint(sb: &Sandbox, region: &str, store: &str, zone: &str) -> Vec<String> {
+    let mut out = vec![];
+    let cf = sb.cloudformation(region).await;
+    for s in cf.describe_stacks().send().await.unwrap().stacks() {
+        if s.stack_status().map(|x| x.as_str()) != Some("DELETE_COMPLETE") {
+            out.push(format!("stack {}", s.stack_name().unwrap_or("")));
+        }
+    }
+    let l = sb.lambda(region).await;
+    for f in l.list_functions().send().await.unwrap().functions() {
+        out.push(format!("function {}", f.function_name().unwrap_or("")));
+    }
+    let sm = sb.secrets(region).await;
+    for s in sm
+        .list_secrets()
+        .include_planned_deletion(true)
+        .send()
+        .await
+        .unwrap()
+        .secret_list()
+    {
+        out.push(format!("secret {}", s.name().unwrap_or("")));
+    }
+    let logs = sb.logs(region).await;
+    for g in logs
+        .describe_log_groups()
+        .send()
+        .await
+        .unwrap()
+        .log_groups()
+    {
+        out.push(format!("log group {}", g.log_group_name().unwrap_or("")));
+    }
+    let s3 = sb.s3(region).await;
+    for b in s3.list_buckets().send().await.unwrap().buckets() {
+        let name = b.name().unwrap_or("").to_string();
+        if name == store {
+            continue;
+        }
+        out.push(format!("bucket {name}"));
+    }
+    let store_s3 = sb.s3("us-west-2").await;
+    let mut keys = vec![];
+    let mut token = None;
+    loop {
+        let page = store_s3
+            .list_objects_v2()
+            .bucket(store)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .unwrap();
+        for o in page.contents() {
+            let k = o.key().unwrap_or("").to_string();
+            // The drill's own report and lease are the only writes a rehearsal makes.
+            if !k.contains("/drills/") && !k.ends_with("/locks/drill") {
+                keys.push(format!("store {k} {}", o.e_tag().unwrap_or("")));
+            }
+        }
+        token = page.next_continuation_token().map(str::to_string);
+        if token.is_none() {
+            break;
+        }
+    }
+    out.extend(keys);
+    let r53 = sb.route53().await;
+    for r in r53
+        .list_resource_record_sets()
+        .hosted_zone_id(zone)
+        .send()
+        .await
+        .unwrap()
+        .resource_record_sets()
+    {
+        out.push(format!(
+            "record {} {:?} {:?}",
+            r.name(),
+            r.set_identifier(),
+            r.resource_records()
+                .iter()
+                .map(|x| x.value().to_string())
+                .collect::<Vec<_>>()
+        ));
+    }
+    out.sort();
+    out
+}
+
+/// The restore rehearsal (shipped): the newest point restores into a scratch region under
+/// scratch names and passes T2 there; then everything it made is gone, and nothing users see
+/// changed: the scratch region, the DNS records and the store read back (second clients)
+/// exactly as before. A second rehearsal runs the same way (the secret names are free again:
+/// ForceDeleteWithoutRecovery).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_restore_rehearsal_restores_probes_and_leaves_nothing_behind() {
+    let sb = Sandbox::start();
+    sb.allow_key(KEY);
+    let keys = sb.dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let (identity, recipient) = drd_e2e::age_keygen(&keys);
+    let zone = "rehearsal.example.";
+    let zone_id = sb.hosted_zone(zone, "e2e-dr-reh").await;
+    let name = "dr-reh";
+    let extra = format!(
+        "[secrets]\nothers = [\"github-token\"]\n\n[dns]\nzone = \"{zone}\"\nrecord = \"svc.{zone}\"\n"
+    );
+    let policy = sb.policy_with(name, &recipient, &extra);
+    let policy = policy.to_str().unwrap().to_string();
+    sb.secrets("us-east-1")
+        .await
+        .create_secret()
+        .name("github-token")
+        .secret_string("ghp_rehearsal_token_value")
+        .send()
+        .await
+        .unwrap();
+    sb.deploy(&policy, KEY);
+    let out = sb.run(&["--policy", &policy, "backup"], "");
+    assert!(out.status.success(), "{}", text(&out));
+    let store = format!("{name}-points");
+    let before = footprint(&sb, "us-west-2", &store, &zone_id).await;
+    assert!(
+        before.iter().any(|l| l.starts_with("record svc.")),
+        "{before:?}"
+    );
+    let report = sb.dir.path().join("reports");
+    for round in 1..=2 {
+        let out = sb.run(
+            &[
+                "--policy",
+                &policy,
+                "--output",
+                "json",
+                "drill",
+                "run",
+                "restore-rehearsal",
+                "--input",
+                "region=us-west-2",
+                "--identity",
+                identity.to_str().unwrap(),
+                "--report",
+                report.to_str().unwrap(),
+            ],
+            "",
+        );
+        assert!(out.status.success(), "round {round}: {}", text(&out));
+        let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["outcome"], "met", "{r:#}");
+        assert_eq!(
+            r["fault"]["scratch"]["stack"],
+            format!("{name}-drd-rehearsal")
+        );
+        assert_eq!(
+            r["fault"]["scratch"]["secrets"],
+            serde_json::json!(["openai-api-key-drd-rehearsal", "github-token-drd-rehearsal"])
+        );
+        let steps: Vec<&str> = r["recovery"]["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(steps, ["secrets", "code", "stack", "function"], "{r:#}");
+        // T2 passed through the scratch Function URL (the restored key reached the lab's LLM).
+        assert!(r["probed_via"].as_str().unwrap().contains("us-west-2"));
+        let healthy = r["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["ok"] == true)
+            .count();
+        assert!(healthy >= 2, "{r:#}");
+        let rto = r["measured"]["rto_seconds"].as_f64().unwrap();
+        assert!(rto > 0.0, "{r:#}");
+        assert!(r["measured"]["rpo_seconds"].as_f64().unwrap() >= 0.0);
+        assert_eq!(r["rollback"]["ok"], true, "{r:#}");
+        let done = r["rollback"]["done"].to_string();
+        assert!(done.contains("deleted without a recovery window"), "{done}");
+        assert!(done.contains("nothing is left"), "{done}");
+        // Nothing left, nothing changed: the same footprint as before the rehearsal.
+        let after = footprint(&sb, "us-west-2", &store, &zone_id).await;
+        assert_eq!(before, after, "round {round}");
+    }
+    // Without a scratch region: refused before anything is made.
+    let out = sb.run(
+        &[
+            "--policy",
+            &policy,
+            "drill",
+            "run",
+            "restore-rehearsal",
+            "--identity",
+            identity.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--input region="), "{}", text(&out));
+    assert_eq!(before, footprint(&sb, "us-west-2", &store, &zone_id).await);
+}
+
+/// The service's DNS records (set identifier, value) for `record`, read with Route 53.
+async fn records(sb: &Sandbox, zone_id: &str, record: &str) -> Vec<(String, String)> {
+    let out = sb
+        .route53()
+        .await
+        .list_resource_record_sets()
+        .hosted_zone_id(zone_id)
+        .send()
+        .await
+        .unwrap();
+    let mut v: Vec<(String, String)> = out
+        .resource_record_sets()
+        .iter()
+        .filter(|s| s.name().trim_end_matches('.') == record.trim_end_matches('.'))
+        .map(|s| {
+            (
+                s.set_identifier().unwrap_or("").to_string(),
+                s.resource_records()[0].value().to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The shipped region-loss drill on the lab: the primary region goes dark, region-redeploy
+/// restores the service in the standby, and the prober (through the service's name) sees it
+/// healthy again; the rollback brings the region back and fails back. Read with second clients:
+/// the DNS record, live's code in the primary and the service's answers are as before, and the
+/// standby's stack is retired.
+#[tokio::test(flavor = "multi_thread")]
+async fn region_loss_heals_through_a_restore_and_the_drill_fails_back() {
+    let sb = Sandbox::start();
+    sb.allow_key(KEY);
+    let keys = sb.dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let (identity, recipient) = drd_e2e::age_keygen(&keys);
+    let zone = "regionloss.example.";
+    let zone_id = sb.hosted_zone(zone, "e2e-dr-rl").await;
+    let name = "dr-rl";
+    let record = format!("svc.{zone}");
+    let extra = format!("[dns]\nzone = \"{zone}\"\nrecord = \"{record}\"\n");
+    let policy = sb.policy_with(name, &recipient, &extra);
+    let policy = policy.to_str().unwrap().to_string();
+    sb.deploy(&policy, KEY);
+    let out = sb.run(&["--policy", &policy, "backup"], "");
+    assert!(out.status.success(), "{}", text(&out));
+    let before = records(&sb, &zone_id, &record).await;
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert!(before[0].1.contains(".us-east-1."), "{before:?}");
+    let lambda = sb.lambda("us-east-1").await;
+    let f = format!("{name}-fn");
+    let code = |l: aws_sdk_lambda::Client| {
+        let f = f.clone();
+        async move {
+            let live = l
+                .get_alias()
+                .function_name(&f)
+                .name("live")
+                .send()
+                .await
+                .unwrap();
+            l.get_function_configuration()
+                .function_name(&f)
+                .qualifier(live.function_version().unwrap())
+                .send()
+                .await
+                .unwrap()
+                .code_sha256()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let code_before = code(lambda.clone()).await;
+
+    // Without the standby and the identity the drill refuses before the gate (exit 2).
+    let out = sb.run(&["--policy", &policy, "drill", "run", "region-loss"], "");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("input region"), "{}", text(&out));
+    assert!(text(&out).contains("input identity"), "{}", text(&out));
+
+    let report = sb.dir.path().join("reports");
+    let out = sb.run(
+        &[
+            "--policy",
+            &policy,
+            "--output",
+            "json",
+            "drill",
+            "run",
+            "region-loss",
+            "--input",
+            "region=us-west-2",
+            "--identity",
+            identity.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["outcome"], "met", "{r:#}");
+    assert!(r["probed_via"]
+        .as_str()
+        .unwrap()
+        .starts_with("service-name"));
+    assert_eq!(r["recovery"]["runbook"], "region-redeploy");
+    assert_eq!(r["recovery"]["outcome"], "succeeded", "{r:#}");
+    // The outage was seen through the name, and the RTO counts the 5 s on-call took to act.
+    let samples = r["samples"].as_array().unwrap();
+    assert!(samples.iter().any(|s| s["ok"] == false), "{r:#}");
+    assert!(
+        r["measured"]["rto_seconds"].as_f64().unwrap() >= 5.0,
+        "{r:#}"
+    );
+    // RPO: from the point the restore chose (taken before the drill) to the fault.
+    let rpo = r["measured"]["rpo_seconds"].as_f64().unwrap();
+    assert!(rpo > 0.0 && rpo < 600.0, "{r:#}");
+    assert_eq!(r["rollback"]["ok"], true, "{r:#}");
+    assert!(
+        r["rollback"]["done"].to_string().contains("failback (run"),
+        "{r:#}"
+    );
+    // As before: the record, live's code in the primary; the region answers again.
+    assert_eq!(records(&sb, &zone_id, &record).await, before);
+    assert_eq!(code(lambda).await, code_before);
+    let standby = sb.cloudformation("us-west-2").await;
+    let left: Vec<String> = standby
+        .describe_stacks()
+        .send()
+        .await
+        .unwrap()
+        .stacks()
+        .iter()
+        .filter(|s| s.stack_status().map(|x| x.as_str()) != Some("DELETE_COMPLETE"))
+        .filter_map(|s| s.stack_name().map(str::to_string))
+        .collect();
+    assert!(left.is_empty(), "the standby stack is retired: {left:?}");
+    let out = sb.run(&["--policy", &policy, "status", "--deep"], "");
+    assert!(out.status.success(), "{}", text(&out));
+}

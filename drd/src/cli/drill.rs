@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  drd drill list\n  drd drill validate\n  drd drill run corrupt-live --report ./drill-reports\n  drd drill run corrupt-live --stack classifier-staging (on AWS)\n  drd --output json drill run corrupt-live\n  drd drill report --last 5 --html drills.html"
+    after_help = "Examples:\n  drd drill list\n  drd drill validate\n  drd drill run corrupt-live --report ./drill-reports\n  drd drill run corrupt-live --stack classifier-staging (on AWS)\n  drd drill run restore-rehearsal --input region=us-west-2 --identity recovery.txt\n  drd --output json drill run corrupt-live\n  drd drill report --last 5 --html drills.html"
 )]
 pub struct Args {
     #[command(subcommand)]
@@ -34,8 +34,17 @@ pub enum DrillCommand {
         #[arg(long, value_name = "NAME")]
         stack: Option<String>,
         /// Drill a stack the policy marks as production (`stack.production`, the default).
+        /// A rehearsal changes nothing users see and does not need it.
         #[arg(long)]
         i_mean_production: bool,
+        /// An input of the recovery (over the drill's `recovery.inputs`), e.g. `region=us-west-2`
+        /// for the scratch region of `restore-rehearsal`. Repeatable.
+        #[arg(long = "input", value_name = "K=V")]
+        inputs: Vec<String>,
+        /// The age identity that decrypts the secret backups (input `identity`; restores need
+        /// it). The path is passed on, never the key.
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
     },
     /// Compare the stored runs of every drill: median and worst RTO, outcomes.
     Report {
@@ -97,8 +106,25 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
             report,
             stack,
             i_mean_production,
+            inputs,
+            identity,
         } => {
             let policy = cli.load_policy()?;
+            let mut given = std::collections::BTreeMap::new();
+            for kv in inputs {
+                let Some((k, v)) = kv.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+                    return Err(crate::error::ConfigError::new(
+                        "--input",
+                        format!("{kv:?} is not K=V"),
+                    )
+                    .hint("write --input region=us-west-2")
+                    .into());
+                };
+                given.insert(k.to_string(), v.to_string());
+            }
+            if let Some(f) = identity {
+                given.insert("identity".into(), f.display().to_string());
+            }
             // Before any AWS call: on AWS a drill needs an explicit target, and production
             // needs an explicit yes.
             // The lab overrides both the control plane and the Lambda data plane (its function
@@ -106,8 +132,13 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
             let aws = cli.aws_for(&policy);
             let s = aws.settings();
             let on_aws = s.endpoint_url.is_none() || s.data_endpoint.is_none();
-            crate::drill::target_guard(&policy, on_aws, stack.as_deref(), *i_mean_production)?;
             let drill = crate::drill::load(Some(&drills_dir(cli)), name)?;
+            crate::drill::target_guard(
+                &policy,
+                on_aws,
+                stack.as_deref(),
+                *i_mean_production || drill.recovery.rehearsal.is_some(),
+            )?;
             let lab_only = crate::drill::FAULTS
                 .iter()
                 .any(|(k, w)| k == drill.fault.kind.get_ref() && *w == "lab only");
@@ -117,7 +148,11 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
                     format!("fault {} runs only in the lab", drill.fault.kind.get_ref()),
                 )
                 .field("fault.kind")
-                .hint("on AWS the API key is the LLM provider's: rehearse a rotation with drd rotate instead")
+                .hint(if drill.fault.kind.get_ref() == "region-loss" {
+                    "an AWS region cannot be failed safely: rehearse the restore with drd drill run restore-rehearsal --input region=R"
+                } else {
+                    "on AWS the API key is the LLM provider's: rehearse a rotation with drd rotate instead"
+                })
                 .into());
             }
             // The lab's LLM (for lab-only faults), as the lab exports it.
@@ -128,7 +163,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
                     .ok()
                     .filter(|v| !v.is_empty())
             };
-            run_drill(cli, name, report.clone(), lab_llm).await
+            run_drill(cli, name, report.clone(), lab_llm, given).await
         }
         DrillCommand::Report { last, html } => {
             let policy = cli.load_policy()?;
@@ -175,6 +210,7 @@ async fn run_drill(
     name: &str,
     report_dir: Option<PathBuf>,
     lab_llm: Option<String>,
+    inputs: std::collections::BTreeMap<String, String>,
 ) -> Result<()> {
     let drill = crate::drill::load(Some(&drills_dir(cli)), name)?;
     let policy = cli.load_policy()?;
@@ -209,6 +245,7 @@ async fn run_drill(
         progress: &progress,
         lab_llm,
         interrupts: rx,
+        inputs,
     };
     let r = crate::drill::run::run(&aws, &policy, &drill, &region, opts).await;
     signals.abort();

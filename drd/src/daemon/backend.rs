@@ -86,6 +86,13 @@ impl StoreBackend {
             // Lab-only faults are not scheduled: a scheduled revoke-key fails and says why.
             lab_llm: None,
             interrupts,
+            // A rehearsal decrypts the secret backups with the daemon's identity, when given.
+            inputs: policy
+                .daemon
+                .identity
+                .iter()
+                .map(|i| ("identity".to_string(), i.clone()))
+                .collect(),
         };
         let r = Box::pin(crate::drill::run::run(
             &self.aws, policy, &drill, &region, opts,

@@ -19,6 +19,8 @@ use serde::Serialize;
 pub enum Injected {
     CorruptLive(CorruptLive),
     RevokeKey(RevokeKey),
+    Rehearsal(Rehearsal),
+    RegionLoss(RegionLoss),
 }
 
 impl Injected {
@@ -32,6 +34,14 @@ impl Injected {
                 "revoke-key (the lab's LLM no longer accepts the {} in {})",
                 r.secret, r.region
             ),
+            Injected::RegionLoss(r) => format!(
+                "region-loss (the lab has failed {}: its control and data planes stop answering)",
+                r.region
+            ),
+            Injected::Rehearsal(r) => format!(
+                "none: a rehearsal restores point {} into {} as stack {}",
+                r.scratch.point, r.scratch.region, r.scratch.stack
+            ),
         }
     }
 
@@ -39,7 +49,7 @@ impl Injected {
     pub fn replacement(&self) -> Option<&secrecy::SecretString> {
         match self {
             Injected::RevokeKey(r) => Some(&r.new_key),
-            Injected::CorruptLive(_) => None,
+            Injected::CorruptLive(_) | Injected::Rehearsal(_) | Injected::RegionLoss(_) => None,
         }
     }
 }
@@ -122,7 +132,132 @@ pub async fn undo(aws: &Aws, policy: &Policy, i: &Injected) -> Result<Vec<String
     match i {
         Injected::CorruptLive(c) => undo_corrupt_live(aws, policy, c).await,
         Injected::RevokeKey(r) => undo_revoke_key(r).await,
+        Injected::Rehearsal(r) => undo_rehearsal(aws, r).await,
+        Injected::RegionLoss(r) => lab_region(&r.control, &r.region, "restore")
+            .await
+            .map(|()| vec![format!("the lab answers for {} again", r.region)]),
     }
+}
+
+/// `region-loss` (lab only: an AWS region cannot be failed safely; `restore-rehearsal`
+/// rehearses the restore there): the lab's gate and function host stop answering for the
+/// stack's primary region, control plane and data plane alike, as in a regional outage. Global
+/// services (Route 53, IAM) keep answering, as on AWS.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegionLoss {
+    pub kind: String,
+    pub region: String,
+    /// The lab's control endpoint (its function host).
+    #[serde(skip)]
+    control: String,
+}
+
+/// POST the lab's region switch (`fail` or `restore`).
+async fn lab_region(control: &str, region: &str, verb: &str) -> Result<()> {
+    let url = format!(
+        "{}/_sandbox/regions/{region}/{verb}",
+        control.trim_end_matches('/')
+    );
+    let r = reqwest::Client::new()
+        .post(&url)
+        .send()
+        .await
+        .map_err(|e| {
+            Error::failed(format!(
+                "the lab's region switch ({verb} {region}) did not answer: {}",
+                e.without_url()
+            ))
+        })?;
+    if !r.status().is_success() {
+        return Err(Error::failed(format!(
+            "the lab's region switch ({verb} {region}) answered {}",
+            r.status()
+        )));
+    }
+    Ok(())
+}
+
+/// Fail the stack's primary region in the lab (`control`: the lab's function host URL).
+pub async fn inject_region_loss(policy: &Policy, control: &str) -> Result<RegionLoss> {
+    let region = policy.primary_region().to_string();
+    lab_region(control, &region, "fail").await?;
+    Ok(RegionLoss {
+        kind: "region-loss".into(),
+        region,
+        control: control.to_string(),
+    })
+}
+
+/// A restore rehearsal (fault `none`): what it will make in its scratch region, and what an
+/// earlier, interrupted rehearsal had left there (removed before this one started).
+#[derive(Debug, Clone, Serialize)]
+pub struct Rehearsal {
+    pub kind: String,
+    pub scratch: crate::restore::rehearsal::Scratch,
+    pub leftovers_removed: Vec<String>,
+    #[serde(skip)]
+    pub manifest: Box<crate::backup::manifest::Manifest>,
+}
+
+/// Check the scratch region and choose the point; remove an earlier rehearsal's leftovers.
+pub async fn prepare_rehearsal(
+    aws: &Aws,
+    policy: &Policy,
+    store: &crate::store::Store,
+    inputs: &std::collections::BTreeMap<String, String>,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Rehearsal> {
+    use crate::restore::rehearsal;
+    let region = inputs.get("region").map(String::as_str).unwrap_or("");
+    if region.is_empty() {
+        return Err(crate::error::ConfigError::new(
+            "region",
+            "a restore rehearsal needs a scratch region",
+        )
+        .hint("pass --input region=R (a region other than the primary), or set inputs = { region = \"R\" } under [recovery]")
+        .into());
+    }
+    let identity = inputs.get("identity").cloned().unwrap_or_default();
+    let (m, scratch) = rehearsal::plan(aws, policy, store, region, &identity).await?;
+    let mut leftovers_removed = vec![];
+    if !rehearsal::leftovers(aws, &scratch).await?.is_empty() {
+        progress("an earlier rehearsal left resources behind: removing them first");
+        leftovers_removed = rehearsal::teardown(aws, &scratch, progress).await?;
+        let still = rehearsal::leftovers(aws, &scratch).await?;
+        if !still.is_empty() {
+            return Err(Error::failed(format!(
+                "an earlier rehearsal's leftovers in {region} could not be removed: {}",
+                still.join(", ")
+            )));
+        }
+    }
+    Ok(Rehearsal {
+        kind: "none".into(),
+        scratch,
+        leftovers_removed,
+        manifest: Box::new(m),
+    })
+}
+
+/// Tear the rehearsal down and prove that nothing is left.
+async fn undo_rehearsal(aws: &Aws, r: &Rehearsal) -> Result<Vec<String>> {
+    use crate::restore::rehearsal;
+    let quiet = |_: &str| {};
+    let mut done = rehearsal::teardown(aws, &r.scratch, &quiet).await?;
+    let left = rehearsal::leftovers(aws, &r.scratch).await?;
+    if !left.is_empty() {
+        return Err(Error::failed(format!(
+            "the teardown left {} in {}",
+            left.join(", "),
+            r.scratch.region
+        )));
+    }
+    done.push(format!(
+        "nothing is left in {}: stack, function, log group, {} secret(s) and code package looked up again",
+        r.scratch.region,
+        r.scratch.secrets.len()
+    ));
+    Ok(done)
 }
 
 async fn undo_corrupt_live(aws: &Aws, policy: &Policy, i: &CorruptLive) -> Result<Vec<String>> {

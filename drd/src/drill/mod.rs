@@ -9,6 +9,8 @@
 //! checks the steady state again, and writes a report (`report`).
 
 pub mod fault;
+mod probe;
+mod recovery;
 pub mod report;
 pub mod run;
 
@@ -29,10 +31,24 @@ pub const SHIPPED: &[(&str, &str)] = &[
         "revoke-key",
         include_str!("../../../runbooks/drills/revoke-key.toml"),
     ),
+    (
+        "restore-rehearsal",
+        include_str!("../../../runbooks/drills/restore-rehearsal.toml"),
+    ),
+    (
+        "region-loss",
+        include_str!("../../../runbooks/drills/region-loss.toml"),
+    ),
 ];
 
 /// Fault kinds this drd can inject, and where each may run.
-pub const FAULTS: &[(&str, &str)] = &[("corrupt-live", "lab and AWS"), ("revoke-key", "lab only")];
+pub const FAULTS: &[(&str, &str)] = &[
+    ("corrupt-live", "lab and AWS"),
+    ("revoke-key", "lab only"),
+    ("region-loss", "lab only"),
+    // A rehearsal breaks nothing: `recovery.rehearsal` says what is rehearsed.
+    ("none", "lab and AWS"),
+];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -117,6 +133,11 @@ pub struct Recovery {
     /// `"automatic"`: nothing is run; the drill measures whether the service heals by itself.
     #[serde(default)]
     pub expect: Option<Spanned<String>>,
+    /// `"restore"`: a restore rehearsal (with `fault.kind = "none"`): the newest point is
+    /// restored into a scratch region under scratch names (input `region`), probed, and torn
+    /// down; nothing users see changes (docs/drills.md).
+    #[serde(default)]
+    pub rehearsal: Option<Spanned<String>>,
     /// How long after the injection the runbook starts: the time on-call takes to notice and
     /// act (counted in the RTO, as in a real outage). Default "0s".
     #[serde(default)]
@@ -142,6 +163,9 @@ impl Default for StopConditions {
 fn default_max_duration() -> Spanned<String> {
     Spanned::new(0..0, "10m".into())
 }
+
+/// Makes a located error: (the value's span, the field, the message, the fix).
+type At<'a> = dyn Fn(&std::ops::Range<usize>, &str, String, &str) -> ConfigError + 'a;
 
 /// The checked figures of a drill.
 #[derive(Debug, Clone, PartialEq)]
@@ -267,6 +291,55 @@ impl Drill {
                 ),
             ));
         }
+        if let Some(r) = &self.recovery.rehearsal {
+            let hint = "write rehearsal = \"restore\" with fault.kind = \"none\", and no runbook or expect";
+            if r.get_ref() != "restore" {
+                return Err(at(
+                    &r.span(),
+                    "recovery.rehearsal",
+                    format!("rehearsal = {:?} is not one drd can run", r.get_ref()),
+                    "use rehearsal = \"restore\"",
+                ));
+            }
+            if self.recovery.runbook.is_some() || self.recovery.expect.is_some() {
+                return Err(at(
+                    &r.span(),
+                    "recovery.rehearsal",
+                    "a rehearsal runs no runbook and expects nothing".into(),
+                    hint,
+                ));
+            }
+            if kind != "none" {
+                return Err(at(
+                    &self.fault.kind.span(),
+                    "fault.kind",
+                    format!("a rehearsal injects no fault, but fault.kind is {kind:?}"),
+                    "write kind = \"none\"",
+                ));
+            }
+        } else if kind == "none" {
+            return Err(at(
+                &self.fault.kind.span(),
+                "fault.kind",
+                "fault.kind = \"none\" breaks nothing: only a rehearsal may use it".into(),
+                "name a fault, or write rehearsal = \"restore\" under [recovery]",
+            ));
+        } else {
+            self.check_recovery(runbooks, &at)?;
+        }
+        Ok(Plan {
+            rto,
+            tiers,
+            max_latency,
+            interval,
+            healthy_after,
+            max_duration,
+            start_after,
+        })
+    }
+
+    /// `runbook = NAME` or `expect = "automatic"`, exactly one.
+    fn check_recovery(&self, runbooks: &[String], at: &At<'_>) -> Result<(), ConfigError> {
         let exp = |e: &Spanned<String>, msg: String| {
             at(
                 &e.span(),
@@ -302,15 +375,7 @@ impl Drill {
             }
             _ => {}
         }
-        Ok(Plan {
-            rto,
-            tiers,
-            max_latency,
-            interval,
-            healthy_after,
-            max_duration,
-            start_after,
-        })
+        Ok(())
     }
 }
 

@@ -7,10 +7,10 @@
 //! report says so).
 
 use super::fault::{self, Injected};
-use super::report::{
-    self, DrillReport, Event, GateProbe, Measured, Recovery, RecoveryStep, Rollback, Sample,
-};
-use super::{Drill, Plan};
+use super::probe::{healed_at, start_prober, start_resolver, steady};
+use super::recovery::{check_inputs, fail_back, recover, rehearse, rpo_of_point};
+use super::report::{self, DrillReport, Event, Measured, Recovery, RecoveryStep, Rollback};
+use super::Drill;
 use crate::aws::Aws;
 use crate::error::{Error, Result};
 use crate::lambda::probe::UrlProber;
@@ -37,11 +37,14 @@ pub struct Options<'a> {
     pub lab_llm: Option<String>,
     /// Counts SIGINT/SIGTERM: 1 stops the drill (then the rollback runs), 2 skips the rollback.
     pub interrupts: watch::Receiver<u32>,
+    /// Inputs given with the run (`--input K=V`, `--identity`): over the drill's own
+    /// `recovery.inputs`.
+    pub inputs: std::collections::BTreeMap<String, String>,
 }
 
 /// The event journal: kept in memory for the report, appended to `<run>.events.jsonl` and
 /// flushed per event (a crash still leaves a record), and shown as progress.
-struct Recorder<'a> {
+pub(super) struct Recorder<'a> {
     t0: Instant,
     events: Mutex<Vec<Event>>,
     file: Mutex<Option<std::fs::File>>,
@@ -49,11 +52,11 @@ struct Recorder<'a> {
 }
 
 impl Recorder<'_> {
-    fn ms(&self) -> u64 {
+    pub(super) fn ms(&self) -> u64 {
         self.t0.elapsed().as_millis() as u64
     }
 
-    fn note(&self, what: impl Into<String>) -> u64 {
+    pub(super) fn note(&self, what: impl Into<String>) -> u64 {
         let e = Event {
             t_ms: self.ms(),
             what: what.into(),
@@ -67,98 +70,6 @@ impl Recorder<'_> {
         self.events.lock().expect("journal").push(e);
         t
     }
-}
-
-/// Probe each tier once: the gate before the fault and the check after the rollback.
-async fn steady(prober: &UrlProber, url: &str, plan: &Plan) -> Vec<GateProbe> {
-    let mut out = vec![];
-    for tier in &plan.tiers {
-        let r = prober.probe(url, *tier).await;
-        let slow = r.latency_ms > plan.max_latency.as_millis() as u64;
-        out.push(GateProbe {
-            tier: format!("{tier:?}"),
-            ok: r.ok && !slow,
-            latency_ms: r.latency_ms,
-            detail: if slow && r.ok {
-                format!("slower than {:?}", plan.max_latency)
-            } else {
-                r.detail
-            },
-        });
-    }
-    out
-}
-
-/// The independent prober: samples every `interval` until stopped.
-fn start_prober(
-    url: String,
-    data_endpoint: Option<String>,
-    plan: Plan,
-    t0: Instant,
-    samples: Arc<Mutex<Vec<Sample>>>,
-    mut stop: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let prober = UrlProber::new(data_endpoint);
-        let mut every = tokio::time::interval(plan.interval);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = every.tick() => {}
-                _ = stop.changed() => return,
-            }
-            let t_ms = t0.elapsed().as_millis() as u64;
-            let (mut ok, mut latency_ms, mut detail) = (true, 0u64, String::new());
-            for tier in &plan.tiers {
-                let bound = plan.max_latency + Duration::from_secs(1);
-                match tokio::time::timeout(bound, prober.probe(&url, *tier)).await {
-                    Ok(r) => {
-                        latency_ms = latency_ms.max(r.latency_ms);
-                        if !r.ok && ok {
-                            (ok, detail) = (false, format!("{tier:?}: {}", r.detail));
-                        } else if r.latency_ms > plan.max_latency.as_millis() as u64 && ok {
-                            (ok, detail) = (false, format!("{tier:?}: {} ms", r.latency_ms));
-                        }
-                    }
-                    Err(_) => {
-                        latency_ms = latency_ms.max(bound.as_millis() as u64);
-                        if ok {
-                            (ok, detail) = (false, format!("{tier:?}: no answer within {bound:?}"));
-                        }
-                    }
-                }
-            }
-            let detail: String = detail.chars().take(200).collect();
-            samples.lock().expect("samples").push(Sample {
-                t_ms,
-                ok,
-                latency_ms,
-                detail,
-            });
-        }
-    })
-}
-
-/// When the service was healthy again: the time of the first of `k` consecutive healthy samples
-/// taken after the fault was seen (a sample failing after the injection), or after the
-/// injection when no sample ever failed. `(time, the fault was seen)`.
-pub fn healed_at(samples: &[Sample], injected_ms: u64, k: u32) -> Option<(u64, bool)> {
-    let after: Vec<&Sample> = samples.iter().filter(|s| s.t_ms >= injected_ms).collect();
-    let first_bad = after.iter().position(|s| !s.ok);
-    let from = first_bad.unwrap_or(0);
-    let k = k as usize;
-    let mut run = 0;
-    for (i, s) in after.iter().enumerate().skip(from) {
-        if s.ok {
-            run += 1;
-            if run == k {
-                return Some((after[i + 1 - k].t_ms, first_bad.is_some()));
-            }
-        } else {
-            run = 0;
-        }
-    }
-    None
 }
 
 /// How the main phase ended.
@@ -179,6 +90,20 @@ pub async fn run(
     opts: Options<'_>,
 ) -> Result<DrillReport> {
     let plan = drill.plan();
+    let rehearsal = drill.recovery.rehearsal.is_some();
+    let mut inputs = drill.recovery.inputs.clone();
+    inputs.extend(opts.inputs.clone());
+    let region_loss = drill.fault.kind.get_ref() == "region-loss";
+    if region_loss && policy.dns.is_none() {
+        return Err(crate::error::ConfigError::new(
+            policy.path.display().to_string(),
+            format!("drill {} measures through the service's name, but the policy has no [dns]", drill.name()),
+        )
+        .field("dns")
+        .hint("describe the name users reach the service by ([dns] zone and record): after a region loss the old Function URL never heals")
+        .into());
+    }
+    check_inputs(drill, &inputs, opts.runbooks.as_deref())?;
     let t0 = Instant::now();
     let started_at = now_rfc3339();
     let file = match &opts.report_dir {
@@ -226,7 +151,14 @@ pub async fn run(
         run: opts.run.clone(),
         stack: policy.stack_name().to_string(),
         region: region.to_string(),
-        probed_via: "function-url".into(),
+        probed_via: match (rehearsal, inputs.get("region")) {
+            (true, Some(r)) => format!("function-url (the rehearsal's, in {r})"),
+            _ if region_loss => {
+                "service-name (its Route 53 record read at every sample, as a resolver answers)"
+                    .into()
+            }
+            _ => "function-url".into(),
+        },
         started_at,
         finished_at: String::new(),
         outcome: String::new(),
@@ -263,23 +195,31 @@ pub async fn run(
         return finish(report, &rec, &store, &opts, lease).await;
     }
     rec.note("gate passed: steady state holds");
-    // The marker: points taken from now until the drill ends are labelled with it.
+    // The marker: points taken from now until the drill ends are labelled with it (a
+    // rehearsal breaks nothing and writes no point: it needs none).
     let now = crate::store::drill_marker::now_secs();
     let slack = plan.max_duration + plan.start_after + Duration::from_secs(600);
-    crate::store::drill_marker::set(
-        &store,
-        &crate::store::drill_marker::DrillMarker {
-            drill: drill.name().to_string(),
-            run: opts.run.clone(),
-            since: now,
-            until: now + slack.as_secs(),
-        },
-    )
-    .await?;
+    if !rehearsal {
+        crate::store::drill_marker::set(
+            &store,
+            &crate::store::drill_marker::DrillMarker {
+                drill: drill.name().to_string(),
+                run: opts.run.clone(),
+                since: now,
+                until: now + slack.as_secs(),
+            },
+        )
+        .await?;
+    }
     let samples = Arc::new(Mutex::new(vec![]));
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (url_tx, url_rx) = watch::channel((!rehearsal).then(|| url.clone()));
+    // After a region loss users reach whatever the service's name points at: a resolver of its
+    // own reads the record at every interval and hands the prober the host.
+    let resolver = region_loss
+        .then(|| start_resolver(aws, policy, plan.interval, url_tx.clone(), stop_rx.clone()));
     let prober = start_prober(
-        url.clone(),
+        url_rx,
         data_endpoint,
         plan.clone(),
         t0,
@@ -302,6 +242,18 @@ pub async fn run(
                 "run it against the lab (eval \"$(drd sandbox up)\")",
             )),
         },
+        "region-loss" => match &aws.settings().data_endpoint {
+            Some(lab) if opts.lab_llm.is_some() => fault::inject_region_loss(policy, lab)
+                .await
+                .map(Injected::RegionLoss),
+            _ => Err(Error::failed_hint(
+                "region-loss runs only in the lab: an AWS region cannot be failed safely",
+                "rehearse the restore instead: drd drill run restore-rehearsal --input region=R",
+            )),
+        },
+        "none" => fault::prepare_rehearsal(aws, policy, &store, &inputs, opts.progress)
+            .await
+            .map(Injected::Rehearsal),
         other => Err(Error::failed(format!("fault {other} is not available"))),
     };
     let injected: Injected = match injection {
@@ -317,13 +269,24 @@ pub async fn run(
         }
     };
     let inj_ms = rec.note(format!("fault injected: {}", injected.summary()));
+    let inj_wall = std::time::SystemTime::now();
+    let point_taken: Mutex<Option<String>> = Mutex::new(None);
     report.injected_at_ms = Some(inj_ms);
     report.fault = Some(serde_json::to_value(&injected).expect("serializes"));
+    if let Injected::Rehearsal(r) = &injected {
+        for l in &r.leftovers_removed {
+            rec.note(format!("an earlier rehearsal's leftover: {l}"));
+        }
+        rpo_of_point(&mut report, &r.scratch);
+    }
     let deadline = t0 + Duration::from_millis(inj_ms) + plan.max_duration;
     // The main phase: recovery, then waiting for the prober to see the service healthy.
     let main = async {
-        let recovery = match &drill.recovery.runbook {
-            Some(name) => {
+        let recovery = match (&drill.recovery.runbook, &injected) {
+            (_, Injected::Rehearsal(r)) => {
+                Some(rehearse(aws, policy, &store, r, &rec, &url_tx, &opts).await)
+            }
+            (Some(name), _) => {
                 if !plan.start_after.is_zero() {
                     rec.note(format!(
                         "recovery starts in {} (recovery.start_after: the time to notice)",
@@ -338,7 +301,7 @@ pub async fn run(
                     aws,
                     policy,
                     region,
-                    (name.get_ref(), &drill.recovery.inputs),
+                    (name.get_ref(), &inputs),
                     &opts,
                     &store,
                 )
@@ -349,6 +312,9 @@ pub async fn run(
                             "recovery: runbook {} {} (run {})",
                             rr.runbook, rr.outcome, rr.run
                         ));
+                        if let Some(c) = rr.output("preflight", "created_at") {
+                            *point_taken.lock().expect("point") = Some(c.to_string());
+                        }
                         Some(Recovery {
                             runbook: rr.runbook.clone(),
                             run: Some(rr.run.clone()),
@@ -375,7 +341,7 @@ pub async fn run(
                     }
                 }
             }
-            None => {
+            (None, _) => {
                 rec.note("recovery: automatic (nothing is run)");
                 None
             }
@@ -420,6 +386,18 @@ pub async fn run(
         ),
     };
     report.recovery = recovery;
+    if let Some(c) = point_taken.lock().expect("point").clone() {
+        if let Ok(at) = humantime::parse_rfc3339(&c) {
+            let lost = inj_wall
+                .duration_since(at)
+                .unwrap_or_default()
+                .as_secs_f64();
+            report.measured.rpo_seconds = Some((lost * 10.0).round() / 10.0);
+            report.measured.rpo_note = format!(
+                "the restore came from the point taken {c}: what changed between it and the fault is lost"
+            );
+        }
+    }
     match ended {
         Ended::Healed { at, seen } => {
             report.healed_at_ms = Some(at);
@@ -475,10 +453,18 @@ pub async fn run(
                 steady_after: vec![],
             }
         }
-        Some(Ok(done)) => {
+        Some(Ok(mut done)) => {
+            if let Injected::RegionLoss(_) = &injected {
+                // The region is back: return the service to it, as after a real outage.
+                match fail_back(aws, policy, &store, &inputs, &opts).await {
+                    Ok(Some(l)) => done.push(l),
+                    Ok(None) => {}
+                    Err(e) => done.push(format!("failback FAILED: {e}")),
+                }
+            }
             rec.note(format!("rollback: {}", done.join("; ")));
             let after = steady(&gate_prober, &url, &plan).await;
-            let ok = after.iter().all(|g| g.ok);
+            let ok = after.iter().all(|g| g.ok) && !done.iter().any(|d| d.contains("FAILED"));
             rec.note(if ok {
                 "steady state holds after the rollback".to_string()
             } else {
@@ -505,43 +491,13 @@ pub async fn run(
         }
     };
     report.rollback = Some(rollback);
+    if let Some(r) = resolver {
+        r.abort();
+    }
     let _ = stop_tx.send(true);
     let _ = prober.await;
     report.samples = samples.lock().expect("samples").clone();
     finish(report, &rec, &store, &opts, lease).await
-}
-
-/// Run the recovery runbook in this process (journaled like any run).
-/// `runbook` is the runbook's name and inputs.
-async fn recover(
-    secret_value: Option<&secrecy::SecretString>,
-    aws: &Aws,
-    policy: &Policy,
-    region: &str,
-    runbook: (&str, &std::collections::BTreeMap<String, String>),
-    opts: &Options<'_>,
-    store: &crate::store::Store,
-) -> Result<crate::runbook::exec::RunReport> {
-    let (name, inputs) = runbook;
-    let rb = crate::runbook::load(opts.runbooks.as_deref(), name)?;
-    let ctx = crate::actions::Ctx {
-        aws,
-        policy,
-        region: region.to_string(),
-        store: store.clone(),
-        run_id: String::new(),
-        progress: opts.progress,
-        secret_value,
-    };
-    let ro = crate::runbook::exec::RunOptions {
-        inputs: inputs.clone(),
-        resume: None,
-        state_dir: opts.state_dir.clone(),
-        lease_ttl: None,
-        #[cfg(feature = "failpoints")]
-        failpoint: None,
-    };
-    crate::runbook::exec::execute(&ctx, &rb, &ro).await
 }
 
 /// Totals, the report files (local and in the store), the lease released.
@@ -584,64 +540,4 @@ async fn finish(
 
 fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn s(t_ms: u64, ok: bool) -> Sample {
-        Sample {
-            t_ms,
-            ok,
-            latency_ms: 10,
-            detail: String::new(),
-        }
-    }
-
-    #[test]
-    fn healing_is_the_first_of_k_healthy_samples_after_the_fault_was_seen() {
-        // Healthy before the fault, unhealthy from 1000, a blip at 1500, healthy from 2000.
-        let v = vec![
-            s(0, true),
-            s(500, true),
-            s(1000, false),
-            s(1250, false),
-            s(1500, true),
-            s(1750, false),
-            s(2000, true),
-            s(2250, true),
-            s(2500, true),
-        ];
-        assert_eq!(healed_at(&v, 900, 3), Some((2000, true)));
-        assert_eq!(healed_at(&v, 900, 4), None);
-        // Samples taken before the injection never count.
-        assert_eq!(healed_at(&v[..2], 900, 1), None);
-        // A fault nobody saw: healthy from the injection.
-        let quiet = vec![s(1000, true), s(1250, true)];
-        assert_eq!(healed_at(&quiet, 900, 2), Some((1000, false)));
-    }
-
-    /// A synthetic outage of known length: the measured RTO is within one sampling interval of
-    /// it, for any phase of the sampling clock.
-    #[test]
-    fn a_synthetic_outage_is_measured_within_one_interval() {
-        let interval = 250u64;
-        let (inject, outage) = (1_000u64, 3_000u64);
-        for phase in (0..interval).step_by(17) {
-            let v: Vec<Sample> = (0..40)
-                .map(|i| {
-                    let t = phase + i * interval;
-                    s(t, !(inject..inject + outage).contains(&t))
-                })
-                .collect();
-            let (at, seen) = healed_at(&v, inject, 3).unwrap();
-            assert!(seen);
-            let rto = at - inject;
-            assert!(
-                rto >= outage && rto < outage + interval,
-                "phase {phase}: rto {rto}"
-            );
-        }
-    }
 }

@@ -100,3 +100,41 @@ fn on_aws_a_drill_needs_its_target_named_and_production_an_explicit_yes() {
     p.stack.production = false;
     target_guard(&p, true, Some(&name), false).unwrap();
 }
+
+#[test]
+fn a_rehearsal_and_the_fault_none_go_together_and_nothing_else_does() {
+    let rehearsal = include_str!("../../../runbooks/drills/restore-rehearsal.toml");
+    let d = parse(rehearsal).unwrap();
+    assert!(d.recovery.rehearsal.is_some());
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "kind = \"none\"",
+            "kind = \"corrupt-live\"",
+            "fault.kind",
+            "injects no fault",
+        ),
+        (
+            "rehearsal = \"restore\"",
+            "rehearsal = \"restart\"",
+            "recovery.rehearsal",
+            "not one drd can run",
+        ),
+        (
+            "rehearsal = \"restore\"",
+            "rehearsal = \"restore\"\nrunbook = \"lambda-rollback\"",
+            "recovery.rehearsal",
+            "runs no runbook",
+        ),
+    ];
+    for (from, to, field, msg) in cases {
+        assert!(rehearsal.contains(from), "{from}");
+        let e = parse(&rehearsal.replace(from, to)).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some(*field), "{e}");
+        assert!(e.to_string().contains(msg), "{e}");
+        assert!(e.line.is_some() && e.hint.is_some(), "{e}");
+    }
+    // `none` breaks nothing: only a rehearsal may use it.
+    let e = parse(&GOOD.replace("kind = \"corrupt-live\"", "kind = \"none\"")).unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("fault.kind"), "{e}");
+    assert!(e.to_string().contains("only a rehearsal"), "{e}");
+}

@@ -39,6 +39,48 @@ pub async fn bring_up_function(
     run_id: &str,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<FunctionUp> {
+    let up = serve(aws, policy, m, target, progress).await?;
+    let lambda = aws.lambda(target).await;
+    let invoke: Vec<ProbeResult> = up
+        .probes
+        .iter()
+        .filter(|p| p.via != "url")
+        .cloned()
+        .collect();
+    let by = format!(
+        "drd restore {run_id} on {}",
+        crate::store::lease::hostname()
+    );
+    let (_, pinned) = crate::lambda::pins::record(
+        store,
+        &lambda,
+        target,
+        policy.function_name(),
+        &up.version,
+        invoke,
+        &by,
+    )
+    .await?;
+    let active = ActiveRegion {
+        region: target.to_string(),
+        function_url: up.function_url.clone(),
+        point: m.id.clone(),
+        since: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        by,
+    };
+    crate::store::active::record(store, &active).await?;
+    Ok(FunctionUp { pinned, ..up })
+}
+
+/// Publish the restored code, probe the version (Invoke, T0/T1), point `live`, make sure the
+/// Function URL exists and passes T0/T1. Writes nothing to the store (a rehearsal stops here).
+pub async fn serve(
+    aws: &Aws,
+    policy: &Policy,
+    m: &Manifest,
+    target: &str,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<FunctionUp> {
     let (_, sha, _) = live_code(m)?;
     let function = policy.function_name();
     let lambda = aws.lambda(target).await;
@@ -81,36 +123,13 @@ pub async fn bring_up_function(
     }
     let healthy_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
     progress(&format!("{url} healthy (T0, T1) in {target}"));
-    let invoke: Vec<ProbeResult> = probes.iter().filter(|p| p.via != "url").cloned().collect();
-    let by = format!(
-        "drd restore {run_id} on {}",
-        crate::store::lease::hostname()
-    );
-    let (_, pinned) = crate::lambda::pins::record(
-        store,
-        &lambda,
-        target,
-        function,
-        &version.version,
-        invoke,
-        &by,
-    )
-    .await?;
-    let active = ActiveRegion {
-        region: target.to_string(),
-        function_url: url.clone(),
-        point: m.id.clone(),
-        since: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-        by,
-    };
-    crate::store::active::record(store, &active).await?;
     Ok(FunctionUp {
         version: version.version,
         published,
         alias_changed: alias != ops::AliasChange::Unchanged,
         function_url: url,
         url_created,
-        pinned,
+        pinned: false,
         healthy_at,
         probes,
     })

@@ -11,6 +11,7 @@ mod code;
 pub mod failback;
 mod function;
 mod plan;
+pub mod rehearsal;
 mod secrets;
 mod stack;
 #[cfg(test)]

@@ -156,3 +156,40 @@ fn non_regions_are_rejected_as_targets_and_the_primary_is_a_repair() {
     assert_eq!(check_target("mars-1").unwrap_err().exit_code(), 2);
     assert!(check_target("us-west-2").is_ok());
 }
+
+/// A rehearsal restores under scratch names: the secrets, the function and exactly the
+/// parameters that name them change; the plan then points the stack at the scratch names.
+#[test]
+fn a_rehearsal_renames_secrets_function_and_the_parameters_that_name_them() {
+    let mut m = manifest(&[
+        ("FunctionName", Some("f")),
+        ("ApiKeySecretName", Some("openai-api-key")),
+        ("CodeBucket", Some("drd-artifacts-us-east-1")),
+        ("LlmModel", Some("gpt-4o-mini")),
+    ]);
+    m.secrets = vec![SecretCapture {
+        name: "openai-api-key".into(),
+        versions: vec![],
+    }];
+    let s = rehearsal::scratch_manifest(&m);
+    assert_eq!(s.function.name, "f-drd-rehearsal");
+    assert_eq!(s.secrets[0].name, "openai-api-key-drd-rehearsal");
+    let p: std::collections::BTreeMap<&str, Option<&str>> = s
+        .stack
+        .parameters
+        .iter()
+        .map(|p| (p.key.as_str(), p.value.as_deref()))
+        .collect();
+    assert_eq!(p["FunctionName"], Some("f-drd-rehearsal"));
+    assert_eq!(p["ApiKeySecretName"], Some("openai-api-key-drd-rehearsal"));
+    assert_eq!(p["CodeBucket"], Some("drd-artifacts-us-east-1"));
+    assert_eq!(p["LlmModel"], Some("gpt-4o-mini"));
+    // The original is untouched, and the scratch policy names the scratch stack and function.
+    assert_eq!(m.secrets[0].name, "openai-api-key");
+    let sp = rehearsal::scratch_policy(&policy());
+    assert_eq!(sp.stack_name(), "s-drd-rehearsal");
+    assert_eq!(sp.function_name(), "f-drd-rehearsal");
+    let plan = plan_stack(&s, "Resources: {}\n", &sp, "us-west-2").unwrap();
+    assert_eq!(plan.parameters["FunctionName"], "f-drd-rehearsal");
+    assert_eq!(plan.parameters["CodeBucket"], "drd-artifacts-us-west-2");
+}

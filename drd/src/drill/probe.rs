@@ -1,0 +1,210 @@
+//! The drill's measurements: the steady-state check, the independent prober, the resolver of
+//! the service's name, and when the service counts as healed.
+
+use super::report::{GateProbe, Sample};
+use super::Plan;
+use crate::aws::Aws;
+use crate::lambda::probe::UrlProber;
+use crate::policy::Policy;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Probe each tier once: the gate before the fault and the check after the rollback.
+pub(super) async fn steady(prober: &UrlProber, url: &str, plan: &Plan) -> Vec<GateProbe> {
+    let mut out = vec![];
+    for tier in &plan.tiers {
+        let r = prober.probe(url, *tier).await;
+        let slow = r.latency_ms > plan.max_latency.as_millis() as u64;
+        out.push(GateProbe {
+            tier: format!("{tier:?}"),
+            ok: r.ok && !slow,
+            latency_ms: r.latency_ms,
+            detail: if slow && r.ok {
+                format!("slower than {:?}", plan.max_latency)
+            } else {
+                r.detail
+            },
+        });
+    }
+    out
+}
+
+/// The independent prober: samples every `interval` until stopped. `url` is what it probes
+/// (`None`: nothing serves yet, as while a rehearsal restores; such a sample is unhealthy).
+pub(super) fn start_prober(
+    url: watch::Receiver<Option<String>>,
+    data_endpoint: Option<String>,
+    plan: Plan,
+    t0: Instant,
+    samples: Arc<Mutex<Vec<Sample>>>,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let prober = UrlProber::new(data_endpoint);
+        let mut every = tokio::time::interval(plan.interval);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let t_ms = t0.elapsed().as_millis() as u64;
+            let Some(url) = url.borrow().clone() else {
+                samples.lock().expect("samples").push(Sample {
+                    t_ms,
+                    ok: false,
+                    latency_ms: 0,
+                    detail: "nothing serves yet (the rehearsal is restoring)".into(),
+                });
+                continue;
+            };
+            let (mut ok, mut latency_ms, mut detail) = (true, 0u64, String::new());
+            for tier in &plan.tiers {
+                let bound = plan.max_latency + Duration::from_secs(1);
+                match tokio::time::timeout(bound, prober.probe(&url, *tier)).await {
+                    Ok(r) => {
+                        latency_ms = latency_ms.max(r.latency_ms);
+                        if !r.ok && ok {
+                            (ok, detail) = (false, format!("{tier:?}: {}", r.detail));
+                        } else if r.latency_ms > plan.max_latency.as_millis() as u64 && ok {
+                            (ok, detail) = (false, format!("{tier:?}: {} ms", r.latency_ms));
+                        }
+                    }
+                    Err(_) => {
+                        latency_ms = latency_ms.max(bound.as_millis() as u64);
+                        if ok {
+                            (ok, detail) = (false, format!("{tier:?}: no answer within {bound:?}"));
+                        }
+                    }
+                }
+            }
+            let detail: String = detail.chars().take(200).collect();
+            samples.lock().expect("samples").push(Sample {
+                t_ms,
+                ok,
+                latency_ms,
+                detail,
+            });
+        }
+    })
+}
+
+/// When the service was healthy again: the time of the first of `k` consecutive healthy samples
+/// taken after the fault was seen (a sample failing after the injection), or after the
+/// injection when no sample ever failed. `(time, the fault was seen)`.
+pub fn healed_at(samples: &[Sample], injected_ms: u64, k: u32) -> Option<(u64, bool)> {
+    let after: Vec<&Sample> = samples.iter().filter(|s| s.t_ms >= injected_ms).collect();
+    let first_bad = after.iter().position(|s| !s.ok);
+    let from = first_bad.unwrap_or(0);
+    let k = k as usize;
+    let mut run = 0;
+    for (i, s) in after.iter().enumerate().skip(from) {
+        if s.ok {
+            run += 1;
+            if run == k {
+                return Some((after[i + 1 - k].t_ms, first_bad.is_some()));
+            }
+        } else {
+            run = 0;
+        }
+    }
+    None
+}
+
+/// The resolver of the service's name: every `interval` it reads the record (its own Route 53
+/// client) and hands the prober `https://<the host users get>/`.
+pub(super) fn start_resolver(
+    aws: &Aws,
+    policy: &Policy,
+    interval: Duration,
+    url: watch::Sender<Option<String>>,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    // Clients of its own, built from the same settings: nothing shared with the recovery.
+    let (aws, policy) = (Aws::new(aws.settings().clone()), policy.clone());
+    tokio::spawn(async move {
+        let mut zone = None;
+        let mut every = tokio::time::interval(interval);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = stop.changed() => return,
+            }
+            if zone.is_none() {
+                zone = crate::dns::require_zone(&aws, &policy).await.ok();
+            }
+            let Some(z) = &zone else { continue };
+            if let Ok(v) = crate::dns::view(&aws, &policy, z).await {
+                if let Some(host) = v.primary {
+                    url.send_if_modified(|u| {
+                        let want = Some(format!("https://{host}/"));
+                        let changed = *u != want;
+                        *u = want;
+                        changed
+                    });
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(t_ms: u64, ok: bool) -> Sample {
+        Sample {
+            t_ms,
+            ok,
+            latency_ms: 10,
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn healing_is_the_first_of_k_healthy_samples_after_the_fault_was_seen() {
+        // Healthy before the fault, unhealthy from 1000, a blip at 1500, healthy from 2000.
+        let v = vec![
+            s(0, true),
+            s(500, true),
+            s(1000, false),
+            s(1250, false),
+            s(1500, true),
+            s(1750, false),
+            s(2000, true),
+            s(2250, true),
+            s(2500, true),
+        ];
+        assert_eq!(healed_at(&v, 900, 3), Some((2000, true)));
+        assert_eq!(healed_at(&v, 900, 4), None);
+        // Samples taken before the injection never count.
+        assert_eq!(healed_at(&v[..2], 900, 1), None);
+        // A fault nobody saw: healthy from the injection.
+        let quiet = vec![s(1000, true), s(1250, true)];
+        assert_eq!(healed_at(&quiet, 900, 2), Some((1000, false)));
+    }
+
+    /// A synthetic outage of known length: the measured RTO is within one sampling interval of
+    /// it, for any phase of the sampling clock.
+    #[test]
+    fn a_synthetic_outage_is_measured_within_one_interval() {
+        let interval = 250u64;
+        let (inject, outage) = (1_000u64, 3_000u64);
+        for phase in (0..interval).step_by(17) {
+            let v: Vec<Sample> = (0..40)
+                .map(|i| {
+                    let t = phase + i * interval;
+                    s(t, !(inject..inject + outage).contains(&t))
+                })
+                .collect();
+            let (at, seen) = healed_at(&v, inject, 3).unwrap();
+            assert!(seen);
+            let rto = at - inject;
+            assert!(
+                rto >= outage && rto < outage + interval,
+                "phase {phase}: rto {rto}"
+            );
+        }
+    }
+}
