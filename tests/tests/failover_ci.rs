@@ -589,3 +589,115 @@ async fn racing_epoch_switches_make_exactly_one_switch_and_lose_no_item() {
         .await
         .is_ok());
 }
+
+/// The shipped github-outage drill on the CI lab: GitHub goes down, ci-failover moves deploys to
+/// the standby CodePipeline (which deploys the mirrored head), the CI tier of the prober sees the
+/// outage and its end; the rollback brings GitHub back and fails back. Read with second clients:
+/// the epoch record (S3), the workflow (the lab GitHub's REST API), the pipeline's executions.
+#[test]
+fn the_github_outage_drill_fails_ci_over_and_back() {
+    let sb = Sandbox::start_ci_lab();
+    let p = policy(&sb).display().to_string();
+    let key = sb.dir.path().join("api-key");
+    std::fs::write(&key, "sk-drill-ci-0123456789").unwrap();
+    sb.allow_key("sk-drill-ci-0123456789");
+    for (name, file) in [
+        ("openai-api-key", key.display().to_string()),
+        ("github-token", sb.var("DRD_SANDBOX_GITHUB_TOKEN_FILE")),
+    ] {
+        sb.aws_cli(&[
+            "secretsmanager",
+            "create-secret",
+            "--name",
+            name,
+            "--secret-string",
+            &format!("file://{file}"),
+        ]);
+    }
+    let work = sb.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    git(
+        &work,
+        &["clone", "--quiet", &sb.var("DRD_CI_REPOSITORY"), "clone"],
+    );
+    let seed = git(&work.join("clone"), &["rev-parse", "HEAD"]);
+    ok(&sb.run(&["--policy", &p, "mirror"], ""), "drd mirror");
+    // The service as GitHub's workflow deployed it.
+    ok(
+        &sb.run(
+            &[
+                "--policy",
+                &p,
+                "deploy",
+                "--bootstrap",
+                bootstrap().to_str().unwrap(),
+                "--commit",
+                &seed,
+            ],
+            "",
+        ),
+        "deploy",
+    );
+    let report = sb.dir.path().join("reports");
+    let out = sb.run(
+        &[
+            "--policy",
+            &p,
+            "--output",
+            "json",
+            "drill",
+            "run",
+            "github-outage",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+        "",
+    );
+    let r: Value = serde_json::from_str(&ok(&out, "drill run github-outage")).unwrap();
+    assert_eq!(r["outcome"], "met", "{r:#}");
+    assert_eq!(r["recovery"]["runbook"], "ci-failover");
+    assert_eq!(r["recovery"]["outcome"], "succeeded", "{r:#}");
+    assert!(r["gate"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|g| g["tier"] == "CI"));
+    // The CI tier saw GitHub hold the epoch without answering, then a CI that answers.
+    let samples = r["samples"].as_array().unwrap();
+    assert!(
+        samples.iter().any(|s| s["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("github holds the CI epoch and does not answer")),
+        "{r:#}"
+    );
+    assert!(
+        r["measured"]["rto_seconds"].as_f64().unwrap() >= 2.0,
+        "{r:#}"
+    );
+    // RPO: the mirror's age at the fault (it was fetched before the drill began).
+    assert!(
+        r["measured"]["rpo_seconds"].as_f64().unwrap() > 0.0,
+        "{r:#}"
+    );
+    assert!(
+        r["measured"]["rpo_note"].as_str().unwrap().contains(&seed),
+        "{r:#}"
+    );
+    assert_eq!(r["rollback"]["ok"], true, "{r:#}");
+    assert!(
+        r["rollback"]["done"]
+            .to_string()
+            .contains("ci-failback (run"),
+        "{r:#}"
+    );
+    // As before: GitHub holds the epoch (after two switches) and its workflow is enabled.
+    let epoch = store_json(&sb, "ci/active.json");
+    assert_eq!(epoch["provider"], "github", "{epoch:#}");
+    assert_eq!(epoch["epoch"], 2, "{epoch:#}");
+    assert_eq!(github(&sb, "workflows/deploy.yml")["state"], "active");
+    // live already ran the mirrored head: the standby pipeline had nothing to deploy and was
+    // not started (ci_fails_over_... covers a deploy through it).
+    let runs = executions(&sb);
+    assert!(runs.is_empty(), "{runs:?} {:#}", r["recovery"]);
+}

@@ -148,10 +148,10 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
                     format!("fault {} runs only in the lab", drill.fault.kind.get_ref()),
                 )
                 .field("fault.kind")
-                .hint(if drill.fault.kind.get_ref() == "region-loss" {
-                    "an AWS region cannot be failed safely: rehearse the restore with drd drill run restore-rehearsal --input region=R"
-                } else {
-                    "on AWS the API key is the LLM provider's: rehearse a rotation with drd rotate instead"
+                .hint(match drill.fault.kind.get_ref().as_str() {
+                    "region-loss" => "an AWS region cannot be failed safely: rehearse the restore with drd drill run restore-rehearsal --input region=R",
+                    "github-outage" => "GitHub is GitHub's: rehearse procedure 5 with drd failover-ci --to codepipeline --dry-run",
+                    _ => "on AWS the API key is the LLM provider's: rehearse a rotation with drd rotate instead",
                 })
                 .into());
             }

@@ -21,6 +21,7 @@ pub enum Injected {
     RevokeKey(RevokeKey),
     Rehearsal(Rehearsal),
     RegionLoss(RegionLoss),
+    GithubOutage(GithubOutage),
 }
 
 impl Injected {
@@ -38,6 +39,9 @@ impl Injected {
                 "region-loss (the lab has failed {}: its control and data planes stop answering)",
                 r.region
             ),
+            Injected::GithubOutage(_) => {
+                "github-outage (the lab's GitHub answers 503 to git and to the REST API)".into()
+            }
             Injected::Rehearsal(r) => format!(
                 "none: a rehearsal restores point {} into {} as stack {}",
                 r.scratch.point, r.scratch.region, r.scratch.stack
@@ -49,7 +53,10 @@ impl Injected {
     pub fn replacement(&self) -> Option<&secrecy::SecretString> {
         match self {
             Injected::RevokeKey(r) => Some(&r.new_key),
-            Injected::CorruptLive(_) | Injected::Rehearsal(_) | Injected::RegionLoss(_) => None,
+            Injected::CorruptLive(_)
+            | Injected::Rehearsal(_)
+            | Injected::RegionLoss(_)
+            | Injected::GithubOutage(_) => None,
         }
     }
 }
@@ -133,6 +140,9 @@ pub async fn undo(aws: &Aws, policy: &Policy, i: &Injected) -> Result<Vec<String
         Injected::CorruptLive(c) => undo_corrupt_live(aws, policy, c).await,
         Injected::RevokeKey(r) => undo_revoke_key(r).await,
         Injected::Rehearsal(r) => undo_rehearsal(aws, r).await,
+        Injected::GithubOutage(g) => lab_github(&g.control, "up")
+            .await
+            .map(|()| vec!["the lab's GitHub answers again".to_string()]),
         Injected::RegionLoss(r) => lab_region(&r.control, &r.region, "restore")
             .await
             .map(|()| vec![format!("the lab answers for {} again", r.region)]),
@@ -150,6 +160,46 @@ pub struct RegionLoss {
     /// The lab's control endpoint (its function host).
     #[serde(skip)]
     control: String,
+}
+
+/// `github-outage` (lab only: GitHub is GitHub's): the lab's GitHub stops answering, git and
+/// REST alike, as in an outage of github.com.
+#[derive(Debug, Clone, Serialize)]
+pub struct GithubOutage {
+    pub kind: String,
+    #[serde(skip)]
+    control: String,
+}
+
+/// POST the lab's GitHub switch (`down` or `up`).
+async fn lab_github(control: &str, verb: &str) -> Result<()> {
+    let url = format!("{}/_sandbox/github/{verb}", control.trim_end_matches('/'));
+    let r = reqwest::Client::new()
+        .post(&url)
+        .send()
+        .await
+        .map_err(|e| {
+            Error::failed(format!(
+                "the lab's GitHub switch ({verb}) did not answer: {}",
+                e.without_url()
+            ))
+        })?;
+    if !r.status().is_success() {
+        return Err(Error::failed(format!(
+            "the lab's GitHub switch ({verb}) answered {}",
+            r.status()
+        )));
+    }
+    Ok(())
+}
+
+/// Take the lab's GitHub down (`control`: the lab's function host URL).
+pub async fn inject_github_outage(control: &str) -> Result<GithubOutage> {
+    lab_github(control, "down").await?;
+    Ok(GithubOutage {
+        kind: "github-outage".into(),
+        control: control.to_string(),
+    })
 }
 
 /// POST the lab's region switch (`fail` or `restore`).

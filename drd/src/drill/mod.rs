@@ -39,6 +39,10 @@ pub const SHIPPED: &[(&str, &str)] = &[
         "region-loss",
         include_str!("../../../runbooks/drills/region-loss.toml"),
     ),
+    (
+        "github-outage",
+        include_str!("../../../runbooks/drills/github-outage.toml"),
+    ),
 ];
 
 /// Fault kinds this drd can inject, and where each may run.
@@ -46,6 +50,7 @@ pub const FAULTS: &[(&str, &str)] = &[
     ("corrupt-live", "lab and AWS"),
     ("revoke-key", "lab only"),
     ("region-loss", "lab only"),
+    ("github-outage", "lab only"),
     // A rehearsal breaks nothing: `recovery.rehearsal` says what is rehearsed.
     ("none", "lab and AWS"),
 ];
@@ -172,6 +177,8 @@ type At<'a> = dyn Fn(&std::ops::Range<usize>, &str, String, &str) -> ConfigError
 pub struct Plan {
     pub rto: Duration,
     pub tiers: Vec<crate::lambda::probe::Tier>,
+    /// `"CI"` among the tiers: the CI holding the epoch must answer (CI drills).
+    pub ci: bool,
     pub max_latency: Duration,
     pub interval: Duration,
     pub healthy_after: u32,
@@ -243,7 +250,12 @@ impl Drill {
             None => Duration::ZERO,
         };
         let mut tiers = vec![];
+        let mut ci = false;
         for t in self.steady_state.tiers.get_ref() {
+            if t == "CI" {
+                ci = true;
+                continue;
+            }
             tiers.push(match t.as_str() {
                 "T0" => crate::lambda::probe::Tier::T0,
                 "T1" => crate::lambda::probe::Tier::T1,
@@ -253,12 +265,12 @@ impl Drill {
                         &self.steady_state.tiers.span(),
                         "steady_state.tiers",
                         format!("{other:?} is not a probe tier"),
-                        "use T0, T1 and T2",
+                        "use T0, T1, T2 (and CI for the CI's own health)",
                     ))
                 }
             });
         }
-        if tiers.is_empty() {
+        if tiers.is_empty() && !ci {
             return Err(at(
                 &self.steady_state.tiers.span(),
                 "steady_state.tiers",
@@ -330,6 +342,7 @@ impl Drill {
         Ok(Plan {
             rto,
             tiers,
+            ci,
             max_latency,
             interval,
             healthy_after,

@@ -10,9 +10,75 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
+/// The CI tier (`"CI"` in `steady_state.tiers`): the CI that holds the epoch answers (GitHub:
+/// its deploy workflow reads; CodePipeline: the standby pipeline reads), so a fix can ship. It
+/// builds its clients from the settings: nothing shared with the recovery.
+pub(super) struct CiCheck {
+    aws: Aws,
+    policy: Policy,
+    region: String,
+}
+
+impl CiCheck {
+    pub(super) fn new(aws: &Aws, policy: &Policy, region: &str) -> Self {
+        Self {
+            aws: Aws::new(aws.settings().clone()),
+            policy: policy.clone(),
+            region: region.to_string(),
+        }
+    }
+
+    /// `(healthy, detail)` of one look.
+    pub(super) async fn sample(&self) -> (bool, String) {
+        let store = crate::store::store_of(&self.aws, &self.policy).await;
+        let provider = match crate::store::ci_epoch::read(&store).await {
+            Ok((e, _)) => e.provider,
+            Err(e) => return (false, format!("the CI epoch cannot be read: {e}")),
+        };
+        let quiet = |_: &str| {};
+        let ctx = crate::actions::Ctx {
+            aws: &self.aws,
+            policy: &self.policy,
+            region: self.region.clone(),
+            store,
+            run_id: String::new(),
+            progress: &quiet,
+            secret_value: None,
+        };
+        match crate::actions::ci_holder_answers(&ctx, provider).await {
+            Ok(()) => (
+                true,
+                format!("{} holds the CI epoch and answers", provider.as_str()),
+            ),
+            Err(e) => (
+                false,
+                format!(
+                    "{} holds the CI epoch and does not answer: {e}",
+                    provider.as_str()
+                ),
+            ),
+        }
+    }
+}
+
 /// Probe each tier once: the gate before the fault and the check after the rollback.
-pub(super) async fn steady(prober: &UrlProber, url: &str, plan: &Plan) -> Vec<GateProbe> {
+pub(super) async fn steady(
+    prober: &UrlProber,
+    url: &str,
+    plan: &Plan,
+    ci: Option<&CiCheck>,
+) -> Vec<GateProbe> {
     let mut out = vec![];
+    if let Some(c) = ci {
+        let t = Instant::now();
+        let (ok, detail) = c.sample().await;
+        out.push(GateProbe {
+            tier: "CI".into(),
+            ok,
+            latency_ms: t.elapsed().as_millis() as u64,
+            detail,
+        });
+    }
     for tier in &plan.tiers {
         let r = prober.probe(url, *tier).await;
         let slow = r.latency_ms > plan.max_latency.as_millis() as u64;
@@ -39,6 +105,7 @@ pub(super) fn start_prober(
     t0: Instant,
     samples: Arc<Mutex<Vec<Sample>>>,
     mut stop: watch::Receiver<bool>,
+    ci: Option<Arc<CiCheck>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let prober = UrlProber::new(data_endpoint);
@@ -60,6 +127,16 @@ pub(super) fn start_prober(
                 continue;
             };
             let (mut ok, mut latency_ms, mut detail) = (true, 0u64, String::new());
+            if let Some(c) = &ci {
+                let bound = plan.max_latency + Duration::from_secs(1);
+                let t = Instant::now();
+                match tokio::time::timeout(bound, c.sample()).await {
+                    Ok((true, _)) => {}
+                    Ok((false, d)) => (ok, detail) = (false, format!("CI: {d}")),
+                    Err(_) => (ok, detail) = (false, format!("CI: no answer within {bound:?}")),
+                }
+                latency_ms = t.elapsed().as_millis() as u64;
+            }
             for tier in &plan.tiers {
                 let bound = plan.max_latency + Duration::from_secs(1);
                 match tokio::time::timeout(bound, prober.probe(&url, *tier)).await {

@@ -201,3 +201,65 @@ pub(super) async fn recover(
     };
     crate::runbook::exec::execute(&ctx, &rb, &ro).await
 }
+
+/// After a GitHub outage and its undo: when CodePipeline holds the CI epoch, the `ci-failback`
+/// runbook pushes what reached the mirror to GitHub, gives the epoch back and deploys through
+/// the workflow.
+pub(super) async fn ci_fail_back(
+    aws: &Aws,
+    policy: &Policy,
+    region: &str,
+    store: &crate::store::Store,
+    opts: &Options<'_>,
+) -> Result<Option<String>> {
+    let (epoch, _) = crate::store::ci_epoch::read(store).await?;
+    if epoch.provider != crate::store::ci_epoch::Provider::Codepipeline {
+        return Ok(None);
+    }
+    let rr = recover(
+        None,
+        aws,
+        policy,
+        region,
+        ("ci-failback", &std::collections::BTreeMap::new()),
+        opts,
+        store,
+    )
+    .await?;
+    if rr.outcome != "succeeded" {
+        return Err(Error::failed(format!(
+            "runbook ci-failback {} (run {}): {}",
+            rr.outcome,
+            rr.run,
+            rr.error.as_deref().unwrap_or("see its journal")
+        )));
+    }
+    Ok(Some(format!(
+        "ci-failback (run {}): GitHub holds the CI epoch again and deployed through its workflow",
+        rr.run
+    )))
+}
+
+/// A CI drill's RPO: the mirror's age at the fault (commits pushed to GitHub after its last
+/// fetch are not in what the standby pipeline deploys).
+pub(super) async fn mirror_rpo(
+    report: &mut DrillReport,
+    store: &crate::store::Store,
+    at: std::time::SystemTime,
+) {
+    let newest = crate::ci::mirror::newest(store).await;
+    let Ok(Some((pointer, _, _))) = newest else {
+        report.measured.rpo_note =
+            "no mirror in the store: the standby CI has nothing to deploy".into();
+        return;
+    };
+    let Ok(fetched) = humantime::parse_rfc3339(&pointer.fetched_at) else {
+        return;
+    };
+    let age = at.duration_since(fetched).unwrap_or_default().as_secs_f64();
+    report.measured.rpo_seconds = Some((age * 10.0).round() / 10.0);
+    report.measured.rpo_note = format!(
+        "the mirror's age at the fault (last fetched from GitHub {}, head {}): what was pushed to GitHub after it is not deployable during the outage",
+        pointer.fetched_at, pointer.head
+    );
+}

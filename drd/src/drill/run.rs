@@ -8,7 +8,9 @@
 
 use super::fault::{self, Injected};
 use super::probe::{healed_at, start_prober, start_resolver, steady};
-use super::recovery::{check_inputs, fail_back, recover, rehearse, rpo_of_point};
+use super::recovery::{
+    check_inputs, ci_fail_back, fail_back, mirror_rpo, recover, rehearse, rpo_of_point,
+};
 use super::report::{self, DrillReport, Event, Measured, Recovery, RecoveryStep, Rollback};
 use super::Drill;
 use crate::aws::Aws;
@@ -144,6 +146,9 @@ pub async fn run(
         })?;
     let data_endpoint = aws.settings().data_endpoint.clone();
     let gate_prober = UrlProber::new(data_endpoint.clone());
+    let ci = plan
+        .ci
+        .then(|| Arc::new(super::probe::CiCheck::new(aws, policy, region)));
     let mut report = DrillReport {
         schema: 1,
         drill: drill.name().to_string(),
@@ -166,7 +171,7 @@ pub async fn run(
         rto_objective_seconds: plan.rto.as_secs_f64(),
         interval_ms: plan.interval.as_millis() as u64,
         healthy_after: plan.healthy_after,
-        gate: steady(&gate_prober, &url, &plan).await,
+        gate: steady(&gate_prober, &url, &plan, ci.as_deref()).await,
         injected_at_ms: None,
         fault: None,
         recovery: None,
@@ -225,6 +230,7 @@ pub async fn run(
         t0,
         samples.clone(),
         stop_rx,
+        ci.clone(),
     );
     // A few samples of the steady state before the fault.
     tokio::time::sleep(plan.interval * 2).await;
@@ -251,6 +257,15 @@ pub async fn run(
                 "rehearse the restore instead: drd drill run restore-rehearsal --input region=R",
             )),
         },
+        "github-outage" => match &aws.settings().data_endpoint {
+            Some(lab) if opts.lab_llm.is_some() => fault::inject_github_outage(lab)
+                .await
+                .map(Injected::GithubOutage),
+            _ => Err(Error::failed_hint(
+                "github-outage runs only in the lab: GitHub is GitHub's",
+                "rehearse procedure 5 with drd failover-ci --dry-run",
+            )),
+        },
         "none" => fault::prepare_rehearsal(aws, policy, &store, &inputs, opts.progress)
             .await
             .map(Injected::Rehearsal),
@@ -273,6 +288,9 @@ pub async fn run(
     let point_taken: Mutex<Option<String>> = Mutex::new(None);
     report.injected_at_ms = Some(inj_ms);
     report.fault = Some(serde_json::to_value(&injected).expect("serializes"));
+    if let Injected::GithubOutage(_) = &injected {
+        mirror_rpo(&mut report, &store, inj_wall).await;
+    }
     if let Injected::Rehearsal(r) = &injected {
         for l in &r.leftovers_removed {
             rec.note(format!("an earlier rehearsal's leftover: {l}"));
@@ -454,16 +472,20 @@ pub async fn run(
             }
         }
         Some(Ok(mut done)) => {
-            if let Injected::RegionLoss(_) = &injected {
+            let back = match &injected {
                 // The region is back: return the service to it, as after a real outage.
-                match fail_back(aws, policy, &store, &inputs, &opts).await {
-                    Ok(Some(l)) => done.push(l),
-                    Ok(None) => {}
-                    Err(e) => done.push(format!("failback FAILED: {e}")),
-                }
+                Injected::RegionLoss(_) => fail_back(aws, policy, &store, &inputs, &opts).await,
+                // GitHub answers again: deploys go back to it (the mirror's commits pushed).
+                Injected::GithubOutage(_) => ci_fail_back(aws, policy, region, &store, &opts).await,
+                _ => Ok(None),
+            };
+            match back {
+                Ok(Some(l)) => done.push(l),
+                Ok(None) => {}
+                Err(e) => done.push(format!("failback FAILED: {e}")),
             }
             rec.note(format!("rollback: {}", done.join("; ")));
-            let after = steady(&gate_prober, &url, &plan).await;
+            let after = steady(&gate_prober, &url, &plan, ci.as_deref()).await;
             let ok = after.iter().all(|g| g.ok) && !done.iter().any(|d| d.contains("FAILED"));
             rec.note(if ok {
                 "steady state holds after the rollback".to_string()
