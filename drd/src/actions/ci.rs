@@ -588,3 +588,27 @@ pub async fn live_at_commit(ctx: &Ctx<'_>, args: &Args) -> Result<()> {
     ));
     Ok(())
 }
+
+/// Whether the CI that holds the epoch answers (a drill's CI tier): GitHub reads the deploy
+/// workflow (10 s bound), CodePipeline reads the standby pipeline.
+pub async fn ci_holder_answers(
+    ctx: &super::Ctx<'_>,
+    provider: crate::store::ci_epoch::Provider,
+) -> crate::error::Result<()> {
+    use crate::store::ci_epoch::Provider;
+    match provider {
+        Provider::Github => super::ci_github::reachable(ctx).await,
+        Provider::Codepipeline => {
+            let n = crate::ci::names(ctx.policy, &ctx.region)?;
+            ctx.aws
+                .codepipeline(&ctx.region)
+                .await
+                .get_pipeline()
+                .name(&n.pipeline)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| crate::aws::aws_error("codepipeline", "GetPipeline", e))
+        }
+    }
+}

@@ -17,29 +17,7 @@ mod secret;
 
 pub use lambda::{pin_version, PinOutcome};
 
-/// Whether the CI that holds the epoch answers (a drill's CI tier): GitHub reads the deploy
-/// workflow (10 s bound), CodePipeline reads the standby pipeline.
-pub async fn ci_holder_answers(
-    ctx: &Ctx<'_>,
-    provider: crate::store::ci_epoch::Provider,
-) -> crate::error::Result<()> {
-    use crate::store::ci_epoch::Provider;
-    match provider {
-        Provider::Github => ci_github::reachable(ctx).await,
-        Provider::Codepipeline => {
-            let n = crate::ci::names(ctx.policy, &ctx.region)?;
-            ctx.aws
-                .codepipeline(&ctx.region)
-                .await
-                .get_pipeline()
-                .name(&n.pipeline)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| crate::aws::aws_error("codepipeline", "GetPipeline", e))
-        }
-    }
-}
+pub use ci::ci_holder_answers;
 
 use crate::aws::Aws;
 use crate::error::{Error, Result};
