@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 pub struct Host {
-    aws: Aws,
+    pub(crate) aws: Aws,
     moto_url: String,
     dir: PathBuf,
     http: reqwest::Client,
@@ -31,6 +31,8 @@ pub struct Host {
     urls: Mutex<HashMap<String, (String, Instant)>>,
     /// Regions switched off (region-loss drills) and the emulator busy clock.
     pub gate: Arc<super::gate::Gate>,
+    /// Latency and errors injected per function (`crate::fnfaults`).
+    pub fn_faults: Arc<crate::fnfaults::FnFaults>,
 }
 
 struct Instance {
@@ -64,6 +66,7 @@ impl Host {
             instances: Mutex::new(HashMap::new()),
             urls: Mutex::new(HashMap::new()),
             gate,
+            fn_faults: Arc::default(),
         })
     }
 
@@ -203,6 +206,9 @@ impl Host {
             }
             Err(e) => return error(StatusCode::BAD_GATEWAY, "Emulator Error", &e),
         };
+        if let Some(r) = crate::fnfaults::admit(self, &region, &function, true).await {
+            return r;
+        }
         match self.run(&region, &function, drd::lambda::LIVE_ALIAS).await {
             Ok((port, _version)) => {
                 let ct = headers
@@ -286,6 +292,9 @@ impl Host {
                 "ServiceException",
                 &format!("the sandbox has failed region {region}"),
             );
+        }
+        if let Some(r) = crate::fnfaults::admit(self, &region, &function, false).await {
+            return r;
         }
         let qualifier = qualifier.or(arn_q).unwrap_or_else(|| "$LATEST".into());
         let event: Value = serde_json::from_slice(&event).unwrap_or(Value::Null);

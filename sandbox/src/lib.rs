@@ -13,6 +13,7 @@ pub mod actions;
 pub mod buildspec;
 pub mod cli;
 pub mod faults;
+pub mod fnfaults;
 pub mod gate;
 pub mod git;
 pub mod github;
@@ -501,6 +502,7 @@ pub async fn serve(
         h.router()
             .merge(pipeline::control(executor))
             .merge(lab.control())
+            .merge(h.fn_faults.control())
             .merge(std::sync::Arc::new(hooks::Hooks::default()).router()),
         stub.router(),
     );

@@ -56,13 +56,50 @@ async fn state(w: &World) -> (String, String, Vec<String>) {
     )
 }
 
+/// The drills' canary secret in these tests' policies.
+const CANARY: &str = "drd-drill-canary";
+
 async fn world(name: &str) -> World {
     world_with(
         name,
         "age1nl9upv528fhapk9tpcejgcthvxt9g7nvdygteey9ekltsxmxjs3q9u3u2k",
-        "",
+        &format!("[secrets]\ncanary = \"{CANARY}\"\n"),
     )
     .await
+}
+
+/// The canary `region` holds, read by a second client.
+async fn canary(sb: &Sandbox, region: &str, name: &str) -> Value {
+    let v = sb
+        .secrets(region)
+        .await
+        .get_secret_value()
+        .secret_id(name)
+        .version_stage("AWSCURRENT")
+        .send()
+        .await
+        .unwrap();
+    serde_json::from_str(v.secret_string().unwrap()).unwrap()
+}
+
+/// A canary as an earlier drill run would have left it (written now, in us-east-1).
+async fn old_canary(sb: &Sandbox, run: &str) -> std::time::SystemTime {
+    let at = std::time::SystemTime::now();
+    let value = serde_json::json!({
+        "drd_canary": 1,
+        "run": run,
+        "seq": 1,
+        "written_at": humantime::format_rfc3339_millis(at).to_string(),
+    });
+    sb.secrets("us-east-1")
+        .await
+        .create_secret()
+        .name(CANARY)
+        .secret_string(value.to_string())
+        .send()
+        .await
+        .unwrap();
+    at
 }
 
 /// A deployed stack whose policy sends secret backups to `recipient`, with `extra` TOML.
@@ -152,6 +189,20 @@ async fn corrupt_live_heals_through_rollback_and_the_drill_leaves_the_service_as
     assert_eq!(r["recovery"]["runbook"], "lambda-rollback");
     assert_eq!(r["recovery"]["outcome"], "succeeded");
     assert_eq!(r["rollback"]["ok"], true, "{r:#}");
+    // RPO, measured: a rollback loses nothing, so the newest canary that survived is the last
+    // one the drill wrote before the fault (read back by a second client too).
+    let rpo = r["measured"]["rpo_seconds"].as_f64().unwrap();
+    assert!((0.0..=3.0).contains(&rpo), "{r:#}");
+    assert_eq!(r["measured"]["rpo_met"], true, "{r:#}");
+    assert_eq!(r["measured"]["rpo_objective_seconds"].as_f64(), Some(60.0));
+    let note = r["measured"]["rpo_note"].as_str().unwrap();
+    assert!(note.contains("this drill's canary"), "{note}");
+    let c = canary(&w.sb, "us-east-1", CANARY).await;
+    assert_eq!(c["run"], r["run"], "{c}");
+    assert!(
+        note.contains(c["written_at"].as_str().unwrap()),
+        "{note} {c}"
+    );
     // The service is as before: same live version, same $LATEST code, the broken version gone.
     assert_eq!(state(&w).await, before);
     // The report files, and the report in the store (second client).
@@ -177,6 +228,8 @@ async fn corrupt_live_heals_through_rollback_and_the_drill_leaves_the_service_as
     let url = format!("file://{}", base.with_extension("html").display());
     let dom = String::from_utf8(chromium(profile.path(), &["--dump-dom", &url]).stdout).unwrap();
     assert_eq!(field(&dom, "rto-seconds"), format!("{rto:.1}"));
+    assert_eq!(field(&dom, "rpo-seconds"), format!("{rpo:.1}"));
+    assert_eq!(field(&dom, "rpo-met"), "met");
     assert_eq!(field(&dom, "outcome"), "met");
     assert_eq!(
         field(&dom, "samples"),
@@ -268,9 +321,12 @@ async fn a_failing_gate_injects_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_recovery_that_never_heals_stops_rolls_back_and_exits_1() {
     let w = world("dl-never").await;
+    // Throttled (reserved concurrency 0, set through the real PutFunctionConcurrency), and
+    // nothing heals it.
     w.drill(
         "never-heals",
         &[
+            ("kind = \"corrupt-live\"", "kind = \"throttle\""),
             (
                 "runbook = \"lambda-rollback\"\nstart_after = \"3s\"",
                 "expect = \"automatic\"",
@@ -294,8 +350,84 @@ async fn a_recovery_that_never_heals_stops_rolls_back_and_exits_1() {
         "{r:#}"
     );
     assert!(r["measured"]["rto_seconds"].is_null());
+    assert_eq!(r["fault"]["kind"], "throttle", "{r:#}");
+    assert!(r["fault"]["reserved_before"].is_null(), "{r:#}");
+    // Users were throttled as Lambda throttles: 429 through the Function URL.
+    let throttled = r["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["detail"].as_str().unwrap_or("").contains("429"))
+        .count();
+    assert!(throttled >= 3, "{r:#}");
     assert_eq!(r["rollback"]["ok"], true, "{r:#}");
     assert_eq!(state(&w).await, before, "rolled back");
+    // The reservation is gone again (a second client).
+    let c =
+        w.sb.lambda("us-east-1")
+            .await
+            .get_function_concurrency()
+            .function_name("dl-never-fn")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(c.reserved_concurrent_executions(), None);
+}
+
+/// A synthetic outage of known length (the lab's function host fails every request for 4 s,
+/// then lifts the fault by itself) with nothing to recover: the measured RTO is the outage's
+/// length, within one sampling interval.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fault_of_known_length_is_measured_within_one_interval() {
+    let w = world("dl-known").await;
+    w.drill(
+        "known-length",
+        &[
+            (
+                "kind = \"corrupt-live\"",
+                "kind = \"errors\"\nduration = \"4s\"",
+            ),
+            (
+                "runbook = \"lambda-rollback\"\nstart_after = \"3s\"",
+                "expect = \"automatic\"",
+            ),
+        ],
+    );
+    let report = w.sb.dir.path().join("reports");
+    let out = w.sb.run(&w.args(&report, "known-length"), "");
+    assert!(out.status.success(), "{}", text(&out));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["outcome"], "met", "{r:#}");
+    let rto = r["measured"]["rto_seconds"].as_f64().unwrap();
+    let interval = r["interval_ms"].as_f64().unwrap() / 1000.0;
+    // The lab starts the clock when it receives the fault, a moment before drd notes it.
+    assert!(
+        rto >= 4.0 - 0.2 && rto <= 4.0 + interval + 0.2,
+        "RTO {rto} for a 4 s outage sampled every {interval} s: {r:#}"
+    );
+    let failed: Vec<&Value> = r["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["ok"] == false)
+        .collect();
+    assert!(failed.len() >= 6, "{r:#}");
+    assert!(
+        failed[0]["detail"].as_str().unwrap().contains("502"),
+        "{r:#}"
+    );
+    assert_eq!(r["rollback"]["ok"], true, "{r:#}");
+    // Nothing is armed in the lab any more.
+    let armed: Value = reqwest::get(format!(
+        "{}/_sandbox/functions/faults",
+        w.sb.var("DRD_LAMBDA_DATA_ENDPOINT")
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(armed, serde_json::json!({}), "{armed}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -681,7 +813,7 @@ async fn the_restore_rehearsal_restores_probes_and_leaves_nothing_behind() {
     let zone_id = sb.hosted_zone(zone, "e2e-dr-reh").await;
     let name = "dr-reh";
     let extra = format!(
-        "[secrets]\nothers = [\"github-token\"]\n\n[dns]\nzone = \"{zone}\"\nrecord = \"svc.{zone}\"\n"
+        "[secrets]\nothers = [\"github-token\"]\ncanary = \"{CANARY}\"\n\n[dns]\nzone = \"{zone}\"\nrecord = \"svc.{zone}\"\n"
     );
     let policy = sb.policy_with(name, &recipient, &extra);
     let policy = policy.to_str().unwrap().to_string();
@@ -694,6 +826,7 @@ async fn the_restore_rehearsal_restores_probes_and_leaves_nothing_behind() {
         .await
         .unwrap();
     sb.deploy(&policy, KEY);
+    old_canary(&sb, "before-backup").await;
     let out = sb.run(&["--policy", &policy, "backup"], "");
     assert!(out.status.success(), "{}", text(&out));
     let store = format!("{name}-points");
@@ -731,7 +864,11 @@ async fn the_restore_rehearsal_restores_probes_and_leaves_nothing_behind() {
         );
         assert_eq!(
             r["fault"]["scratch"]["secrets"],
-            serde_json::json!(["openai-api-key-drd-rehearsal", "github-token-drd-rehearsal"])
+            serde_json::json!([
+                "openai-api-key-drd-rehearsal",
+                "github-token-drd-rehearsal",
+                "drd-drill-canary-drd-rehearsal"
+            ])
         );
         let steps: Vec<&str> = r["recovery"]["steps"]
             .as_array()
@@ -751,7 +888,13 @@ async fn the_restore_rehearsal_restores_probes_and_leaves_nothing_behind() {
         assert!(healthy >= 2, "{r:#}");
         let rto = r["measured"]["rto_seconds"].as_f64().unwrap();
         assert!(rto > 0.0, "{r:#}");
-        assert!(r["measured"]["rpo_seconds"].as_f64().unwrap() >= 0.0);
+        // The restored data's age, measured by the canary the point carried into the scratch.
+        assert!(
+            r["measured"]["rpo_seconds"].as_f64().unwrap() > 0.0,
+            "{r:#}"
+        );
+        let note = r["measured"]["rpo_note"].as_str().unwrap();
+        assert!(note.contains("run before-backup"), "{note}");
         assert_eq!(r["rollback"]["ok"], true, "{r:#}");
         let done = r["rollback"]["done"].to_string();
         assert!(done.contains("deleted without a recovery window"), "{done}");
@@ -819,10 +962,14 @@ async fn region_loss_heals_through_a_restore_and_the_drill_fails_back() {
     let zone_id = sb.hosted_zone(zone, "e2e-dr-rl").await;
     let name = "dr-rl";
     let record = format!("svc.{zone}");
-    let extra = format!("[dns]\nzone = \"{zone}\"\nrecord = \"{record}\"\n");
+    let extra = format!(
+        "[secrets]\ncanary = \"{CANARY}\"\n\n[dns]\nzone = \"{zone}\"\nrecord = \"{record}\"\n"
+    );
     let policy = sb.policy_with(name, &recipient, &extra);
     let policy = policy.to_str().unwrap().to_string();
     sb.deploy(&policy, KEY);
+    // An earlier run's canary, captured by the point the restore will use.
+    let backed_up = old_canary(&sb, "before-backup").await;
     let out = sb.run(&["--policy", &policy, "backup"], "");
     assert!(out.status.success(), "{}", text(&out));
     let before = records(&sb, &zone_id, &record).await;
@@ -894,9 +1041,24 @@ async fn region_loss_heals_through_a_restore_and_the_drill_fails_back() {
         r["measured"]["rto_seconds"].as_f64().unwrap() >= 5.0,
         "{r:#}"
     );
-    // RPO: from the point the restore chose (taken before the drill) to the fault.
+    // RPO, measured: the canaries the drill wrote before the fault were in no point; the one
+    // that survived in the standby is the one the point captured, so RPO = fault - its time.
     let rpo = r["measured"]["rpo_seconds"].as_f64().unwrap();
-    assert!(rpo > 0.0 && rpo < 600.0, "{r:#}");
+    let note = r["measured"]["rpo_note"].as_str().unwrap();
+    assert!(note.contains("run before-backup"), "{note}");
+    assert!(note.contains("us-west-2"), "{note}");
+    let started = humantime::parse_rfc3339(r["started_at"].as_str().unwrap()).unwrap();
+    let fault = started + Duration::from_millis(r["injected_at_ms"].as_u64().unwrap());
+    let expected = fault.duration_since(backed_up).unwrap().as_secs_f64();
+    assert!(
+        (rpo - expected).abs() < 2.0,
+        "RPO {rpo} against {expected}: {r:#}"
+    );
+    assert_eq!(r["measured"]["rpo_met"], Value::Null, "no objective: {r:#}");
+    assert_eq!(
+        canary(&sb, "us-west-2", CANARY).await["run"],
+        "before-backup"
+    );
     assert_eq!(r["rollback"]["ok"], true, "{r:#}");
     assert!(
         r["rollback"]["done"].to_string().contains("failback (run"),

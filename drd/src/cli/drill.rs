@@ -151,6 +151,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
                 .hint(match drill.fault.kind.get_ref().as_str() {
                     "region-loss" => "an AWS region cannot be failed safely: rehearse the restore with drd drill run restore-rehearsal --input region=R",
                     "github-outage" => "GitHub is GitHub's: rehearse procedure 5 with drd failover-ci --to codepipeline --dry-run",
+                    "latency" | "errors" => "the lab's function host injects it and AWS has no switch for it: drill the same outage with fault.kind = \"throttle\"",
                     _ => "on AWS the API key is the LLM provider's: rehearse a rotation with drd rotate instead",
                 })
                 .into());

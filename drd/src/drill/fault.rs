@@ -22,6 +22,8 @@ pub enum Injected {
     Rehearsal(Rehearsal),
     RegionLoss(RegionLoss),
     GithubOutage(GithubOutage),
+    Throttle(super::fault_fn::Throttle),
+    HostFault(super::fault_fn::HostFault),
 }
 
 impl Injected {
@@ -46,6 +48,11 @@ impl Injected {
                 "none: a rehearsal restores point {} into {} as stack {}",
                 r.scratch.point, r.scratch.region, r.scratch.stack
             ),
+            Injected::Throttle(t) => format!(
+                "throttle ({}'s reserved concurrency set to 0 in {}: Lambda refuses every request)",
+                t.function, t.region
+            ),
+            Injected::HostFault(f) => f.summary(),
         }
     }
 
@@ -56,7 +63,9 @@ impl Injected {
             Injected::CorruptLive(_)
             | Injected::Rehearsal(_)
             | Injected::RegionLoss(_)
-            | Injected::GithubOutage(_) => None,
+            | Injected::GithubOutage(_)
+            | Injected::Throttle(_)
+            | Injected::HostFault(_) => None,
         }
     }
 }
@@ -146,6 +155,8 @@ pub async fn undo(aws: &Aws, policy: &Policy, i: &Injected) -> Result<Vec<String
         Injected::RegionLoss(r) => lab_region(&r.control, &r.region, "restore")
             .await
             .map(|()| vec![format!("the lab answers for {} again", r.region)]),
+        Injected::Throttle(t) => super::fault_fn::undo_throttle(aws, t).await,
+        Injected::HostFault(f) => super::fault_fn::undo_host_fault(f).await,
     }
 }
 

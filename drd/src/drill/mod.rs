@@ -8,7 +8,9 @@
 //! consecutive healthy samples, always undoes the fault (also after a failure or an interrupt),
 //! checks the steady state again, and writes a report (`report`).
 
+mod canary;
 pub mod fault;
+mod fault_fn;
 mod probe;
 mod recovery;
 pub mod report;
@@ -51,6 +53,11 @@ pub const FAULTS: &[(&str, &str)] = &[
     ("revoke-key", "lab only"),
     ("region-loss", "lab only"),
     ("github-outage", "lab only"),
+    // Reserved concurrency 0 through the real PutFunctionConcurrency (the lab honours it).
+    ("throttle", "lab and AWS"),
+    // Injected by the lab's function host: AWS has no switch for them.
+    ("latency", "lab only"),
+    ("errors", "lab only"),
     // A rehearsal breaks nothing: `recovery.rehearsal` says what is rehearsed.
     ("none", "lab and AWS"),
 ];
@@ -77,6 +84,10 @@ pub struct Drill {
 pub struct Objectives {
     /// The recovery time objective, e.g. "2m".
     pub rto: Spanned<String>,
+    /// The recovery point objective, e.g. "30m": the most data (canary time) a recovery may
+    /// lose. Optional: without it the RPO is measured and reported, not judged.
+    #[serde(default)]
+    pub rpo: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -124,6 +135,24 @@ fn default_healthy_after() -> Spanned<u32> {
 #[serde(deny_unknown_fields)]
 pub struct Fault {
     pub kind: Spanned<String>,
+    /// `latency`: how long each request is held, e.g. "6s".
+    #[serde(default)]
+    pub latency: Option<Spanned<String>>,
+    /// `errors`: the share of requests that fail, in (0, 1]; default 1.
+    #[serde(default)]
+    pub rate: Option<Spanned<f64>>,
+    /// `latency`/`errors`: the fault lifts by itself after this long (a synthetic outage of
+    /// known length: recovery `expect = "automatic"` then measures it).
+    #[serde(default)]
+    pub duration: Option<Spanned<String>>,
+}
+
+/// The checked knobs of a function fault.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FaultPlan {
+    pub latency: Option<Duration>,
+    pub rate: Option<f64>,
+    pub duration: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -176,6 +205,7 @@ type At<'a> = dyn Fn(&std::ops::Range<usize>, &str, String, &str) -> ConfigError
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub rto: Duration,
+    pub rpo: Option<Duration>,
     pub tiers: Vec<crate::lambda::probe::Tier>,
     /// `"CI"` among the tiers: the CI holding the epoch must answer (CI drills).
     pub ci: bool,
@@ -184,6 +214,7 @@ pub struct Plan {
     pub healthy_after: u32,
     pub max_duration: Duration,
     pub start_after: Duration,
+    pub fault: FaultPlan,
 }
 
 impl Drill {
@@ -231,6 +262,10 @@ impl Drill {
             })
         };
         let rto = dur(&self.objectives.rto, "objectives.rto")?;
+        let rpo = match &self.objectives.rpo {
+            Some(v) => Some(dur(v, "objectives.rpo")?),
+            None => None,
+        };
         let max_latency = dur(&self.steady_state.max_latency, "steady_state.max_latency")?;
         let interval = dur(&self.steady_state.interval, "steady_state.interval")?;
         if interval < Duration::from_millis(100) {
@@ -303,6 +338,7 @@ impl Drill {
                 ),
             ));
         }
+        let fault = self.fault_plan(kind, &dur, &at)?;
         if let Some(r) = &self.recovery.rehearsal {
             let hint = "write rehearsal = \"restore\" with fault.kind = \"none\", and no runbook or expect";
             if r.get_ref() != "restore" {
@@ -341,6 +377,7 @@ impl Drill {
         }
         Ok(Plan {
             rto,
+            rpo,
             tiers,
             ci,
             max_latency,
@@ -348,6 +385,71 @@ impl Drill {
             healthy_after,
             max_duration,
             start_after,
+            fault,
+        })
+    }
+
+    /// `latency` (required by and only for `latency`), `rate` (only `errors`), `duration` (only
+    /// those two: the lab lifts them).
+    fn fault_plan(
+        &self,
+        kind: &str,
+        dur: &dyn Fn(&Spanned<String>, &str) -> Result<Duration, ConfigError>,
+        at: &At<'_>,
+    ) -> Result<FaultPlan, ConfigError> {
+        let f = &self.fault;
+        let only = |span: &std::ops::Range<usize>, field: &str, who: &str| {
+            at(
+                span,
+                field,
+                format!("{field} is for {who} faults, and this one is {kind:?}"),
+                &format!("remove {field}, or use fault.kind = {who:?}"),
+            )
+        };
+        let latency = match &f.latency {
+            Some(v) if kind == "latency" => Some(dur(v, "fault.latency")?),
+            Some(v) => return Err(only(&v.span(), "fault.latency", "latency")),
+            None if kind == "latency" => {
+                return Err(at(
+                    &f.kind.span(),
+                    "fault.latency",
+                    "a latency fault needs latency: how long each request is held".into(),
+                    "add latency = \"6s\" (more than steady_state.max_latency, to be seen)",
+                ))
+            }
+            None => None,
+        };
+        let rate = match &f.rate {
+            Some(r) if kind != "errors" => return Err(only(&r.span(), "fault.rate", "errors")),
+            Some(r) if !(*r.get_ref() > 0.0 && *r.get_ref() <= 1.0) => {
+                return Err(at(
+                    &r.span(),
+                    "fault.rate",
+                    format!("rate {} is not a share of requests", r.get_ref()),
+                    "use a number above 0 and at most 1 (0.5: every second request fails)",
+                ))
+            }
+            Some(r) => Some(*r.get_ref()),
+            None => None,
+        };
+        let duration = match &f.duration {
+            Some(v) if kind == "latency" || kind == "errors" => Some(dur(v, "fault.duration")?),
+            Some(v) => {
+                return Err(at(
+                    &v.span(),
+                    "fault.duration",
+                    format!(
+                        "a {kind} fault does not lift by itself: the drill's rollback lifts it"
+                    ),
+                    "remove duration (only latency and errors faults take one)",
+                ))
+            }
+            None => None,
+        };
+        Ok(FaultPlan {
+            latency,
+            rate,
+            duration,
         })
     }
 

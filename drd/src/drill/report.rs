@@ -64,9 +64,14 @@ pub struct Measured {
     /// From the injection to the first of `healthy_after` consecutive healthy samples.
     pub rto_seconds: Option<f64>,
     pub rto_met: Option<bool>,
-    /// Not measured by this drill (it writes no canary): `null`.
+    /// The fault's time minus the newest canary that survived (or, for CI drills, the mirror's
+    /// age; for a rehearsal, the restored data's age); `null` when not measured.
     pub rpo_seconds: Option<f64>,
     pub rpo_note: String,
+    /// `objectives.rpo`, when the drill has one.
+    pub rpo_objective_seconds: Option<f64>,
+    /// Whether the measured RPO is within the objective (`null`: no objective or not measured).
+    pub rpo_met: Option<bool>,
     /// Samples taken, and how many were unhealthy.
     pub samples: usize,
     pub unhealthy_samples: usize,
@@ -123,6 +128,15 @@ fn secs(v: Option<f64>) -> String {
     v.map_or_else(|| "not measured".into(), |s| format!("{s:.1}"))
 }
 
+/// " s" after a measured figure, nothing after "not measured".
+fn unit(v: Option<f64>) -> &'static str {
+    if v.is_some() {
+        " s"
+    } else {
+        ""
+    }
+}
+
 pub fn markdown(r: &DrillReport) -> String {
     let mut m = String::new();
     let _ = writeln!(m, "# Drill {}: {}\n", r.drill, r.title);
@@ -146,8 +160,15 @@ pub fn markdown(r: &DrillReport) -> String {
     );
     let _ = writeln!(
         m,
-        "| RPO | {} ({}) |",
+        "| RPO | {}{}{} ({}) |",
         secs(r.measured.rpo_seconds),
+        unit(r.measured.rpo_seconds),
+        match (r.measured.rpo_objective_seconds, r.measured.rpo_met) {
+            (Some(o), Some(true)) => format!(" (objective {o:.1} s, met)"),
+            (Some(o), Some(false)) => format!(" (objective {o:.1} s, BREACHED)"),
+            (Some(o), None) => format!(" (objective {o:.1} s)"),
+            (None, _) => String::new(),
+        },
         r.measured.rpo_note
     );
     let _ = writeln!(
@@ -241,7 +262,7 @@ pub fn html(r: &DrillReport) -> String {
         h,
         "<tr><th>RTO</th><td><span data-field=\"rto-seconds\">{}</span> s against \
          <span data-field=\"rto-objective-seconds\">{:.1}</span> s: <span data-field=\"rto-met\" class=\"{}\">{}</span></td></tr>\
-         <tr><th>RPO</th><td><span data-field=\"rpo-seconds\">{}</span>: {}</td></tr>\
+         <tr><th>RPO</th><td><span data-field=\"rpo-seconds\">{}</span>{}{}: {}</td></tr>\
          <tr><th>samples</th><td><span data-field=\"samples\">{}</span> every {} ms, \
          <span data-field=\"unhealthy-samples\">{}</span> unhealthy</td></tr>",
         secs(r.measured.rto_seconds),
@@ -253,6 +274,19 @@ pub fn html(r: &DrillReport) -> String {
             None => "not measured",
         },
         secs(r.measured.rpo_seconds),
+        unit(r.measured.rpo_seconds),
+        match (r.measured.rpo_objective_seconds, r.measured.rpo_met) {
+            (Some(o), met) => format!(
+                " against <span data-field=\"rpo-objective-seconds\">{o:.1}</span> s: <span data-field=\"rpo-met\" class=\"{}\">{}</span>",
+                if met == Some(true) { "ok" } else { "bad" },
+                match met {
+                    Some(true) => "met",
+                    Some(false) => "BREACHED",
+                    None => "not measured",
+                }
+            ),
+            (None, _) => String::new(),
+        },
         esc(&r.measured.rpo_note),
         r.measured.samples,
         r.interval_ms,

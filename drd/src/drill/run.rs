@@ -180,7 +180,13 @@ pub async fn run(
             rto_seconds: None,
             rto_met: None,
             rpo_seconds: None,
-            rpo_note: "not measured: this drill writes no canary (its fault loses no data)".into(),
+            rpo_note: if policy.canary_secret().is_some() {
+                "not measured".into()
+            } else {
+                "not measured: the policy names no canary secret (secrets.canary)".into()
+            },
+            rpo_objective_seconds: plan.rpo.map(|d| d.as_secs_f64()),
+            rpo_met: None,
             samples: 0,
             unhealthy_samples: 0,
         },
@@ -232,8 +238,38 @@ pub async fn run(
         stop_rx,
         ci.clone(),
     );
-    // A few samples of the steady state before the fault.
-    tokio::time::sleep(plan.interval * 2).await;
+    // A few samples of the steady state before the fault, and the canary written meanwhile
+    // (not by a rehearsal, which breaks nothing, nor by a CI drill, whose RPO is the mirror's).
+    let canary_interval = plan.interval.max(Duration::from_secs(1));
+    let writer = match policy.canary_secret() {
+        Some(c) if !rehearsal && !plan.ci => {
+            Some(super::canary::Writer::start(aws, region, c, &opts.run, canary_interval).await)
+        }
+        _ => None,
+    };
+    tokio::time::sleep(if writer.is_some() {
+        (plan.interval * 2).max(canary_interval * 3)
+    } else {
+        plan.interval * 2
+    })
+    .await;
+    let written = match writer {
+        Some(w) => {
+            let w = w.stop().await;
+            rec.note(match (&w.error, w.canaries.last()) {
+                (None, Some(l)) => format!(
+                    "canary: {} values written to {}, the last at {}",
+                    w.canaries.len(),
+                    policy.canary_secret().unwrap_or_default(),
+                    l.written_at
+                ),
+                (Some(e), _) => format!("canary: writing failed ({e}): the RPO is not measured"),
+                (None, None) => "canary: nothing written".into(),
+            });
+            w.error.is_none().then_some(w.canaries)
+        }
+        None => None,
+    };
     let mut interrupts = opts.interrupts.clone();
     let injection = match drill.fault.kind.get_ref().as_str() {
         "corrupt-live" => fault::inject_corrupt_live(aws, policy, region)
@@ -264,6 +300,20 @@ pub async fn run(
             _ => Err(Error::failed_hint(
                 "github-outage runs only in the lab: GitHub is GitHub's",
                 "rehearse procedure 5 with drd failover-ci --dry-run",
+            )),
+        },
+        "throttle" => super::fault_fn::inject_throttle(aws, policy, region)
+            .await
+            .map(Injected::Throttle),
+        kind @ ("latency" | "errors") => match &aws.settings().data_endpoint {
+            Some(lab) if opts.lab_llm.is_some() => {
+                super::fault_fn::inject_host_fault(lab, policy, region, kind, &plan.fault)
+                    .await
+                    .map(Injected::HostFault)
+            }
+            _ => Err(Error::failed_hint(
+                format!("{kind} runs only in the lab: its function host injects it, AWS has no switch for it"),
+                "drill the same outage on AWS with throttle, or run it against the lab (eval \"$(drd sandbox up)\")",
             )),
         },
         "none" => fault::prepare_rehearsal(aws, policy, &store, &inputs, opts.progress)
@@ -416,6 +466,26 @@ pub async fn run(
             );
         }
     }
+    // The RPO: the newest canary that survived, where the service now runs.
+    if let (Ended::Healed { .. }, Some(c)) = (&ended, policy.canary_secret()) {
+        let standby = inputs.get("region").map(String::as_str).unwrap_or(region);
+        let at = match &injected {
+            Injected::Rehearsal(_) => {
+                Some((standby, format!("{c}{}", crate::restore::rehearsal::SUFFIX)))
+            }
+            _ if written.is_none() => None,
+            Injected::RegionLoss(_) => Some((standby, c.to_string())),
+            _ => Some((region, c.to_string())),
+        };
+        if let Some((r, name)) = at {
+            let w = written.as_deref().unwrap_or_default();
+            super::canary::measure(aws, &mut report, inj_wall, (r, &name), w).await;
+        }
+    }
+    report.measured.rpo_met = match (plan.rpo, report.measured.rpo_seconds) {
+        (Some(o), Some(m)) => Some(m <= o.as_secs_f64()),
+        _ => None,
+    };
     match ended {
         Ended::Healed { at, seen } => {
             report.healed_at_ms = Some(at);
@@ -433,11 +503,18 @@ pub async fn run(
                     "; the prober never saw the fault"
                 }
             ));
-            report.outcome = if met { "met" } else { "breached" }.into();
+            let rpo_met = report.measured.rpo_met != Some(false);
+            report.outcome = if met && rpo_met { "met" } else { "breached" }.into();
             if !met {
                 report.reason = Some(format!(
                     "RTO {rto:.1} s is over the objective {:.1} s",
                     plan.rto.as_secs_f64()
+                ));
+            } else if !rpo_met {
+                report.reason = Some(format!(
+                    "RPO {:.1} s is over the objective {:.1} s",
+                    report.measured.rpo_seconds.unwrap_or_default(),
+                    plan.rpo.unwrap_or_default().as_secs_f64()
                 ));
             }
         }

@@ -138,3 +138,68 @@ fn a_rehearsal_and_the_fault_none_go_together_and_nothing_else_does() {
     assert_eq!(e.field.as_deref(), Some("fault.kind"), "{e}");
     assert!(e.to_string().contains("only a rehearsal"), "{e}");
 }
+
+#[test]
+fn function_faults_take_their_own_knobs_and_no_others() {
+    let with = |fault: &str| GOOD.replace("kind = \"corrupt-live\"", fault);
+    let d = parse(&with("kind = \"errors\"\nrate = 0.5\nduration = \"4s\"")).unwrap();
+    assert_eq!(d.plan().fault.rate, Some(0.5));
+    assert_eq!(d.plan().fault.duration, Some(Duration::from_secs(4)));
+    let d = parse(&with("kind = \"latency\"\nlatency = \"6s\"")).unwrap();
+    assert_eq!(d.plan().fault.latency, Some(Duration::from_secs(6)));
+    assert!(parse(&with("kind = \"throttle\"")).is_ok());
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "kind = \"latency\"",
+            "kind = \"latency\"",
+            "fault.latency",
+            "needs latency",
+        ),
+        (
+            "kind = \"errors\"\nrate = 1.5",
+            "rate = 1.5",
+            "fault.rate",
+            "not a share",
+        ),
+        (
+            "kind = \"throttle\"\nrate = 0.5",
+            "rate = 0.5",
+            "fault.rate",
+            "for errors faults",
+        ),
+        (
+            "kind = \"throttle\"\nduration = \"5s\"",
+            "duration = \"5s\"",
+            "fault.duration",
+            "does not lift by itself",
+        ),
+        (
+            "kind = \"errors\"\nlatency = \"1s\"",
+            "latency = \"1s\"",
+            "fault.latency",
+            "for latency faults",
+        ),
+    ];
+    for (fault, line_of, field, msg) in cases {
+        let t = with(fault);
+        let e = parse(&t).unwrap_err();
+        let line = t.lines().position(|l| l.contains(line_of)).unwrap() + 1;
+        assert_eq!(e.field.as_deref(), Some(*field), "{e}");
+        assert_eq!(e.line, Some(line), "{e}");
+        assert!(e.to_string().contains(msg), "{e}");
+        assert!(e.hint.is_some(), "{e}");
+    }
+}
+
+#[test]
+fn an_rpo_objective_is_a_duration() {
+    assert_eq!(
+        parse(GOOD).unwrap().plan().rpo,
+        Some(Duration::from_secs(60))
+    );
+    let t = GOOD.replace("rpo = \"1m\"", "rpo = \"a while\"");
+    let e = parse(&t).unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("objectives.rpo"), "{e}");
+    let line = t.lines().position(|l| l.contains("a while")).unwrap() + 1;
+    assert_eq!(e.line, Some(line), "{e}");
+}

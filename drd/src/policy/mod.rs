@@ -244,6 +244,11 @@ pub struct SecretsPolicy {
     /// shared secrets no provider issues. The API key and tokens come from their provider.
     #[serde(default)]
     pub generated: Vec<Spanned<String>>,
+    /// The drills' canary (`drd drill`): a secret holding no credential that drills write
+    /// timestamped values to before a fault, backed up like the others, so that what survives
+    /// a recovery measures the RPO. Never one of the secrets above.
+    #[serde(default)]
+    pub canary: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -481,6 +486,7 @@ impl Default for SecretsPolicy {
             api_key: default_api_key_secret(),
             others: vec![],
             generated: vec![],
+            canary: None,
         }
     }
 }
@@ -562,7 +568,12 @@ impl Policy {
     pub fn secret_names(&self) -> Vec<String> {
         let mut v = vec![self.api_key_secret().to_string()];
         v.extend(self.secrets.others.iter().map(|s| s.get_ref().clone()));
+        v.extend(self.secrets.canary.iter().map(|s| s.get_ref().clone()));
         v
+    }
+    /// The drills' canary secret, when the policy names one.
+    pub fn canary_secret(&self) -> Option<&str> {
+        self.secrets.canary.as_ref().map(|c| c.get_ref().as_str())
     }
 }
 

@@ -231,3 +231,24 @@ fn region_names() {
         assert!(!is_region_name(bad), "{bad}");
     }
 }
+
+#[test]
+fn the_drills_canary_is_backed_up_and_never_a_real_secret() {
+    let p = parse(&format!(
+        "{GOOD}\n[secrets]\nothers = [\"github-token\"]\ncanary = \"drd-drill-canary\"\n"
+    ))
+    .unwrap();
+    assert_eq!(p.canary_secret(), Some("drd-drill-canary"));
+    assert_eq!(
+        p.secret_names(),
+        ["openai-api-key", "github-token", "drd-drill-canary"]
+    );
+    for name in ["openai-api-key", "github-token"] {
+        let t = format!("{GOOD}\n[secrets]\nothers = [\"github-token\"]\ncanary = \"{name}\"\n");
+        let e = parse(&t).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("secrets.canary"), "{e}");
+        let line = t.lines().position(|l| l.starts_with("canary")).unwrap() + 1;
+        assert_eq!(e.line, Some(line), "{e}");
+        assert!(e.message.contains("real secret"), "{e}");
+    }
+}

@@ -176,6 +176,30 @@ impl Check<'_> {
                 ));
             }
         }
+        if let Some(c) = &p.secrets.canary {
+            let name = c.get_ref();
+            let token = p.github.as_ref().map(|g| g.token_secret.as_str());
+            if name == p.api_key_secret()
+                || p.secrets.others.iter().any(|o| o.get_ref() == name)
+                || token == Some(name.as_str())
+                || p.ci.as_ref().and_then(|c| c.token_secret.as_deref()) == Some(name.as_str())
+            {
+                return Err(self.at(
+                    &c.span(),
+                    "secrets.canary",
+                    format!("{name:?} is a real secret: drills overwrite the canary"),
+                    "name a secret of its own, e.g. canary = \"drd-drill-canary\"",
+                ));
+            }
+            if name.is_empty() {
+                return Err(self.at(
+                    &c.span(),
+                    "secrets.canary",
+                    "the canary's name is empty".into(),
+                    "name a secret of its own, e.g. canary = \"drd-drill-canary\"",
+                ));
+            }
+        }
         Ok(())
     }
 
