@@ -102,14 +102,14 @@ fn lab_env(ex: &Executor, region: &str, base: &Path, project_name: &str) -> Vec<
         set("DRD_BOOTSTRAP", b);
     }
     // CodeBuild's local cache, for cargo: one target directory per project that outlives the
-    // build (`DRD_SANDBOX_CI_CACHE` shares it across sandboxes, as scripts/test does).
-    let cache = std::env::var_os("DRD_SANDBOX_CI_CACHE")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| ex.dir().join("codebuild-cache"));
-    set(
-        "CARGO_TARGET_DIR",
-        cache.join(project_name).display().to_string(),
-    );
+    // build. `DRD_SANDBOX_CI_CACHE` (the suite, the demo) shares one across sandboxes and
+    // projects: cargo locks it and its fingerprints decide what is reused, so two labs building
+    // the same workload at once compile it once, one after the other, not twice side by side.
+    let target = match std::env::var_os("DRD_SANDBOX_CI_CACHE") {
+        Some(c) => std::path::PathBuf::from(c).join("cargo"),
+        None => ex.dir().join("codebuild-cache").join(project_name),
+    };
+    set("CARGO_TARGET_DIR", target.display().to_string());
     // The lab's build image compiles without debug info and incrementally-off (less to write
     // on the 2-core machines the suite runs on); the commands are the buildspec's own.
     set("CARGO_PROFILE_DEV_DEBUG", "0".into());

@@ -430,6 +430,50 @@ async fn a_fault_of_known_length_is_measured_within_one_interval() {
     assert_eq!(armed, serde_json::json!({}), "{armed}");
 }
 
+/// A probe threshold (`max_unhealthy_samples`) stops the drill while the recovery is still
+/// waiting to start, long before max_duration: rolled back, exit 1, the reason in the report.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_probe_threshold_stops_the_drill_mid_recovery() {
+    let w = world("dl-thresh").await;
+    w.drill(
+        "threshold",
+        &[
+            ("start_after = \"3s\"", "start_after = \"60s\""),
+            (
+                "max_duration = \"5m\"",
+                "max_duration = \"5m\"\nmax_unhealthy_samples = 4",
+            ),
+        ],
+    );
+    let before = state(&w).await;
+    let report = w.sb.dir.path().join("reports");
+    let t = Instant::now();
+    let out = w.sb.run(&w.args(&report, "threshold"), "");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        t.elapsed() < Duration::from_secs(50),
+        "stopped by the threshold"
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["outcome"], "failed", "{r:#}");
+    let why = r["reason"].as_str().unwrap();
+    assert!(why.contains("max_unhealthy_samples 4"), "{why}");
+    // Five unhealthy samples (more than 4) ended it; the prober samples on through the rollback.
+    let bad = r["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["ok"] == false)
+        .count();
+    assert!(bad >= 5, "{r:#}");
+    assert!(
+        r["events"].to_string().contains("5 unhealthy samples"),
+        "{r:#}"
+    );
+    assert_eq!(r["rollback"]["ok"], true, "{r:#}");
+    assert_eq!(state(&w).await, before, "rolled back");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigint_mid_drill_rolls_back() {
     let w = world("dl-int").await;

@@ -184,12 +184,17 @@ pub struct StopConditions {
     /// The longest the drill waits for the service to heal after the injection.
     #[serde(default = "default_max_duration")]
     pub max_duration: Spanned<String>,
+    /// A probe threshold: stop (and roll back) once more samples than this were unhealthy
+    /// after the fault (a bound on what users suffer, whatever the clock says).
+    #[serde(default)]
+    pub max_unhealthy_samples: Option<Spanned<u32>>,
 }
 
 impl Default for StopConditions {
     fn default() -> Self {
         Self {
             max_duration: default_max_duration(),
+            max_unhealthy_samples: None,
         }
     }
 }
@@ -215,6 +220,8 @@ pub struct Plan {
     pub max_duration: Duration,
     pub start_after: Duration,
     pub fault: FaultPlan,
+    /// `stop_conditions.max_unhealthy_samples`.
+    pub max_unhealthy: Option<u32>,
 }
 
 impl Drill {
@@ -339,6 +346,21 @@ impl Drill {
             ));
         }
         let fault = self.fault_plan(kind, &dur, &at)?;
+        let max_unhealthy = match &self.stop_conditions.max_unhealthy_samples {
+            Some(n) if *n.get_ref() < healthy_after.max(1) => {
+                return Err(at(
+                    &n.span(),
+                    "stop_conditions.max_unhealthy_samples",
+                    format!(
+                        "{} unhealthy samples would stop the drill before a fault could be seen",
+                        n.get_ref()
+                    ),
+                    "allow at least as many as steady_state.healthy_after (a few minutes' worth is usual)",
+                ))
+            }
+            Some(n) => Some(*n.get_ref()),
+            None => None,
+        };
         if let Some(r) = &self.recovery.rehearsal {
             let hint = "write rehearsal = \"restore\" with fault.kind = \"none\", and no runbook or expect";
             if r.get_ref() != "restore" {
@@ -386,6 +408,7 @@ impl Drill {
             max_duration,
             start_after,
             fault,
+            max_unhealthy,
         })
     }
 

@@ -431,8 +431,29 @@ pub async fn run(
             tokio::time::sleep(plan.interval / 2).await;
         }
     };
+    // The probe threshold, watched beside the recovery (which it stops, as an interrupt does).
+    let threshold = async {
+        let Some(max) = plan.max_unhealthy else {
+            return std::future::pending::<String>().await;
+        };
+        loop {
+            tokio::time::sleep(plan.interval / 2).await;
+            let bad = samples
+                .lock()
+                .expect("samples")
+                .iter()
+                .filter(|s| s.t_ms >= inj_ms && !s.ok)
+                .count();
+            if bad > max as usize {
+                return format!(
+                    "stop condition: {bad} unhealthy samples since the fault (max_unhealthy_samples {max})"
+                );
+            }
+        }
+    };
     let guarded = async {
         tokio::select! {
+            why = threshold => (None, Ended::NotHealed(why)),
             r = tokio::time::timeout_at(tokio::time::Instant::from_std(deadline + plan.interval * (plan.healthy_after + 2)), main) => match r {
                 Ok(x) => x,
                 Err(_) => (None, Ended::NotHealed(format!(

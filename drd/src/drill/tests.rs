@@ -203,3 +203,27 @@ fn an_rpo_objective_is_a_duration() {
     let line = t.lines().position(|l| l.contains("a while")).unwrap() + 1;
     assert_eq!(e.line, Some(line), "{e}");
 }
+
+#[test]
+fn a_probe_threshold_lets_a_fault_be_seen() {
+    let with = |n: u32| {
+        GOOD.replace(
+            "max_duration = \"5m\"",
+            &format!("max_duration = \"5m\"\nmax_unhealthy_samples = {n}"),
+        )
+    };
+    assert_eq!(parse(&with(20)).unwrap().plan().max_unhealthy, Some(20));
+    let t = with(1);
+    let e = parse(&t).unwrap_err();
+    assert_eq!(
+        e.field.as_deref(),
+        Some("stop_conditions.max_unhealthy_samples"),
+        "{e}"
+    );
+    let line = t
+        .lines()
+        .position(|l| l.starts_with("max_unhealthy"))
+        .unwrap()
+        + 1;
+    assert_eq!(e.line, Some(line), "{e}");
+}
