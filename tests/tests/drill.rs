@@ -467,7 +467,9 @@ async fn a_probe_threshold_stops_the_drill_mid_recovery() {
         .count();
     assert!(bad >= 5, "{r:#}");
     assert!(
-        r["events"].to_string().contains("5 unhealthy samples"),
+        r["events"]
+            .to_string()
+            .contains("(max_unhealthy_samples 4)"),
         "{r:#}"
     );
     assert_eq!(r["rollback"]["ok"], true, "{r:#}");
