@@ -127,6 +127,17 @@ pub fn signal(child: &Child, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
 }
 
+/// The metrics, or `None` while the daemon does not listen yet.
+pub async fn try_scrape(port: u16) -> Option<prometheus_parse::Scrape> {
+    let body = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).ok()
+}
+
 pub async fn scrape(port: u16) -> prometheus_parse::Scrape {
     let body = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await

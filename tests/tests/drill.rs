@@ -882,7 +882,8 @@ async fn the_restore_rehearsal_restores_probes_and_leaves_nothing_behind() {
         "{before:?}"
     );
     let report = sb.dir.path().join("reports");
-    for round in 1..=2 {
+    {
+        let round = 1;
         let out = sb.run(
             &[
                 "--policy",
@@ -949,6 +950,78 @@ async fn the_restore_rehearsal_restores_probes_and_leaves_nothing_behind() {
         let after = footprint(&sb, "us-west-2", &store, &zone_id).await;
         assert_eq!(before, after, "round {round}");
     }
+    // The weekly rehearsal, as the daemon runs it (here every 20 s): the same restore with the
+    // schedule's region and the daemon's identity, its outcome and RTO as metrics; again it
+    // leaves nothing behind (the secret names are free again: ForceDeleteWithoutRecovery).
+    let scheduled = format!(
+        "{extra}\n[daemon]\nrpo = \"1h\"\nidentity = \"{}\"\n\n[[daemon.schedule]]\njob = \"drill:restore-rehearsal\"\ncron = \"*/20 * * * * *\"\ninputs = {{ region = \"us-west-2\" }}\n",
+        identity.display()
+    );
+    let policy = sb.policy_with(name, &recipient, &scheduled);
+    let policy = policy.to_str().unwrap().to_string();
+    let port = drd_e2e::daemon::free_port();
+    let log = sb.dir.path().join("daemon.log");
+    let mut d = sb
+        .drd()
+        .args(["--policy", &policy, "--log-format", "json", "daemon"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let s = loop {
+        if let Some(s) = drd_e2e::daemon::try_scrape(port).await {
+            let met = drd_e2e::daemon::counter(
+                &s,
+                "drd_drill_runs_total",
+                &[("drill", "restore-rehearsal"), ("outcome", "met")],
+            );
+            if met >= 1.0 {
+                break s;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scheduled rehearsal met: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    drd_e2e::daemon::signal(&d, nix::sys::signal::Signal::SIGTERM);
+    assert!(drd_e2e::daemon::wait_exit(&mut d, Duration::from_secs(90)).success());
+    let rto = drd_e2e::daemon::gauge(&s, "drd_drill_rto_seconds", ("drill", "restore-rehearsal"))
+        .expect("the rehearsal's RTO is a metric");
+    assert!(rto > 0.0, "{rto}");
+    // Its report is in the store, beside round 1's (a second client).
+    let reports = sb
+        .s3("us-west-2")
+        .await
+        .list_objects_v2()
+        .bucket(&store)
+        .prefix(format!("{name}/drills/restore-rehearsal/"))
+        .send()
+        .await
+        .unwrap();
+    let jsons = reports
+        .contents()
+        .iter()
+        .filter(|o| o.key().unwrap().ends_with(".json"))
+        .count();
+    assert!(jsons >= 2, "{jsons} reports");
+    // The same footprint but for the daemon's own job record and job lock.
+    let now = footprint(&sb, "us-west-2", &store, &zone_id).await;
+    let after: Vec<String> = now
+        .iter()
+        .filter(|l| {
+            !l.starts_with(&format!("store {name}/daemon/"))
+                && !l.starts_with(&format!("store {name}/locks/daemon-"))
+        })
+        .cloned()
+        .collect();
+    assert_eq!(before, after, "after the scheduled rehearsal");
+    let before = now;
     // Without a scratch region: refused before anything is made.
     let out = sb.run(
         &[

@@ -86,12 +86,23 @@ impl StoreBackend {
             // Lab-only faults are not scheduled: a scheduled revoke-key fails and says why.
             lab_llm: None,
             interrupts,
-            // A rehearsal decrypts the secret backups with the daemon's identity, when given.
+            // The schedule's inputs (a rehearsal's scratch `region`), and the daemon's identity
+            // (a rehearsal decrypts the secret backups with it), when given.
             inputs: policy
                 .daemon
-                .identity
+                .schedule
                 .iter()
-                .map(|i| ("identity".to_string(), i.clone()))
+                .find(|s| s.job.get_ref() == &job.job)
+                .map(|s| s.inputs.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .chain(
+                    policy
+                        .daemon
+                        .identity
+                        .iter()
+                        .map(|i| ("identity".to_string(), i.clone())),
+                )
                 .collect(),
         };
         let r = Box::pin(crate::drill::run::run(
