@@ -334,6 +334,16 @@ async fn a_recovery_that_never_heals_stops_rolls_back_and_exits_1() {
             ("max_duration = \"5m\"", "max_duration = \"3s\""),
         ],
     );
+    // A real secret already has the canary's name: the drill never overwrites it.
+    let real = "ghp_not_a_canary_but_a_real_token";
+    w.sb.secrets("us-east-1")
+        .await
+        .create_secret()
+        .name(CANARY)
+        .secret_string(real)
+        .send()
+        .await
+        .unwrap();
     let before = state(&w).await;
     let report = w.sb.dir.path().join("reports");
     let out = w.sb.run(&w.args(&report, "never-heals"), "");
@@ -362,6 +372,23 @@ async fn a_recovery_that_never_heals_stops_rolls_back_and_exits_1() {
     assert!(throttled >= 3, "{r:#}");
     assert_eq!(r["rollback"]["ok"], true, "{r:#}");
     assert_eq!(state(&w).await, before, "rolled back");
+    let v =
+        w.sb.secrets("us-east-1")
+            .await
+            .get_secret_value()
+            .secret_id(CANARY)
+            .version_stage("AWSCURRENT")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(v.secret_string(), Some(real), "left alone");
+    assert!(
+        r["events"]
+            .to_string()
+            .contains("holds something other than a drill canary"),
+        "{r:#}"
+    );
+    assert!(!text(&out).contains(real) && !r.to_string().contains(real));
     // The reservation is gone again (a second client).
     let c =
         w.sb.lambda("us-east-1")
@@ -959,38 +986,7 @@ async fn the_restore_rehearsal_restores_probes_and_leaves_nothing_behind() {
     );
     let policy = sb.policy_with(name, &recipient, &scheduled);
     let policy = policy.to_str().unwrap().to_string();
-    let port = drd_e2e::daemon::free_port();
-    let log = sb.dir.path().join("daemon.log");
-    let mut d = sb
-        .drd()
-        .args(["--policy", &policy, "--log-format", "json", "daemon"])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let s = loop {
-        if let Some(s) = drd_e2e::daemon::try_scrape(port).await {
-            let met = drd_e2e::daemon::counter(
-                &s,
-                "drd_drill_runs_total",
-                &[("drill", "restore-rehearsal"), ("outcome", "met")],
-            );
-            if met >= 1.0 {
-                break s;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no scheduled rehearsal met: {}",
-            std::fs::read_to_string(&log).unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    drd_e2e::daemon::signal(&d, nix::sys::signal::Signal::SIGTERM);
-    assert!(drd_e2e::daemon::wait_exit(&mut d, Duration::from_secs(90)).success());
+    let s = daemon_until_met(&sb, &policy, "restore-rehearsal").await;
     let rto = drd_e2e::daemon::gauge(&s, "drd_drill_rto_seconds", ("drill", "restore-rehearsal"))
         .expect("the rehearsal's RTO is a metric");
     assert!(rto > 0.0, "{rto}");
@@ -1038,6 +1034,44 @@ async fn the_restore_rehearsal_restores_probes_and_leaves_nothing_behind() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("--input region="), "{}", text(&out));
     assert_eq!(before, footprint(&sb, "us-west-2", &store, &zone_id).await);
+}
+
+/// Run the daemon with `policy` until a scheduled run of `drill` has met its objective (its
+/// metrics), then stop it (SIGTERM, clean exit); the last scrape.
+async fn daemon_until_met(sb: &Sandbox, policy: &str, drill: &str) -> prometheus_parse::Scrape {
+    let port = drd_e2e::daemon::free_port();
+    let log = sb.dir.path().join("daemon.log");
+    let mut d = sb
+        .drd()
+        .args(["--policy", policy, "--log-format", "json", "daemon"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let s = loop {
+        if let Some(s) = drd_e2e::daemon::try_scrape(port).await {
+            let met = drd_e2e::daemon::counter(
+                &s,
+                "drd_drill_runs_total",
+                &[("drill", drill), ("outcome", "met")],
+            );
+            if met >= 1.0 {
+                break s;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scheduled {drill} met: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    drd_e2e::daemon::signal(&d, nix::sys::signal::Signal::SIGTERM);
+    assert!(drd_e2e::daemon::wait_exit(&mut d, Duration::from_secs(90)).success());
+    s
 }
 
 /// The service's DNS records (set identifier, value) for `record`, read with Route 53.

@@ -204,6 +204,53 @@ async fn a_guarded_run_stops_when_its_lease_is_taken() {
     l.release().await.unwrap();
 }
 
+/// Work that must not stop halfway (a drill's injection and rollback) runs to its end under
+/// `keep_while` even when the lease is broken meanwhile; the loss is reported beside its output.
+#[tokio::test(flavor = "multi_thread")]
+async fn kept_work_runs_to_its_end_and_reports_a_lost_lease() {
+    let sb = Sandbox::start();
+    let st = store(&sb, "lease-keep", "stk").await;
+    let mut l = Lease::acquire(&st, "drill", "rollback", Duration::from_secs(3))
+        .await
+        .unwrap();
+    let st2 = st.clone();
+    let breaker = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let noop = |_: &str| {};
+        lease::unlock(&st2, "drill", "the test", true, Duration::ZERO, &noop)
+            .await
+            .unwrap()
+    });
+    let started = std::time::Instant::now();
+    let (out, lost) = l
+        .keep_while(async {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            "undone"
+        })
+        .await;
+    assert_eq!(out, "undone");
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "ran to its end"
+    );
+    let lost = lost.expect("the loss is reported");
+    assert!(lost.why.contains("took the lease"), "{}", lost.why);
+    assert_eq!(breaker.await.unwrap().outcome, "broken");
+    // Kept all along: no loss, and renewed past its TTL.
+    let mut l = Lease::acquire(&st, "drill", "rollback 2", Duration::from_secs(3))
+        .await
+        .unwrap();
+    let (out, lost) = l
+        .keep_while(async {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            7
+        })
+        .await;
+    assert_eq!((out, lost.is_none()), (7, true));
+    assert!(record(&st, "drill").await.expires_at > now(), "renewed");
+    l.release().await.unwrap();
+}
+
 /// Every lease write's answer is lost after S3 applied it (`lost-reply` on every PutObject): the
 /// writer reads the record back, finds its own nonce, and knows the lease is its own; without
 /// that, each take would end in "held by" itself and each renewal in "taken over".

@@ -86,22 +86,21 @@ impl StoreBackend {
             // Lab-only faults are not scheduled: a scheduled revoke-key fails and says why.
             lab_llm: None,
             interrupts,
-            // The schedule's inputs (a rehearsal's scratch `region`), and the daemon's identity
-            // (a rehearsal decrypts the secret backups with it), when given.
+            // The daemon's identity (a rehearsal decrypts the secret backups with it), then the
+            // schedule's own inputs over it (a rehearsal's scratch `region`).
             inputs: policy
                 .daemon
-                .schedule
+                .identity
                 .iter()
-                .find(|s| s.job.get_ref() == &job.job)
-                .map(|s| s.inputs.clone())
-                .unwrap_or_default()
-                .into_iter()
+                .map(|i| ("identity".to_string(), i.clone()))
                 .chain(
                     policy
                         .daemon
-                        .identity
+                        .schedule
                         .iter()
-                        .map(|i| ("identity".to_string(), i.clone())),
+                        .find(|s| s.job.get_ref() == &job.job)
+                        .map(|s| s.inputs.clone())
+                        .unwrap_or_default(),
                 )
                 .collect(),
         };

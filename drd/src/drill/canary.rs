@@ -59,8 +59,14 @@ impl Writer {
         let sm = aws.secrets(region).await;
         let (stop, mut stopped) = watch::channel(false);
         let (secret, run) = (secret.to_string(), run.to_string());
+        let region = region.to_string();
         let handle = tokio::spawn(async move {
             let mut out = vec![];
+            // Only a canary is ever overwritten: a secret of that name holding anything else
+            // (a real credential the policy does not list) is left alone.
+            if let Err(e) = read_with(&sm, &region, &secret).await {
+                return (out, Some(format!("{e}; nothing was written")));
+            }
             let mut seq = 0;
             loop {
                 seq += 1;
@@ -124,7 +130,14 @@ async fn write(sm: &aws_sdk_secretsmanager::Client, secret: &str, c: &Canary) ->
 /// The canary `secret` holds in `region` (AWSCURRENT); `None` when the secret does not exist
 /// there. A value that is not a canary is refused without being shown.
 pub async fn read(aws: &Aws, region: &str, secret: &str) -> Result<Option<Canary>> {
-    let sm = aws.secrets(region).await;
+    read_with(&aws.secrets(region).await, region, secret).await
+}
+
+async fn read_with(
+    sm: &aws_sdk_secretsmanager::Client,
+    region: &str,
+    secret: &str,
+) -> Result<Option<Canary>> {
     let v = match sm
         .get_secret_value()
         .secret_id(secret)

@@ -11,6 +11,7 @@
 mod canary;
 pub mod fault;
 mod fault_fn;
+mod journal;
 mod probe;
 mod recovery;
 pub mod report;
@@ -203,6 +204,9 @@ fn default_max_duration() -> Spanned<String> {
     Spanned::new(0..0, "10m".into())
 }
 
+/// Parses a duration field (its value, its name) into a located error on a mistake.
+type Dur<'a> = dyn Fn(&Spanned<String>, &str) -> Result<Duration, ConfigError> + 'a;
+
 /// Makes a located error: (the value's span, the field, the message, the fix).
 type At<'a> = dyn Fn(&std::ops::Range<usize>, &str, String, &str) -> ConfigError + 'a;
 
@@ -346,21 +350,7 @@ impl Drill {
             ));
         }
         let fault = self.fault_plan(kind, &dur, &at)?;
-        let max_unhealthy = match &self.stop_conditions.max_unhealthy_samples {
-            Some(n) if *n.get_ref() < healthy_after.max(1) => {
-                return Err(at(
-                    &n.span(),
-                    "stop_conditions.max_unhealthy_samples",
-                    format!(
-                        "{} unhealthy samples would stop the drill before a fault could be seen",
-                        n.get_ref()
-                    ),
-                    "allow at least as many as steady_state.healthy_after (a few minutes' worth is usual)",
-                ))
-            }
-            Some(n) => Some(*n.get_ref()),
-            None => None,
-        };
+        let max_unhealthy = self.max_unhealthy(healthy_after, &at)?;
         if let Some(r) = &self.recovery.rehearsal {
             let hint = "write rehearsal = \"restore\" with fault.kind = \"none\", and no runbook or expect";
             if r.get_ref() != "restore" {
@@ -412,14 +402,26 @@ impl Drill {
         })
     }
 
+    /// `stop_conditions.max_unhealthy_samples`: at least `healthy_after`.
+    fn max_unhealthy(&self, healthy_after: u32, at: &At<'_>) -> Result<Option<u32>, ConfigError> {
+        match &self.stop_conditions.max_unhealthy_samples {
+            Some(n) if *n.get_ref() < healthy_after.max(1) => Err(at(
+                &n.span(),
+                "stop_conditions.max_unhealthy_samples",
+                format!(
+                    "{} unhealthy samples would stop the drill before a fault could be seen",
+                    n.get_ref()
+                ),
+                "allow at least as many as steady_state.healthy_after (a few minutes' worth is usual)",
+            )),
+            Some(n) => Ok(Some(*n.get_ref())),
+            None => Ok(None),
+        }
+    }
+
     /// `latency` (required by and only for `latency`), `rate` (only `errors`), `duration` (only
     /// those two: the lab lifts them).
-    fn fault_plan(
-        &self,
-        kind: &str,
-        dur: &dyn Fn(&Spanned<String>, &str) -> Result<Duration, ConfigError>,
-        at: &At<'_>,
-    ) -> Result<FaultPlan, ConfigError> {
+    fn fault_plan(&self, kind: &str, dur: &Dur<'_>, at: &At<'_>) -> Result<FaultPlan, ConfigError> {
         let f = &self.fault;
         let only = |span: &std::ops::Range<usize>, field: &str, who: &str| {
             at(
@@ -430,7 +432,23 @@ impl Drill {
             )
         };
         let latency = match &f.latency {
-            Some(v) if kind == "latency" => Some(dur(v, "fault.latency")?),
+            Some(v) if kind == "latency" => {
+                let l = dur(v, "fault.latency")?;
+                let max = dur(&self.steady_state.max_latency, "steady_state.max_latency")?;
+                if l <= max {
+                    return Err(at(
+                        &v.span(),
+                        "fault.latency",
+                        format!(
+                            "{} is within steady_state.max_latency ({}): the prober would never see the fault",
+                            v.get_ref(),
+                            self.steady_state.max_latency.get_ref()
+                        ),
+                        "hold requests longer than max_latency, e.g. twice as long",
+                    ));
+                }
+                Some(l)
+            }
             Some(v) => return Err(only(&v.span(), "fault.latency", "latency")),
             None if kind == "latency" => {
                 return Err(at(

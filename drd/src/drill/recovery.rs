@@ -2,8 +2,9 @@
 //! region loss, the failback that returns the service to its primary.
 
 use super::fault;
+use super::journal::Recorder;
 use super::report::{DrillReport, Recovery, RecoveryStep};
-use super::run::{Options, Recorder};
+use super::run::Options;
 use super::Drill;
 use crate::aws::Aws;
 use crate::error::{Error, Result};
@@ -85,6 +86,7 @@ pub(super) fn check_inputs(
                 .map(|(k, _)| k.clone()),
         );
     }
+    needed.sort();
     needed.dedup();
     let missing: Vec<&String> = needed.iter().filter(|k| !given(k)).collect();
     if missing.is_empty() {
@@ -103,7 +105,7 @@ pub(super) fn check_inputs(
         ),
     )
     .hint(format!(
-        "pass {}",
+        "pass {} (a scheduled drill: the schedule's inputs = {{ ... }} in the policy, and daemon.identity)",
         missing
             .iter()
             .map(|k| if *k == "identity" {

@@ -7,18 +7,18 @@
 //! report says so).
 
 use super::fault::{self, Injected};
+use super::journal::{finish, now_rfc3339, Recorder};
 use super::probe::{healed_at, start_prober, start_resolver, steady};
 use super::recovery::{
     check_inputs, ci_fail_back, fail_back, mirror_rpo, recover, rehearse, rpo_of_point,
 };
-use super::report::{self, DrillReport, Event, Measured, Recovery, RecoveryStep, Rollback};
+use super::report::{DrillReport, Measured, Recovery, RecoveryStep, Rollback};
 use super::Drill;
 use crate::aws::Aws;
 use crate::error::{Error, Result};
 use crate::lambda::probe::UrlProber;
 use crate::policy::Policy;
 use crate::store::lease::Lease;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -42,36 +42,6 @@ pub struct Options<'a> {
     /// Inputs given with the run (`--input K=V`, `--identity`): over the drill's own
     /// `recovery.inputs`.
     pub inputs: std::collections::BTreeMap<String, String>,
-}
-
-/// The event journal: kept in memory for the report, appended to `<run>.events.jsonl` and
-/// flushed per event (a crash still leaves a record), and shown as progress.
-pub(super) struct Recorder<'a> {
-    t0: Instant,
-    events: Mutex<Vec<Event>>,
-    file: Mutex<Option<std::fs::File>>,
-    progress: &'a (dyn Fn(&str) + Sync),
-}
-
-impl Recorder<'_> {
-    pub(super) fn ms(&self) -> u64 {
-        self.t0.elapsed().as_millis() as u64
-    }
-
-    pub(super) fn note(&self, what: impl Into<String>) -> u64 {
-        let e = Event {
-            t_ms: self.ms(),
-            what: what.into(),
-        };
-        (self.progress)(&e.what);
-        if let Some(f) = self.file.lock().expect("journal").as_mut() {
-            let _ = writeln!(f, "{}", serde_json::to_string(&e).expect("serializes"));
-            let _ = f.flush();
-        }
-        let t = e.t_ms;
-        self.events.lock().expect("journal").push(e);
-        t
-    }
 }
 
 /// How the main phase ended.
@@ -271,7 +241,21 @@ pub async fn run(
         None => None,
     };
     let mut interrupts = opts.interrupts.clone();
-    let injection = match drill.fault.kind.get_ref().as_str() {
+    // An interrupt during the gate or the canary's writes: nothing is injected.
+    if *interrupts.borrow() >= 1 {
+        let _ = stop_tx.send(true);
+        let _ = prober.await;
+        report.samples = samples.lock().expect("samples").clone();
+        rec.note("interrupted before the fault: nothing was injected");
+        report.outcome = "interrupted".into();
+        report.reason =
+            Some("interrupted by a signal before the fault; nothing was injected".into());
+        return finish(report, &rec, &store, &opts, lease).await;
+    }
+    // The fault's time for the RPO: what was written before the injection began.
+    let fault_wall = std::time::SystemTime::now();
+    // Renewed throughout, never cut short: a half-made injection could not be undone.
+    let (injection, lost_early) = lease.keep_while(async { match drill.fault.kind.get_ref().as_str() {
         "corrupt-live" => fault::inject_corrupt_live(aws, policy, region)
             .await
             .map(Injected::CorruptLive),
@@ -320,7 +304,7 @@ pub async fn run(
             .await
             .map(Injected::Rehearsal),
         other => Err(Error::failed(format!("fault {other} is not available"))),
-    };
+    }}).await;
     let injected: Injected = match injection {
         Ok(i) => i,
         Err(e) => {
@@ -334,7 +318,7 @@ pub async fn run(
         }
     };
     let inj_ms = rec.note(format!("fault injected: {}", injected.summary()));
-    let inj_wall = std::time::SystemTime::now();
+    let inj_wall = fault_wall;
     let point_taken: Mutex<Option<String>> = Mutex::new(None);
     report.injected_at_ms = Some(inj_ms);
     report.fault = Some(serde_json::to_value(&injected).expect("serializes"));
@@ -414,6 +398,13 @@ pub async fn run(
                 None
             }
         };
+        // A rehearsal whose restore failed: nothing will ever serve, no need to wait.
+        if let (Injected::Rehearsal(_), Some(r)) = (&injected, &recovery) {
+            if r.outcome != "succeeded" {
+                let why = format!("the rehearsal's restore {}", r.outcome);
+                return (recovery, Ended::Failed(why));
+            }
+        }
         loop {
             let snapshot = samples.lock().expect("samples").clone();
             if let Some((at, seen)) = healed_at(&snapshot, inj_ms, plan.healthy_after) {
@@ -464,7 +455,11 @@ pub async fn run(
             _ = interrupts.wait_for(|n| *n >= 1) => (None, Ended::Interrupted),
         }
     };
-    let (recovery, ended) = match lease.guard(guarded).await {
+    let guarded_or_lost = match lost_early {
+        None => lease.guard(guarded).await,
+        Some(lost) => Err(lost),
+    };
+    let (recovery, ended) = match guarded_or_lost {
         Ok(x) => x,
         Err(lost) => (
             None,
@@ -505,6 +500,13 @@ pub async fn run(
     }
     report.measured.rpo_met = match (plan.rpo, report.measured.rpo_seconds) {
         (Some(o), Some(m)) => Some(m <= o.as_secs_f64()),
+        // An objective the drill set out to measure (a canary, a mirror) but could not: not met.
+        (Some(_), None)
+            if matches!(ended, Ended::Healed { .. })
+                && (plan.ci || (policy.canary_secret().is_some() && !rehearsal)) =>
+        {
+            Some(false)
+        }
         _ => None,
     };
     match ended {
@@ -532,11 +534,16 @@ pub async fn run(
                     plan.rto.as_secs_f64()
                 ));
             } else if !rpo_met {
-                report.reason = Some(format!(
-                    "RPO {:.1} s is over the objective {:.1} s",
-                    report.measured.rpo_seconds.unwrap_or_default(),
-                    plan.rpo.unwrap_or_default().as_secs_f64()
-                ));
+                report.reason = Some(match report.measured.rpo_seconds {
+                    Some(m) => format!(
+                        "RPO {m:.1} s is over the objective {:.1} s",
+                        plan.rpo.unwrap_or_default().as_secs_f64()
+                    ),
+                    None => format!(
+                        "the RPO objective could not be judged: {}",
+                        report.measured.rpo_note
+                    ),
+                });
             }
         }
         Ended::NotHealed(why) | Ended::Failed(why) => {
@@ -550,66 +557,88 @@ pub async fn run(
             report.reason = Some("interrupted by a signal".into());
         }
     }
-    // The rollback: always.
-    let mut interrupts = opts.interrupts.clone();
-    let undo = tokio::select! {
-        r = fault::undo(aws, policy, &injected) => Some(r),
-        _ = interrupts.wait_for(|n| *n >= 2) => None,
-    };
-    let rollback = match undo {
-        None => {
-            rec.note("rollback SKIPPED by a second interrupt: the fault is still in place");
-            Rollback {
-                ok: false,
-                skipped: true,
-                done: vec![],
-                error: Some(
-                    "skipped by a second interrupt; undo by hand: see the fault record".into(),
-                ),
-                steady_after: vec![],
-            }
-        }
-        Some(Ok(mut done)) => {
-            let back = match &injected {
-                // The region is back: return the service to it, as after a real outage.
-                Injected::RegionLoss(_) => fail_back(aws, policy, &store, &inputs, &opts).await,
-                // GitHub answers again: deploys go back to it (the mirror's commits pushed).
-                Injected::GithubOutage(_) => ci_fail_back(aws, policy, region, &store, &opts).await,
-                _ => Ok(None),
+    // The rollback: always, to its end (the lease renewed meanwhile, never cutting it short).
+    let (rollback, lost_late) = lease
+        .keep_while(async {
+            let mut interrupts = opts.interrupts.clone();
+            let undo = tokio::select! {
+                r = fault::undo(aws, policy, &injected) => Some(r),
+                _ = interrupts.wait_for(|n| *n >= 2) => None,
             };
-            match back {
-                Ok(Some(l)) => done.push(l),
-                Ok(None) => {}
-                Err(e) => done.push(format!("failback FAILED: {e}")),
+            match undo {
+                None => {
+                    rec.note("rollback SKIPPED by a second interrupt: the fault is still in place");
+                    Rollback {
+                        ok: false,
+                        skipped: true,
+                        done: vec![],
+                        error: Some(
+                            "skipped by a second interrupt; undo by hand: see the fault record"
+                                .into(),
+                        ),
+                        steady_after: vec![],
+                    }
+                }
+                Some(Ok(mut done)) => {
+                    let back = match &injected {
+                        // The region is back: return the service to it, as after a real outage.
+                        Injected::RegionLoss(_) => {
+                            fail_back(aws, policy, &store, &inputs, &opts).await
+                        }
+                        // GitHub answers again: deploys go back to it (the mirror's commits pushed).
+                        Injected::GithubOutage(_) => {
+                            ci_fail_back(aws, policy, region, &store, &opts).await
+                        }
+                        _ => Ok(None),
+                    };
+                    match back {
+                        Ok(Some(l)) => done.push(l),
+                        Ok(None) => {}
+                        Err(e) => done.push(format!("failback FAILED: {e}")),
+                    }
+                    rec.note(format!("rollback: {}", done.join("; ")));
+                    let after = steady(&gate_prober, &url, &plan, ci.as_deref()).await;
+                    let ok =
+                        after.iter().all(|g| g.ok) && !done.iter().any(|d| d.contains("FAILED"));
+                    rec.note(if ok {
+                        "steady state holds after the rollback".to_string()
+                    } else {
+                        "the steady state does NOT hold after the rollback".to_string()
+                    });
+                    Rollback {
+                        ok,
+                        skipped: false,
+                        done,
+                        error: (!ok).then(|| {
+                            "the steady state does not hold after the rollback".to_string()
+                        }),
+                        steady_after: after,
+                    }
+                }
+                Some(Err(e)) => {
+                    rec.note(format!("rollback FAILED: {e}"));
+                    Rollback {
+                        ok: false,
+                        skipped: false,
+                        done: vec![],
+                        error: Some(e.to_string()),
+                        steady_after: vec![],
+                    }
+                }
             }
-            rec.note(format!("rollback: {}", done.join("; ")));
-            let after = steady(&gate_prober, &url, &plan, ci.as_deref()).await;
-            let ok = after.iter().all(|g| g.ok) && !done.iter().any(|d| d.contains("FAILED"));
-            rec.note(if ok {
-                "steady state holds after the rollback".to_string()
-            } else {
-                "the steady state does NOT hold after the rollback".to_string()
-            });
-            Rollback {
-                ok,
-                skipped: false,
-                done,
-                error: (!ok)
-                    .then(|| "the steady state does not hold after the rollback".to_string()),
-                steady_after: after,
-            }
+        })
+        .await;
+    if let Some(lost) = lost_late {
+        let why = format!(
+            "the drill lease {} was lost during the rollback ({}): another drill may have run meanwhile",
+            lost.key, lost.why
+        );
+        rec.note(why.clone());
+        if report.outcome == "met" || report.outcome == "breached" {
+            report.outcome = "failed".into();
+            report.reason = Some(why);
         }
-        Some(Err(e)) => {
-            rec.note(format!("rollback FAILED: {e}"));
-            Rollback {
-                ok: false,
-                skipped: false,
-                done: vec![],
-                error: Some(e.to_string()),
-                steady_after: vec![],
-            }
-        }
-    };
+    }
     report.rollback = Some(rollback);
     if let Some(r) = resolver {
         r.abort();
@@ -618,46 +647,4 @@ pub async fn run(
     let _ = prober.await;
     report.samples = samples.lock().expect("samples").clone();
     finish(report, &rec, &store, &opts, lease).await
-}
-
-/// Totals, the report files (local and in the store), the lease released.
-async fn finish(
-    mut report: DrillReport,
-    rec: &Recorder<'_>,
-    store: &crate::store::Store,
-    opts: &Options<'_>,
-    lease: Lease,
-) -> Result<DrillReport> {
-    report.finished_at = now_rfc3339();
-    report.measured.samples = report.samples.len();
-    report.measured.unhealthy_samples = report.samples.iter().filter(|s| !s.ok).count();
-    rec.note(format!("drill {}: {}", report.drill, report.outcome));
-    report.events = rec.events.lock().expect("journal").clone();
-    if report.injected_at_ms.is_some() || report.outcome != "gate-failed" {
-        crate::store::drill_marker::clear(store, &report.run).await?;
-    }
-    let json = serde_json::to_vec_pretty(&report).expect("serializes");
-    let html = report::html(&report);
-    if let Some(d) = &opts.report_dir {
-        let base = d.join(format!("{}-{}", report.drill, report.run));
-        for (ext, body) in [
-            ("json", json.clone()),
-            ("md", report::markdown(&report).into_bytes()),
-            ("html", html.clone().into_bytes()),
-            ("junit.xml", report::junit(&report).into_bytes()),
-        ] {
-            let p = base.with_extension(ext);
-            std::fs::write(&p, body)
-                .map_err(|e| Error::io(format!("writing {}", p.display()), e))?;
-        }
-    }
-    let key = format!("{}drills/{}/{}", store.prefix, report.drill, report.run);
-    store.put(&format!("{key}.json"), &json).await?;
-    store.put(&format!("{key}.html"), html.as_bytes()).await?;
-    let _ = lease.release().await;
-    Ok(report)
-}
-
-fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

@@ -442,6 +442,17 @@ impl Lease {
         }
     }
 
+    /// Run `work` to its end while renewing the lease, for work that must not stop halfway (a
+    /// drill's injection and rollback): a loss is returned beside the output instead of
+    /// stopping the work.
+    pub async fn keep_while<F: Future>(&mut self, work: F) -> (F::Output, Option<LeaseLost>) {
+        let mut work = Box::pin(work);
+        match self.guard(&mut work).await {
+            Ok(out) => (out, None),
+            Err(lost) => (work.await, Some(lost)),
+        }
+    }
+
     /// Give the lease back: its record is marked released (keeping the token) only if it is
     /// still ours.
     pub async fn release(mut self) -> Result<()> {
