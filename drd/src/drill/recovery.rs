@@ -121,15 +121,36 @@ pub(super) fn check_inputs(
 
 /// After a region loss and its undo: when the service runs elsewhere (the store's active-region
 /// record), the `failback` runbook returns it to the primary and retires the standby's stack.
+/// When it still runs in the primary (the restore was stopped before it moved users) but a
+/// stack stands in the standby that was not there before the drill, the rollback says so and
+/// fails: a half-built stack is not deleted behind anyone's back.
 pub(super) async fn fail_back(
     aws: &Aws,
     policy: &Policy,
     store: &crate::store::Store,
-    inputs: &std::collections::BTreeMap<String, String>,
+    (inputs, standby_existed): (&std::collections::BTreeMap<String, String>, bool),
     opts: &Options<'_>,
 ) -> Result<Option<String>> {
     let active = crate::store::active::read_active(store).await?;
     let Some(a) = active.filter(|a| a.region != policy.primary_region()) else {
+        if let (false, Some(r)) = (standby_existed, inputs.get("region")) {
+            let cf = aws.cloudformation(r).await;
+            if crate::stack::describe_stack(&cf, policy.stack_name())
+                .await?
+                .is_some()
+            {
+                return Err(Error::failed_hint(
+                    format!(
+                        "the stopped restore left stack {} in {r}, which was not there before the drill",
+                        policy.stack_name()
+                    ),
+                    format!(
+                        "check it, then delete it: aws cloudformation delete-stack --stack-name {} --region {r}",
+                        policy.stack_name()
+                    ),
+                ));
+            }
+        }
         return Ok(None);
     };
     let mut fb = std::collections::BTreeMap::new();

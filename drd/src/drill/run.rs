@@ -252,6 +252,17 @@ pub async fn run(
             Some("interrupted by a signal before the fault; nothing was injected".into());
         return finish(report, &rec, &store, &opts, lease).await;
     }
+    // Whether the policy's stack already stands in the standby (a region-loss drill's restore
+    // builds one there; the rollback must know whether it was the drill's).
+    let standby_existed = match (region_loss, inputs.get("region")) {
+        (true, Some(r)) => {
+            let cf = aws.cloudformation(r).await;
+            crate::stack::describe_stack(&cf, policy.stack_name())
+                .await
+                .map_or(true, |s| s.is_some())
+        }
+        _ => true,
+    };
     // The fault's time for the RPO: what was written before the injection began.
     let fault_wall = std::time::SystemTime::now();
     // Renewed throughout, never cut short: a half-made injection could not be undone.
@@ -583,7 +594,7 @@ pub async fn run(
                     let back = match &injected {
                         // The region is back: return the service to it, as after a real outage.
                         Injected::RegionLoss(_) => {
-                            fail_back(aws, policy, &store, &inputs, &opts).await
+                            fail_back(aws, policy, &store, (&inputs, standby_existed), &opts).await
                         }
                         // GitHub answers again: deploys go back to it (the mirror's commits pushed).
                         Injected::GithubOutage(_) => {
