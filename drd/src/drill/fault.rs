@@ -185,23 +185,11 @@ pub struct GithubOutage {
 /// POST the lab's GitHub switch (`down` or `up`).
 async fn lab_github(control: &str, verb: &str) -> Result<()> {
     let url = format!("{}/_sandbox/github/{verb}", control.trim_end_matches('/'));
-    let r = reqwest::Client::new()
-        .post(&url)
-        .send()
-        .await
-        .map_err(|e| {
-            Error::failed(format!(
-                "the lab's GitHub switch ({verb}) did not answer: {}",
-                e.without_url()
-            ))
-        })?;
-    if !r.status().is_success() {
-        return Err(Error::failed(format!(
-            "the lab's GitHub switch ({verb}) answered {}",
-            r.status()
-        )));
-    }
-    Ok(())
+    super::fault_fn::lab(
+        reqwest::Client::new().post(&url),
+        &format!("the lab's GitHub switch ({verb})"),
+    )
+    .await
 }
 
 /// Take the lab's GitHub down (`control`: the lab's function host URL).
@@ -219,23 +207,11 @@ async fn lab_region(control: &str, region: &str, verb: &str) -> Result<()> {
         "{}/_sandbox/regions/{region}/{verb}",
         control.trim_end_matches('/')
     );
-    let r = reqwest::Client::new()
-        .post(&url)
-        .send()
-        .await
-        .map_err(|e| {
-            Error::failed(format!(
-                "the lab's region switch ({verb} {region}) did not answer: {}",
-                e.without_url()
-            ))
-        })?;
-    if !r.status().is_success() {
-        return Err(Error::failed(format!(
-            "the lab's region switch ({verb} {region}) answered {}",
-            r.status()
-        )));
-    }
-    Ok(())
+    super::fault_fn::lab(
+        reqwest::Client::new().post(&url),
+        &format!("the lab's region switch ({verb} {region})"),
+    )
+    .await
 }
 
 /// Fail the stack's primary region in the lab (`control`: the lab's function host URL).

@@ -126,18 +126,17 @@ impl HostFault {
     }
 }
 
-async fn lab(req: reqwest::RequestBuilder, what: &str) -> Result<()> {
-    let r = req.send().await.map_err(|e| {
-        Error::failed(format!(
-            "the lab's function host did not answer ({what}): {}",
-            e.without_url()
-        ))
-    })?;
+/// One request to a lab control endpoint (`what` names it in errors): a success, or why not.
+pub(super) async fn lab(req: reqwest::RequestBuilder, what: &str) -> Result<()> {
+    let r = req
+        .send()
+        .await
+        .map_err(|e| Error::failed(format!("{what} did not answer: {}", e.without_url())))?;
     if !r.status().is_success() {
         let status = r.status();
         let body = r.text().await.unwrap_or_default();
         return Err(Error::failed(format!(
-            "the lab's function host answered {status} ({what}): {}",
+            "{what} answered {status}: {}",
             body.chars().take(300).collect::<String>()
         )));
     }
@@ -168,12 +167,20 @@ pub async fn inject_host_fault(
         "rate": f.rate,
         "for_ms": f.lifts_after_ms,
     });
-    lab(reqwest::Client::new().post(f.url()).json(&body), "arm").await?;
+    lab(
+        reqwest::Client::new().post(f.url()).json(&body),
+        "the lab's function host (arming a fault)",
+    )
+    .await?;
     Ok(f)
 }
 
 pub async fn undo_host_fault(f: &HostFault) -> Result<Vec<String>> {
-    lab(reqwest::Client::new().delete(f.url()), "lift").await?;
+    lab(
+        reqwest::Client::new().delete(f.url()),
+        "the lab's function host (lifting a fault)",
+    )
+    .await?;
     Ok(vec![format!(
         "the lab's {} fault on {} is lifted",
         f.kind, f.function
