@@ -177,6 +177,15 @@ impl Aws {
         )
     }
 
+    pub async fn cloudwatch(&self, region: &str) -> aws_sdk_cloudwatch::Client {
+        let conf = self.config(region).await;
+        aws_sdk_cloudwatch::Client::from_conf(
+            aws_sdk_cloudwatch::config::Builder::from(&conf)
+                .interceptor(Where::new(region))
+                .build(),
+        )
+    }
+
     pub async fn logs(&self, region: &str) -> aws_sdk_cloudwatchlogs::Client {
         let conf = self.config(region).await;
         aws_sdk_cloudwatchlogs::Client::from_conf(

@@ -256,7 +256,7 @@ async fn forward(
     };
     let _busy = gate.busy();
     let mut lose_reply = None;
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let body = body
         .collect()
         .await
@@ -332,11 +332,9 @@ async fn forward(
                 .expect("response"));
         }
     }
-    let pq = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
+    // CloudWatch over RPC-v2 CBOR is translated for moto (crate::cbor); the rest goes as is.
+    let (pq, body, cbor) =
+        crate::cbor::route(&mut parts.headers, &parts.uri, body).map_err(Dropped)?;
     let method = reqwest::Method::from_bytes(parts.method.as_str().as_bytes())
         .map_err(|e| Dropped(e.to_string()))?;
     let mut out = http.request(method, format!("{upstream}{pq}"));
@@ -364,6 +362,9 @@ async fn forward(
     if let Some(why) = lose_reply {
         return Err(Dropped(why));
     }
+    if cbor {
+        return Ok(cbor_reply(b, &bytes));
+    }
     let (bytes, fixed) = fix_reply(scope.as_ref(), &parts, bytes);
     for (k, v) in headers.iter() {
         // Content-Length stays (a HEAD answer carries the object's size in it) unless the
@@ -373,6 +374,15 @@ async fn forward(
         }
     }
     Ok(b.body(Full::new(bytes)).expect("response"))
+}
+
+/// moto's JSON answer to a translated CloudWatch request, as RPC-v2 CBOR (`crate::cbor`).
+fn cbor_reply(b: hyper::http::response::Builder, json: &[u8]) -> Response<Full<Bytes>> {
+    b.header("content-type", "application/cbor")
+        .header("smithy-protocol", "rpc-v2-cbor")
+        .header("x-amzn-requestid", "lab")
+        .body(Full::new(Bytes::from(crate::cbor::reply(json))))
+        .expect("response")
 }
 
 /// Replies moto gets wrong in a way the Rust SDK rejects, corrected to AWS's wire format

@@ -11,6 +11,7 @@
 
 pub mod actions;
 pub mod buildspec;
+pub mod cbor;
 pub mod cli;
 pub mod faults;
 pub mod fnfaults;

@@ -503,6 +503,105 @@ async fn a_probe_threshold_stops_the_drill_mid_recovery() {
     assert_eq!(state(&w).await, before, "rolled back");
 }
 
+/// A CloudWatch alarm as a stop condition (read by drd's SDK client, which speaks RPC-v2 CBOR;
+/// set here with the AWS CLI): it goes off mid-drill, the drill stops and rolls back; in ALARM
+/// before the fault, the gate fails and nothing is injected; an alarm that does not exist is
+/// refused before anything happens.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cloudwatch_alarm_stops_the_drill_and_gates_the_next() {
+    let w = world("dl-alarm").await;
+    w.sb.aws_cli(&[
+        "cloudwatch",
+        "put-metric-alarm",
+        "--alarm-name",
+        "payments-5xx",
+        "--namespace",
+        "Payments",
+        "--metric-name",
+        "Errors5xx",
+        "--statistic",
+        "Sum",
+        "--period",
+        "60",
+        "--evaluation-periods",
+        "1",
+        "--threshold",
+        "1",
+        "--comparison-operator",
+        "GreaterThanOrEqualToThreshold",
+    ]);
+    w.drill(
+        "alarmed",
+        &[
+            ("start_after = \"3s\"", "start_after = \"60s\""),
+            (
+                "max_duration = \"5m\"",
+                "max_duration = \"5m\"\nalarm = \"payments-5xx\"",
+            ),
+        ],
+    );
+    let before = state(&w).await;
+    let report = w.sb.dir.path().join("reports");
+    let mut c = w.sb.drd();
+    let child = c
+        .args(w.args(&report, "alarmed"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_fault(&report);
+    w.sb.aws_cli(&[
+        "cloudwatch",
+        "set-alarm-state",
+        "--alarm-name",
+        "payments-5xx",
+        "--state-value",
+        "ALARM",
+        "--state-reason",
+        "the drill hurt a neighbour",
+    ]);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["outcome"], "failed", "{r:#}");
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap()
+            .contains("alarm payments-5xx went off"),
+        "{r:#}"
+    );
+    assert_eq!(r["rollback"]["ok"], true, "{r:#}");
+    assert_eq!(state(&w).await, before, "rolled back");
+    // Still in ALARM: the next run injects nothing.
+    let out = w.sb.run(&w.args(&report, "alarmed"), "");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["outcome"], "gate-failed", "{r:#}");
+    assert!(r["injected_at_ms"].is_null(), "{r:#}");
+    // An alarm that does not exist: refused, naming the field.
+    w.drill(
+        "no-alarm",
+        &[(
+            "max_duration = \"5m\"",
+            "max_duration = \"5m\"\nalarm = \"no-such-alarm\"",
+        )],
+    );
+    let out = w.sb.run(&w.args(&report, "no-alarm"), "");
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("no CloudWatch alarm no-such-alarm"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("stop_conditions.alarm"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(state(&w).await, before);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigint_mid_drill_rolls_back() {
     let w = world("dl-int").await;

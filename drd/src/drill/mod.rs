@@ -8,6 +8,7 @@
 //! consecutive healthy samples, always undoes the fault (also after a failure or an interrupt),
 //! checks the steady state again, and writes a report (`report`).
 
+mod alarm;
 mod canary;
 pub mod fault;
 mod fault_fn;
@@ -189,6 +190,10 @@ pub struct StopConditions {
     /// after the fault (a bound on what users suffer, whatever the clock says).
     #[serde(default)]
     pub max_unhealthy_samples: Option<Spanned<u32>>,
+    /// A CloudWatch alarm (in the drill's region) that stops the drill when it goes off; in
+    /// ALARM already, nothing is injected.
+    #[serde(default)]
+    pub alarm: Option<Spanned<String>>,
 }
 
 impl Default for StopConditions {
@@ -196,6 +201,7 @@ impl Default for StopConditions {
         Self {
             max_duration: default_max_duration(),
             max_unhealthy_samples: None,
+            alarm: None,
         }
     }
 }
@@ -226,6 +232,8 @@ pub struct Plan {
     pub fault: FaultPlan,
     /// `stop_conditions.max_unhealthy_samples`.
     pub max_unhealthy: Option<u32>,
+    /// `stop_conditions.alarm`.
+    pub alarm: Option<String>,
 }
 
 impl Drill {
@@ -399,6 +407,11 @@ impl Drill {
             start_after,
             fault,
             max_unhealthy,
+            alarm: self
+                .stop_conditions
+                .alarm
+                .as_ref()
+                .map(|a| a.get_ref().clone()),
         })
     }
 

@@ -76,6 +76,11 @@ pub async fn run(
         .into());
     }
     check_inputs(drill, &inputs, opts.runbooks.as_deref())?;
+    // The alarm stop condition must name an alarm that exists (read before anything else).
+    let alarm_before = match &plan.alarm {
+        Some(a) => Some(super::alarm::state(aws, region, a).await?),
+        None => None,
+    };
     let t0 = Instant::now();
     let started_at = now_rfc3339();
     let file = match &opts.report_dir {
@@ -165,6 +170,15 @@ pub async fn run(
         events: vec![],
     };
     // The gate: a service that is not healthy now gets no fault.
+    if let (Some(a), Some("ALARM")) = (&plan.alarm, alarm_before.as_deref()) {
+        let why = format!(
+            "alarm {a} is in ALARM before the fault (stop_conditions.alarm); nothing was injected"
+        );
+        rec.note(format!("gate failed: {why}"));
+        report.outcome = "gate-failed".into();
+        report.reason = Some(why);
+        return finish(report, &rec, &store, &opts, lease).await;
+    }
     if let Some(bad) = report.gate.iter().find(|g| !g.ok) {
         let why = format!(
             "the steady state does not hold before the fault ({}: {}); nothing was injected",
@@ -453,9 +467,24 @@ pub async fn run(
             }
         }
     };
+    // The alarm, read every few seconds beside the recovery (read errors are retried).
+    let alarm = async {
+        let Some(name) = &plan.alarm else {
+            return std::future::pending::<String>().await;
+        };
+        loop {
+            tokio::time::sleep(plan.interval.max(Duration::from_secs(2))).await;
+            if let Ok(s) = super::alarm::state(aws, region, name).await {
+                if s == "ALARM" {
+                    return format!("stop condition: alarm {name} went off (ALARM)");
+                }
+            }
+        }
+    };
     let guarded = async {
         tokio::select! {
             why = threshold => (None, Ended::NotHealed(why)),
+            why = alarm => (None, Ended::NotHealed(why)),
             r = tokio::time::timeout_at(tokio::time::Instant::from_std(deadline + plan.interval * (plan.healthy_after + 2)), main) => match r {
                 Ok(x) => x,
                 Err(_) => (None, Ended::NotHealed(format!(
