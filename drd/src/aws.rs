@@ -186,6 +186,32 @@ impl Aws {
         )
     }
 
+    pub async fn apigatewayv2(&self, region: &str) -> aws_sdk_apigatewayv2::Client {
+        let conf = self.config(region).await;
+        aws_sdk_apigatewayv2::Client::from_conf(
+            aws_sdk_apigatewayv2::config::Builder::from(&conf)
+                .interceptor(Where::new(region))
+                .build(),
+        )
+    }
+
+    pub async fn acm(&self, region: &str) -> aws_sdk_acm::Client {
+        let conf = self.config(region).await;
+        aws_sdk_acm::Client::from_conf(
+            aws_sdk_acm::config::Builder::from(&conf)
+                .interceptor(Where::new(region))
+                .build(),
+        )
+    }
+
+    /// The credentials the SDK clients use, for requests drd signs itself (an `AWS_IAM` Function
+    /// URL takes a SigV4-signed request, `crate::lambda::probe::UrlProber`).
+    pub async fn credentials_provider(
+        &self,
+    ) -> Option<aws_credential_types::provider::SharedCredentialsProvider> {
+        self.config("us-east-1").await.credentials_provider()
+    }
+
     pub async fn logs(&self, region: &str) -> aws_sdk_cloudwatchlogs::Client {
         let conf = self.config(region).await;
         aws_sdk_cloudwatchlogs::Client::from_conf(
@@ -511,6 +537,10 @@ pub fn classify_failure(parts: &[String], timed_out: bool) -> (&'static str, Str
     }
 }
 
+/// Global services whose control plane (their API) lives in us-east-1 on AWS, while their data
+/// plane (DNS answers, health checks, edge requests) runs everywhere.
+pub const GLOBAL_CONTROL_PLANES: &[&str] = &["route53", "cloudfront", "iam"];
+
 pub fn aws_error<E>(
     service: &'static str,
     operation: &'static str,
@@ -551,7 +581,12 @@ where
                 }
                 _ => None,
             };
-            (code, e.message().unwrap_or("").to_string(), retry, hint)
+            (
+                code,
+                e.message().unwrap_or("").to_string(),
+                retry,
+                hint.map(str::to_string),
+            )
         }
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
             // One line for the person reading it; the whole chain with -v.
@@ -567,6 +602,12 @@ where
                 Retry::Permanent
             } else {
                 Retry::Transient
+            };
+            let hint = match (code, GLOBAL_CONTROL_PLANES.contains(&service)) {
+                ("Unreachable", true) => format!(
+                    "{service}'s control plane (it runs in us-east-1) does not answer, and this step needs it; users still move by themselves to a standby prepared ahead (a health-checked SECONDARY record: drd deploy --region R before the outage); run the step again, or resume the run, when it answers"
+                ),
+                _ => hint.to_string(),
             };
             (code.to_string(), message, retry, Some(hint))
         }
@@ -589,7 +630,12 @@ where
                 DisplayErrorContext(&err)
             );
             let (code, message, hint) = classify_failure(&sdk_chain(&err), false);
-            (code.to_string(), message, Retry::Permanent, Some(hint))
+            (
+                code.to_string(),
+                message,
+                Retry::Permanent,
+                Some(hint.to_string()),
+            )
         }
         _ => (
             "ClientError".to_string(),
@@ -604,7 +650,7 @@ where
         at,
         code,
         message,
-        hint: hint.map(str::to_string),
+        hint,
         retry,
     }
 }

@@ -53,7 +53,13 @@ pub struct DeployReport {
     pub alias_from: Option<String>,
     pub alias_changed: bool,
     pub function_url: String,
+    /// Created, or switched from a public `NONE` to `AWS_IAM` (its host unchanged).
     pub function_url_created: bool,
+    /// The region's front door (with `[front_door]`), as read back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub front_door: Option<crate::frontdoor::Door>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub front_door_changes: Vec<String>,
     pub probes: Vec<ProbeResult>,
     /// Recorded as known-good in the store's `pins/`.
     pub pinned: bool,
@@ -274,8 +280,27 @@ pub async fn deploy(
     ));
     let (url, url_created) = ops::ensure_function_url(&lambda, function).await?;
 
-    // 6. Prove the URL answers.
+    // 6. Prove the URL answers (a signed request: it is AWS_IAM), then the front door users
+    // take, which invokes `live` itself.
     probes.extend(probe_url(aws, &url).await?);
+    let (door, door_changes) = match &policy.front_door {
+        None => (None, vec![]),
+        Some(_) => {
+            let (d, c) = crate::frontdoor::ensure(aws, policy, region).await?;
+            progress(&format!(
+                "front door {} -> API {} in {region}{}",
+                d.domain,
+                d.api_id,
+                if c.is_empty() {
+                    " (unchanged)".to_string()
+                } else {
+                    format!(": {}", c.join(", "))
+                }
+            ));
+            probes.extend(probe_url(aws, &format!("{}/", d.endpoint)).await?);
+            (Some(d), c)
+        }
+    };
     // 7. The version passed its probes: record it as known-good (a rollback target). A store
     // that cannot be reached does not undo a healthy deploy; it is reported instead.
     let invoke_probes: Vec<ProbeResult> =
@@ -292,13 +317,13 @@ pub async fn deploy(
     .await;
     // 8. The service's DNS name: created when there is none yet (a first deploy). An existing
     // record is never moved by a deploy: `drd restore` decides where users go.
-    let dns = match &policy.dns {
-        None => None,
-        Some(_) => {
-            let d = initial_dns(aws, policy, &url).await;
+    let dns = match (&policy.dns, &door) {
+        (Some(_), Some(door)) => {
+            let d = initial_dns(aws, policy, door).await;
             progress(&format!("dns: {d}"));
             Some(d)
         }
+        _ => None,
     };
     let changed = code_uploaded
         || pin_written
@@ -306,7 +331,8 @@ pub async fn deploy(
         || stack_action != "unchanged"
         || version_published
         || alias_changed
-        || url_created;
+        || url_created
+        || !door_changes.is_empty();
     Ok(DeployReport {
         region: region.to_string(),
         stack: policy.stack_name().to_string(),
@@ -325,6 +351,8 @@ pub async fn deploy(
         alias_changed,
         function_url: url,
         function_url_created: url_created,
+        front_door: door,
+        front_door_changes: door_changes,
         probes,
         pinned,
         pin_written,
@@ -468,7 +496,7 @@ async fn probe_version(
 /// Prove the Function URL answers (T0, T1).
 async fn probe_url(aws: &Aws, url: &str) -> Result<Vec<ProbeResult>> {
     let mut probes = vec![];
-    let prober = UrlProber::new(aws.settings().data_endpoint.clone());
+    let prober = UrlProber::signing(aws).await;
     for tier in [Tier::T0, Tier::T1] {
         let r = prober.probe(url, tier).await;
         if !r.ok {
@@ -536,10 +564,12 @@ async fn pin_deployed(
     Ok(written)
 }
 
-/// Point the policy's DNS record at this deployment if it points nowhere yet; describes what it
+/// Point the policy's DNS record at this deployment's front door if it points nowhere yet; when
+/// it sends users to another region, make this one the SECONDARY (a standby prepared ahead:
+/// Route 53's data plane fails over to it without any control-plane call). Describes what it
 /// did. Problems are reported, not fatal: the service itself is healthy.
-async fn initial_dns(aws: &Aws, policy: &Policy, url: &str) -> String {
-    let host = crate::dns::url_host(url);
+async fn initial_dns(aws: &Aws, policy: &Policy, door: &crate::frontdoor::Door) -> String {
+    let host = door.target.as_str();
     let r = async {
         let Some(zone) = crate::dns::find_zone(aws, policy.dns.as_ref().expect("dns")).await?
         else {
@@ -550,12 +580,16 @@ async fn initial_dns(aws: &Aws, policy: &Policy, url: &str) -> String {
         let v = crate::dns::view(aws, policy, &zone).await?;
         Ok(match v.primary {
             Some(p) if p == host => format!("{} -> {host} (unchanged)", v.record),
-            Some(p) => format!(
-                "{} sends users to {p}; left alone (drd restore moves it)",
-                v.record
-            ),
+            Some(p) => {
+                let set = crate::dns::set_secondary(aws, policy, &zone, host).await?;
+                format!(
+                    "{} sends users to {p} (left alone: drd restore moves it); {host} {} its SECONDARY, the standby Route 53 fails over to",
+                    v.record,
+                    if set { "is now" } else { "is already" }
+                )
+            }
             None => {
-                let c = crate::dns::point_at(aws, policy, &zone, &host).await?;
+                let c = crate::dns::point_at(aws, policy, &zone, host, &door.health_host()).await?;
                 format!("{} -> {host} (created)", c.after.record)
             }
         })

@@ -1,8 +1,12 @@
 //! The service's DNS name in Route 53: which region it sends users to, and moving it.
 //!
 //! Two layouts (policy `[dns] mode`):
+//! Each record's value is a region's front door target (`d-….execute-api.<region>.amazonaws.com`,
+//! crate::frontdoor): a Function URL serves no custom name, so a record pointing at one is
+//! refused by policy validation.
 //! - `failover` (default): two CNAME records of the same name with set identifiers
-//!   `drd-primary` (failover PRIMARY, with an HTTPS health check on the Function URL host) and
+//!   `drd-primary` (failover PRIMARY, with an HTTPS health check on the front door's API
+//!   endpoint) and
 //!   `drd-secondary` (SECONDARY). Route 53's data plane moves users by itself when the primary's
 //!   health check fails, which matters because the Route 53 *control plane* lives in us-east-1.
 //!   `point_at(R)` makes R the PRIMARY and the former primary the SECONDARY.
@@ -35,11 +39,12 @@ pub fn url_host(url: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// The region a Function URL host belongs to, if it is one.
+/// The region a Function URL host or an API Gateway host (a regional domain target
+/// `d-….execute-api.<region>.amazonaws.com` or an API endpoint) belongs to, if it is one.
 pub fn region_of_host(host: &str) -> Option<String> {
-    let mut parts = host.split('.');
+    let mut parts = host.trim_end_matches('.').split('.');
     let (_id, kind, region) = (parts.next()?, parts.next()?, parts.next()?);
-    (kind == "lambda-url").then(|| region.to_string())
+    matches!(kind, "lambda-url" | "execute-api").then(|| region.to_string())
 }
 
 /// Where the record sends users now.
@@ -189,7 +194,9 @@ async fn record_sets(aws: &Aws, zone_id: &str, name: &str) -> Result<Vec<Resourc
         .collect())
 }
 
-/// The HTTPS health check on `host` (found by its caller reference, created if absent).
+/// The HTTPS health check on `host` (found by its caller reference, created if absent). Route 53
+/// sends it with SNI and `Host` = `host`, so it must be a name whose certificate is its own: the
+/// front door's API endpoint, not the custom domain's regional target.
 async fn ensure_health_check(aws: &Aws, dns: &DnsPolicy, host: &str) -> Result<String> {
     let r53 = aws.route53().await;
     let reference = format!(
@@ -262,8 +269,15 @@ fn cname(
         .map_err(|e| Error::failed(format!("record set: {e}")))
 }
 
-/// Make the record send users to `host` (a Function URL host) and read the change back.
-pub async fn point_at(aws: &Aws, policy: &Policy, zone: &Zone, host: &str) -> Result<DnsChange> {
+/// Make the record send users to `host` (a front door's regional target, its health checked on
+/// `health_host`) and read the change back. Needs Route 53's control plane (us-east-1).
+pub async fn point_at(
+    aws: &Aws,
+    policy: &Policy,
+    zone: &Zone,
+    host: &str,
+    health_host: &str,
+) -> Result<DnsChange> {
     let dns = dns_policy(policy)?;
     let name = dns.record_fqdn();
     let ttl = *dns.ttl.get_ref();
@@ -276,7 +290,7 @@ pub async fn point_at(aws: &Aws, policy: &Policy, zone: &Zone, host: &str) -> Re
             }
         }
         DnsMode::Failover => {
-            let hc = ensure_health_check(aws, dns, host).await?;
+            let hc = ensure_health_check(aws, dns, health_host).await?;
             if before.primary.as_deref() != Some(host)
                 || before.health_check_id.as_deref() != Some(hc.as_str())
             {
@@ -346,6 +360,54 @@ pub async fn point_at(aws: &Aws, policy: &Policy, zone: &Zone, host: &str) -> Re
     })
 }
 
+/// A standby prepared ahead: make the SECONDARY failover record send users to `host` (another
+/// region's front door) without touching the PRIMARY. Route 53's data plane then moves users
+/// there by itself when the PRIMARY's health check fails; no control-plane call is needed during
+/// the outage. Returns whether the record changed. Only in `failover` mode.
+pub async fn set_secondary(aws: &Aws, policy: &Policy, zone: &Zone, host: &str) -> Result<bool> {
+    let dns = dns_policy(policy)?;
+    if dns.mode != DnsMode::Failover {
+        return Ok(false);
+    }
+    let before = view(aws, policy, zone).await?;
+    if before.secondary.as_deref() == Some(host) || before.primary.as_deref() == Some(host) {
+        return Ok(false);
+    }
+    let set = cname(
+        &dns.record_fqdn(),
+        *dns.ttl.get_ref(),
+        host,
+        Some((SECONDARY_ID, ResourceRecordSetFailover::Secondary, None)),
+    )?;
+    let change = Change::builder()
+        .action(ChangeAction::Upsert)
+        .resource_record_set(set)
+        .build()
+        .map_err(|e| Error::failed(format!("change: {e}")))?;
+    let batch = ChangeBatch::builder()
+        .comment(format!("drd: standby {host}"))
+        .changes(change)
+        .build()
+        .map_err(|e| Error::failed(format!("change batch: {e}")))?;
+    aws.route53()
+        .await
+        .change_resource_record_sets()
+        .hosted_zone_id(&zone.id)
+        .change_batch(batch)
+        .send()
+        .await
+        .map_err(|e| aws_error("route53", "ChangeResourceRecordSets", e))?;
+    let after = view(aws, policy, zone).await?;
+    if after.secondary.as_deref() != Some(host) {
+        return Err(Error::failed(format!(
+            "read-back: the SECONDARY of {} is {}, not {host}",
+            after.record,
+            after.secondary.as_deref().unwrap_or("nothing")
+        )));
+    }
+    Ok(true)
+}
+
 /// Remove the SECONDARY failover record when it sends users to `host` (a standby about to be
 /// deleted: Route 53 must never fail over to it). Returns whether a record was removed.
 pub async fn drop_secondary(aws: &Aws, policy: &Policy, zone: &Zone, host: &str) -> Result<bool> {
@@ -393,6 +455,10 @@ mod tests {
         assert_eq!(h, "abc123.lambda-url.us-west-2.on.aws");
         assert_eq!(region_of_host(&h).as_deref(), Some("us-west-2"));
         assert_eq!(region_of_host("www.example.com"), None);
+        assert_eq!(
+            region_of_host("d-abc123.execute-api.eu-west-1.amazonaws.com.").as_deref(),
+            Some("eu-west-1")
+        );
     }
 
     fn policy_dns(mode: DnsMode) -> DnsPolicy {

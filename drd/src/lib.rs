@@ -16,6 +16,7 @@ pub mod deploy;
 pub mod dns;
 pub mod drill;
 pub mod error;
+pub mod frontdoor;
 pub mod github;
 pub mod lambda;
 pub mod policy;

@@ -23,10 +23,28 @@ pub struct StatusReport {
     /// True when `live` serves other code than the stack's `$LATEST` (after a rollback, say).
     pub alias_drift: bool,
     pub function_url: Option<String>,
+    /// With `[front_door]`: the service's name, the region its record sends users to, and this
+    /// region's door. The probes then go through the name, as users' requests do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub front_door: Option<FrontDoorState>,
     pub probes: Vec<ProbeResult>,
     pub healthy: bool,
     /// What a recovery could use: pins and the newest recovery point (from the store).
     pub recovery: RecoveryState,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct FrontDoorState {
+    /// `https://<service name>/`: what the probes call.
+    pub url: String,
+    /// The region the record's PRIMARY sends users to, and its SECONDARY's (a standby).
+    pub serving_region: Option<String>,
+    pub standby_region: Option<String>,
+    /// This region's door as read back (`null` when it is not complete here).
+    pub door: Option<crate::frontdoor::Door>,
+    /// Why the record or the door could not be read (the probes still run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -137,6 +155,7 @@ pub async fn status(aws: &Aws, policy: &Policy, region: &str, deep: bool) -> Res
         latest_code_sha256: None,
         alias_drift: false,
         function_url: None,
+        front_door: None,
         probes: vec![],
         healthy: false,
         recovery: RecoveryState::default(),
@@ -160,10 +179,19 @@ pub async fn status(aws: &Aws, policy: &Policy, region: &str, deep: bool) -> Res
         });
     }
     report.function_url = ops::function_url(&lambda, &function).await?;
-    if let Some(url) = &report.function_url {
-        let prober = UrlProber::new(aws.settings().data_endpoint.clone());
+    report.front_door = front_door(aws, policy, region).await;
+    let target = match &report.front_door {
+        Some(f) => Some(f.url.clone()),
+        None => report.function_url.clone(),
+    };
+    if let Some(url) = &target {
+        let prober = UrlProber::signing(aws).await;
         for tier in Tier::upto(deep) {
-            report.probes.push(prober.probe(url, tier).await);
+            let mut r = prober.probe(url, tier).await;
+            if report.front_door.is_some() {
+                r.via = "front-door".into();
+            }
+            report.probes.push(r);
         }
     }
     report.healthy = !report.probes.is_empty() && report.probes.iter().all(|p| p.ok);
@@ -181,4 +209,27 @@ pub async fn status(aws: &Aws, policy: &Policy, region: &str, deep: bool) -> Res
         l.commit = report.recovery.live_commit.clone();
     }
     Ok(report)
+}
+
+/// The front door as users meet it (`None` without `[front_door]`).
+async fn front_door(aws: &Aws, policy: &Policy, region: &str) -> Option<FrontDoorState> {
+    let (Some(_), Some(dns)) = (&policy.front_door, &policy.dns) else {
+        return None;
+    };
+    let mut st = FrontDoorState {
+        url: format!("https://{}/", dns.record.get_ref().trim_end_matches('.')),
+        ..Default::default()
+    };
+    let read = async {
+        st.door = crate::frontdoor::view(aws, policy, region).await?;
+        let zone = crate::dns::require_zone(aws, policy).await?;
+        let v = crate::dns::view(aws, policy, &zone).await?;
+        st.serving_region = v.region();
+        st.standby_region = v.secondary.as_deref().and_then(crate::dns::region_of_host);
+        Ok::<(), crate::error::Error>(())
+    };
+    if let Err(e) = read.await {
+        st.error = Some(e.to_string());
+    }
+    Some(st)
 }

@@ -121,14 +121,16 @@ pub fn route(
 }
 
 /// The CBOR answer for moto's JSON one (an empty body stays empty).
-pub fn reply(json: &[u8]) -> Vec<u8> {
+/// A body that is not JSON (an emulator's HTML error page) is passed through unchanged, so the
+/// caller still sees what went wrong; `None` says so (the reply must not claim to be CBOR).
+pub fn reply(json: &[u8]) -> Option<Vec<u8>> {
     if json.is_empty() {
-        return vec![];
+        return Some(vec![]);
     }
-    let v: Json = serde_json::from_slice(json).unwrap_or(Json::Null);
+    let v: Json = serde_json::from_slice(json).ok()?;
     let mut out = vec![];
     ciborium::ser::into_writer(&to_cbor(None, &v), &mut out).expect("CBOR encodes");
-    out
+    Some(out)
 }
 
 #[cfg(test)]
@@ -151,7 +153,8 @@ mod tests {
         );
         let out = reply(
             br#"{"MetricAlarms":[{"StateValue":"ALARM","StateUpdatedTimestamp":1700000000.5}]}"#,
-        );
+        )
+        .unwrap();
         let v: Cbor = ciborium::de::from_reader(&out[..]).unwrap();
         let alarm = &v.as_map().unwrap()[0].1.as_array().unwrap()[0];
         let m = alarm.as_map().unwrap();
@@ -162,5 +165,8 @@ mod tests {
             .iter()
             .any(|(k, v)| k.as_text() == Some("StateUpdatedTimestamp")
                 && matches!(v, Cbor::Tag(1, _))));
+        // An emulator's HTML error page is not turned into CBOR null: it passes unchanged.
+        assert_eq!(reply(b"<html>500 Internal Server Error</html>"), None);
+        assert_eq!(reply(b""), Some(vec![]));
     }
 }

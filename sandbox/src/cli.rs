@@ -67,12 +67,24 @@ pub enum SandboxCommand {
     },
     /// Take a region down: its AWS endpoints drop every connection and the function host stops
     /// serving its Function URLs (a region-loss drill; global services such as Route 53 stay up).
+    ///
+    /// `global` (or us-east-1 with `--control-planes`) fails the control planes AWS runs in
+    /// us-east-1 for its global services (Route 53, CloudFront, IAM): their API calls drop while
+    /// DNS answers and health checks keep working.
     FailRegion {
-        /// The region to fail, e.g. us-east-1.
+        /// The region to fail, e.g. us-east-1, or `global`.
         region: String,
+        /// With us-east-1: the global control planes too.
+        #[arg(long)]
+        control_planes: bool,
     },
     /// Bring a failed region back.
-    RestoreRegion { region: String },
+    RestoreRegion {
+        region: String,
+        /// With us-east-1: the global control planes too.
+        #[arg(long)]
+        control_planes: bool,
+    },
     /// Take the lab GitHub down (REST answers 503, the git remote refuses) or bring it back.
     Github {
         #[command(subcommand)]
@@ -284,8 +296,14 @@ pub async fn run(args: &Args) -> Result<()> {
             let plan = fault_plan(*rate, kinds, *seed, service, operation, path_contains)?;
             set_faults(args, plan).await
         }
-        SandboxCommand::FailRegion { region } => set_region(args, region, true).await,
-        SandboxCommand::RestoreRegion { region } => set_region(args, region, false).await,
+        SandboxCommand::FailRegion {
+            region,
+            control_planes,
+        } => set_region(args, region, *control_planes, true).await,
+        SandboxCommand::RestoreRegion {
+            region,
+            control_planes,
+        } => set_region(args, region, *control_planes, false).await,
         SandboxCommand::Github { action } => set_github(args, *action).await,
         SandboxCommand::Ci {
             action:
@@ -510,14 +528,25 @@ async fn status(args: &Args) -> Result<()> {
     }
 }
 
-/// `fail-region` / `restore-region`.
-async fn set_region(args: &Args, region: &str, fail: bool) -> Result<()> {
-    if !drd::policy::is_region_name(region) {
+/// `fail-region` / `restore-region` (`global`: the global services' control planes).
+async fn set_region(args: &Args, region: &str, control_planes: bool, fail: bool) -> Result<()> {
+    let global = region == crate::gate::GLOBAL;
+    if !global && !drd::policy::is_region_name(region) {
         return Err(
             ConfigError::new("REGION", format!("{region:?} is not a region name"))
-                .hint("use a region code such as us-east-1")
+                .hint(
+                    "use a region code such as us-east-1, or global for the global control planes",
+                )
                 .into(),
         );
+    }
+    if control_planes && region != "us-east-1" {
+        return Err(ConfigError::new(
+            "--control-planes",
+            format!("the global control planes live in us-east-1, not {region}"),
+        )
+        .hint("use fail-region us-east-1 --control-planes, or fail-region global")
+        .into());
     }
     let s = sandbox::running_state(&args.dir)?;
     if s.proxy_port.is_none() {
@@ -526,7 +555,11 @@ async fn set_region(args: &Args, region: &str, fail: bool) -> Result<()> {
             "restart it: drd sandbox down && drd sandbox up",
         ));
     }
-    let (failed, changed) = sandbox::set_region(&s, region, fail).await?;
+    let (mut failed, mut changed) = sandbox::set_region(&s, region, fail).await?;
+    if control_planes {
+        let (f, c) = sandbox::set_region(&s, crate::gate::GLOBAL, fail).await?;
+        (failed, changed) = (f, changed || c);
+    }
     if args.json() {
         print_json(&serde_json::json!({
             "region": region, "failed": fail, "changed": changed, "failed_regions": failed,

@@ -9,7 +9,11 @@
 //! serving Function URLs and `Invoke` in a failed region.
 //!
 //! Global services (Route 53, IAM, CloudFront, Organizations) sign with us-east-1 but are not
-//! regional, so a failed us-east-1 does not take them down here. (On real AWS the Route 53
+//! regional, so a failed us-east-1 does not take them down here by itself. Their *control
+//! planes* do live in us-east-1 on AWS: failing the pseudo-region `global`
+//! (`drd sandbox fail-region us-east-1 --control-planes`, or `fail-region global` alone) drops
+//! their API calls too, while DNS answers and health checks (the function host's own reads of
+//! the records, their data plane) keep working. (On real AWS the Route 53
 //! *control plane* does live in us-east-1; see docs/restore.md for why `failover` mode is the
 //! default.)
 //!
@@ -35,6 +39,9 @@ use std::time::{Duration, Instant};
 
 /// Services that are global on AWS: not taken down with one region.
 pub const GLOBAL_SERVICES: &[&str] = &["route53", "iam", "cloudfront", "organizations"];
+
+/// The pseudo-region that stands for the global services' control planes (in us-east-1 on AWS).
+pub const GLOBAL: &str = "global";
 
 #[derive(Default)]
 pub struct Gate {
@@ -106,9 +113,14 @@ impl Gate {
         self.failed.lock().expect("regions").contains(region)
     }
 
-    /// Whether a request signed for `region` and `service` must be dropped.
+    /// Whether a request signed for `region` and `service` must be dropped: a global service's
+    /// control plane when `global` is failed, a regional service when its region is.
     pub fn blocks(&self, region: &str, service: &str) -> bool {
-        !GLOBAL_SERVICES.contains(&service) && self.is_failed(region)
+        if GLOBAL_SERVICES.contains(&service) {
+            self.is_failed(GLOBAL)
+        } else {
+            self.is_failed(region)
+        }
     }
 
     pub fn busy(&self) -> BusyGuard<'_> {
@@ -377,22 +389,38 @@ async fn forward(
 }
 
 /// moto's JSON answer to a translated CloudWatch request, as RPC-v2 CBOR (`crate::cbor`).
+/// A body that is not JSON goes back unchanged as text, so its detail is not lost.
 fn cbor_reply(b: hyper::http::response::Builder, json: &[u8]) -> Response<Full<Bytes>> {
-    b.header("content-type", "application/cbor")
-        .header("smithy-protocol", "rpc-v2-cbor")
-        .header("x-amzn-requestid", "lab")
-        .body(Full::new(Bytes::from(crate::cbor::reply(json))))
-        .expect("response")
+    let b = b.header("x-amzn-requestid", "lab");
+    match crate::cbor::reply(json) {
+        Some(cbor) => b
+            .header("content-type", "application/cbor")
+            .header("smithy-protocol", "rpc-v2-cbor")
+            .body(Full::new(Bytes::from(cbor))),
+        None => b
+            .header("content-type", "text/plain")
+            .body(Full::new(Bytes::copy_from_slice(json))),
+    }
+    .expect("response")
 }
 
-/// Replies moto gets wrong in a way the Rust SDK rejects, corrected to AWS's wire format
-/// (docs/emulator-gaps.md): GetBucketVersioning's root element is `VersioningConfiguration`,
-/// not `GetBucketVersioningResponse`.
+/// Replies moto gets wrong in a way the Rust SDK rejects, or leaves out what AWS gives, corrected
+/// to AWS's wire format (docs/emulator-gaps.md): GetBucketVersioning's root element is
+/// `VersioningConfiguration`, not `GetBucketVersioningResponse`; an API Gateway custom domain
+/// has a regional target.
 fn fix_reply(
     scope: Option<&(String, String)>,
     parts: &hyper::http::request::Parts,
     bytes: Bytes,
 ) -> (Bytes, bool) {
+    // API Gateway v2 custom domains: moto gives them no regional target (crate::host::front).
+    if let Some((region, "apigateway")) = scope.map(|(r, s)| (r.as_str(), s.as_str())) {
+        if parts.uri.path().starts_with("/v2/domainnames") {
+            if let Some(fixed) = crate::host::front::fix_domain_reply(region, &bytes) {
+                return (Bytes::from(fixed), true);
+            }
+        }
+    }
     let s3_get = scope.is_some_and(|(_, s)| s == "s3") && parts.method == hyper::Method::GET;
     let versioning = parts.uri.query().is_some_and(|q| {
         q.split('&')
@@ -444,6 +472,14 @@ mod tests {
         assert!(g.blocks("us-east-1", "s3"));
         assert!(g.blocks("us-east-1", "lambda"));
         assert!(!g.blocks("us-east-1", "route53"), "Route 53 is global");
+        assert!(g.fail(GLOBAL));
+        assert!(
+            g.blocks("us-east-1", "route53"),
+            "its control plane is down"
+        );
+        assert!(g.blocks("us-east-1", "iam"));
+        assert!(g.restore(GLOBAL));
+        assert!(!g.blocks("us-east-1", "route53"));
         assert!(!g.blocks("us-west-2", "s3"));
         assert!(g.restore("us-east-1"));
         assert!(!g.blocks("us-east-1", "s3"));

@@ -22,6 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
+pub(crate) mod front;
+
 pub struct Host {
     pub(crate) aws: Aws,
     moto_url: String,
@@ -161,21 +163,33 @@ impl Host {
             .next()
             .unwrap_or("")
             .to_string();
+        let pq = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into());
         if host.contains(".lambda-url.") {
-            let pq = parts
-                .uri
-                .path_and_query()
-                .map(|p| p.as_str().to_string())
-                .unwrap_or_else(|| "/".into());
             return self
                 .function_url(&host, parts.method, &pq, &parts.headers, body)
                 .await;
         }
-        error(
-            StatusCode::NOT_FOUND,
-            "Not Found",
-            "neither a Function URL host nor a Lambda Invoke path",
-        )
+        if host.is_empty() || !host.contains('.') || host.parse::<std::net::IpAddr>().is_ok() {
+            return error(
+                StatusCode::NOT_FOUND,
+                "Not Found",
+                "neither a Function URL host, a front door name nor a Lambda Invoke path",
+            );
+        }
+        let req = front::Req {
+            method: parts.method,
+            path_and_query: &pq,
+            headers: &parts.headers,
+            body,
+        };
+        match front::api_host(&host) {
+            Some((api, region)) => self.serve_api(&region, &api, req).await,
+            None => self.serve_name(&host, req).await,
+        }
     }
 
     async fn function_url(
@@ -206,6 +220,13 @@ impl Host {
             }
             Err(e) => return error(StatusCode::BAD_GATEWAY, "Emulator Error", &e),
         };
+        if self.url_refuses(&region, &function, headers).await {
+            return (
+                StatusCode::FORBIDDEN,
+                axum::Json(json!({"Message": "Forbidden"})),
+            )
+                .into_response();
+        }
         if let Some(r) = crate::fnfaults::admit(self, &region, &function, true).await {
             return r;
         }
@@ -359,6 +380,12 @@ impl Host {
         let words: Vec<&str> = rest.trim_matches('/').split('/').collect();
         let changed = match (method, words.as_slice()) {
             (&Method::GET, [""]) => None,
+            (&Method::POST, [region, "fail"]) if *region == crate::gate::GLOBAL => {
+                Some(self.gate.fail(region))
+            }
+            (&Method::POST, [region, "restore"]) if *region == crate::gate::GLOBAL => {
+                Some(self.gate.restore(region))
+            }
             (&Method::POST, [region, "fail"]) if drd::policy::is_region_name(region) => {
                 let changed = self.gate.fail(region);
                 // A failed region's function processes die with it.

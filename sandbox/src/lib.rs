@@ -269,6 +269,9 @@ async fn start_moto_once(opts: &UpOptions) -> Result<Proc> {
         .stderr(log);
     // Never enable moto's request recorder: it writes request bodies (secrets) in clear.
     cmd.env_remove("MOTO_ENABLE_RECORDING");
+    // A requested ACM certificate is ISSUED at once: the lab has no DNS validation to wait for
+    // (on AWS it takes the validation record and minutes; docs/emulator-gaps.md).
+    cmd.env("MOTO_ACM_VALIDATION_WAIT", "0");
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd.spawn().map_err(|e| {
         Error::failed_hint(

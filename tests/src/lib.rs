@@ -394,7 +394,54 @@ recipients = ["{recipient}"]
         serde_json::from_slice(&b).unwrap_or_else(|e| panic!("s3://{bucket}/{key}: {e}"))
     }
 
-    /// POST JSON to a Function URL through the function host, as a plain HTTP client would.
+    /// POST JSON to a Function URL as an IAM caller would (SigV4-signed with the lab's
+    /// credentials, by drd's own prober): what `AWS_IAM` lets through.
+    pub async fn call_signed(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        drd::lambda::probe::UrlProber::signing_as(
+            Some(self.var("DRD_LAMBDA_DATA_ENDPOINT")),
+            &self.var("AWS_ACCESS_KEY_ID"),
+            &self.var("AWS_SECRET_ACCESS_KEY"),
+        )
+        .post(url, body)
+        .await
+        .expect("the function host answers")
+    }
+
+    /// An ISSUED ACM certificate for `name` in `region` (the lab issues a requested one at
+    /// once); the front door's custom domain needs one in each region it serves.
+    pub fn certificate(&self, region: &str, name: &str) -> String {
+        let v = self.aws_cli(&[
+            "acm",
+            "request-certificate",
+            "--region",
+            region,
+            "--domain-name",
+            name,
+            "--validation-method",
+            "DNS",
+        ]);
+        v["CertificateArn"]
+            .as_str()
+            .expect("a certificate ARN")
+            .to_string()
+    }
+
+    /// The policy's `[front_door]` section for the service name `record`, with a certificate for
+    /// it in each region the tests serve from (us-east-1, us-west-2, eu-west-1).
+    pub fn front_door(&self, record: &str) -> String {
+        let name = record.trim_end_matches('.');
+        for region in ["us-east-1", "us-west-2", "eu-west-1"] {
+            self.certificate(region, name);
+        }
+        "\n[front_door]\nkind = \"api-gateway\"\n".into()
+    }
+
+    /// POST JSON to a Function URL or the service's name through the function host, as a plain
+    /// HTTP client would (unsigned: an `AWS_IAM` Function URL refuses it with 403).
     pub async fn call_url(&self, url: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
         let host = reqwest::Url::parse(url)
             .unwrap()

@@ -353,10 +353,26 @@ const POLICIES: &[PolicyRow] = &[
         name: "a DNS TTL out of range",
         why: "Route 53 takes 0 to 172800 seconds",
         edit: Edit::Append(
-            "[dns]\nzone = \"example.com.\"\nrecord = \"classifier.example.com\"\nttl = 999999\n",
+            "[dns]\nzone = \"example.com.\"\nrecord = \"classifier.example.com\"\nttl = 999999\n\n[front_door]\nkind = \"api-gateway\"\n",
         ),
         cmd: &["validate"],
         needles: &["policy.toml:17:", "dns.ttl", "out of range"],
+    },
+    PolicyRow {
+        name: "a DNS record without a front door (the old CNAME-to-URL mode)",
+        why: "a Function URL serves no custom name: a TLS client gets the lambda-url certificate",
+        edit: Edit::Append("[dns]\nzone = \"example.com.\"\nrecord = \"classifier.example.com\"\n"),
+        cmd: &["validate"],
+        needles: &["policy.toml:16:", "dns.record", "[front_door]", "migrat"],
+    },
+    PolicyRow {
+        name: "a CloudFront front door",
+        why: "CloudFront origin groups fail over GET, HEAD and OPTIONS only; the API is POST",
+        edit: Edit::Append(
+            "[dns]\nzone = \"example.com.\"\nrecord = \"classifier.example.com\"\n\n[front_door]\nkind = \"cloudfront\"\n",
+        ),
+        cmd: &["validate"],
+        needles: &["policy.toml:19:", "front_door.kind", "POST"],
     },
     PolicyRow {
         name: "a cron expression without seconds",

@@ -106,17 +106,29 @@ async fn deploy_serves_all_tiers_and_a_second_deploy_changes_nothing() {
     let zip = obj.body.collect().await.unwrap().into_bytes();
     assert_eq!(Package::from_zip(zip.to_vec()).sha256_hex, hex);
 
-    // T0, T1, T2 through the Function URL, as any HTTP client would call it.
-    let (s, b) = sb.call_url(&url, &json!({})).await;
+    // The Function URL is AWS_IAM: a plain client is refused, a signed caller gets T0-T2.
+    let (s, b) = sb.call_url(&url, &json!({"transcript": "Agent: a"})).await;
+    assert_eq!((s, b["Message"].as_str()), (403, Some("Forbidden")), "{b}");
+    let conf = sb
+        .lambda("us-east-1")
+        .await
+        .get_function_url_config()
+        .function_name("clf-a-fn")
+        .qualifier("live")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(conf.auth_type().as_str(), "AWS_IAM");
+    let (s, b) = sb.call_signed(&url, &json!({})).await;
     assert_eq!(
         (s, b["error"].as_str()),
         (400, Some("Missing required field: transcript"))
     );
     let t1 = "Agent: Hello\nCustomer: Hi";
-    let (s, b) = sb.call_url(&url, &json!({"transcript": t1})).await;
+    let (s, b) = sb.call_signed(&url, &json!({"transcript": t1})).await;
     assert_eq!((s, b["transcript"].as_str()), (200, Some(t1)));
     let (s, b) = sb
-        .call_url(
+        .call_signed(
             &url,
             &json!({"transcript": "Speaker 0: Hello\nSpeaker 1: Hi\nSpeaker 0: Bye"}),
         )
@@ -217,7 +229,7 @@ async fn deploy_serves_all_tiers_and_a_second_deploy_changes_nothing() {
     let out = sb.run(&["--policy", policy, "status", "--deep"], "");
     assert!(out.status.success(), "{}", text(&out));
     let (s, b) = sb
-        .call_url(&url, &json!({"transcript": "Speaker 0: a\nSpeaker 1: b"}))
+        .call_signed(&url, &json!({"transcript": "Speaker 0: a\nSpeaker 1: b"}))
         .await;
     assert_eq!(
         (s, b["transcript"].as_str()),
@@ -307,7 +319,7 @@ async fn a_package_that_will_not_start_never_goes_live_and_gives_502() {
         .function_url()
         .to_string();
     let (s, _) = sb
-        .call_url(&url, &json!({"transcript": "Agent: a\nCustomer: b"}))
+        .call_signed(&url, &json!({"transcript": "Agent: a\nCustomer: b"}))
         .await;
     assert_eq!(s, 200);
 
@@ -335,7 +347,7 @@ async fn a_package_that_will_not_start_never_goes_live_and_gives_502() {
         .unwrap();
     let started = std::time::Instant::now();
     let (s, b) = sb
-        .call_url(&url, &json!({"transcript": "Agent: a\nCustomer: b"}))
+        .call_signed(&url, &json!({"transcript": "Agent: a\nCustomer: b"}))
         .await;
     assert_eq!(s, 502, "{b}");
     assert_eq!(b["error"], "Function failed to start");

@@ -985,7 +985,8 @@ async fn the_restore_rehearsal_restores_probes_and_leaves_nothing_behind() {
     let zone_id = sb.hosted_zone(zone, "e2e-dr-reh").await;
     let name = "dr-reh";
     let extra = format!(
-        "[secrets]\nothers = [\"github-token\"]\ncanary = \"{CANARY}\"\n\n[dns]\nzone = \"{zone}\"\nrecord = \"svc.{zone}\"\n"
+        "[secrets]\nothers = [\"github-token\"]\ncanary = \"{CANARY}\"\n\n[dns]\nzone = \"{zone}\"\nrecord = \"svc.{zone}\"\n{}",
+        sb.front_door(&format!("svc.{zone}"))
     );
     let policy = sb.policy_with(name, &recipient, &extra);
     let policy = policy.to_str().unwrap().to_string();
@@ -1215,7 +1216,8 @@ async fn region_loss_heals_through_a_restore_and_the_drill_fails_back() {
     let name = "dr-rl";
     let record = format!("svc.{zone}");
     let extra = format!(
-        "[secrets]\ncanary = \"{CANARY}\"\n\n[dns]\nzone = \"{zone}\"\nrecord = \"{record}\"\n"
+        "[secrets]\ncanary = \"{CANARY}\"\n\n[dns]\nzone = \"{zone}\"\nrecord = \"{record}\"\n{}",
+        sb.front_door(&record)
     );
     let policy = sb.policy_with(name, &recipient, &extra);
     let policy = policy.to_str().unwrap().to_string();

@@ -12,6 +12,14 @@ use std::os::unix::process::ExitStatusExt;
 
 const KEY: &str = "sk-e2e-restore-0123456789";
 const ZONE: &str = "drd-e2e.example.";
+/// A transcript the classifier relabels with one LLM call.
+const T2: &str = drd::lambda::probe::T2_TRANSCRIPT;
+
+/// Every `Speaker N:` line came back as a role.
+fn relabelled(body: &Value) -> bool {
+    let t = body["transcript"].as_str().unwrap_or_default();
+    !t.contains("Speaker") && t.contains("Agent: ") && t.contains("Customer: ")
+}
 
 struct World {
     sb: Sandbox,
@@ -51,7 +59,7 @@ impl World {
     }
 
     fn record(&self) -> String {
-        format!("{}.{ZONE}", self.name)
+        format!("{}.{}", self.name, ZONE.trim_end_matches('.'))
     }
 
     async fn secret(&self, region: &str, name: &str, stage: &str) -> (String, String) {
@@ -95,6 +103,46 @@ impl World {
             .collect();
         v.sort();
         v
+    }
+
+    /// The front door in `region`, read with a second client: (the integration's target, the
+    /// custom domain's regional target).
+    async fn front_door(&self, region: &str) -> (String, String) {
+        let v = self.sb.aws_cli(&[
+            "apigatewayv2",
+            "get-domain-name",
+            "--region",
+            region,
+            "--domain-name",
+            &self.record(),
+        ]);
+        let target = v["DomainNameConfigurations"][0]["ApiGatewayDomainName"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{v}"))
+            .to_string();
+        let maps = self.sb.aws_cli(&[
+            "apigatewayv2",
+            "get-api-mappings",
+            "--region",
+            region,
+            "--domain-name",
+            &self.record(),
+        ]);
+        let api = maps["Items"][0]["ApiId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{maps}"));
+        let ints = self.sb.aws_cli(&[
+            "apigatewayv2",
+            "get-integrations",
+            "--region",
+            region,
+            "--api-id",
+            api,
+        ]);
+        let uri = ints["Items"][0]["IntegrationUri"]
+            .as_str()
+            .unwrap_or_default();
+        (uri.to_string(), target)
     }
 
     /// The live version's CodeSha256 in a region.
@@ -195,7 +243,8 @@ async fn world(name: &str, zone: &str) -> (World, String) {
     let (identity, recipient) = age_keygen(&keys);
     let zone_id = sb.hosted_zone(ZONE, &format!("e2e-{name}")).await;
     let extra = format!(
-        "[secrets]\nothers = [\"github-token\", \"never-created\"]\n\n[dns]\nzone = \"{zone}\"\nrecord = \"{name}.{ZONE}\"\n"
+        "[secrets]\nothers = [\"github-token\", \"never-created\"]\n\n[dns]\nzone = \"{zone}\"\nrecord = \"{name}.{ZONE}\"\n{}",
+        sb.front_door(&format!("{name}.{ZONE}"))
     );
     let policy = sb
         .policy_with(name, &recipient, &extra)
@@ -248,15 +297,22 @@ async fn world(name: &str, zone: &str) -> (World, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn restore_into_another_region_after_the_primary_fails() {
     let (w, zone_id) = world("rs-a", ZONE).await;
-    let old_host = w
-        .url
-        .trim_start_matches("https://")
-        .trim_end_matches('/')
-        .to_string();
+    // The name points at us-east-1's front door (its regional domain target), never at a URL.
+    let old_host = w.front_door("us-east-1").await.1;
+    assert!(
+        old_host.starts_with("d-") && old_host.ends_with(".execute-api.us-east-1.amazonaws.com"),
+        "{old_host}"
+    );
     assert_eq!(
         w.records(&zone_id).await,
         [("drd-primary".to_string(), old_host.clone())]
     );
+    // Users reach the service by its name; the Function URL refuses a direct request.
+    let name_url = format!("https://{}/", w.record());
+    let (status, body) = w.sb.call_url(&name_url, &json!({"transcript": T2})).await;
+    assert!(status == 200 && relabelled(&body), "{status} {body}");
+    let (status, _) = w.sb.call_url(&w.url, &json!({"transcript": T2})).await;
+    assert_eq!(status, 403, "a direct POST to the Function URL");
 
     // What the primary held, read with a second client before it goes.
     let cf = w.sb.cloudformation("us-east-1").await;
@@ -274,7 +330,7 @@ async fn restore_into_another_region_after_the_primary_fails() {
     let gh_previous = w.secret("us-east-1", "github-token", "AWSPREVIOUS").await;
     let code = w.live_code("us-east-1").await;
     let (status, _) =
-        w.sb.call_url(&w.url, &json!({"transcript": "Agent: a\nCustomer: b"}))
+        w.sb.call_signed(&w.url, &json!({"transcript": "Agent: a\nCustomer: b"}))
             .await;
     assert_eq!(status, 200);
 
@@ -294,7 +350,12 @@ async fn restore_into_another_region_after_the_primary_fails() {
         "a failed region must give connection errors: {err:?}"
     );
     let (status, _) =
-        w.sb.call_url(&w.url, &json!({"transcript": "Agent: a"}))
+        w.sb.call_signed(&w.url, &json!({"transcript": "Agent: a"}))
+            .await;
+    assert_eq!(status, 503);
+    // No standby was prepared: the name has nowhere to go until the restore.
+    let (status, _) =
+        w.sb.call_url(&name_url, &json!({"transcript": "Agent: a"}))
             .await;
     assert_eq!(status, 503);
     // Anything that still depends on the primary fails, quickly, and writes no point.
@@ -322,6 +383,7 @@ async fn restore_into_another_region_after_the_primary_fails() {
             ("code", "succeeded"),
             ("stack", "succeeded"),
             ("function", "succeeded"),
+            ("front-door", "succeeded"),
             ("dns", "succeeded"),
             ("backup", "succeeded"),
         ]
@@ -412,18 +474,25 @@ async fn restore_into_another_region_after_the_primary_fails() {
     let new_url = r["function_url"].as_str().unwrap();
     assert!(new_url.contains(".lambda-url.us-west-2."), "{new_url}");
     let (status, body) =
-        w.sb.call_url(new_url, &json!({"transcript": "Agent: a\nCustomer: b"}))
+        w.sb.call_signed(new_url, &json!({"transcript": "Agent: a\nCustomer: b"}))
             .await;
     assert_eq!(
         (status, body["transcript"].as_str()),
         (200, Some("Agent: a\nCustomer: b"))
     );
 
-    // Route 53: the new region is the primary, the old one the standby.
-    let new_host = new_url
-        .trim_start_matches("https://")
-        .trim_end_matches('/')
-        .to_string();
+    let (status, _) =
+        w.sb.call_url(new_url, &json!({"transcript": "Agent: a"}))
+            .await;
+    assert_eq!(status, 403, "a direct POST to the restored Function URL");
+
+    // Route 53: the new region's front door is the primary, the old one the standby; read back
+    // with a second client, the door in us-west-2 maps the name to an API on live there.
+    let (door, new_host) = w.front_door("us-west-2").await;
+    assert!(
+        new_host.ends_with(".execute-api.us-west-2.amazonaws.com"),
+        "{new_host}"
+    );
     assert_eq!(
         w.records(&zone_id).await,
         [
@@ -431,6 +500,10 @@ async fn restore_into_another_region_after_the_primary_fails() {
             ("drd-secondary".to_string(), old_host.clone())
         ]
     );
+    assert!(door.ends_with(":function:rs-a-fn:live"), "{door}");
+    // And users, by the name, reach the restored region.
+    let (status, body) = w.sb.call_url(&name_url, &json!({"transcript": T2})).await;
+    assert!(status == 200 && relabelled(&body), "{status} {body}");
 
     // A fresh point of the restored stack, and the store knows where the stack serves.
     let new_point = r["new_point"].as_str().unwrap();
@@ -676,7 +749,7 @@ async fn a_dry_run_plans_the_restore_and_writes_nothing() {
         .iter()
         .filter(|st| st["writes"] == true)
         .count();
-    assert_eq!(writes, 6, "{s}");
+    assert_eq!(writes, 7, "{s}");
     w.untouched("us-west-2").await;
     let out = w.restore("us-west-2", &["--dry-run"], &[]);
     let t = String::from_utf8_lossy(&out.stdout).to_string();
@@ -702,6 +775,7 @@ async fn restore_killed_after_every_step_resumes_to_the_same_end_state() {
         "code",
         "stack",
         "function",
+        "front-door",
         "dns",
         "backup",
     ];
@@ -767,12 +841,11 @@ async fn restore_killed_after_every_step_resumes_to_the_same_end_state() {
         assert_eq!(w.secret(region, "openai-api-key", "AWSCURRENT").await, key);
         let url = r["function_url"].as_str().unwrap();
         assert!(url.contains(&format!(".lambda-url.{region}.")), "{url}");
-        let (status, _) = w.sb.call_url(url, &json!({"transcript": "Agent: a"})).await;
+        let (status, _) =
+            w.sb.call_signed(url, &json!({"transcript": "Agent: a"}))
+                .await;
         assert_eq!(status, 200, "{when}");
-        let host = url
-            .trim_start_matches("https://")
-            .trim_end_matches('/')
-            .to_string();
+        let host = w.front_door(region).await.1;
         let recs = w.records(&zone_id).await;
         assert_eq!(recs[0], ("drd-primary".to_string(), host), "{when}");
         let lambda = w.sb.lambda(region).await;

@@ -123,7 +123,7 @@ impl World {
 
     async fn t2(&self) -> (u16, Value) {
         self.sb
-            .call_url(&self.url, &json!({"transcript": T2_TRANSCRIPT}))
+            .call_signed(&self.url, &json!({"transcript": T2_TRANSCRIPT}))
             .await
     }
 

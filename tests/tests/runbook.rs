@@ -76,7 +76,7 @@ impl World {
 
     async fn url_status(&self) -> u16 {
         self.sb
-            .call_url(&self.url, &json!({"transcript": "Agent: a\nCustomer: b"}))
+            .call_signed(&self.url, &json!({"transcript": "Agent: a\nCustomer: b"}))
             .await
             .0
     }

@@ -156,6 +156,22 @@ impl World {
             .unwrap_or_default()
     }
 
+    /// The regional target of the front door's custom domain in `region` (second client).
+    fn door_target(&self, region: &str) -> String {
+        let v = self.sb.aws_cli(&[
+            "apigatewayv2",
+            "get-domain-name",
+            "--region",
+            region,
+            "--domain-name",
+            &format!("{}.{}", self.name, ZONE.trim_end_matches('.')),
+        ]);
+        v["DomainNameConfigurations"][0]["ApiGatewayDomainName"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{v}"))
+            .to_string()
+    }
+
     async fn stack_status(&self, region: &str) -> Option<String> {
         let cf = self.sb.cloudformation(region).await;
         match cf.describe_stacks().stack_name(&self.name).send().await {
@@ -168,7 +184,7 @@ impl World {
     async fn serves_t2(&self, url: &str) {
         let (s, b) = self
             .sb
-            .call_url(
+            .call_signed(
                 url,
                 &json!({"transcript": "Speaker 0: Thank you for calling, how can I help?\nSpeaker 1: My order is late."}),
             )
@@ -190,8 +206,9 @@ async fn world(name: &str, copies: &str, others: &[&str]) -> World {
     let zone_id = sb.hosted_zone(ZONE, &format!("wb-{name}")).await;
     let others: Vec<String> = others.iter().map(|o| format!("{o:?}")).collect();
     let extra = format!(
-        "{copies}\n[secrets]\nothers = [{}]\n\n[dns]\nzone = \"{ZONE}\"\nrecord = \"{name}.{ZONE}\"\n\n[retention]\nkeep_last = 1\n",
-        others.join(", ")
+        "{copies}\n[secrets]\nothers = [{}]\n\n[dns]\nzone = \"{ZONE}\"\nrecord = \"{name}.{ZONE}\"\n{}\n[retention]\nkeep_last = 1\n",
+        others.join(", "),
+        sb.front_door(&format!("{name}.{ZONE}"))
     );
     let policy = sb
         .policy_with(name, &recipient, &extra)
@@ -585,6 +602,7 @@ async fn binary_secrets_and_environments_round_trip_and_failback_returns_to_the_
     ]);
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     let standby_url = r["function_url"].as_str().unwrap().to_string();
+    w.serves_t2(&standby_url).await;
     let got =
         w.sb.secrets("us-west-2")
             .await
@@ -598,7 +616,7 @@ async fn binary_secrets_and_environments_round_trip_and_failback_returns_to_the_
         "a binary secret came back as a string"
     );
     assert_eq!(got.secret_binary().unwrap().as_ref(), bytes.as_slice());
-    assert_eq!(w.dns_primary().await, drd::dns::url_host(&standby_url));
+    assert_eq!(w.dns_primary().await, w.door_target("us-west-2"));
 
     // Failing back before the primary answers is refused before any write.
     let out = w.drd(&["failback", "--identity", &w.identity]);
@@ -632,7 +650,7 @@ async fn binary_secrets_and_environments_round_trip_and_failback_returns_to_the_
     let t = text(&out);
     assert!(t.contains("failed back to us-east-1"), "{t}");
     assert!(t.contains("kept"), "{t}");
-    assert_eq!(w.dns_primary().await, drd::dns::url_host(&w.url));
+    assert_eq!(w.dns_primary().await, w.door_target("us-east-1"));
     w.serves_t2(&w.url).await;
     assert_eq!(
         w.stack_status("us-west-2").await.as_deref(),
@@ -739,7 +757,7 @@ async fn the_primary_is_repaired_in_place_and_a_deleted_secret_is_recovered_not_
             .function_url()
             .to_string();
     w.serves_t2(&url).await;
-    assert_eq!(w.dns_primary().await, drd::dns::url_host(&url));
+    assert_eq!(w.dns_primary().await, w.door_target("us-east-1"));
 
     // A second repair finds everything intact and changes nothing.
     let out = w.ok(&[
@@ -864,6 +882,6 @@ async fn restore_from_a_copy_when_the_store_region_fails_with_the_primary() {
         ),
         "the standby was not retired"
     );
-    assert_eq!(w.dns_primary().await, drd::dns::url_host(&w.url));
+    assert_eq!(w.dns_primary().await, w.door_target("us-east-1"));
     w.serves_t2(&w.url).await;
 }

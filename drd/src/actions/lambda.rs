@@ -160,7 +160,7 @@ pub async fn probe_url(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
     let url = ops::function_url(&lambda, ctx.function())
         .await?
         .ok_or_else(|| Error::failed("the live alias has no Function URL"))?;
-    let prober = UrlProber::new(ctx.aws.settings().data_endpoint.clone());
+    let prober = UrlProber::signing(ctx.aws).await;
     let mut latency = 0;
     let tiers = tiers(args)?;
     for t in &tiers {

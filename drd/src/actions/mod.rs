@@ -8,6 +8,7 @@
 mod ci;
 mod ci_github;
 mod ci_specs;
+mod front;
 mod github;
 mod lambda;
 mod manual;
@@ -289,11 +290,12 @@ pub const ACTIONS: &[ActionSpec] = &[
     },
     ActionSpec {
         name: "dns.point_at",
-        summary: "Make the policy's Route 53 record send users to a Function URL host (failover \
-                  PRIMARY with a health check, the old primary as SECONDARY; or a plain swap), \
-                  and read it back. Without [dns] in the policy: skipped, and reported.",
+        summary: "Make the policy's Route 53 record send users to a front door's regional target \
+                  (failover PRIMARY with a health check on `health_host`, the old primary as \
+                  SECONDARY; or a plain swap), and read it back. Without [dns] in the policy: \
+                  skipped, and reported.",
         required: &["host"],
-        optional: &[],
+        optional: &["health_host"],
         outputs: &[
             "record",
             "before",
@@ -478,6 +480,7 @@ pub fn spec(name: &str) -> Option<&'static ActionSpec> {
     ACTIONS
         .iter()
         .chain(ci_specs::ACTIONS)
+        .chain(front::ACTIONS)
         .find(|a| a.name == name)
 }
 
@@ -485,16 +488,17 @@ pub fn check_spec(name: &str) -> Option<&'static ActionSpec> {
     CHECKS
         .iter()
         .chain(ci_specs::CHECKS)
+        .chain(front::CHECKS)
         .find(|a| a.name == name)
 }
 
 pub fn names(checks: bool) -> impl Iterator<Item = &'static str> {
-    let (core, ci) = if checks {
-        (CHECKS, ci_specs::CHECKS)
+    let (core, ci, front) = if checks {
+        (CHECKS, ci_specs::CHECKS, front::CHECKS)
     } else {
-        (ACTIONS, ci_specs::ACTIONS)
+        (ACTIONS, ci_specs::ACTIONS, front::ACTIONS)
     };
-    core.iter().chain(ci).map(|a| a.name)
+    core.iter().chain(ci).chain(front).map(|a| a.name)
 }
 
 /// What actions run against: the clients, the policy, the store, the run.
@@ -545,6 +549,7 @@ pub async fn run(ctx: &Ctx<'_>, step: &str, name: &str, args: &Args) -> Result<O
         "restore.retire_standby" => restore::retire_standby(ctx, args).await,
         // Boxed: their futures are large, and this match's future is every arm's size.
         n if n.starts_with("ci.") => Box::pin(ci_specs::run(ctx, n, args)).await,
+        n if n.starts_with("front_door.") => Box::pin(front::run(ctx, n, args)).await,
         other => Err(Error::failed(format!("unknown action {other}"))),
     }
 }
@@ -570,6 +575,7 @@ pub async fn check(ctx: &Ctx<'_>, name: &str, args: &Args) -> Result<()> {
         "backup.captures" => restore::backup_captures(ctx, args).await,
         "restore.standby_retired" => restore::standby_retired(ctx, args).await,
         n if n.starts_with("ci.") => Box::pin(ci_specs::check(ctx, n, args)).await,
+        n if n.starts_with("front_door.") => Box::pin(front::check(ctx, n, args)).await,
         other => Err(Error::failed(format!("unknown check {other}"))),
     }
 }
@@ -662,6 +668,7 @@ pub fn describe(name: &str, args: &Args) -> String {
             ),
         },
         n if n.starts_with("ci.") => ci_specs::describe(n, args),
+        n if n.starts_with("front_door.") => front::describe(n, args),
         _ => name.to_string(),
     }
 }

@@ -43,6 +43,11 @@ pub async fn preflight(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
         "primary {}: {}",
         p.primary_region, p.primary_detail
     ));
+    if let Some(why) = &p.dns_unreachable {
+        (ctx.progress)(&format!(
+            "warning: the DNS record was not read, and the dns step will fail until Route 53's control plane answers: {why}"
+        ));
+    }
     let rewrites: Vec<String> = p
         .rewrites
         .iter()
@@ -200,8 +205,13 @@ pub async fn dns_point_at(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
             ("skipped", "true".into()),
         ]));
     }
+    let health_host = args
+        .get("health_host")
+        .map(String::as_str)
+        .filter(|h| !h.is_empty())
+        .unwrap_or(host);
     let zone = crate::dns::require_zone(ctx.aws, ctx.policy).await?;
-    let c = crate::dns::point_at(ctx.aws, ctx.policy, &zone, host).await?;
+    let c = crate::dns::point_at(ctx.aws, ctx.policy, &zone, host, health_host).await?;
     (ctx.progress)(&format!(
         "{} ({:?}): {} -> {}{}",
         c.after.record,

@@ -156,7 +156,7 @@ pub(super) fn print_summary(
         }
         match (
             s.dns_record,
-            out("dns", "url_host").or(out("function", "url_host")),
+            out("front-door", "target").filter(|t| !t.is_empty()),
         ) {
             (Some(rec), Some(host)) => println!(
                 "  DNS  {rec} -> {host} (was {})",

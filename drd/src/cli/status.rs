@@ -78,6 +78,24 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
             "function url {}",
             r.function_url.as_deref().unwrap_or("(none)")
         );
+        if let Some(f) = &r.front_door {
+            println!(
+                "front door   {} -> users go to {}{}; here: {}",
+                f.url,
+                f.serving_region.as_deref().unwrap_or("(no record)"),
+                f.standby_region
+                    .as_deref()
+                    .map(|s| format!(", standby {s}"))
+                    .unwrap_or_default(),
+                match &f.door {
+                    Some(d) => format!("API {} ({})", d.api_id, d.target),
+                    None => "no complete door in this region".into(),
+                }
+            );
+            if let Some(e) = &f.error {
+                println!("front door   not fully read: {e}");
+            }
+        }
         for p in &r.probes {
             println!(
                 "probe {:?}     {:4} {:>5} ms  {}",

@@ -4,6 +4,61 @@
 
 use crate::aws::{aws_error, Aws};
 use crate::error::{Error, Result};
+use std::time::Duration;
+
+/// Failed reads in a row after which the drill stops: a stop condition that cannot be read is
+/// not watching.
+pub(super) const READ_FAILURES: u32 = 3;
+
+/// Read right before the fault is injected: why the drill must not inject (the alarm went off
+/// since the gate, or cannot be read), or `None`.
+pub(super) async fn before_fault(aws: &Aws, region: &str, alarm: Option<&str>) -> Option<String> {
+    let a = alarm?;
+    match state(aws, region, a).await.as_deref() {
+        Ok("ALARM") => Some(format!(
+            "alarm {a} went off after the gate (stop_conditions.alarm); nothing was injected"
+        )),
+        Ok(_) => None,
+        Err(e) => Some(format!(
+            "alarm {a} could not be read right before the fault ({e}); nothing was injected"
+        )),
+    }
+}
+
+/// Beside the recovery: polls every max(interval, 2 s) and returns why the drill must stop
+/// (ALARM, or READ_FAILURES failed reads in a row, each journaled); never returns without one.
+pub(super) async fn watch(
+    aws: &Aws,
+    region: &str,
+    alarm: Option<&str>,
+    interval: Duration,
+    rec: &super::journal::Recorder<'_>,
+) -> String {
+    let Some(name) = alarm else {
+        return std::future::pending::<String>().await;
+    };
+    let mut failures = 0;
+    loop {
+        tokio::time::sleep(interval.max(Duration::from_secs(2))).await;
+        match state(aws, region, name).await {
+            Ok(s) if s == "ALARM" => {
+                return format!("stop condition: alarm {name} went off (ALARM)");
+            }
+            Ok(_) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                rec.note(format!(
+                    "stop condition: alarm {name} could not be read ({failures} in a row): {e}"
+                ));
+                if failures >= READ_FAILURES {
+                    return format!(
+                        "stop condition: alarm {name} could not be read {failures} times in a row; the drill stops rather than run unwatched"
+                    );
+                }
+            }
+        }
+    }
+}
 
 /// The alarm's state (`OK`, `ALARM`, `INSUFFICIENT_DATA`), read with `DescribeAlarms`; an alarm
 /// that does not exist is an error naming the field to fix.

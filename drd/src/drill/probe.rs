@@ -100,15 +100,15 @@ pub(super) async fn steady(
 /// (`None`: nothing serves yet, as while a rehearsal restores; such a sample is unhealthy).
 pub(super) fn start_prober(
     url: watch::Receiver<Option<String>>,
-    data_endpoint: Option<String>,
+    prober: UrlProber,
     plan: Plan,
     t0: Instant,
     samples: Arc<Mutex<Vec<Sample>>>,
     mut stop: watch::Receiver<bool>,
     ci: Option<Arc<CiCheck>>,
 ) -> tokio::task::JoinHandle<()> {
+    let prober = prober.fresh();
     tokio::spawn(async move {
-        let prober = UrlProber::new(data_endpoint);
         let mut every = tokio::time::interval(plan.interval);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -187,43 +187,6 @@ pub fn healed_at(samples: &[Sample], injected_ms: u64, k: u32) -> Option<(u64, b
         }
     }
     None
-}
-
-/// The resolver of the service's name: every `interval` it reads the record (its own Route 53
-/// client) and hands the prober `https://<the host users get>/`.
-pub(super) fn start_resolver(
-    aws: &Aws,
-    policy: &Policy,
-    interval: Duration,
-    url: watch::Sender<Option<String>>,
-    mut stop: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    // Clients of its own, built from the same settings: nothing shared with the recovery.
-    let (aws, policy) = (Aws::new(aws.settings().clone()), policy.clone());
-    tokio::spawn(async move {
-        let mut zone = None;
-        let mut every = tokio::time::interval(interval);
-        loop {
-            tokio::select! {
-                _ = every.tick() => {}
-                _ = stop.changed() => return,
-            }
-            if zone.is_none() {
-                zone = crate::dns::require_zone(&aws, &policy).await.ok();
-            }
-            let Some(z) = &zone else { continue };
-            if let Ok(v) = crate::dns::view(&aws, &policy, z).await {
-                if let Some(host) = v.primary {
-                    url.send_if_modified(|u| {
-                        let want = Some(format!("https://{host}/"));
-                        let changed = *u != want;
-                        *u = want;
-                        changed
-                    });
-                }
-            }
-        }
-    })
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 
 use super::fault::{self, Injected};
 use super::journal::{finish, now_rfc3339, Recorder};
-use super::probe::{healed_at, start_prober, start_resolver, steady};
+use super::probe::{healed_at, start_prober, steady};
 use super::recovery::{
     check_inputs, ci_fail_back, fail_back, mirror_rpo, recover, rehearse, rpo_of_point,
 };
@@ -111,7 +111,7 @@ pub async fn run(
         policy.stack_name()
     ));
     let lambda = aws.lambda(region).await;
-    let url = crate::lambda::ops::function_url(&lambda, policy.function_name())
+    let function_url = crate::lambda::ops::function_url(&lambda, policy.function_name())
         .await?
         .ok_or_else(|| {
             Error::failed_hint(
@@ -119,8 +119,13 @@ pub async fn run(
                 "deploy first (drd deploy)",
             )
         })?;
-    let data_endpoint = aws.settings().data_endpoint.clone();
-    let gate_prober = UrlProber::new(data_endpoint.clone());
+    // Users' way in: the service's name through the front door when the policy has one (it
+    // resolves as users' resolvers answer, so it follows a failover), else the signed URL.
+    let url = match (&policy.front_door, &policy.dns) {
+        (Some(_), Some(d)) => format!("https://{}/", d.record.get_ref().trim_end_matches('.')),
+        _ => function_url,
+    };
+    let gate_prober = UrlProber::signing(aws).await;
     let ci = plan
         .ci
         .then(|| Arc::new(super::probe::CiCheck::new(aws, policy, region)));
@@ -133,11 +138,10 @@ pub async fn run(
         region: region.to_string(),
         probed_via: match (rehearsal, inputs.get("region")) {
             (true, Some(r)) => format!("function-url (the rehearsal's, in {r})"),
-            _ if region_loss => {
-                "service-name (its Route 53 record read at every sample, as a resolver answers)"
-                    .into()
+            _ if url.contains(".lambda-url.") => "function-url (signed)".into(),
+            _ => {
+                "service-name (through the front door, resolved as users' resolvers answer)".into()
             }
-            _ => "function-url".into(),
         },
         started_at,
         finished_at: String::new(),
@@ -209,13 +213,9 @@ pub async fn run(
     let samples = Arc::new(Mutex::new(vec![]));
     let (stop_tx, stop_rx) = watch::channel(false);
     let (url_tx, url_rx) = watch::channel((!rehearsal).then(|| url.clone()));
-    // After a region loss users reach whatever the service's name points at: a resolver of its
-    // own reads the record at every interval and hands the prober the host.
-    let resolver = region_loss
-        .then(|| start_resolver(aws, policy, plan.interval, url_tx.clone(), stop_rx.clone()));
     let prober = start_prober(
         url_rx,
-        data_endpoint,
+        gate_prober.clone(),
         plan.clone(),
         t0,
         samples.clone(),
@@ -264,6 +264,16 @@ pub async fn run(
         report.outcome = "interrupted".into();
         report.reason =
             Some("interrupted by a signal before the fault; nothing was injected".into());
+        return finish(report, &rec, &store, &opts, lease).await;
+    }
+    // The alarm read again right before the fault: one that went off since the gate stops it.
+    if let Some(why) = super::alarm::before_fault(aws, region, plan.alarm.as_deref()).await {
+        let _ = stop_tx.send(true);
+        let _ = prober.await;
+        report.samples = samples.lock().expect("samples").clone();
+        rec.note(format!("gate failed: {why}"));
+        report.outcome = "gate-failed".into();
+        report.reason = Some(why);
         return finish(report, &rec, &store, &opts, lease).await;
     }
     // Whether the policy's stack already stands in the standby (a region-loss drill's restore
@@ -467,20 +477,7 @@ pub async fn run(
             }
         }
     };
-    // The alarm, read every few seconds beside the recovery (read errors are retried).
-    let alarm = async {
-        let Some(name) = &plan.alarm else {
-            return std::future::pending::<String>().await;
-        };
-        loop {
-            tokio::time::sleep(plan.interval.max(Duration::from_secs(2))).await;
-            if let Ok(s) = super::alarm::state(aws, region, name).await {
-                if s == "ALARM" {
-                    return format!("stop condition: alarm {name} went off (ALARM)");
-                }
-            }
-        }
-    };
+    let alarm = super::alarm::watch(aws, region, plan.alarm.as_deref(), plan.interval, &rec);
     let guarded = async {
         tokio::select! {
             why = threshold => (None, Ended::NotHealed(why)),
@@ -680,9 +677,6 @@ pub async fn run(
         }
     }
     report.rollback = Some(rollback);
-    if let Some(r) = resolver {
-        r.abort();
-    }
     let _ = stop_tx.send(true);
     let _ = prober.await;
     report.samples = samples.lock().expect("samples").clone();

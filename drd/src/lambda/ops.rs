@@ -149,35 +149,61 @@ pub async fn function_url(lambda: &Client, function: &str) -> Result<Option<Stri
     }
 }
 
-/// Create the Function URL on `live` (public, like the original) unless it exists. Reading
-/// first matters: moto 5.2.1 creates a second URL with a new id when asked twice.
+/// The public permission statement an earlier drd (and the original workload) gave a Function
+/// URL with `AuthType NONE`; removed when the URL becomes `AWS_IAM`.
+pub const PUBLIC_URL_PERMISSION: &str = "drd-function-url-public";
+
+/// The Function URL on `live` with `AuthType AWS_IAM`: created unless it exists, and an existing
+/// public one (`NONE`, as the original workload made it) is switched to `AWS_IAM` in place, so
+/// its host never changes, and loses its public permission. Only signed callers and the front
+/// door (which invokes the alias, not the URL) reach the function. Returns the URL and whether
+/// anything changed. Reading first matters: moto 5.2.1 creates a second URL with a new id when
+/// asked twice.
 pub async fn ensure_function_url(lambda: &Client, function: &str) -> Result<(String, bool)> {
-    if let Some(url) = function_url(lambda, function).await? {
-        return Ok((url, false));
+    match lambda
+        .get_function_url_config()
+        .function_name(function)
+        .qualifier(LIVE_ALIAS)
+        .send()
+        .await
+    {
+        Ok(u) if u.auth_type() == &FunctionUrlAuthType::AwsIam => {
+            return Ok((u.function_url().to_string(), false))
+        }
+        Ok(u) => {
+            lambda
+                .update_function_url_config()
+                .function_name(function)
+                .qualifier(LIVE_ALIAS)
+                .auth_type(FunctionUrlAuthType::AwsIam)
+                .send()
+                .await
+                .map_err(|e| aws_error("lambda", "UpdateFunctionUrlConfig", e))?;
+            match lambda
+                .remove_permission()
+                .function_name(function)
+                .qualifier(LIVE_ALIAS)
+                .statement_id(PUBLIC_URL_PERMISSION)
+                .send()
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {}
+                Err(e) => return Err(aws_error("lambda", "RemovePermission", e)),
+            }
+            return Ok((u.function_url().to_string(), true));
+        }
+        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {}
+        Err(e) => return Err(aws_error("lambda", "GetFunctionUrlConfig", e)),
     }
     let out = lambda
         .create_function_url_config()
         .function_name(function)
         .qualifier(LIVE_ALIAS)
-        .auth_type(FunctionUrlAuthType::None)
+        .auth_type(FunctionUrlAuthType::AwsIam)
         .send()
         .await
         .map_err(|e| aws_error("lambda", "CreateFunctionUrlConfig", e))?;
-    match lambda
-        .add_permission()
-        .function_name(function)
-        .qualifier(LIVE_ALIAS)
-        .statement_id("drd-function-url-public")
-        .action("lambda:InvokeFunctionUrl")
-        .principal("*")
-        .function_url_auth_type(FunctionUrlAuthType::None)
-        .send()
-        .await
-    {
-        Ok(_) => {}
-        Err(e) if error_code(&e) == Some("ResourceConflictException") => {}
-        Err(e) => return Err(aws_error("lambda", "AddPermission", e)),
-    }
     Ok((out.function_url().to_string(), true))
 }
 

@@ -112,15 +112,20 @@ fn short(body: &Value) -> String {
     }
 }
 
-/// Sends Function URL requests, through the data-plane override when one is set (the sandbox
-/// function host): the URL's host name travels in the `Host` header.
+/// Sends requests to a Function URL or to the front door, through the data-plane override when
+/// one is set (the sandbox function host): the URL's host name travels in the `Host` header.
+/// A Function URL is `AWS_IAM` (only the front door may call it unsigned, and it may not), so a
+/// prober made with [`UrlProber::signing`] signs requests to `*.lambda-url.*` hosts with SigV4,
+/// as an IAM caller holding `lambda:InvokeFunctionUrl` would.
 #[derive(Clone)]
 pub struct UrlProber {
     http: reqwest::Client,
     data_endpoint: Option<String>,
+    credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
 }
 
 impl UrlProber {
+    /// An unsigned prober: what any HTTPS client of the front door is.
     pub fn new(data_endpoint: Option<String>) -> Self {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(70))
@@ -129,25 +134,59 @@ impl UrlProber {
         Self {
             http,
             data_endpoint,
+            credentials: None,
         }
     }
 
-    /// POST a JSON body to a Function URL; returns status and parsed body.
+    /// A prober that signs its Function URL requests with drd's own credentials.
+    pub async fn signing(aws: &crate::aws::Aws) -> Self {
+        let mut p = Self::new(aws.settings().data_endpoint.clone());
+        p.credentials = aws.credentials_provider().await;
+        p
+    }
+
+    /// A prober that signs its Function URL requests as the given access key (a caller that
+    /// is not drd: a test's second client, an operator's tool).
+    pub fn signing_as(data_endpoint: Option<String>, access_key: &str, secret_key: &str) -> Self {
+        let mut p = Self::new(data_endpoint);
+        p.credentials = Some(
+            aws_credential_types::provider::SharedCredentialsProvider::new(
+                aws_credential_types::Credentials::new(access_key, secret_key, None, None, "drd"),
+            ),
+        );
+        p
+    }
+
+    /// The same prober with an HTTP client (connection pool) of its own.
+    pub fn fresh(&self) -> Self {
+        let mut p = Self::new(self.data_endpoint.clone());
+        p.credentials = self.credentials.clone();
+        p
+    }
+
+    /// POST a JSON body to a Function URL or the front door; returns status and parsed body.
     pub async fn post(&self, function_url: &str, body: &Value) -> Result<(u16, Value)> {
         let parsed = reqwest::Url::parse(function_url)
             .map_err(|e| Error::failed(format!("bad Function URL {function_url:?}: {e}")))?;
         let host = parsed.host_str().unwrap_or_default().to_string();
+        let bytes = serde_json::to_vec(body).unwrap_or_default();
         let req = match &self.data_endpoint {
             Some(ep) => {
                 let mut target = reqwest::Url::parse(ep)
                     .map_err(|e| Error::failed(format!("bad data endpoint {ep:?}: {e}")))?;
                 target.set_path(parsed.path());
-                self.http.post(target).header(reqwest::header::HOST, host)
+                self.http.post(target).header(reqwest::header::HOST, &host)
             }
-            None => self.http.post(parsed),
+            None => self.http.post(parsed.clone()),
         };
+        let mut req = req.header(reqwest::header::CONTENT_TYPE, "application/json");
+        if let (Some(creds), Some(region)) = (&self.credentials, url_region(&host)) {
+            for (k, v) in sign(creds, parsed.as_str(), &host, &region, &bytes).await? {
+                req = req.header(k, v);
+            }
+        }
         let resp = req
-            .json(body)
+            .body(bytes)
             .send()
             .await
             // Without the URL: this detail reaches reports, alerts and the status page.
@@ -165,6 +204,56 @@ impl UrlProber {
         let r = self.post(function_url, &request(tier)).await;
         finish(tier, "url".into(), start, r)
     }
+}
+
+/// The region of a Function URL host (`<id>.lambda-url.<region>.on.aws`); `None` for any other
+/// host (the front door is called unsigned, as users call it).
+fn url_region(host: &str) -> Option<String> {
+    let mut parts = host.split('.');
+    let (_id, kind, region) = (parts.next()?, parts.next()?, parts.next()?);
+    (kind == "lambda-url").then(|| region.to_string())
+}
+
+/// SigV4 headers for a POST of `body` to `url` (service `lambda`), with the payload's SHA-256 in
+/// `x-amz-content-sha256` as Function URLs with `AWS_IAM` expect of a POST.
+async fn sign(
+    creds: &aws_credential_types::provider::SharedCredentialsProvider,
+    url: &str,
+    host: &str,
+    region: &str,
+    body: &[u8],
+) -> Result<Vec<(String, String)>> {
+    use aws_credential_types::provider::ProvideCredentials;
+    use aws_sigv4::http_request::{
+        sign, PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings,
+    };
+    let c = creds.provide_credentials().await.map_err(|e| {
+        Error::failed(format!(
+            "no credentials to sign the Function URL request: {e}"
+        ))
+    })?;
+    let identity: aws_smithy_runtime_api::client::identity::Identity = c.into();
+    let mut settings = SigningSettings::default();
+    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name("lambda")
+        .time(std::time::SystemTime::now())
+        .settings(settings)
+        .build()
+        .map_err(|e| Error::failed(format!("signing parameters: {e}")))?
+        .into();
+    let headers = [("host", host), ("content-type", "application/json")];
+    let req = SignableRequest::new("POST", url, headers.into_iter(), SignableBody::Bytes(body))
+        .map_err(|e| Error::failed(format!("signing the Function URL request: {e}")))?;
+    let (instructions, _) = sign(req, &params)
+        .map_err(|e| Error::failed(format!("signing the Function URL request: {e}")))?
+        .into_parts();
+    Ok(instructions
+        .headers()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect())
 }
 
 /// Probe one version (or alias) by invoking it, before any alias points to it.

@@ -36,6 +36,9 @@ pub struct Policy {
     /// The Route 53 record users reach the service by (procedure 4 fails it over).
     #[serde(default)]
     pub dns: Option<DnsPolicy>,
+    /// What serves the service's name over HTTPS in each region (docs/front-door.md).
+    #[serde(default)]
+    pub front_door: Option<FrontDoorPolicy>,
     /// What `drd daemon` does on schedule for this stack, and its listener.
     #[serde(default)]
     pub daemon: DaemonPolicy,
@@ -430,6 +433,17 @@ pub struct DnsPolicy {
     /// Path Route 53's HTTPS health check requests (the classifier answers any GET with 200).
     #[serde(default = "default_health_path")]
     pub health_check_path: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrontDoorPolicy {
+    /// `api-gateway`: an API Gateway HTTP API with a regional custom domain in each region
+    /// (the only kind; docs/front-door.md says why not CloudFront).
+    pub kind: Spanned<String>,
+    /// The API's name in each region (default `<stack>-front-door`).
+    #[serde(default)]
+    pub api_name: Option<String>,
 }
 
 fn default_dns_ttl() -> Spanned<i64> {

@@ -18,6 +18,7 @@ pub(super) fn validate(policy: &Policy, text: &str) -> Result<(), ConfigError> {
     c.copies(policy)?;
     c.retention_and_secrets(policy)?;
     c.github(policy)?;
+    c.front_door(policy)?;
     c.dns(policy)?;
     c.daemon(policy)?;
     c.ci(policy)?;
@@ -249,6 +250,16 @@ impl Check<'_> {
                     "name a record in the zone, e.g. \"classifier.<zone>\"",
                 ));
             }
+            if p.front_door.is_none() {
+                return Err(self.at(
+                    &d.record.span(),
+                    "dns.record",
+                    format!(
+                        "{rec:?} would point at a Function URL, which serves no custom name on AWS (a TLS client asking for it gets the *.lambda-url certificate); this mode is no longer supported"
+                    ),
+                    "migrate: add [front_door] kind = \"api-gateway\", make sure an ISSUED ACM certificate for the name exists in each region, then run drd deploy in each region (docs/front-door.md#migrating)",
+                ));
+            }
             if !(0..=172_800).contains(d.ttl.get_ref()) {
                 return Err(self.at(
                     &d.ttl.span(),
@@ -256,6 +267,48 @@ impl Check<'_> {
                     format!("TTL {} is out of range", d.ttl.get_ref()),
                     "use 0-172800 seconds; 60 keeps a failover quick",
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A known kind, and the name it serves (`[dns] record`).
+    fn front_door(&self, p: &Policy) -> Result<(), ConfigError> {
+        let Some(f) = &p.front_door else {
+            return Ok(());
+        };
+        match f.kind.get_ref().as_str() {
+            "api-gateway" => {}
+            "cloudfront" => {
+                return Err(self.at(
+                    &f.kind.span(),
+                    "front_door.kind",
+                    "CloudFront's origin failover retries only GET, HEAD and OPTIONS, and the classifier's API is POST".into(),
+                    "use kind = \"api-gateway\" (docs/front-door.md says why)",
+                ))
+            }
+            other => {
+                return Err(self.at(
+                    &f.kind.span(),
+                    "front_door.kind",
+                    format!("unknown front door kind {other:?}"),
+                    "use kind = \"api-gateway\"",
+                ))
+            }
+        }
+        if p.dns.is_none() {
+            return Err(ConfigError::new(&self.file, "[front_door] has no name to serve")
+                .field("front_door")
+                .hint("add [dns] with zone and record: the record is the front door's custom domain"));
+        }
+        if let Some(n) = &f.api_name {
+            if n.trim().is_empty() || n.len() > 128 {
+                return Err(ConfigError::new(
+                    &self.file,
+                    format!("front_door.api_name {n:?} is not a usable API name"),
+                )
+                .field("front_door.api_name")
+                .hint("1 to 128 characters, or leave it out for <stack>-front-door"));
             }
         }
         Ok(())

@@ -39,16 +39,18 @@ pub async fn retire_standby(
     }
     // Route 53 must never fail over to a host about to go: the SECONDARY record is removed first.
     if policy.dns.is_some() {
-        let lambda = aws.lambda(standby).await;
-        if let Some(url) = crate::lambda::ops::function_url(&lambda, policy.function_name()).await?
-        {
-            let host = crate::dns::url_host(&url);
+        if let Some(door) = crate::frontdoor::view(aws, policy, standby).await? {
             let zone = crate::dns::require_zone(aws, policy).await?;
-            if crate::dns::drop_secondary(aws, policy, &zone, &host).await? {
+            if crate::dns::drop_secondary(aws, policy, &zone, &door.target).await? {
                 progress(&format!(
-                    "removed the SECONDARY record that sent users to {host}"
+                    "removed the SECONDARY record that sent users to {}",
+                    door.target
                 ));
             }
+        }
+        // The standby's front door goes with its function (it would answer 5xx without it).
+        for gone in crate::frontdoor::remove(aws, policy, standby).await? {
+            progress(&format!("{standby}: {gone}"));
         }
     }
     let cf = aws.cloudformation(standby).await;

@@ -110,7 +110,7 @@ pub async fn serve(
     }
     let alias = ops::point_live(&lambda, function, &version.version).await?;
     let (url, url_created) = ops::ensure_function_url(&lambda, function).await?;
-    let prober = UrlProber::new(aws.settings().data_endpoint.clone());
+    let prober = UrlProber::signing(aws).await;
     for tier in [Tier::T0, Tier::T1] {
         let r = prober.probe(&url, tier).await;
         if !r.ok {
@@ -157,9 +157,7 @@ pub async fn function_healthy(
     let url = ops::function_url(&lambda, function)
         .await?
         .ok_or_else(|| Error::failed(format!("{function} in {target} has no Function URL")))?;
-    let r = UrlProber::new(aws.settings().data_endpoint.clone())
-        .probe(&url, Tier::T1)
-        .await;
+    let r = UrlProber::signing(aws).await.probe(&url, Tier::T1).await;
     if !r.ok {
         return Err(Error::failed(format!("{url} fails T1: {}", r.detail)));
     }

@@ -55,6 +55,10 @@ pub struct Preflight {
     pub primary_detail: String,
     pub dns_zone: Option<String>,
     pub dns_now: Option<String>,
+    /// Why the DNS record could not be read (Route 53's control plane does not answer): the
+    /// restore goes on and its dns step will fail until it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_unreachable: Option<String>,
     /// `repair`: the target is the primary, which is repaired in place from the point (what is
     /// intact is left alone); `failover`: another region.
     pub mode: &'static str,
@@ -214,8 +218,19 @@ pub async fn preflight(
 ) -> Result<Preflight> {
     check_target(target)?;
     let ids = identities(identity_path)?;
+    // Route 53's control plane (us-east-1) not answering stops only the dns step: the region
+    // is still restored, and the step says what it needs (users move by themselves to a standby
+    // prepared ahead).
+    let mut dns_unreachable = None;
     let zone = match &policy.dns {
-        Some(_) => Some(crate::dns::require_zone(aws, policy).await?),
+        Some(_) => match crate::dns::require_zone(aws, policy).await {
+            Ok(z) => Some(z),
+            Err(e) if e.aws_code() == Some("Unreachable") => {
+                dns_unreachable = Some(e.to_string());
+                None
+            }
+            Err(e) => return Err(e),
+        },
         None => None,
     };
     let (primary_reachable, primary_detail) = probe_primary(aws, policy).await;
@@ -269,6 +284,7 @@ pub async fn preflight(
         primary_detail,
         dns_zone: zone.map(|z| z.name),
         dns_now,
+        dns_unreachable,
         mode: if target == policy.primary_region() {
             "repair"
         } else {
