@@ -605,7 +605,7 @@ where
             };
             let hint = match (code, GLOBAL_CONTROL_PLANES.contains(&service)) {
                 ("Unreachable", true) => format!(
-                    "{service}'s control plane (it runs in us-east-1) does not answer, and this step needs it; users still move by themselves to a standby prepared ahead (a health-checked SECONDARY record: drd deploy --region R before the outage); run the step again, or resume the run, when it answers"
+                    "{service}'s control plane (it runs in us-east-1) does not answer, and this step needs it; users still move by themselves to a standby prepared ahead (a health-checked SECONDARY record: drd deploy --region R before the outage); run the command again when it answers (its steps converge: what is done stays done)"
                 ),
                 _ => hint.to_string(),
             };

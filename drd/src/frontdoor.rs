@@ -257,20 +257,24 @@ pub async fn ensure(aws: &Aws, policy: &Policy, region: &str) -> Result<(Door, V
         changed.push("stage $default created".into());
     }
     let source_arn = format!("arn:aws:execute-api:{region}:{account}:{api_id}/*");
-    match lambda
-        .add_permission()
-        .function_name(policy.function_name())
-        .qualifier(crate::lambda::LIVE_ALIAS)
-        .statement_id(PERMISSION_ID)
-        .action("lambda:InvokeFunction")
-        .principal("apigateway.amazonaws.com")
-        .source_arn(&source_arn)
-        .send()
-        .await
-    {
-        Ok(_) => changed.push("permission for the API to invoke live".into()),
-        Err(e) if error_code(&e) == Some("ResourceConflictException") => {}
-        Err(e) => return Err(aws_error("lambda", "AddPermission", e)),
+    // Read first: the statement may be there already (an emulator may not refuse a duplicate),
+    // or name an API that was deleted and made again.
+    match permission_source(&lambda, policy.function_name()).await? {
+        Some(s) if s == source_arn => {}
+        found => {
+            if found.is_some() {
+                lambda
+                    .remove_permission()
+                    .function_name(policy.function_name())
+                    .qualifier(crate::lambda::LIVE_ALIAS)
+                    .statement_id(PERMISSION_ID)
+                    .send()
+                    .await
+                    .map_err(|e| aws_error("lambda", "RemovePermission", e))?;
+            }
+            add_permission(&lambda, policy.function_name(), &source_arn).await?;
+            changed.push("permission for the API to invoke live".into());
+        }
     }
     if get_domain(&gw, &name).await?.is_none() {
         let cert = certificate(aws, region, &name).await?;
@@ -325,6 +329,56 @@ pub async fn remove(aws: &Aws, policy: &Policy, region: &str) -> Result<Vec<Stri
         gone.push(format!("API {id} deleted"));
     }
     Ok(gone)
+}
+
+/// The source ARN of the front door's permission statement on `live`, if there is one.
+async fn permission_source(
+    lambda: &aws_sdk_lambda::Client,
+    function: &str,
+) -> Result<Option<String>> {
+    let out = match lambda
+        .get_policy()
+        .function_name(function)
+        .qualifier(crate::lambda::LIVE_ALIAS)
+        .send()
+        .await
+    {
+        Ok(o) => o,
+        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(None),
+        Err(e) => return Err(aws_error("lambda", "GetPolicy", e)),
+    };
+    let doc: serde_json::Value =
+        serde_json::from_str(out.policy().unwrap_or("{}")).unwrap_or_default();
+    Ok(doc["Statement"].as_array().and_then(|st| {
+        st.iter().find(|s| s["Sid"] == PERMISSION_ID).map(|s| {
+            s["Condition"]["ArnLike"]["AWS:SourceArn"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+    }))
+}
+
+async fn add_permission(
+    lambda: &aws_sdk_lambda::Client,
+    function: &str,
+    source_arn: &str,
+) -> Result<()> {
+    match lambda
+        .add_permission()
+        .function_name(function)
+        .qualifier(crate::lambda::LIVE_ALIAS)
+        .statement_id(PERMISSION_ID)
+        .action("lambda:InvokeFunction")
+        .principal("apigateway.amazonaws.com")
+        .source_arn(source_arn)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if error_code(&e) == Some("ResourceConflictException") => Ok(()),
+        Err(e) => Err(aws_error("lambda", "AddPermission", e)),
+    }
 }
 
 async fn ensure_integration(

@@ -66,7 +66,13 @@ pub async fn preflight(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
         ("primary_reachable", p.primary_reachable.to_string()),
         ("primary", p.primary_detail),
         ("skipped_points", p.skipped.len().to_string()),
-        ("dns_now", p.dns_now.unwrap_or_default()),
+        (
+            "dns_now",
+            match (&p.dns_unreachable, p.dns_now) {
+                (Some(_), _) => "unknown: Route 53's control plane does not answer".into(),
+                (None, now) => now.unwrap_or_default(),
+            },
+        ),
         ("mode", p.mode.to_string()),
         ("store", p.store),
     ]))
