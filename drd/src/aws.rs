@@ -206,10 +206,13 @@ impl Aws {
 
     /// The credentials the SDK clients use, for requests drd signs itself (an `AWS_IAM` Function
     /// URL takes a SigV4-signed request, `crate::lambda::probe::UrlProber`).
+    /// The provider of the configuration for `region` (an assumed role's STS calls go to that
+    /// region, not to us-east-1). It does not cache: callers keep what it gives until it expires.
     pub async fn credentials_provider(
         &self,
+        region: &str,
     ) -> Option<aws_credential_types::provider::SharedCredentialsProvider> {
-        self.config("us-east-1").await.credentials_provider()
+        self.config(region).await.credentials_provider()
     }
 
     pub async fn logs(&self, region: &str) -> aws_sdk_cloudwatchlogs::Client {

@@ -580,6 +580,12 @@ async fn initial_dns(aws: &Aws, policy: &Policy, door: &crate::frontdoor::Door) 
         let v = crate::dns::view(aws, policy, &zone).await?;
         Ok(match v.primary {
             Some(p) if p == host => format!("{} -> {host} (unchanged)", v.record),
+            Some(p) if v.mode == crate::policy::DnsMode::Swap => {
+                format!(
+                    "{} sends users to {p}; left alone (drd restore moves it)",
+                    v.record
+                )
+            }
             Some(p) => {
                 let set = crate::dns::set_secondary(aws, policy, &zone, host).await?;
                 format!(

@@ -303,7 +303,12 @@ pub async fn point_at(
             }
             // The former primary becomes the standby (users reach it only if the new primary
             // fails its health check); a first record has no standby yet.
-            if let Some(old) = before.primary.as_deref().filter(|o| *o != host) {
+            // Not a Function URL host (the old mode: it serves no custom name and is AWS_IAM now).
+            if let Some(old) = before
+                .primary
+                .as_deref()
+                .filter(|o| *o != host && !o.contains(".lambda-url."))
+            {
                 if before.secondary.as_deref() != Some(old) {
                     changes.push(cname(
                         &name,

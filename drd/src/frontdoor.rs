@@ -96,7 +96,11 @@ pub async fn view(aws: &Aws, policy: &Policy, region: &str) -> Result<Option<Doo
         .map_err(|e| aws_error("apigatewayv2", "GetApiMappings", e))?
         .items()
         .iter()
-        .any(|m| m.api_id() == Some(api_id.as_str()) && m.stage() == Some(STAGE));
+        .any(|m| {
+            m.api_id() == Some(api_id.as_str())
+                && m.stage() == Some(STAGE)
+                && m.api_mapping_key().unwrap_or_default().is_empty()
+        });
     if !mapped {
         return Ok(None);
     }
@@ -164,11 +168,25 @@ async fn get_domain(
 /// An ISSUED ACM certificate in `region` that covers `name` (exactly or by a wildcard).
 pub async fn certificate(aws: &Aws, region: &str, name: &str) -> Result<String> {
     let acm = aws.acm(region).await;
+    // ListCertificates gives only RSA 1024/2048 keys unless asked for the others.
+    use aws_sdk_acm::types::KeyAlgorithm as K;
+    let includes = aws_sdk_acm::types::Filters::builder()
+        .set_key_types(Some(vec![
+            K::Rsa1024,
+            K::Rsa2048,
+            K::Rsa3072,
+            K::Rsa4096,
+            K::EcPrime256v1,
+            K::EcSecp384r1,
+            K::EcSecp521r1,
+        ]))
+        .build();
     let mut token = None;
     loop {
         let out = acm
             .list_certificates()
             .certificate_statuses(aws_sdk_acm::types::CertificateStatus::Issued)
+            .includes(includes.clone())
             .set_next_token(token)
             .send()
             .await

@@ -35,6 +35,8 @@ pub struct Host {
     pub gate: Arc<super::gate::Gate>,
     /// Latency and errors injected per function (`crate::fnfaults`).
     pub fn_faults: Arc<crate::fnfaults::FnFaults>,
+    /// Route 53 health checks evaluated in the last second (`front`): (healthy, when).
+    health: std::sync::Mutex<HashMap<String, (bool, Instant)>>,
 }
 
 struct Instance {
@@ -69,6 +71,7 @@ impl Host {
             urls: Mutex::new(HashMap::new()),
             gate,
             fn_faults: Arc::default(),
+            health: Default::default(),
         })
     }
 

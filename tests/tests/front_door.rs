@@ -130,6 +130,66 @@ async fn a_standby_prepared_ahead_survives_us_east_1_and_its_control_planes() {
     assert_eq!(again["changed"], false, "{again}");
     assert!(again.get("front_door_changes").is_none(), "{again}");
 
+    // A URL made public again by hand (as the original workload had it) is switched back to
+    // AWS_IAM in place by the next deploy, and the public statement goes.
+    let url = east["function_url"].as_str().unwrap().to_string();
+    sb.aws_cli(&[
+        "lambda",
+        "update-function-url-config",
+        "--region",
+        "us-east-1",
+        "--function-name",
+        "fd-a-fn",
+        "--qualifier",
+        "live",
+        "--auth-type",
+        "NONE",
+    ]);
+    sb.aws_cli(&[
+        "lambda",
+        "add-permission",
+        "--region",
+        "us-east-1",
+        "--function-name",
+        "fd-a-fn",
+        "--qualifier",
+        "live",
+        "--statement-id",
+        "by-hand",
+        "--action",
+        "lambda:InvokeFunctionUrl",
+        "--principal",
+        "*",
+        "--function-url-auth-type",
+        "NONE",
+    ]);
+    let (status, _) = sb.call_url(&url, &json!({"transcript": "Agent: a"})).await;
+    assert_eq!(status, 200, "public by hand");
+    let fixed = deploy(&sb, &policy, "us-east-1");
+    assert_eq!(
+        fixed["function_url"],
+        url.as_str(),
+        "the host never changes"
+    );
+    assert_eq!(fixed["function_url_created"], true, "{fixed}");
+    let (status, _) = sb.call_url(&url, &json!({"transcript": "Agent: a"})).await;
+    assert_eq!(status, 403);
+    let pol = sb.aws_cli(&[
+        "lambda",
+        "get-policy",
+        "--region",
+        "us-east-1",
+        "--function-name",
+        "fd-a-fn",
+        "--qualifier",
+        "live",
+    ]);
+    let pol = pol["Policy"].as_str().unwrap();
+    assert!(
+        !pol.contains("by-hand") && pol.contains("drd-front-door"),
+        "{pol}"
+    );
+
     // Users: the name relabels a transcript; neither Function URL takes a direct request.
     let name_url = format!("https://{}/", record());
     let (status, body) = sb.call_url(&name_url, &json!({"transcript": T2})).await;
@@ -168,10 +228,10 @@ async fn a_standby_prepared_ahead_survives_us_east_1_and_its_control_planes() {
     assert!(out.status.success(), "{}", text(&out));
     let st: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(st["front_door"]["url"], name_url.as_str(), "{st}");
+    let probes = st["probes"].as_array().unwrap();
+    assert!(!probes.is_empty(), "{st}");
     assert!(
-        st["probes"]
-            .as_array()
-            .unwrap()
+        probes
             .iter()
             .all(|p| p["via"] == "front-door" && p["ok"] == true),
         "{st}"

@@ -882,6 +882,10 @@ async fn restore_from_a_copy_when_the_store_region_fails_with_the_primary() {
         ),
         "the standby was not retired"
     );
+    // Its front door went with it (a door without its function would answer 5xx).
+    let left =
+        w.sb.aws_cli(&["apigatewayv2", "get-domain-names", "--region", "eu-west-1"]);
+    assert_eq!(left["Items"].as_array().map_or(0, Vec::len), 0, "{left}");
     assert_eq!(w.dns_primary().await, w.door_target("us-east-1"));
     w.serves_t2(&w.url).await;
 }

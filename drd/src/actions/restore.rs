@@ -211,11 +211,18 @@ pub async fn dns_point_at(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
             ("skipped", "true".into()),
         ]));
     }
-    let health_host = args
-        .get("health_host")
-        .map(String::as_str)
-        .filter(|h| !h.is_empty())
-        .unwrap_or(host);
+    // A custom domain's regional target refuses requests for its own name: Route 53's health
+    // check must go to the API's endpoint, which the front-door step gives.
+    let health_host = match args.get("health_host").map(String::as_str) {
+        Some(h) if !h.is_empty() => h,
+        _ if host.starts_with("d-") && host.contains(".execute-api.") => {
+            return Err(Error::failed_hint(
+                format!("{host} is a custom domain's target, and no health_host was given"),
+                "pass health_host = \"${steps.front-door.health_host}\" (the API's endpoint)",
+            ))
+        }
+        _ => host,
+    };
     let zone = crate::dns::require_zone(ctx.aws, ctx.policy).await?;
     let c = crate::dns::point_at(ctx.aws, ctx.policy, &zone, host, health_host).await?;
     (ctx.progress)(&format!(

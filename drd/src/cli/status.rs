@@ -82,7 +82,11 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
             println!(
                 "front door   {} -> users go to {}{}; here: {}",
                 f.url,
-                f.serving_region.as_deref().unwrap_or("(no record)"),
+                f.serving_region.as_deref().unwrap_or(if f.error.is_some() {
+                    "(not read)"
+                } else {
+                    "(no record)"
+                }),
                 f.standby_region
                     .as_deref()
                     .map(|s| format!(", standby {s}"))

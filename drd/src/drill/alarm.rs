@@ -27,11 +27,14 @@ pub(super) async fn before_fault(aws: &Aws, region: &str, alarm: Option<&str>) -
 
 /// Beside the recovery: polls every max(interval, 2 s) and returns why the drill must stop
 /// (ALARM, or READ_FAILURES failed reads in a row, each journaled); never returns without one.
+/// `region_lost`: the drill itself took the alarm's region down (region-loss), so failed reads
+/// are expected and only journaled; an ALARM read still stops it.
 pub(super) async fn watch(
     aws: &Aws,
     region: &str,
     alarm: Option<&str>,
     interval: Duration,
+    region_lost: bool,
     rec: &super::journal::Recorder<'_>,
 ) -> String {
     let Some(name) = alarm else {
@@ -50,7 +53,7 @@ pub(super) async fn watch(
                 rec.note(format!(
                     "stop condition: alarm {name} could not be read ({failures} in a row): {e}"
                 ));
-                if failures >= READ_FAILURES {
+                if failures >= READ_FAILURES && !region_lost {
                     return format!(
                         "stop condition: alarm {name} could not be read {failures} times in a row; the drill stops rather than run unwatched"
                     );

@@ -477,7 +477,14 @@ pub async fn run(
             }
         }
     };
-    let alarm = super::alarm::watch(aws, region, plan.alarm.as_deref(), plan.interval, &rec);
+    let alarm = super::alarm::watch(
+        aws,
+        region,
+        plan.alarm.as_deref(),
+        plan.interval,
+        region_loss,
+        &rec,
+    );
     let guarded = async {
         tokio::select! {
             why = threshold => (None, Ended::NotHealed(why)),

@@ -168,7 +168,10 @@ pub async fn ensure_function_url(lambda: &Client, function: &str) -> Result<(Str
         .await
     {
         Ok(u) if u.auth_type() == &FunctionUrlAuthType::AwsIam => {
-            return Ok((u.function_url().to_string(), false))
+            // Converges also after a run that switched the URL and died before the permission
+            // went, and removes a public statement made by hand.
+            let removed = remove_public_url_permissions(lambda, function).await?;
+            return Ok((u.function_url().to_string(), removed));
         }
         Ok(u) => {
             lambda
@@ -179,18 +182,7 @@ pub async fn ensure_function_url(lambda: &Client, function: &str) -> Result<(Str
                 .send()
                 .await
                 .map_err(|e| aws_error("lambda", "UpdateFunctionUrlConfig", e))?;
-            match lambda
-                .remove_permission()
-                .function_name(function)
-                .qualifier(LIVE_ALIAS)
-                .statement_id(PUBLIC_URL_PERMISSION)
-                .send()
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {}
-                Err(e) => return Err(aws_error("lambda", "RemovePermission", e)),
-            }
+            remove_public_url_permissions(lambda, function).await?;
             return Ok((u.function_url().to_string(), true));
         }
         Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {}
@@ -205,6 +197,52 @@ pub async fn ensure_function_url(lambda: &Client, function: &str) -> Result<(Str
         .await
         .map_err(|e| aws_error("lambda", "CreateFunctionUrlConfig", e))?;
     Ok((out.function_url().to_string(), true))
+}
+
+/// Remove every statement of `live`'s resource policy that lets anyone (`Principal: *`) call
+/// its Function URL (`drd-function-url-public`, or one made by hand); whether any was removed.
+pub async fn remove_public_url_permissions(lambda: &Client, function: &str) -> Result<bool> {
+    let policy = match lambda
+        .get_policy()
+        .function_name(function)
+        .qualifier(LIVE_ALIAS)
+        .send()
+        .await
+    {
+        Ok(p) => p.policy().unwrap_or("{}").to_string(),
+        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(false),
+        Err(e) => return Err(aws_error("lambda", "GetPolicy", e)),
+    };
+    let doc: serde_json::Value = serde_json::from_str(&policy).unwrap_or_default();
+    let public: Vec<String> = doc["Statement"]
+        .as_array()
+        .map(|st| {
+            st.iter()
+                .filter(|s| {
+                    let p = &s["Principal"];
+                    let anyone = p == "*" || p["AWS"] == "*";
+                    let action = s["Action"].as_str().unwrap_or_default();
+                    anyone && (action == "lambda:InvokeFunctionUrl" || action == "lambda:*")
+                })
+                .filter_map(|s| s["Sid"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    for sid in &public {
+        match lambda
+            .remove_permission()
+            .function_name(function)
+            .qualifier(LIVE_ALIAS)
+            .statement_id(sid)
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {}
+            Err(e) => return Err(aws_error("lambda", "RemovePermission", e)),
+        }
+    }
+    Ok(!public.is_empty())
 }
 
 /// Wait until `$LATEST`'s last update is applied (`LastUpdateStatus` no longer `InProgress`).

@@ -121,7 +121,58 @@ fn short(body: &Value) -> String {
 pub struct UrlProber {
     http: reqwest::Client,
     data_endpoint: Option<String>,
-    credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
+    signer: Option<std::sync::Arc<Signer>>,
+}
+
+/// Where a signing prober's credentials come from, and the ones it holds per region until they
+/// are about to expire (the default provider chain caches nothing: without this, every probe
+/// would ask STS, IMDS or SSO again).
+struct Signer {
+    source: CredentialSource,
+    held: std::sync::Mutex<std::collections::HashMap<String, aws_credential_types::Credentials>>,
+}
+
+enum CredentialSource {
+    /// drd's own, resolved with the configuration of the URL's region.
+    Aws(crate::aws::Aws),
+    Static(aws_credential_types::Credentials),
+}
+
+impl Signer {
+    async fn credentials(&self, region: &str) -> Result<aws_credential_types::Credentials> {
+        use aws_credential_types::provider::ProvideCredentials;
+        let fresh = |c: &aws_credential_types::Credentials| {
+            c.expiry()
+                .is_none_or(|t| t > std::time::SystemTime::now() + Duration::from_secs(300))
+        };
+        if let Some(c) = self
+            .held
+            .lock()
+            .expect("credentials")
+            .get(region)
+            .filter(|c| fresh(c))
+        {
+            return Ok(c.clone());
+        }
+        let c = match &self.source {
+            CredentialSource::Static(c) => c.clone(),
+            CredentialSource::Aws(aws) => {
+                let provider = aws.credentials_provider(region).await.ok_or_else(|| {
+                    Error::failed("no credentials to sign the Function URL request")
+                })?;
+                provider.provide_credentials().await.map_err(|e| {
+                    Error::failed(format!(
+                        "no credentials to sign the Function URL request: {e}"
+                    ))
+                })?
+            }
+        };
+        self.held
+            .lock()
+            .expect("credentials")
+            .insert(region.to_string(), c.clone());
+        Ok(c)
+    }
 }
 
 impl UrlProber {
@@ -134,33 +185,42 @@ impl UrlProber {
         Self {
             http,
             data_endpoint,
-            credentials: None,
+            signer: None,
         }
+    }
+
+    fn with(data_endpoint: Option<String>, source: CredentialSource) -> Self {
+        let mut p = Self::new(data_endpoint);
+        p.signer = Some(std::sync::Arc::new(Signer {
+            source,
+            held: Default::default(),
+        }));
+        p
     }
 
     /// A prober that signs its Function URL requests with drd's own credentials.
     pub async fn signing(aws: &crate::aws::Aws) -> Self {
-        let mut p = Self::new(aws.settings().data_endpoint.clone());
-        p.credentials = aws.credentials_provider().await;
-        p
+        Self::with(
+            aws.settings().data_endpoint.clone(),
+            CredentialSource::Aws(crate::aws::Aws::new(aws.settings().clone())),
+        )
     }
 
     /// A prober that signs its Function URL requests as the given access key (a caller that
     /// is not drd: a test's second client, an operator's tool).
     pub fn signing_as(data_endpoint: Option<String>, access_key: &str, secret_key: &str) -> Self {
-        let mut p = Self::new(data_endpoint);
-        p.credentials = Some(
-            aws_credential_types::provider::SharedCredentialsProvider::new(
-                aws_credential_types::Credentials::new(access_key, secret_key, None, None, "drd"),
-            ),
-        );
-        p
+        Self::with(
+            data_endpoint,
+            CredentialSource::Static(aws_credential_types::Credentials::new(
+                access_key, secret_key, None, None, "drd",
+            )),
+        )
     }
 
     /// The same prober with an HTTP client (connection pool) of its own.
     pub fn fresh(&self) -> Self {
         let mut p = Self::new(self.data_endpoint.clone());
-        p.credentials = self.credentials.clone();
+        p.signer = self.signer.clone();
         p
     }
 
@@ -180,8 +240,9 @@ impl UrlProber {
             None => self.http.post(parsed.clone()),
         };
         let mut req = req.header(reqwest::header::CONTENT_TYPE, "application/json");
-        if let (Some(creds), Some(region)) = (&self.credentials, url_region(&host)) {
-            for (k, v) in sign(creds, parsed.as_str(), &host, &region, &bytes).await? {
+        if let (Some(signer), Some(region)) = (&self.signer, url_region(&host)) {
+            let creds = signer.credentials(&region).await?;
+            for (k, v) in sign(creds, parsed.as_str(), &host, &region, &bytes)? {
                 req = req.header(k, v);
             }
         }
@@ -216,22 +277,16 @@ fn url_region(host: &str) -> Option<String> {
 
 /// SigV4 headers for a POST of `body` to `url` (service `lambda`), with the payload's SHA-256 in
 /// `x-amz-content-sha256` as Function URLs with `AWS_IAM` expect of a POST.
-async fn sign(
-    creds: &aws_credential_types::provider::SharedCredentialsProvider,
+fn sign(
+    c: aws_credential_types::Credentials,
     url: &str,
     host: &str,
     region: &str,
     body: &[u8],
 ) -> Result<Vec<(String, String)>> {
-    use aws_credential_types::provider::ProvideCredentials;
     use aws_sigv4::http_request::{
         sign, PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings,
     };
-    let c = creds.provide_credentials().await.map_err(|e| {
-        Error::failed(format!(
-            "no credentials to sign the Function URL request: {e}"
-        ))
-    })?;
     let identity: aws_smithy_runtime_api::client::identity::Identity = c.into();
     let mut settings = SigningSettings::default();
     settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;

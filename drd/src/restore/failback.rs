@@ -39,12 +39,22 @@ pub async fn retire_standby(
     }
     // Route 53 must never fail over to a host about to go: the SECONDARY record is removed first.
     if policy.dns.is_some() {
-        if let Some(door) = crate::frontdoor::view(aws, policy, standby).await? {
-            let zone = crate::dns::require_zone(aws, policy).await?;
-            if crate::dns::drop_secondary(aws, policy, &zone, &door.target).await? {
+        let zone = crate::dns::require_zone(aws, policy).await?;
+        let v = crate::dns::view(aws, policy, &zone).await?;
+        if v.region().as_deref() == Some(standby) {
+            return Err(Error::failed_hint(
+                format!("refusing to retire {standby}: the PRIMARY record still sends users there"),
+                "fail back first (drd failback), then retire",
+            ));
+        }
+        // Whatever SECONDARY points into the standby region (a complete door or not).
+        if let Some(host) = v
+            .secondary
+            .filter(|h| crate::dns::region_of_host(h).as_deref() == Some(standby))
+        {
+            if crate::dns::drop_secondary(aws, policy, &zone, &host).await? {
                 progress(&format!(
-                    "removed the SECONDARY record that sent users to {}",
-                    door.target
+                    "removed the SECONDARY record that sent users to {host}"
                 ));
             }
         }

@@ -139,9 +139,10 @@ impl Host {
             .qualifier(drd::lambda::LIVE_ALIAS)
             .send()
             .await;
-        let iam =
-            cfg.is_ok_and(|c| c.auth_type() == &aws_sdk_lambda::types::FunctionUrlAuthType::AwsIam);
-        iam && !signed_for_lambda(headers, region)
+        // Fail closed: a URL whose configuration cannot be read is not served unsigned.
+        let open =
+            cfg.is_ok_and(|c| c.auth_type() == &aws_sdk_lambda::types::FunctionUrlAuthType::None);
+        !open && !signed_for_lambda(headers, region)
     }
 
     /// A request to the service's name.
@@ -219,6 +220,15 @@ impl Host {
                 "Region Unavailable",
                 &format!("the sandbox has failed region {region}"),
             );
+        }
+        let gw = self.aws.apigatewayv2(region).await;
+        let deployed = gw.get_stages().api_id(api).send().await.is_ok_and(|s| {
+            s.items()
+                .iter()
+                .any(|st| st.stage_name() == Some("$default") && st.auto_deploy() == Some(true))
+        });
+        if !deployed {
+            return gw_error(StatusCode::NOT_FOUND, "Not Found");
         }
         let (function, qualifier) = match self.integration(region, api).await {
             Ok(Some(f)) => f,
@@ -408,9 +418,29 @@ impl Host {
         })
     }
 
-    /// A Route 53 health check, evaluated now by requesting its target as Route 53's checkers
-    /// would (AWS takes `failure_threshold` x `request_interval` to notice; the lab at once).
+    /// A Route 53 health check, evaluated by requesting its target as Route 53's checkers would,
+    /// at most once a second (AWS takes `failure_threshold` x `request_interval` to notice; the
+    /// lab about a second). A target that does not answer within 2 s fails, as on AWS.
     async fn health_check_passes(&self, id: &str) -> bool {
+        if let Some((ok, at)) = self.health.lock().expect("health").get(id) {
+            if at.elapsed() < std::time::Duration::from_secs(1) {
+                return *ok;
+            }
+        }
+        let ok = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            Box::pin(self.evaluate_health_check(id)),
+        )
+        .await
+        .unwrap_or(false);
+        self.health
+            .lock()
+            .expect("health")
+            .insert(id.to_string(), (ok, std::time::Instant::now()));
+        ok
+    }
+
+    async fn evaluate_health_check(&self, id: &str) -> bool {
         let Ok(out) = self
             .aws
             .route53()
