@@ -286,18 +286,8 @@ pub async fn deploy(
     let (door, door_changes) = match &policy.front_door {
         None => (None, vec![]),
         Some(_) => {
-            let (d, c) = crate::frontdoor::ensure(aws, policy, region).await?;
-            progress(&format!(
-                "front door {} -> API {} in {region}{}",
-                d.domain,
-                d.api_id,
-                if c.is_empty() {
-                    " (unchanged)".to_string()
-                } else {
-                    format!(": {}", c.join(", "))
-                }
-            ));
-            probes.extend(probe_url(aws, &format!("{}/", d.endpoint)).await?);
+            let (d, c, p) = ensure_front_door(aws, policy, region, progress).await?;
+            probes.extend(p);
             (Some(d), c)
         }
     };
@@ -491,6 +481,28 @@ async fn probe_version(
         probes.push(r);
     }
     Ok(probes)
+}
+
+/// Make the region's front door (crate::frontdoor) and prove it answers (T0, T1).
+async fn ensure_front_door(
+    aws: &Aws,
+    policy: &Policy,
+    region: &str,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<(crate::frontdoor::Door, Vec<String>, Vec<ProbeResult>)> {
+    let (d, c) = crate::frontdoor::ensure(aws, policy, region).await?;
+    progress(&format!(
+        "front door {} -> API {} in {region}{}",
+        d.domain,
+        d.api_id,
+        if c.is_empty() {
+            " (unchanged)".to_string()
+        } else {
+            format!(": {}", c.join(", "))
+        }
+    ));
+    let probes = probe_url(aws, &format!("{}/", d.endpoint)).await?;
+    Ok((d, c, probes))
 }
 
 /// Prove the Function URL answers (T0, T1).

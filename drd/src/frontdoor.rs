@@ -211,7 +211,7 @@ pub async fn certificate(aws: &Aws, region: &str, name: &str) -> Result<String> 
     }
     Err(Error::failed_hint(
         format!("{region} has no ISSUED ACM certificate for {name}: the front door's custom domain needs one in each region it serves"),
-        &format!("request and validate one before the outage: aws acm request-certificate --region {region} --domain-name {name} --validation-method DNS (docs/front-door.md)"),
+        format!("request and validate one before the outage: aws acm request-certificate --region {region} --domain-name {name} --validation-method DNS (docs/front-door.md)"),
     ))
 }
 

@@ -79,26 +79,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
             r.function_url.as_deref().unwrap_or("(none)")
         );
         if let Some(f) = &r.front_door {
-            println!(
-                "front door   {} -> users go to {}{}; here: {}",
-                f.url,
-                f.serving_region.as_deref().unwrap_or(if f.error.is_some() {
-                    "(not read)"
-                } else {
-                    "(no record)"
-                }),
-                f.standby_region
-                    .as_deref()
-                    .map(|s| format!(", standby {s}"))
-                    .unwrap_or_default(),
-                match &f.door {
-                    Some(d) => format!("API {} ({})", d.api_id, d.target),
-                    None => "no complete door in this region".into(),
-                }
-            );
-            if let Some(e) = &f.error {
-                println!("front door   not fully read: {e}");
-            }
+            print_front_door(f);
         }
         for p in &r.probes {
             println!(
@@ -206,5 +187,28 @@ fn print_mirror(m: &crate::ci::run::Freshness) {
             }
         ),
         _ => println!("mirror       none (take one with drd mirror)"),
+    }
+}
+
+fn print_front_door(f: &crate::status::FrontDoorState) {
+    println!(
+        "front door   {} -> users go to {}{}; here: {}",
+        f.url,
+        f.serving_region.as_deref().unwrap_or(if f.error.is_some() {
+            "(not read)"
+        } else {
+            "(no record)"
+        }),
+        f.standby_region
+            .as_deref()
+            .map(|s| format!(", standby {s}"))
+            .unwrap_or_default(),
+        match &f.door {
+            Some(d) => format!("API {} ({})", d.api_id, d.target),
+            None => "no complete door in this region".into(),
+        }
+    );
+    if let Some(e) = &f.error {
+        println!("front door   not fully read: {e}");
     }
 }
