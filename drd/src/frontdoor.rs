@@ -133,7 +133,10 @@ async fn find_api(
     gw: &aws_sdk_apigatewayv2::Client,
     name: &str,
 ) -> Result<Option<(String, String)>> {
+    // API names are not unique: two found means two writers raced (a deploy and a restore in
+    // one region), and which one users get would be a guess. Refuse, naming both.
     let mut token = None;
+    let mut found = vec![];
     loop {
         let out = gw
             .get_apis()
@@ -141,17 +144,30 @@ async fn find_api(
             .send()
             .await
             .map_err(|e| aws_error("apigatewayv2", "GetApis", e))?;
-        if let Some(a) = out.items().iter().find(|a| a.name() == Some(name)) {
-            return Ok(Some((
-                a.api_id().unwrap_or_default().to_string(),
-                a.api_endpoint().unwrap_or_default().to_string(),
-            )));
-        }
+        found.extend(
+            out.items()
+                .iter()
+                .filter(|a| a.name() == Some(name))
+                .map(|a| {
+                    (
+                        a.api_id().unwrap_or_default().to_string(),
+                        a.api_endpoint().unwrap_or_default().to_string(),
+                    )
+                }),
+        );
         match out.next_token() {
             Some(t) if !t.is_empty() => token = Some(t.to_string()),
-            _ => return Ok(None),
+            _ => break,
         }
     }
+    if found.len() > 1 {
+        let ids: Vec<&str> = found.iter().map(|(id, _)| id.as_str()).collect();
+        return Err(Error::failed_hint(
+            format!("{} APIs are named {name}: {}", found.len(), ids.join(", ")),
+            "delete the one the custom domain is not mapped to (aws apigatewayv2 get-api-mappings, delete-api), then run again",
+        ));
+    }
+    Ok(found.pop())
 }
 
 async fn get_domain(

@@ -140,8 +140,10 @@ async fn manual_loop(
             manual_points.insert(r["id"].as_str().unwrap().to_string());
         }
         ops += 1;
-        // A breath between operations, so the daemons' firings get the store lease too.
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        // A breath between operations, so the daemons' firings get the store lease too; longer
+        // after finding it held, so a slow firing does not use up the loop's operations.
+        let pause = if code == Some(3) { 1000 } else { 150 };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
     }
     (ops, manual, manual_points)
 }

@@ -121,7 +121,7 @@ fn daemon_and_dns_mistakes_name_field_and_line() {
         assert!(e.hint.is_some(), "{e}");
     }
     let ok = parse(&format!(
-        "{GOOD}[dns]\nzone = \"Z0123456789ABC\"\nrecord = \"classifier.example.com\"\nmode = \"swap\"\n\
+        "{GOOD}[dns]\nzone = \"Z0123456789ABC\"\nrecord = \"classifier.example.com\"\nmode = \"swap\"\n[front_door]\nkind = \"api-gateway\"\n\
          [daemon]\nrpo = \"45m\"\n[[daemon.schedule]]\njob = \"runbook:lambda-rollback\"\ncron = \"0 0 6 * * Mon\"\njitter = \"2m\"\n"
     ))
     .unwrap();
