@@ -384,24 +384,14 @@ pub async fn set_secondary(aws: &Aws, policy: &Policy, zone: &Zone, host: &str) 
         host,
         Some((SECONDARY_ID, ResourceRecordSetFailover::Secondary, None)),
     )?;
-    let change = Change::builder()
-        .action(ChangeAction::Upsert)
-        .resource_record_set(set)
-        .build()
-        .map_err(|e| Error::failed(format!("change: {e}")))?;
-    let batch = ChangeBatch::builder()
-        .comment(format!("drd: standby {host}"))
-        .changes(change)
-        .build()
-        .map_err(|e| Error::failed(format!("change batch: {e}")))?;
-    aws.route53()
-        .await
-        .change_resource_record_sets()
-        .hosted_zone_id(&zone.id)
-        .change_batch(batch)
-        .send()
-        .await
-        .map_err(|e| aws_error("route53", "ChangeResourceRecordSets", e))?;
+    change_one(
+        aws,
+        zone,
+        ChangeAction::Upsert,
+        set,
+        format!("drd: standby {host}"),
+    )
+    .await?;
     let after = view(aws, policy, zone).await?;
     if after.secondary.as_deref() != Some(host) {
         return Err(Error::failed(format!(
@@ -429,13 +419,26 @@ pub async fn drop_secondary(aws: &Aws, policy: &Policy, zone: &Zone, host: &str)
     }) else {
         return Ok(false);
     };
+    let comment = format!("drd: retire the standby {host}");
+    change_one(aws, zone, ChangeAction::Delete, set, comment).await?;
+    Ok(true)
+}
+
+/// One record change, in a batch of its own.
+async fn change_one(
+    aws: &Aws,
+    zone: &Zone,
+    action: ChangeAction,
+    set: ResourceRecordSet,
+    comment: String,
+) -> Result<()> {
     let change = Change::builder()
-        .action(ChangeAction::Delete)
+        .action(action)
         .resource_record_set(set)
         .build()
         .map_err(|e| Error::failed(format!("change: {e}")))?;
     let batch = ChangeBatch::builder()
-        .comment(format!("drd: retire the standby {host}"))
+        .comment(comment)
         .changes(change)
         .build()
         .map_err(|e| Error::failed(format!("change batch: {e}")))?;
@@ -447,7 +450,7 @@ pub async fn drop_secondary(aws: &Aws, policy: &Policy, zone: &Zone, host: &str)
         .send()
         .await
         .map_err(|e| aws_error("route53", "ChangeResourceRecordSets", e))?;
-    Ok(true)
+    Ok(())
 }
 
 #[cfg(test)]

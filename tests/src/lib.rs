@@ -440,6 +440,23 @@ recipients = ["{recipient}"]
         "\n[front_door]\nkind = \"api-gateway\"\n".into()
     }
 
+    /// The regional target of the front door's custom domain `domain` in `region`, read with
+    /// the AWS CLI (a second client).
+    pub fn door_target(&self, region: &str, domain: &str) -> String {
+        let v = self.aws_cli(&[
+            "apigatewayv2",
+            "get-domain-name",
+            "--region",
+            region,
+            "--domain-name",
+            domain.trim_end_matches('.'),
+        ]);
+        v["DomainNameConfigurations"][0]["ApiGatewayDomainName"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{v}"))
+            .to_string()
+    }
+
     /// POST JSON to a Function URL or the service's name through the function host, as a plain
     /// HTTP client would (unsigned: an `AWS_IAM` Function URL refuses it with 403).
     pub async fn call_url(&self, url: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {

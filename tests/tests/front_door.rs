@@ -48,18 +48,7 @@ async fn records(sb: &Sandbox, zone_id: &str) -> Vec<(String, String)> {
 
 /// The regional target of the custom domain in `region`, read with the AWS CLI.
 fn target(sb: &Sandbox, region: &str) -> String {
-    let v = sb.aws_cli(&[
-        "apigatewayv2",
-        "get-domain-name",
-        "--region",
-        region,
-        "--domain-name",
-        &record(),
-    ]);
-    v["DomainNameConfigurations"][0]["ApiGatewayDomainName"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{v}"))
-        .to_string()
+    sb.door_target(region, &record())
 }
 
 fn deploy(sb: &Sandbox, policy: &str, region: &str) -> Value {

@@ -108,18 +108,7 @@ impl World {
     /// The front door in `region`, read with a second client: (the integration's target, the
     /// custom domain's regional target).
     async fn front_door(&self, region: &str) -> (String, String) {
-        let v = self.sb.aws_cli(&[
-            "apigatewayv2",
-            "get-domain-name",
-            "--region",
-            region,
-            "--domain-name",
-            &self.record(),
-        ]);
-        let target = v["DomainNameConfigurations"][0]["ApiGatewayDomainName"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{v}"))
-            .to_string();
+        let target = self.sb.door_target(region, &self.record());
         let maps = self.sb.aws_cli(&[
             "apigatewayv2",
             "get-api-mappings",

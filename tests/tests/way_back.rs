@@ -158,18 +158,8 @@ impl World {
 
     /// The regional target of the front door's custom domain in `region` (second client).
     fn door_target(&self, region: &str) -> String {
-        let v = self.sb.aws_cli(&[
-            "apigatewayv2",
-            "get-domain-name",
-            "--region",
-            region,
-            "--domain-name",
-            &format!("{}.{}", self.name, ZONE.trim_end_matches('.')),
-        ]);
-        v["DomainNameConfigurations"][0]["ApiGatewayDomainName"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{v}"))
-            .to_string()
+        self.sb
+            .door_target(region, &format!("{}.{ZONE}", self.name))
     }
 
     async fn stack_status(&self, region: &str) -> Option<String> {
