@@ -440,6 +440,32 @@ recipients = ["{recipient}"]
         "\n[front_door]\nkind = \"api-gateway\"\n".into()
     }
 
+    /// The service's DNS records (set identifier, value) named `record`, read with Route 53
+    /// (a second client), sorted.
+    pub async fn records(&self, zone_id: &str, record: &str) -> Vec<(String, String)> {
+        let out = self
+            .route53()
+            .await
+            .list_resource_record_sets()
+            .hosted_zone_id(zone_id)
+            .send()
+            .await
+            .unwrap();
+        let mut v: Vec<(String, String)> = out
+            .resource_record_sets()
+            .iter()
+            .filter(|s| s.name().trim_end_matches('.') == record.trim_end_matches('.'))
+            .map(|s| {
+                (
+                    s.set_identifier().unwrap_or("").to_string(),
+                    s.resource_records()[0].value().to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
     /// The regional target of the front door's custom domain `domain` in `region`, read with
     /// the AWS CLI (a second client).
     pub fn door_target(&self, region: &str, domain: &str) -> String {

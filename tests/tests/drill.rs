@@ -1176,27 +1176,7 @@ async fn daemon_until_met(sb: &Sandbox, policy: &str, drill: &str) -> prometheus
 
 /// The service's DNS records (set identifier, value) for `record`, read with Route 53.
 async fn records(sb: &Sandbox, zone_id: &str, record: &str) -> Vec<(String, String)> {
-    let out = sb
-        .route53()
-        .await
-        .list_resource_record_sets()
-        .hosted_zone_id(zone_id)
-        .send()
-        .await
-        .unwrap();
-    let mut v: Vec<(String, String)> = out
-        .resource_record_sets()
-        .iter()
-        .filter(|s| s.name().trim_end_matches('.') == record.trim_end_matches('.'))
-        .map(|s| {
-            (
-                s.set_identifier().unwrap_or("").to_string(),
-                s.resource_records()[0].value().to_string(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
+    sb.records(zone_id, record).await
 }
 
 /// The shipped region-loss drill on the lab: the primary region goes dark, region-redeploy

@@ -23,27 +23,7 @@ fn relabelled(body: &Value) -> bool {
 
 /// The failover records of the service's name, read with a second client: (set id, value).
 async fn records(sb: &Sandbox, zone_id: &str) -> Vec<(String, String)> {
-    let out = sb
-        .route53()
-        .await
-        .list_resource_record_sets()
-        .hosted_zone_id(zone_id)
-        .send()
-        .await
-        .unwrap();
-    let mut v: Vec<(String, String)> = out
-        .resource_record_sets()
-        .iter()
-        .filter(|s| s.name().trim_end_matches('.') == record())
-        .map(|s| {
-            (
-                s.set_identifier().unwrap_or("").to_string(),
-                s.resource_records()[0].value().to_string(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
+    sb.records(zone_id, &record()).await
 }
 
 /// The regional target of the custom domain in `region`, read with the AWS CLI.

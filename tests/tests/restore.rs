@@ -81,28 +81,7 @@ impl World {
 
     /// The failover records of the service name: (set identifier, value) sorted.
     async fn records(&self, zone_id: &str) -> Vec<(String, String)> {
-        let out = self
-            .sb
-            .route53()
-            .await
-            .list_resource_record_sets()
-            .hosted_zone_id(zone_id)
-            .send()
-            .await
-            .unwrap();
-        let mut v: Vec<(String, String)> = out
-            .resource_record_sets()
-            .iter()
-            .filter(|s| s.name().trim_end_matches('.') == self.record().trim_end_matches('.'))
-            .map(|s| {
-                (
-                    s.set_identifier().unwrap_or("").to_string(),
-                    s.resource_records()[0].value().to_string(),
-                )
-            })
-            .collect();
-        v.sort();
-        v
+        self.sb.records(zone_id, &self.record()).await
     }
 
     /// The front door in `region`, read with a second client: (the integration's target, the
