@@ -202,7 +202,7 @@ pub async fn function_healthy(ctx: &Ctx<'_>, args: &Args) -> Result<()> {
 }
 
 pub async fn dns_point_at(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
-    let host = arg(args, "host")?;
+    // Without [dns] there is no front door either, so no host: nothing to ask for.
     if ctx.policy.dns.is_none() {
         (ctx.progress)("no [dns] in the policy: nothing to fail over (users reach the new Function URL directly)");
         return Ok(out([
@@ -211,6 +211,7 @@ pub async fn dns_point_at(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
             ("skipped", "true".into()),
         ]));
     }
+    let host = arg(args, "host")?;
     // A custom domain's regional target refuses requests for its own name: Route 53's health
     // check must go to the API's endpoint, which the front-door step gives.
     let health_host = match args.get("health_host").map(String::as_str) {
@@ -244,10 +245,10 @@ pub async fn dns_point_at(ctx: &Ctx<'_>, args: &Args) -> Result<Outputs> {
 }
 
 pub async fn dns_points_at(ctx: &Ctx<'_>, args: &Args) -> Result<()> {
-    let host = arg(args, "host")?;
     if ctx.policy.dns.is_none() {
         return Ok(());
     }
+    let host = arg(args, "host")?;
     let zone = crate::dns::require_zone(ctx.aws, ctx.policy).await?;
     let v = crate::dns::view(ctx.aws, ctx.policy, &zone).await?;
     if v.primary.as_deref() != Some(host) {
