@@ -414,7 +414,7 @@ async fn verify_names_the_point_and_object_for_every_kind_of_damage() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let o = text(&out);
     assert!(
-        o.contains(&id) && o.contains("cannot decrypt") && o.contains("bk-c/objects/sha256/"),
+        o.contains(&id) && o.contains("cannot open") && o.contains("opens none of the 1 point"),
         "{o}"
     );
 
@@ -896,4 +896,100 @@ async fn ssh_recipients_round_trip_with_the_age_cli_and_verify() {
         serde_json::from_slice::<Value>(&out.stdout).unwrap()[0]["secrets_decrypted"],
         1
     );
+}
+
+/// Recipient rotation: the policy names a new age recipient; the next point is encrypted to it
+/// (the unchanged secrets re-encrypted, not reused); the older point keeps its recipient and
+/// still verifies with the old identity; each identity is told which point it cannot open.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recipient_change_keeps_old_points_openable_by_their_own_identity() {
+    let s = Setup::new("bk-rr").await;
+    let old_id = s.backup()["id"].as_str().unwrap().to_string();
+    let ndir = s.sb.dir.path().join("new-key");
+    std::fs::create_dir_all(&ndir).unwrap();
+    let (new_identity, new_recipient) = age_keygen(&ndir);
+    let text_policy = std::fs::read_to_string(&s.policy).unwrap();
+    std::fs::write(&s.policy, text_policy.replace(&s.recipient, &new_recipient)).unwrap();
+    let r = s.backup();
+    let new_id = r["id"].as_str().unwrap().to_string();
+    assert_ne!(new_id, old_id);
+    assert!(
+        r["new_blobs"].as_u64().unwrap() >= 3,
+        "secrets re-encrypted: {r}"
+    );
+
+    let show = |id: &str| text(&s.drd(&["points", "show", id]));
+    assert!(
+        show(&old_id).contains(&format!("recipient  {}", s.recipient)),
+        "{}",
+        show(&old_id)
+    );
+    assert!(
+        show(&new_id).contains(&format!("recipient  {new_recipient}")),
+        "{}",
+        show(&new_id)
+    );
+    assert!(!show(&new_id).contains(&s.recipient));
+
+    let verify = |identity: &std::path::Path| {
+        let out = s.drd(&[
+            "verify",
+            "--all",
+            "--identity",
+            identity.to_str().unwrap(),
+            "--output",
+            "json",
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let by_id = |id: &str| {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["id"] == id)
+                .unwrap()
+                .clone()
+        };
+        (by_id(&old_id), by_id(&new_id), text(&out))
+    };
+    // The old identity opens the old point and is told it cannot open the new one.
+    let (old, new, out) = verify(&s.identity);
+    assert_eq!(
+        (old["ok"].clone(), old["opens"].clone()),
+        (json!(true), json!(true)),
+        "{out}"
+    );
+    assert!(old["secrets_decrypted"].as_u64().unwrap() >= 3, "{old}");
+    assert_eq!(
+        (new["ok"].clone(), new["opens"].clone()),
+        (json!(true), json!(false)),
+        "{out}"
+    );
+    assert_eq!(new["recipients"], json!([new_recipient]));
+    assert!(
+        out.contains(&format!(
+            "cannot open (encrypted to other recipients): {new_id}"
+        )),
+        "{out}"
+    );
+    // And the new identity the reverse.
+    let (old, new, out) = verify(&new_identity);
+    assert_eq!(old["opens"], false, "{out}");
+    assert_eq!(old["recipients"], json!([s.recipient]));
+    assert_eq!(new["opens"], true, "{out}");
+    // In text, the point the new key cannot open says who it is for.
+    let out = s.drd(&[
+        "verify",
+        "--point",
+        &old_id,
+        "--identity",
+        new_identity.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an identity that opens nothing checked: {}",
+        text(&out)
+    );
+    assert!(text(&out).contains(&s.recipient), "{}", text(&out));
 }

@@ -792,7 +792,7 @@ async fn points_taken_during_a_drill_are_labelled_and_restore_latest_skips_them(
             &format!("dl-mark/points/{during}.json"),
         )
         .await;
-    assert_eq!(m["schema"], 4, "{m:#}");
+    assert_eq!(m["schema"], 5, "{m:#}");
     assert_eq!(m["drill"]["drill"], "slow-recovery", "{m:#}");
     let m0 =
         w.sb.get_json(
@@ -801,7 +801,7 @@ async fn points_taken_during_a_drill_are_labelled_and_restore_latest_skips_them(
             &format!("dl-mark/points/{before}.json"),
         )
         .await;
-    assert_eq!(m0["schema"], 3);
+    assert_eq!(m0["schema"], 5);
     assert!(m0.get("drill").is_none());
     // The marker is gone with the drill: the next point is ordinary.
     let after_keys =

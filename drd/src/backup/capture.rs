@@ -29,6 +29,8 @@ pub(super) struct Capture<'a> {
     pub region: &'a str,
     pub w: Writer<'a>,
     pub recipients: &'a [Box<dyn age::Recipient + Send + Sync>],
+    /// The recipients as the policy writes them (recorded in the manifest).
+    pub recipient_names: &'a [String],
     /// The previous point: which secret versions are stored already (checked, never trusted).
     pub prev: Option<Manifest>,
     /// The newest source mirror, named by the point.
@@ -42,6 +44,19 @@ type SecretsClient = aws_sdk_secretsmanager::Client;
 type KnownVersions = BTreeMap<(String, String), SecretVersionCapture>;
 
 impl Capture<'_> {
+    /// The previous point, when its encrypted blobs may be reused: it was encrypted to the same
+    /// recipients (after a recipient change every secret is encrypted again, so a new point
+    /// needs only the new identities).
+    fn reusable(&self) -> Option<&Manifest> {
+        let mut now: Vec<&String> = self.recipient_names.iter().collect();
+        now.sort();
+        self.prev.as_ref().filter(|m| {
+            let mut then: Vec<&String> = m.recipients.iter().collect();
+            then.sort();
+            then == now
+        })
+    }
+
     /// Capture the four parts concurrently, then write the manifest (the point exists from then).
     pub(super) async fn run(
         self,
@@ -62,11 +77,9 @@ impl Capture<'_> {
         let now = SystemTime::now();
         let mut manifest = Manifest {
             // Schema 4 only for a drill-labelled point: older drds keep reading the others.
-            schema: if self.drill.is_some() {
-                MANIFEST_SCHEMA
-            } else {
-                super::manifest::MANIFEST_SCHEMA_PLAIN
-            },
+            // Schema 5 records the recipients every point is encrypted to.
+            schema: MANIFEST_SCHEMA,
+            recipients: self.recipient_names.to_vec(),
             writer: Some(format!("drd {}", env!("CARGO_PKG_VERSION"))),
             id: scheduled
                 .as_ref()
@@ -329,7 +342,7 @@ impl Capture<'_> {
         let (configuration, code, environments) = tokio::try_join!(
             configuration,
             self.code_packages(&lambda, &versions, &aliases, &pinned),
-            super::env::environments(&self.w, self.recipients, self.prev.as_ref(), &listed)
+            super::env::environments(&self.w, self.recipients, self.reusable(), &listed)
         )?;
         progress("function configuration captured");
         progress(&format!("{} code package(s) captured", code.len()));
@@ -409,10 +422,10 @@ impl Capture<'_> {
 
     /// Secrets: every staged version, encrypted once per version id.
     async fn secrets(&self) -> Result<Vec<SecretCapture>> {
-        let (aws, region, prev) = (self.aws, self.region, &self.prev);
+        let (aws, region, prev) = (self.aws, self.region, self.reusable());
         // Schema 1 stored binary values through a lossy string: those are read again.
         let known: BTreeMap<(String, String), SecretVersionCapture> = prev
-            .iter()
+            .into_iter()
             .filter(|m| m.schema >= 2)
             .flat_map(|m| m.secrets.iter())
             .flat_map(|s| {

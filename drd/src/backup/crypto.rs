@@ -100,19 +100,27 @@ impl Identities {
         }
     }
 
-    /// Decrypt an armored (or binary) age file. The plaintext stays in a zeroizing buffer.
+    /// Decrypt an armored (or binary) age file (`NOT_FOR_THIS_IDENTITY` when it was encrypted
+    /// to other recipients: sound, but not this key's to open). The plaintext stays in a zeroizing buffer.
     pub fn decrypt(&self, ciphertext: &[u8]) -> std::result::Result<SecretSlice<u8>, String> {
         let dec = age::Decryptor::new(age::armor::ArmoredReader::new(ciphertext))
             .map_err(|e| format!("not a readable age file: {e}"))?;
         let mut r = dec
             .decrypt(self.0.iter().map(|i| i.as_ref() as &dyn age::Identity))
-            .map_err(|e| format!("cannot decrypt: {e}"))?;
+            .map_err(|e| match e {
+                age::DecryptError::NoMatchingKeys => NOT_FOR_THIS_IDENTITY.to_string(),
+                e => format!("cannot decrypt: {e}"),
+            })?;
         let mut out = vec![];
         r.read_to_end(&mut out)
             .map_err(|e| format!("decryption failed: {e}"))?;
         Ok(SecretSlice::from(out))
     }
 }
+
+/// The decryption failure of a file encrypted to recipients none of the identities match.
+pub const NOT_FOR_THIS_IDENTITY: &str =
+    "encrypted to other recipients: no key of this identity opens it";
 
 /// Whether decrypted bytes are well-formed for their recorded kind.
 pub fn well_formed(plain: &SecretSlice<u8>, json: bool) -> bool {

@@ -6,12 +6,10 @@ use std::collections::BTreeMap;
 
 /// The manifest format this drd writes: a major number. Schema 2 added `writer`, per-version
 /// encrypted Lambda environments and binary secrets; schema 3 added `source` (the newest source
-/// mirror); older manifests read as they were.
-/// The newest format this drd reads. Points are written as 3 unless they carry a drill label
-/// (4), so drds that read only 3 keep reading every ordinary point.
-pub const MANIFEST_SCHEMA: u32 = 4;
-/// The format of a point without a drill label.
-pub const MANIFEST_SCHEMA_PLAIN: u32 = 3;
+/// mirror); schema 4 a drill label; schema 5 the age recipients (every point is written as 5:
+/// a drd that cannot say which identities a point needs must not read it as if it could).
+/// Older manifests read as they were.
+pub const MANIFEST_SCHEMA: u32 = 5;
 /// The oldest format this drd still reads.
 pub const MANIFEST_SCHEMA_MIN: u32 = 1;
 
@@ -41,6 +39,10 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceMirror>,
     pub changes: Changes,
+    /// The age recipients the point's secrets and environments are encrypted to (schema 5;
+    /// empty in older points, whose recipients were not recorded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
     /// Set when the point was taken while a drill had the stack broken on purpose
     /// (`restore --point latest` skips it). Schema 4.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -194,15 +194,14 @@ pub async fn backup_scheduled(
     scheduled: Option<manifest::Scheduled>,
 ) -> Result<BackupReport> {
     let started = Instant::now();
-    let recipients = crypto::recipients(
-        &policy
-            .backup
-            .recipients
-            .get_ref()
-            .iter()
-            .map(|r| r.get_ref().clone())
-            .collect::<Vec<_>>(),
-    )?;
+    let recipient_names: Vec<String> = policy
+        .backup
+        .recipients
+        .get_ref()
+        .iter()
+        .map(|r| r.get_ref().trim().to_string())
+        .collect();
+    let recipients = crypto::recipients(&recipient_names)?;
     // A store with Object Lock is checked first (a lock is never weakened); one without is
     // used at once, and created only when the first write finds no bucket.
     let store = if policy.backup.object_lock.is_some() {
@@ -269,6 +268,7 @@ pub async fn backup_scheduled(
                     fresh: Default::default(),
                 },
                 recipients: &recipients,
+                recipient_names: &recipient_names,
                 prev,
                 source,
                 drill: drilling.map(|d| manifest::DrillMark {

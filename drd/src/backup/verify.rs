@@ -19,6 +19,14 @@ pub struct PointCheck {
     pub secrets_decrypted: usize,
     /// Lambda environment backups that decrypted to the variables the manifest names.
     pub environments_decrypted: usize,
+    /// The age recipients the point's secrets are encrypted to (empty: not recorded, a point
+    /// older than schema 5, or nothing encrypted).
+    pub recipients: Vec<String>,
+    /// With an identity: whether it opens every encrypted blob of the point (`false`: the point
+    /// is sound but encrypted to other recipients, e.g. made before a recipient change). Absent
+    /// without an identity or when the point holds nothing encrypted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opens: Option<bool>,
     /// The manifest is of a newer schema than this drd reads.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub newer: bool,
@@ -38,6 +46,8 @@ pub async fn verify_point(
         blobs_checked: 0,
         secrets_decrypted: 0,
         environments_decrypted: 0,
+        recipients: vec![],
+        opens: None,
         newer: false,
         problems: vec![],
     };
@@ -57,6 +67,9 @@ pub async fn verify_point(
             }
         },
     };
+    check.recipients.clone_from(&manifest.recipients);
+    // Encrypted blobs this identity is not among the recipients of (sound, not ours to open).
+    let mut foreign = 0usize;
     for (what, blob) in manifest.blobs() {
         check.blobs_checked += 1;
         let r = match cache.get(&blob.sha256) {
@@ -105,6 +118,7 @@ pub async fn verify_point(
                         v.version_id,
                         if v.json { " (expected JSON)" } else { "" }
                     )),
+                    Err(why) if why == crypto::NOT_FOR_THIS_IDENTITY => foreign += 1,
                     Err(why) => check.problems.push(format!(
                         "secret {} version {} ({okey}): {why} (is --identity the key for the policy's recipients?)",
                         s.name, v.version_id
@@ -136,11 +150,16 @@ pub async fn verify_point(
                         ));
                     }
                 }
+                Err(why) if why == crypto::NOT_FOR_THIS_IDENTITY => foreign += 1,
                 Err(why) => check.problems.push(format!(
                     "the environment of version {} ({okey}): {why} (is --identity the key for the policy's recipients?)",
                     e.version
                 )),
             }
+        }
+        let encrypted = check.secrets_decrypted + check.environments_decrypted + foreign;
+        if encrypted > 0 {
+            check.opens = Some(foreign == 0);
         }
     }
     check.ok = check.problems.is_empty();

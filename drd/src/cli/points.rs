@@ -148,6 +148,15 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
                         );
                     }
                 }
+                if !m.secrets.is_empty() || !m.function.environments.is_empty() {
+                    // What opens this point's secrets: the recipients it was encrypted to.
+                    if m.recipients.is_empty() {
+                        println!("recipients not recorded (a point from before drd recorded them; try verify --identity)");
+                    }
+                    for r in &m.recipients {
+                        println!("recipient  {r}");
+                    }
+                }
                 if let Some(l) = &m.log_group {
                     println!(
                         "log group  {} retention {:?} days",

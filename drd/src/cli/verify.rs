@@ -71,9 +71,19 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
         super::print_json(&checks);
     } else {
         for c in &checks {
-            if c.ok {
+            let to = if c.recipients.is_empty() {
+                "recipients not recorded".to_string()
+            } else {
+                format!("encrypted to {}", c.recipients.join(", "))
+            };
+            if c.ok && c.opens == Some(false) {
                 println!(
-                    "ok   {} ({} blobs, {} secrets and {} environments decrypted)",
+                    "ok   {} ({} blobs sound; this identity cannot open it: {to})",
+                    c.id, c.blobs_checked
+                );
+            } else if c.ok {
+                println!(
+                    "ok   {} ({} blobs, {} secrets and {} environments decrypted; {to})",
                     c.id, c.blobs_checked, c.secrets_decrypted, c.environments_decrypted
                 );
             } else {
@@ -83,6 +93,37 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
                 }
             }
         }
+    }
+    let closed: Vec<&str> = checks
+        .iter()
+        .filter(|c| c.ok && c.opens == Some(false))
+        .map(|c| c.id.as_str())
+        .collect();
+    if !closed.is_empty() {
+        // Sound points made for other recipients (before a recipient change): restoring their
+        // secrets takes the identity they were made for.
+        eprintln!(
+            "{} point(s) this identity cannot open (encrypted to other recipients): {}",
+            closed.len(),
+            closed.join(", ")
+        );
+    }
+    let with_secrets = checks.iter().filter(|c| c.opens.is_some()).count();
+    if with_secrets > 0 && closed.len() == with_secrets {
+        let mut to: Vec<&str> = checks
+            .iter()
+            .flat_map(|c| c.recipients.iter().map(String::as_str))
+            .collect();
+        to.sort_unstable();
+        to.dedup();
+        return Err(Error::failed_hint(
+            format!(
+                "the identity opens none of the {with_secrets} point(s) checked ({}): they are encrypted to {}",
+                closed.join(", "),
+                if to.is_empty() { "recipients not recorded".to_string() } else { to.join(", ") }
+            ),
+            "is --identity the key for the policy's recipients? (points keep the recipients they were made with: drd points show ID)",
+        ));
     }
     let broken: Vec<String> = checks
         .iter()

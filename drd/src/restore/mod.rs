@@ -151,11 +151,20 @@ pub async fn choose_point(
                 "install the drd that wrote it; an older point is not chosen in its place",
             ));
         }
-        if let Some(p) = check
-            .problems
-            .iter()
-            .find(|p| p.contains("No matching keys") || p.contains("cannot decrypt"))
-        {
+        let foreign = (check.opens == Some(false)).then(|| {
+            if check.recipients.is_empty() {
+                "they are encrypted to other recipients".to_string()
+            } else {
+                format!("they are encrypted to {}", check.recipients.join(", "))
+            }
+        });
+        if let Some(p) = foreign.or_else(|| {
+            check
+                .problems
+                .iter()
+                .find(|p| p.contains("No matching keys") || p.contains("cannot decrypt"))
+                .cloned()
+        }) {
             return Err(ConfigError::new(
                 identity_path,
                 format!("this identity cannot decrypt the secret backups: {p}"),

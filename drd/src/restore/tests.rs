@@ -80,6 +80,7 @@ fn manifest(params: &[(&str, Option<&str>)]) -> Manifest {
         secrets: vec![],
         source: None,
         changes: Default::default(),
+        recipients: vec![],
         drill: None,
     }
 }
