@@ -18,6 +18,7 @@ pub mod drill;
 pub mod error;
 pub mod frontdoor;
 pub mod github;
+pub mod iam;
 pub mod lambda;
 pub mod policy;
 pub mod restore;

@@ -11,6 +11,8 @@ fn main() -> ExitCode {
     let env_source = |m: &clap::ArgMatches| {
         m.value_source("region") == Some(clap::parser::ValueSource::EnvVariable)
     };
+    let chain = command_chain(&matches);
+    drd::iam::declare(&chain, drd::cli::iam::declared_actions(&chain));
     cli.region_from_env =
         env_source(&matches) || matches.subcommand().is_some_and(|(_, m)| env_source(m));
     // drd's own events at the chosen level; the AWS SDK only with -vvv (it can log request details).
@@ -60,4 +62,21 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// The subcommand path of this run (`points show`, `runbook run lambda-rollback`): what its IAM
+/// declaration is looked up by.
+fn command_chain(matches: &clap::ArgMatches) -> String {
+    let mut words = vec![];
+    let mut m = matches;
+    while let Some((name, sub)) = m.subcommand() {
+        words.push(name.to_string());
+        m = sub;
+    }
+    if words == ["runbook", "run"] {
+        if let Ok(Some(n)) = m.try_get_one::<String>("name") {
+            words.push(n.clone());
+        }
+    }
+    words.join(" ")
 }

@@ -410,7 +410,12 @@ fn lab_failures_are_one_line_naming_region_and_endpoint() {
     faults(&["--rate", "1", "--kinds", "access-denied", "--service", "s3"]);
     let l = line(&[]);
     assert!(l.contains(&at) && l.contains("AccessDenied"), "{l}");
-    assert!(l.contains("grant the permission"), "{l}");
+    // The hint names the action the denied operation needs and the command's generated policy.
+    assert!(
+        l.contains("the caller lacks s3:GetObject")
+            && l.contains("drd iam policy --command 'status'"),
+        "{l}"
+    );
     faults(&["--rate", "0"]);
     let out = sb.run(&["sandbox", "fail-region", "us-west-2"], "");
     assert!(out.status.success(), "{}", text(&out));

@@ -10,6 +10,7 @@ mod ci_github;
 mod ci_specs;
 mod front;
 mod github;
+pub mod iam;
 mod lambda;
 mod manual;
 mod pipeline;

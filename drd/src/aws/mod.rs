@@ -9,16 +9,8 @@ use crate::error::{Error, Retry};
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
-use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::context::{
-    BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextRef,
-    FinalizerInterceptorContextMut,
-};
-use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::orchestrator::{HttpResponse, OrchestratorError};
-use aws_smithy_runtime_api::client::result::{ConnectorError, SdkError};
-use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -137,6 +129,37 @@ impl Aws {
             .lock()
             .expect("s3 clients")
             .insert(region.to_string(), c.clone());
+        c
+    }
+
+    /// An S3 client acting as `role` (a store in its own account: `backup.role_arn`), whose
+    /// credentials come from STS AssumeRole with the caller's own and are renewed before they
+    /// expire. Without a role, the caller's client.
+    pub async fn s3_as(&self, region: &str, role: Option<&str>) -> aws_sdk_s3::Client {
+        let Some(role) = role else {
+            return self.s3(region).await;
+        };
+        let key = format!("{region}|{role}");
+        if let Some(c) = self.s3_clients.lock().expect("s3 clients").get(&key) {
+            return c.clone();
+        }
+        let conf = self.config(region).await;
+        let provider = aws_config::sts::AssumeRoleProvider::builder(role)
+            .session_name("drd-store")
+            .region(Region::new(region.to_string()))
+            .configure(&conf)
+            .build()
+            .await;
+        let s3 = aws_sdk_s3::config::Builder::from(&conf)
+            .credentials_provider(provider)
+            .force_path_style(self.settings.endpoint_url.is_some())
+            .interceptor(Where::new(region))
+            .build();
+        let c = aws_sdk_s3::Client::from_conf(s3);
+        self.s3_clients
+            .lock()
+            .expect("s3 clients")
+            .insert(key, c.clone());
         c
     }
 
@@ -280,177 +303,10 @@ impl Aws {
     }
 }
 
-/// Where a call went: the region its client signs for and the endpoint it reached. Failure
-/// lines name both (a restore talks to two regions; an emulator or a proxy is an endpoint).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Located {
-    pub region: String,
-    pub endpoint: Option<String>,
-}
-
-impl std::fmt::Display for Located {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.endpoint {
-            Some(e) => write!(f, "in {} at {e}", self.region),
-            None => write!(f, "in {}", self.region),
-        }
-    }
-}
-
-/// A transport error wrapped with where it happened (see `Where`).
-#[derive(Debug)]
-struct LocatedError {
-    at: Located,
-    source: Box<dyn std::error::Error + Send + Sync>,
-}
-
-impl std::fmt::Display for LocatedError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.at)
-    }
-}
-
-impl std::error::Error for LocatedError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(self.source.as_ref())
-    }
-}
-
-/// The endpoint a request was sent to (scheme, host and port), kept for the completion hook.
-#[derive(Debug, Clone)]
-struct SentTo(String);
-
-impl aws_smithy_types::config_bag::Storable for SentTo {
-    type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
-}
-
-/// An interceptor on every client: it records where each request goes, attaches that to a
-/// service's answer (a response extension) and wraps transport failures (no answer) with it,
-/// so `aws_error` can name the region and endpoint of any failure.
-#[derive(Debug)]
-struct Where {
-    region: String,
-}
-
-impl Where {
-    fn new(region: &str) -> Self {
-        Self {
-            region: region.to_string(),
-        }
-    }
-
-    fn located(&self, cfg: &ConfigBag, uri: Option<&str>) -> Located {
-        let endpoint = cfg
-            .load::<SentTo>()
-            .map(|e| e.0.clone())
-            .or_else(|| uri.and_then(endpoint_of));
-        Located {
-            region: self.region.clone(),
-            endpoint,
-        }
-    }
-}
-
-/// `scheme://host[:port]` of a request URI.
-/// (`None` for a URI not yet resolved to an endpoint: a relative path.)
-fn endpoint_of(uri: &str) -> Option<String> {
-    let (scheme, rest) = uri.split_once("://")?;
-    Some(format!(
-        "{scheme}://{}",
-        rest.split(['/', '?']).next().unwrap_or(rest)
-    ))
-}
-
-impl Intercept for Where {
-    fn name(&self) -> &'static str {
-        "drd-where"
-    }
-
-    fn read_before_transmit(
-        &self,
-        ctx: &BeforeTransmitInterceptorContextRef<'_>,
-        _rc: &RuntimeComponents,
-        cfg: &mut ConfigBag,
-    ) -> std::result::Result<(), BoxError> {
-        if let Some(e) = endpoint_of(ctx.request().uri()) {
-            cfg.interceptor_state().store_put(SentTo(e));
-        }
-        Ok(())
-    }
-
-    fn modify_before_deserialization(
-        &self,
-        ctx: &mut BeforeDeserializationInterceptorContextMut<'_>,
-        _rc: &RuntimeComponents,
-        cfg: &mut ConfigBag,
-    ) -> std::result::Result<(), BoxError> {
-        let at = self.located(cfg, None);
-        ctx.response_mut().add_extension(at);
-        Ok(())
-    }
-
-    fn modify_before_completion(
-        &self,
-        ctx: &mut FinalizerInterceptorContextMut<'_>,
-        _rc: &RuntimeComponents,
-        cfg: &mut ConfigBag,
-    ) -> std::result::Result<(), BoxError> {
-        let uri = ctx.request().map(|r| r.uri().to_string());
-        let at = self.located(cfg, uri.as_deref());
-        let Some(slot) = ctx.output_or_error_mut() else {
-            return Ok(());
-        };
-        let Err(e) = slot else { return Ok(()) };
-        // A service's answer keeps its type (callers match on it); only failures without one
-        // are wrapped, keeping their kind.
-        if e.is_operation_error() || e.is_response_error() || e.is_interceptor_error() {
-            return Ok(());
-        }
-        let timeout = e.is_timeout_error();
-        let connector = e
-            .as_connector_error()
-            .map(|c| (c.is_timeout(), c.is_io(), c.is_user(), c.as_other()));
-        let placeholder = OrchestratorError::other("drd: locating a transport error");
-        let Err(orig) = std::mem::replace(slot, Err(placeholder)) else {
-            return Ok(());
-        };
-        let wrapped: BoxError = Box::new(LocatedError {
-            at,
-            source: Box::new(orig),
-        });
-        *slot = Err(match connector {
-            Some((true, _, _, _)) => OrchestratorError::connector(ConnectorError::timeout(wrapped)),
-            Some((_, true, _, _)) => OrchestratorError::connector(ConnectorError::io(wrapped)),
-            Some((_, _, true, _)) => OrchestratorError::connector(ConnectorError::user(wrapped)),
-            Some((_, _, _, kind)) => {
-                OrchestratorError::connector(ConnectorError::other(wrapped, kind))
-            }
-            None if timeout => OrchestratorError::timeout(wrapped),
-            None => OrchestratorError::other(wrapped),
-        });
-        Ok(())
-    }
-}
-
-/// Where an SDK error happened, when the `Where` interceptor recorded it.
-fn located_of<E>(err: &SdkError<E, HttpResponse>) -> Option<Located>
-where
-    E: std::error::Error + 'static,
-{
-    if let Some(r) = err.raw_response() {
-        if let Some(at) = r.extension::<Located>() {
-            return Some(at.clone());
-        }
-    }
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
-    while let Some(e) = cur {
-        if let Some(l) = e.downcast_ref::<LocatedError>() {
-            return Some(l.at.clone());
-        }
-        cur = e.source();
-    }
-    None
-}
+mod locate;
+pub use locate::Located;
+use locate::Where;
+use locate::{located_of, LocatedError};
 
 /// Turn an SDK error into a typed drd error naming the service, operation and error code.
 /// The messages of an error and its sources, outermost first.
@@ -556,7 +412,12 @@ where
     let (code, message, retry, hint) = match &err {
         SdkError::ServiceError(se) => {
             let e = se.err();
-            let code = e.code().unwrap_or("Unknown").to_string();
+            // A 403 without a code (Route 53's and some emulators' denials) is a denial.
+            let code = match e.code() {
+                Some(c) => c.to_string(),
+                None if se.raw().status().as_u16() == 403 => "AccessDenied".to_string(),
+                None => "Unknown".to_string(),
+            };
             let retry = if matches!(
                 code.as_str(),
                 "Throttling"
@@ -573,23 +434,18 @@ where
             };
             let hint = match code.as_str() {
                 "AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" => {
-                    Some("grant the permission to the caller's role (see docs/permissions.md)")
+                    Some(denied_hint(service, operation))
                 }
                 "Throttling" | "ThrottlingException" | "TooManyRequestsException" | "SlowDown"
                 | "RequestLimitExceeded" => Some(
-                    "AWS is throttling these calls: retry in a minute, raise --max-attempts, or spread scheduled jobs (jitter)",
+                    "AWS is throttling these calls: retry in a minute, raise --max-attempts, or spread scheduled jobs (jitter)".to_string(),
                 ),
                 "InvalidClientTokenId" | "UnrecognizedClientException" | "ExpiredToken" => {
-                    Some("refresh the credentials (AWS_PROFILE or AWS_ACCESS_KEY_ID)")
+                    Some("refresh the credentials (AWS_PROFILE or AWS_ACCESS_KEY_ID)".to_string())
                 }
                 _ => None,
             };
-            (
-                code,
-                e.message().unwrap_or("").to_string(),
-                retry,
-                hint.map(str::to_string),
-            )
+            (code, e.message().unwrap_or("").to_string(), retry, hint)
         }
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
             // One line for the person reading it; the whole chain with -v.
@@ -658,7 +514,100 @@ where
     }
 }
 
+/// What to grant after a denial: the IAM action the operation needs (an S3 denial names none),
+/// and the command whose generated policy holds it.
+fn denied_hint(service: &str, operation: &str) -> String {
+    let actions = crate::iam::actions_of(service, operation).join(" and ");
+    match crate::iam::declared() {
+        Some(d) if !d.command.is_empty() => format!(
+            "the caller lacks {actions}: grant it to the caller's role; `drd iam policy --command '{}'` prints everything this command needs (docs/permissions.md)",
+            d.command
+        ),
+        _ => format!(
+            "the caller lacks {actions}: grant it to the caller's role (`drd iam policy`, docs/permissions.md)"
+        ),
+    }
+}
+
 /// The service error code of an SDK error, if the service answered.
 pub fn error_code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&str> {
     err.as_service_error().and_then(|e| e.code())
+}
+
+#[cfg(test)]
+mod audit_tests {
+    use super::*;
+    use crate::iam::audit::{local, Declared};
+
+    /// A client whose calls can go nowhere: port 9 on loopback refuses.
+    fn aws() -> Aws {
+        Aws::new(AwsSettings {
+            endpoint_url: Some("http://127.0.0.1:9".into()),
+            max_attempts: Some(1),
+            ..Default::default()
+        })
+    }
+
+    fn declared(actions: &[&str]) -> Declared {
+        Declared {
+            command: "backup".into(),
+            actions: actions.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    // The checker, proved on a deliberate undeclared call: `backup` declares no s3:DeleteObject,
+    // so the interceptor every client carries refuses the call before it is sent, naming the
+    // action and the command; the same call declared goes out (and fails to connect instead).
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_undeclared_call_is_refused_naming_the_action_and_the_command() {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+        let s3 = aws().s3("us-east-1").await;
+        let delete = || {
+            s3.delete_object()
+                .bucket("points")
+                .key("stack/points/p.json")
+                .send()
+        };
+        let undeclared = declared(&["s3:GetObject", "s3:PutObject"]);
+        let guard = local(undeclared.clone(), true);
+        let err = delete().await.unwrap_err();
+        drop(guard);
+        let msg = aws_error("s3", "DeleteObject", err).to_string();
+        assert!(
+            msg.contains("s3:DeleteObject") && msg.contains("`backup` does not declare it"),
+            "{msg}"
+        );
+        // Declared: the call is made (nothing listens, so it fails to connect).
+        let guard = local(declared(&["s3:DeleteObject"]), true);
+        let err = delete().await.unwrap_err();
+        drop(guard);
+        let msg = aws_error("s3", "DeleteObject", err).to_string();
+        assert!(!msg.contains("does not declare"), "{msg}");
+        assert!(msg.contains("127.0.0.1:9"), "{msg}");
+        // Audit off: the undeclared call goes out too (recorded, not refused).
+        let guard = local(undeclared, false);
+        let err = delete().await.unwrap_err();
+        drop(guard);
+        assert!(!aws_error("s3", "DeleteObject", err)
+            .to_string()
+            .contains("does not declare"));
+    }
+
+    #[test]
+    fn an_operation_maps_to_the_action_iam_checks() {
+        use crate::iam::actions_of;
+        assert_eq!(actions_of("s3", "HeadObject"), ["s3:GetObject"]);
+        assert_eq!(actions_of("s3", "ListObjectsV2"), ["s3:ListBucket"]);
+        assert_eq!(actions_of("lambda", "Invoke"), ["lambda:InvokeFunction"]);
+        assert_eq!(actions_of("apigatewayv2", "CreateApi"), ["apigateway:POST"]);
+        assert_eq!(
+            actions_of("cloudwatchlogs", "DescribeLogGroups"),
+            ["logs:DescribeLogGroups"]
+        );
+        assert_eq!(
+            actions_of("s3", "CopyObject"),
+            ["s3:GetObject", "s3:PutObject"]
+        );
+    }
 }

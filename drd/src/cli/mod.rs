@@ -10,6 +10,7 @@ mod deploy;
 mod drill;
 mod failback;
 mod failover_ci;
+pub mod iam;
 mod mirror;
 mod pin;
 mod points;
@@ -160,6 +161,9 @@ pub enum Command {
     Man(completions::ManArgs),
     /// Runbooks: list, show, run, status, approve.
     Runbook(runbook::Args),
+    /// IAM policies generated from the calls drd makes (per command, runbook, the daemon, the
+    /// store bucket, the function's role).
+    Iam(iam::Args),
     /// Game-day drills: inject a fault, recover, measure RTO from outside, roll back, report.
     Drill(drill::Args),
     /// Break a lease whose holder stopped renewing (a run whose machine died).
@@ -195,6 +199,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Failback(a) => failback::run(&cli, a).await,
         Command::FailoverCi(a) => failover_ci::run(&cli, a).await,
         Command::Runbook(a) => runbook::run(&cli, a).await,
+        Command::Iam(a) => iam::run(&cli, a).await,
         Command::Drill(a) => drill::run(&cli, a).await,
         Command::Completions(a) => completions::run(a),
         Command::Man(a) => completions::man(a),

@@ -88,6 +88,16 @@ impl RunReport {
 
 /// The lease serialising runs of one runbook on one stack. The two directions of CI failover
 /// share one: a failover and a failback never run at once.
+/// The capabilities a run of `rb` needs: the runner's own and its steps' (actions/iam.rs).
+pub fn iam_caps(rb: &Runbook) -> Vec<&'static crate::iam::caps::Cap> {
+    let steps: Vec<(&str, Option<&str>)> = rb
+        .steps
+        .iter()
+        .map(|s| (s.action.as_str(), s.check.as_deref()))
+        .collect();
+    crate::actions::iam::runbook_caps(&steps)
+}
+
 pub fn lease_name(runbook: &str) -> String {
     let name = if runbook == "ci-failback" {
         "ci-failover"
@@ -297,6 +307,8 @@ impl Exec<'_> {
 
 /// Run (or resume) a runbook.
 pub async fn execute(ctx: &Ctx<'_>, rb: &Runbook, opts: &RunOptions) -> Result<RunReport> {
+    // What this run may call: its steps' declarations (the audit refuses anything else).
+    crate::iam::declare_more(crate::iam::caps::actions(&iam_caps(rb)));
     let policy = policy_vars(ctx.policy, &ctx.region);
     // Resume: the journal is the truth about inputs and finished steps.
     let (state, inputs) = match &opts.resume {
