@@ -53,6 +53,11 @@ pub enum SandboxCommand {
         /// commit on main; `target/` and `.git` left out). Default: ./classifier when it exists.
         #[arg(long, value_name = "DIR")]
         seed_repo: Option<PathBuf>,
+        /// Authorize every request with IAM: moto checks each caller's policies; the workload
+        /// account's and the store account's (111111111111) administrators are in the printed
+        /// environment (docs/emulator-gaps.md says what moto checks).
+        #[arg(long)]
+        iam: bool,
     },
     /// Stop everything `up` started.
     Down,
@@ -64,6 +69,12 @@ pub enum SandboxCommand {
     Llm {
         #[command(subcommand)]
         action: LlmAction,
+    },
+    /// A sandbox started with `up --iam`: make principals holding exactly one policy (for
+    /// least-privilege runs: `drd iam policy --lab` writes the policy).
+    Iam {
+        #[command(subcommand)]
+        action: IamAction,
     },
     /// Take a region down: its AWS endpoints drop every connection and the function host stops
     /// serving its Function URLs (a region-loss drill; global services such as Route 53 stay up).
@@ -204,6 +215,81 @@ fn print_env(args: &Args, state: &sandbox::State) {
     }
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum IamAction {
+    /// A user holding only the policy in FILE; prints its access key as JSON
+    /// (`{"AccessKeyId": .., "SecretAccessKey": ..}`). Again with the same name: the policy is
+    /// replaced and a new key made.
+    User {
+        name: String,
+        #[arg(long, value_name = "FILE")]
+        policy_file: PathBuf,
+        /// The account (the workload's by default; the store's is 111111111111).
+        #[arg(long, default_value = sandbox::iam::WORKLOAD_ACCOUNT)]
+        account: String,
+    },
+    /// A role in --account that principals of --trust may assume, holding only the policy in
+    /// FILE; prints its ARN.
+    Role {
+        name: String,
+        #[arg(long, value_name = "FILE")]
+        policy_file: PathBuf,
+        #[arg(long, default_value = sandbox::iam::STORE_ACCOUNT)]
+        account: String,
+        /// The account whose principals may assume it.
+        #[arg(long, default_value = sandbox::iam::WORKLOAD_ACCOUNT)]
+        trust: String,
+    },
+}
+
+async fn iam(args: &Args, action: &IamAction) -> Result<()> {
+    let s = sandbox::running_state(&args.dir)?;
+    let (account, file) = match action {
+        IamAction::User {
+            account,
+            policy_file,
+            ..
+        }
+        | IamAction::Role {
+            account,
+            policy_file,
+            ..
+        } => (account, policy_file),
+    };
+    let admin = s.accounts.get(account).ok_or_else(|| {
+        Error::failed_hint(
+            format!("the sandbox has no IAM administrator for account {account}"),
+            "start it with `drd sandbox up --iam` (accounts 123456789012 and 111111111111)",
+        )
+    })?;
+    let policy = std::fs::read_to_string(file)
+        .map_err(|e| Error::io(format!("reading {}", file.display()), e))?;
+    serde_json::from_str::<serde_json::Value>(&policy).map_err(|e| {
+        ConfigError::new(
+            file.display().to_string(),
+            format!("not a policy document: {e}"),
+        )
+        .hint("write it with `drd iam policy ... > FILE`")
+    })?;
+    let moto = s.moto.url();
+    match action {
+        IamAction::User { name, .. } => {
+            let k = sandbox::iam::user(&moto, admin, account, name, &policy).await?;
+            println!(
+                "{}",
+                serde_json::json!({"AccessKeyId": k.access_key_id, "SecretAccessKey": k.secret_access_key})
+            );
+        }
+        IamAction::Role { name, trust, .. } => {
+            println!(
+                "{}",
+                sandbox::iam::role(&moto, admin, account, name, trust, &policy).await?
+            );
+        }
+    }
+    Ok(())
+}
+
 /// A value as one shell word (`eval "$(drd sandbox up)"`): as is when it is safe, else in
 /// single quotes.
 fn shell_quote(v: &str) -> String {
@@ -221,6 +307,7 @@ pub async fn run(args: &Args) -> Result<()> {
             moto_server,
             sandbox_region,
             seed_repo,
+            iam,
         } => {
             let seed = seed_dir(seed_repo.as_ref())?;
             let up = sandbox::up(&UpOptions {
@@ -228,6 +315,7 @@ pub async fn run(args: &Args) -> Result<()> {
                 moto_cmd: moto_server.clone(),
                 region: sandbox_region.clone(),
                 seed: seed.clone(),
+                iam: *iam,
             })
             .await?;
             let state = match up {
@@ -271,6 +359,7 @@ pub async fn run(args: &Args) -> Result<()> {
             print_env(args, &s);
             Ok(())
         }
+        SandboxCommand::Iam { action } => iam(args, action).await,
         SandboxCommand::Llm { action } => {
             let s = sandbox::running_state(&args.dir)?;
             let (allow, file) = match action {

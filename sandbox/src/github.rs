@@ -242,10 +242,11 @@ pub fn run_env(
     let local = |p: u16| format!("http://127.0.0.1:{p}");
     // What the workflow's configure-aws-credentials step (not run in the lab) would provide:
     // credentials, here the emulator's.
+    let keys = crate::iam::lab_keys();
     let mut out: Vec<(String, String)> = vec![
         ("AWS_ENDPOINT_URL".into(), local(proxy_port)),
-        ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
-        ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+        ("AWS_ACCESS_KEY_ID".into(), keys.access_key_id),
+        ("AWS_SECRET_ACCESS_KEY".into(), keys.secret_access_key),
         ("DRD_LAMBDA_DATA_ENDPOINT".into(), local(host_port)),
         ("DRD_LLM_BASE_URL".into(), format!("{}/v1", local(llm_port))),
     ];

@@ -530,6 +530,9 @@ impl Host {
         let log_path = self.dir.join(format!("fn-{}.log", &env_digest[..12]));
         let log = std::fs::File::create(&log_path)
             .map_err(|e| RunError::Start(format!("cannot create {}: {e}", log_path.display())))?;
+        // The function acts as the lab's own key (in IAM mode the workload account's admin: the
+        // function's role is checked against its template instead, docs/emulator-gaps.md).
+        let lab_keys = crate::iam::lab_keys();
         let mut cmd = tokio::process::Command::new(&bootstrap);
         cmd.arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
@@ -538,8 +541,8 @@ impl Host {
             .env("AWS_ENDPOINT_URL", &self.moto_url)
             .env("AWS_REGION", region)
             .env("AWS_DEFAULT_REGION", region)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_ACCESS_KEY_ID", &lab_keys.access_key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &lab_keys.secret_access_key)
             .env("AWS_LAMBDA_FUNCTION_NAME", function)
             .env("AWS_LAMBDA_FUNCTION_VERSION", &version)
             .envs(env)

@@ -20,6 +20,7 @@ pub mod git;
 pub mod github;
 pub mod hooks;
 pub mod host;
+pub mod iam;
 pub mod llm;
 pub mod pipeline;
 mod pipeline_build;
@@ -27,6 +28,7 @@ pub mod workflow;
 
 use drd::error::{ConfigError, Error, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -86,6 +88,10 @@ pub struct State {
     pub github_seed: Option<String>,
     pub region: String,
     pub started_at: String,
+    /// IAM mode (`up --iam`): each account's `lab-admin` key; empty when moto authorizes
+    /// nothing (iam.rs).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub accounts: BTreeMap<String, iam::Keys>,
 }
 
 impl State {
@@ -103,10 +109,14 @@ impl State {
 
     /// The environment a shell (or a test) uses to talk to this sandbox.
     pub fn env(&self) -> Vec<(&'static str, String)> {
+        let (key, secret) = match self.accounts.get(iam::WORKLOAD_ACCOUNT) {
+            Some(k) => (k.access_key_id.clone(), k.secret_access_key.clone()),
+            None => ("testing".into(), "testing".into()),
+        };
         let mut env = vec![
             ("AWS_ENDPOINT_URL", self.endpoint_url()),
-            ("AWS_ACCESS_KEY_ID", "testing".into()),
-            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_ACCESS_KEY_ID", key),
+            ("AWS_SECRET_ACCESS_KEY", secret),
             ("AWS_REGION", self.region.clone()),
             ("DRD_LAMBDA_DATA_ENDPOINT", self.host.url()),
             ("DRD_LLM_BASE_URL", self.llm_base_url()),
@@ -118,6 +128,14 @@ impl State {
         ];
         if let (Some(port), Some(token)) = (self.github_port, &self.github_token_file) {
             env.extend(github::env(port, token));
+        }
+        if let Some(k) = self.accounts.get(iam::STORE_ACCOUNT) {
+            // The store account's administrator, `ACCESS_KEY_ID:SECRET` (a test sets up the
+            // store's roles with it).
+            env.push((
+                "DRD_SANDBOX_STORE_ADMIN",
+                format!("{}:{}", k.access_key_id, k.secret_access_key),
+            ));
         }
         env
     }
@@ -161,6 +179,8 @@ pub struct UpOptions {
     pub region: String,
     /// The directory whose files seed the lab repository (`None`: an empty repository).
     pub seed: Option<PathBuf>,
+    /// IAM mode: moto authorizes every request (iam.rs).
+    pub iam: bool,
 }
 
 /// What `up` found or did.
@@ -194,7 +214,19 @@ pub async fn up(opts: &UpOptions) -> Result<Up> {
             )
         })?;
     let moto = start_moto(opts).await?;
-    let host = match start_host(opts, &moto).await {
+    let accounts = if opts.iam {
+        match iam::bootstrap(&moto.url(), &[iam::WORKLOAD_ACCOUNT, iam::STORE_ACCOUNT]).await {
+            Ok(a) => a,
+            Err(e) => {
+                stop_proc(&moto).await;
+                return Err(e);
+            }
+        }
+    } else {
+        BTreeMap::new()
+    };
+    let lab_keys = accounts.get(iam::WORKLOAD_ACCOUNT).cloned();
+    let host = match start_host(opts, &moto, lab_keys.as_ref()).await {
         Ok(h) => h,
         Err(e) => {
             stop_proc(&moto).await;
@@ -212,6 +244,7 @@ pub async fn up(opts: &UpOptions) -> Result<Up> {
         github_token_file: Some(std::fs::canonicalize(&token_file).unwrap_or(token_file)),
         github_seed,
         region: opts.region.clone(),
+        accounts,
         started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
     };
     let tmp = opts.dir.join("sandbox.json.tmp");
@@ -261,9 +294,17 @@ async fn start_moto_once(opts: &UpOptions) -> Result<Proc> {
     let port = host::free_port().map_err(|e| Error::io("finding a free port", e))?;
     let log = std::fs::File::create(opts.dir.join("moto.log"))
         .map_err(|e| Error::io("creating moto.log", e))?;
-    let mut cmd = std::process::Command::new(program);
-    cmd.args(words)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+    let mut cmd = if opts.iam {
+        // moto's server through the lab's launcher (iam.rs: signature comparison off).
+        let mut c = std::process::Command::new(iam::python_for(program));
+        c.args(["-c", iam::LAUNCHER]);
+        c
+    } else {
+        let mut c = std::process::Command::new(program);
+        c.args(words);
+        c
+    };
+    cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone().map_err(|e| Error::io("moto.log", e))?)
         .stderr(log);
@@ -272,6 +313,12 @@ async fn start_moto_once(opts: &UpOptions) -> Result<Proc> {
     // A requested ACM certificate is ISSUED at once: the lab has no DNS validation to wait for
     // (on AWS it takes the validation record and minutes; docs/emulator-gaps.md).
     cmd.env("MOTO_ACM_VALIDATION_WAIT", "0");
+    if opts.iam {
+        // A bucket is its account's alone, as on AWS without a bucket policy that grants
+        // another account (moto shares buckets across accounts by default, and its bucket
+        // policies cannot grant: docs/emulator-gaps.md).
+        cmd.env("MOTO_S3_ALLOW_CROSSACCOUNT_ACCESS", "false");
+    }
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd.spawn().map_err(|e| {
         Error::failed_hint(
@@ -329,9 +376,13 @@ struct Ports {
     github: u16,
 }
 
-async fn start_host(opts: &UpOptions, moto: &Proc) -> Result<(Proc, Ports)> {
+async fn start_host(
+    opts: &UpOptions,
+    moto: &Proc,
+    keys: Option<&iam::Keys>,
+) -> Result<(Proc, Ports)> {
     on_fresh_ports("the function host", "Address already in use", || {
-        start_host_once(opts, moto)
+        start_host_once(opts, moto, keys)
     })
     .await
 }
@@ -341,7 +392,11 @@ fn ready_path(dir: &Path) -> PathBuf {
     dir.join("serve.ready")
 }
 
-async fn start_host_once(opts: &UpOptions, moto: &Proc) -> Result<(Proc, Ports)> {
+async fn start_host_once(
+    opts: &UpOptions,
+    moto: &Proc,
+    keys: Option<&iam::Keys>,
+) -> Result<(Proc, Ports)> {
     let _ = std::fs::remove_file(ready_path(&opts.dir));
     let exe =
         std::env::current_exe().map_err(|e| Error::io("locating the drd-sandbox binary", e))?;
@@ -360,8 +415,14 @@ async fn start_host_once(opts: &UpOptions, moto: &Proc) -> Result<(Proc, Ports)>
         .args(["--llm-port", &llm_port.to_string()])
         .args(["--proxy-port", &proxy_port.to_string()])
         .args(["--github-port", &github_port.to_string()])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env(
+            "AWS_ACCESS_KEY_ID",
+            keys.map_or("testing", |k| k.access_key_id.as_str()),
+        )
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            keys.map_or("testing", |k| k.secret_access_key.as_str()),
+        )
         .env("AWS_REGION", &opts.region)
         .env_remove("AWS_PROFILE")
         .env_remove("AWS_SESSION_TOKEN")

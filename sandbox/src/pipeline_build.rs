@@ -77,8 +77,9 @@ fn lab_env(ex: &Executor, region: &str, base: &Path, project_name: &str) -> Vec<
     let mut env: Vec<(String, String)> = vec![];
     let mut set = |k: &str, v: String| env.push((k.to_string(), v));
     set("AWS_ENDPOINT_URL", urls.gate.clone());
-    set("AWS_ACCESS_KEY_ID", "testing".into());
-    set("AWS_SECRET_ACCESS_KEY", "testing".into());
+    let keys = crate::iam::lab_keys();
+    set("AWS_ACCESS_KEY_ID", keys.access_key_id);
+    set("AWS_SECRET_ACCESS_KEY", keys.secret_access_key);
     set("AWS_REGION", region.to_string());
     set("AWS_DEFAULT_REGION", region.to_string());
     set("DRD_LAMBDA_DATA_ENDPOINT", urls.host.clone());

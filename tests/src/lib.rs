@@ -69,6 +69,12 @@ impl Sandbox {
         Self::start_with(&[], &[])
     }
 
+    /// A sandbox whose moto authorizes every request with IAM (`sandbox up --iam`); its
+    /// environment holds the workload account's administrator.
+    pub fn start_iam() -> Self {
+        Self::start_with(&["--iam"], &[])
+    }
+
     /// A sandbox started with extra `sandbox up` arguments and environment (the lab process
     /// inherits it, e.g. `DRD_SANDBOX_CI_BOOTSTRAP` for its pipeline executor).
     pub fn start_with(args: &[&str], env: &[(&str, String)]) -> Self {
@@ -145,6 +151,13 @@ impl Sandbox {
         }
         c.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         c.env("DRD_SANDBOX_DIR", self.sandbox_dir());
+        // Every drd a test runs refuses an AWS call its command did not declare (drd/src/iam):
+        // the whole suite is the drift test of the generated permissions. DRD_IAM_AUDIT=0 (with
+        // DRD_IAM_RECORD=FILE) records instead, to list what is missing in one run.
+        c.env(
+            "DRD_IAM_AUDIT",
+            std::env::var("DRD_IAM_AUDIT").unwrap_or_else(|_| "1".into()),
+        );
         c.env("DRD_STATE_DIR", self.dir.path().join("state"));
         c
     }
@@ -307,7 +320,11 @@ recipients = ["{recipient}"]
             .region(aws_config::Region::new(region.to_string()))
             .endpoint_url(self.var("AWS_ENDPOINT_URL"))
             .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                "testing", "testing", None, None, "test",
+                self.var("AWS_ACCESS_KEY_ID"),
+                self.var("AWS_SECRET_ACCESS_KEY"),
+                None,
+                None,
+                "test",
             ))
             .load()
             .await

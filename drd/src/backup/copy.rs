@@ -33,7 +33,12 @@ pub(super) async fn prepare_copy(
 ) -> PreparedCopy {
     let (bucket, region) = (c.bucket.get_ref().clone(), c.region.get_ref().clone());
     let target = async {
-        let s3 = aws.s3(&region).await;
+        let role = policy
+            .backup
+            .role_arn
+            .as_ref()
+            .map(|r| r.get_ref().as_str());
+        let s3 = aws.s3_as(&region, role).await;
         let target = Store::new(s3.clone(), &bucket, policy.stack_name());
         let lock = policy.backup.object_lock.as_ref();
         // The common case costs one request: the bucket (without a lock to check) holds the

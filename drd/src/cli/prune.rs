@@ -22,7 +22,11 @@ pub struct Args {
 }
 
 pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
-    let policy = cli.load_policy()?;
+    let mut policy = cli.load_policy()?;
+    // A store in its own account lets only the prune role delete points: prune acts as it.
+    if let Some(prune) = policy.backup.prune_role_arn.clone() {
+        policy.backup.role_arn = Some(prune);
+    }
     let now = match &args.now {
         Some(t) => humantime::parse_rfc3339_weak(t).map_err(|e| {
             ConfigError::new("--now", format!("{t:?} is not a time: {e}"))

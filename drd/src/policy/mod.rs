@@ -211,6 +211,26 @@ pub struct BackupPolicy {
     /// Further buckets every point is copied to (each outside the primary region).
     #[serde(default)]
     pub copies: Vec<CopyPolicy>,
+    /// A store in its own account: drd writes and reads points through this role (it assumes
+    /// it), which the store bucket's policy (`drd iam policy --store-bucket`) lets add and read
+    /// objects but never delete or overwrite a point or a blob.
+    #[serde(default)]
+    pub role_arn: Option<Spanned<String>>,
+    /// The only role the store bucket lets delete points and blobs: `drd prune` assumes it, the
+    /// daemon never does (a scheduled prune is refused when the store has its own account).
+    #[serde(default)]
+    pub prune_role_arn: Option<Spanned<String>>,
+}
+
+impl BackupPolicy {
+    /// The store's writer and prune roles, when the store lives in its own account.
+    pub fn role_arns(&self) -> Vec<String> {
+        self.role_arn
+            .iter()
+            .chain(self.prune_role_arn.iter())
+            .map(|r| r.get_ref().clone())
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]

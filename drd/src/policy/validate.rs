@@ -100,6 +100,35 @@ impl Check<'_> {
                 ));
             }
         }
+        for (field, role) in [
+            ("backup.role_arn", &p.backup.role_arn),
+            ("backup.prune_role_arn", &p.backup.prune_role_arn),
+        ] {
+            let Some(role) = role else { continue };
+            let ok = role
+                .get_ref()
+                .strip_prefix("arn:aws:iam::")
+                .and_then(|r| r.split_once(":role/"))
+                .is_some_and(|(acct, name)| {
+                    acct.len() == 12 && acct.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty()
+                });
+            if !ok {
+                return Err(self.at(
+                    &role.span(),
+                    field,
+                    format!("{:?} is not an IAM role ARN", role.get_ref()),
+                    "write arn:aws:iam::ACCOUNT:role/NAME (the role in the store's account)",
+                ));
+            }
+        }
+        if let (None, Some(prune)) = (&p.backup.role_arn, &p.backup.prune_role_arn) {
+            return Err(self.at(
+                &prune.span(),
+                "backup.prune_role_arn",
+                "a prune role without a writer role: the store has no account of its own".into(),
+                "set backup.role_arn too (the role drd writes points through), or remove backup.prune_role_arn",
+            ));
+        }
         if let Some(l) = &p.backup.object_lock {
             if *l.days.get_ref() == 0 {
                 return Err(self.at(
@@ -376,6 +405,14 @@ impl Check<'_> {
         let mut jobs = std::collections::BTreeSet::new();
         for (i, s) in d.schedule.iter().enumerate() {
             let job = s.job.get_ref();
+            if job == "prune" && p.backup.role_arn.is_some() {
+                return Err(self.at(
+                    &s.job.span(),
+                    &format!("daemon.schedule[{i}].job"),
+                    "the store has its own account (backup.role_arn): only the prune role may delete points, and the daemon never holds it".into(),
+                    "remove this schedule and run `drd prune` as an operator (it assumes backup.prune_role_arn)",
+                ));
+            }
             if job == "mirror" && p.ci.is_none() {
                 return Err(self.at(
                     &s.job.span(),

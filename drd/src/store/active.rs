@@ -80,8 +80,13 @@ async fn check_copies(aws: &Aws, policy: &Policy, main: Option<&ActiveRegion>) -
     }
     let primary = policy.primary_region();
     for c in &policy.backup.copies {
+        let role = policy
+            .backup
+            .role_arn
+            .as_ref()
+            .map(|r| r.get_ref().as_str());
         let copy = Store::new(
-            aws.s3(c.region.get_ref()).await,
+            aws.s3_as(c.region.get_ref(), role).await,
             c.bucket.get_ref(),
             policy.stack_name(),
         );

@@ -15,6 +15,7 @@ pub mod ci_epoch;
 pub mod drill_marker;
 pub mod latest;
 pub mod lease;
+pub mod protect;
 
 use crate::aws::{aws_error, error_code, Aws};
 use crate::error::{Error, Result};
@@ -287,13 +288,22 @@ impl Store {
                 .await
                 .map_err(|e| aws_error("s3", "DeleteObjects", e))?;
             if let Some(e) = out.errors().first() {
-                return Err(Error::failed(format!(
+                let msg = format!(
                     "s3://{}/{} was not deleted: {} {}",
                     self.bucket,
                     e.key().unwrap_or("?"),
                     e.code().unwrap_or(""),
                     e.message().unwrap_or("")
-                )));
+                );
+                // A per-key denial names no action: say which one, and whose role holds it.
+                return Err(if e.code() == Some("AccessDenied") {
+                    Error::failed_hint(
+                        msg,
+                        "the caller lacks s3:DeleteObject on it: only the store's prune role (backup.prune_role_arn) deletes points and blobs; `drd iam policy --store-role prune` (docs/store-account.md)",
+                    )
+                } else {
+                    Error::failed(msg)
+                });
             }
         }
         Ok(())
@@ -491,7 +501,12 @@ pub async fn ensure_store_bucket(
 
 /// The policy's store, without asking S3 anything: the bucket may not exist yet.
 pub async fn store_of(aws: &Aws, policy: &Policy) -> Store {
-    let s3 = aws.s3(policy.backup.region.get_ref()).await;
+    let role = policy
+        .backup
+        .role_arn
+        .as_ref()
+        .map(|r| r.get_ref().as_str());
+    let s3 = aws.s3_as(policy.backup.region.get_ref(), role).await;
     Store::new(s3, policy.backup.bucket.get_ref(), policy.stack_name())
 }
 
