@@ -126,7 +126,17 @@ pub async fn check(aws: &Aws, policy: &Policy) -> Vec<CheckItem> {
         (primary, policy.artifact_bucket(primary), "artifact"),
         (backup, policy.backup.bucket.get_ref().clone(), "backup"),
     ] {
-        let s3 = aws.s3(region).await;
+        // The store in its own account is reached through its writer role, as every command
+        // reaches it (this also proves the role can be assumed).
+        let role = match what {
+            "backup" => policy
+                .backup
+                .role_arn
+                .as_ref()
+                .map(|r| r.get_ref().as_str()),
+            _ => None,
+        };
+        let s3 = aws.s3_as(region, role).await;
         items.push(item(
             region,
             "s3:HeadBucket",

@@ -222,7 +222,32 @@ pub async fn user(
     )
     .await
     .is_ok();
-    if !exists {
+    if exists {
+        // A user holds at most two keys (as on AWS): the new key replaces the old ones.
+        let list = admin_call(
+            moto_url,
+            admin,
+            account,
+            &[("Action", "ListAccessKeys"), ("UserName", name)],
+        )
+        .await?;
+        let mut rest = list.as_str();
+        while let Some(id) = between(rest, "<AccessKeyId>", "</AccessKeyId>") {
+            let id = id.to_string();
+            rest = &rest[rest.find("</AccessKeyId>").unwrap_or(0) + "</AccessKeyId>".len()..];
+            admin_call(
+                moto_url,
+                admin,
+                account,
+                &[
+                    ("Action", "DeleteAccessKey"),
+                    ("UserName", name),
+                    ("AccessKeyId", &id),
+                ],
+            )
+            .await?;
+        }
+    } else {
         admin_call(
             moto_url,
             admin,

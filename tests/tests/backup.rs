@@ -414,7 +414,7 @@ async fn verify_names_the_point_and_object_for_every_kind_of_damage() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let o = text(&out);
     assert!(
-        o.contains(&id) && o.contains("cannot open") && o.contains("opens none of the 1 point"),
+        o.contains(&id) && o.contains("cannot open it") && o.contains("--identity"),
         "{o}"
     );
 
@@ -931,7 +931,7 @@ async fn a_recipient_change_keeps_old_points_openable_by_their_own_identity() {
     );
     assert!(!show(&new_id).contains(&s.recipient));
 
-    let verify = |identity: &std::path::Path| {
+    let verify = |identity: &std::path::Path, all_ok: bool| {
         let out = s.drd(&[
             "verify",
             "--all",
@@ -940,7 +940,7 @@ async fn a_recipient_change_keeps_old_points_openable_by_their_own_identity() {
             "--output",
             "json",
         ]);
-        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(out.status.success(), all_ok, "{}", text(&out));
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         let by_id = |id: &str| {
             v.as_array()
@@ -952,8 +952,26 @@ async fn a_recipient_change_keeps_old_points_openable_by_their_own_identity() {
         };
         (by_id(&old_id), by_id(&new_id), text(&out))
     };
-    // The old identity opens the old point and is told it cannot open the new one.
-    let (old, new, out) = verify(&s.identity);
+    // The new identity opens the new point, and is told it cannot open the old one (sound, made
+    // for the old recipients).
+    let (old, new, out) = verify(&new_identity, true);
+    assert_eq!(
+        (old["ok"].clone(), old["opens"].clone()),
+        (json!(true), json!(false)),
+        "{out}"
+    );
+    assert_eq!(old["recipients"], json!([s.recipient]));
+    assert_eq!(new["opens"], true, "{out}");
+    assert_eq!(new["recipients"], json!([new_recipient]));
+    assert!(
+        out.contains(&format!(
+            "cannot open (encrypted to other recipients): {old_id}"
+        )),
+        "{out}"
+    );
+    // The old identity still opens the old point; the new point, made for the policy's current
+    // recipients, it cannot: that is a failure (a stale daemon identity must not pass).
+    let (old, new, out) = verify(&s.identity, false);
     assert_eq!(
         (old["ok"].clone(), old["opens"].clone()),
         (json!(true), json!(true)),
@@ -962,21 +980,21 @@ async fn a_recipient_change_keeps_old_points_openable_by_their_own_identity() {
     assert!(old["secrets_decrypted"].as_u64().unwrap() >= 3, "{old}");
     assert_eq!(
         (new["ok"].clone(), new["opens"].clone()),
-        (json!(true), json!(false)),
+        (json!(false), json!(false)),
         "{out}"
     );
-    assert_eq!(new["recipients"], json!([new_recipient]));
     assert!(
-        out.contains(&format!(
-            "cannot open (encrypted to other recipients): {new_id}"
-        )),
+        out.contains("current recipients") && out.contains(&new_id),
         "{out}"
     );
-    // And the new identity the reverse.
-    let (old, new, out) = verify(&new_identity);
-    assert_eq!(old["opens"], false, "{out}");
-    assert_eq!(old["recipients"], json!([s.recipient]));
-    assert_eq!(new["opens"], true, "{out}");
+    let out = s.drd(&[
+        "verify",
+        "--point",
+        &old_id,
+        "--identity",
+        s.identity.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
     // In text, the point the new key cannot open says who it is for.
     let out = s.drd(&[
         "verify",

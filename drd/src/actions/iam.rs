@@ -83,6 +83,7 @@ pub fn caps_of(name: &str) -> Option<&'static [&'static Cap]> {
         }
         n if n.starts_with("ci.") => &[
             &IDENTITY,
+            &STORE_CREATE,
             &CI_INSTALL,
             &PIPELINE_RUN,
             &STORE_READ,

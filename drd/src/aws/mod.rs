@@ -150,6 +150,10 @@ impl Aws {
             .configure(&conf)
             .build()
             .await;
+        let provider = Assumed {
+            role: role.to_string(),
+            inner: provider,
+        };
         let s3 = aws_sdk_s3::config::Builder::from(&conf)
             .credentials_provider(provider)
             .force_path_style(self.settings.endpoint_url.is_some())
@@ -303,12 +307,41 @@ impl Aws {
     }
 }
 
+/// The store's role as a credentials provider whose failures say which role could not be
+/// assumed (the SDK's own read as if there were no credentials at all).
+#[derive(Debug)]
+struct Assumed {
+    role: String,
+    inner: aws_config::sts::AssumeRoleProvider,
+}
+
+impl aws_credential_types::provider::ProvideCredentials for Assumed {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        use aws_credential_types::provider::error::CredentialsError;
+        aws_credential_types::provider::future::ProvideCredentials::new(async move {
+            // The provider's own STS client carries no interceptor: audit the call here.
+            crate::iam::observe("sts", "AssumeRole").map_err(CredentialsError::provider_error)?;
+            self.inner.provide_credentials().await.map_err(|e| {
+                CredentialsError::provider_error(format!(
+                    "sts:AssumeRole of {} (backup.role_arn) failed: {}",
+                    self.role,
+                    DisplayErrorContext(&e)
+                ))
+            })
+        })
+    }
+}
+
 mod locate;
 pub use locate::Located;
 use locate::Where;
 use locate::{located_of, LocatedError};
 
-/// Turn an SDK error into a typed drd error naming the service, operation and error code.
 /// The messages of an error and its sources, outermost first.
 fn chain(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
     let mut out = vec![];
@@ -354,7 +387,13 @@ pub fn classify_failure(parts: &[String], timed_out: bool) -> (&'static str, Str
         .chars()
         .take(160)
         .collect();
-    if all.contains("credential") {
+    if all.contains("assumerole") || all.contains("assume role") || all.contains("assumed role") {
+        (
+            "AssumeRoleFailed",
+            format!("the store's role (backup.role_arn) could not be assumed ({cause})"),
+            "check that the role trusts this account and that the caller holds sts:AssumeRole on it (every command's `drd iam policy` includes it); docs/store-account.md",
+        )
+    } else if all.contains("credential") {
         (
             "NoCredentials",
             "no AWS credentials were found (environment, profile, SSO or instance role)".into(),
@@ -400,6 +439,7 @@ pub fn classify_failure(parts: &[String], timed_out: bool) -> (&'static str, Str
 /// plane (DNS answers, health checks, edge requests) runs everywhere.
 pub const GLOBAL_CONTROL_PLANES: &[&str] = &["route53", "cloudfront", "iam"];
 
+/// Turn an SDK error into a typed drd error naming the service, operation and error code.
 pub fn aws_error<E>(
     service: &'static str,
     operation: &'static str,

@@ -165,3 +165,23 @@ pub async fn verify_point(
     check.ok = check.problems.is_empty();
     Ok(check)
 }
+
+/// A point the identity cannot open is sound but not its to open, unless it is encrypted to the
+/// policy's current recipients (or to unrecorded ones, a point from before they were recorded):
+/// then the identity is the wrong one, or a current key is lost, and the check fails.
+pub fn require_current(check: &mut PointCheck, current: &[String]) {
+    if check.opens != Some(false) {
+        return;
+    }
+    let mut have = check.recipients.clone();
+    have.sort();
+    let mut want: Vec<String> = current.iter().map(|r| r.trim().to_string()).collect();
+    want.sort();
+    if check.recipients.is_empty() || have == want {
+        check.problems.push(format!(
+            "this identity cannot open it, yet it is encrypted to the policy's current recipients ({}): is --identity the key for backup.recipients?",
+            if have.is_empty() { "not recorded".to_string() } else { have.join(", ") }
+        ));
+        check.ok = false;
+    }
+}

@@ -62,10 +62,19 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
             "take one with drd backup",
         ));
     }
+    let current: Vec<String> = policy
+        .backup
+        .recipients
+        .get_ref()
+        .iter()
+        .map(|r| r.get_ref().clone())
+        .collect();
     let mut cache = HashMap::new();
     let mut checks = vec![];
     for id in &ids {
-        checks.push(verify::verify_point(&store, id, identities.as_ref(), &mut cache).await?);
+        let mut c = verify::verify_point(&store, id, identities.as_ref(), &mut cache).await?;
+        verify::require_current(&mut c, &current);
+        checks.push(c);
     }
     if cli.json() {
         super::print_json(&checks);

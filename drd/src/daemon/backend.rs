@@ -458,14 +458,24 @@ impl Backend for StoreBackend {
                     let mut cache = std::collections::HashMap::new();
                     let mut broken = vec![];
                     let points = ctx.store.point_ids().await?;
+                    let current: Vec<String> = policy
+                        .backup
+                        .recipients
+                        .get_ref()
+                        .iter()
+                        .map(|r| r.get_ref().clone())
+                        .collect();
                     for id in &points {
-                        let c = crate::backup::verify::verify_point(
+                        let mut c = crate::backup::verify::verify_point(
                             &ctx.store,
                             id,
                             ids.as_ref(),
                             &mut cache,
                         )
                         .await?;
+                        // A stale daemon identity fails the job (it used to, as a decryption
+                        // problem); points made for older recipients do not.
+                        crate::backup::verify::require_current(&mut c, &current);
                         if !c.ok {
                             broken.push(format!("{id}: {}", c.problems.join("; ")));
                         }

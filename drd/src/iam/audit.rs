@@ -31,16 +31,17 @@ thread_local! {
 /// declared or the environment says, until the guard drops. For tests of the checker itself (a
 /// current-thread runtime polls every call on this thread).
 pub fn local(declared: Declared, audit: bool) -> LocalGuard {
-    LOCAL.with(|l| *l.borrow_mut() = Some((declared, audit)));
-    LocalGuard(())
+    let previous = LOCAL.with(|l| l.borrow_mut().replace((declared, audit)));
+    LocalGuard(previous)
 }
 
-/// Ends `local`'s declaration.
-pub struct LocalGuard(());
+/// Ends `local`'s declaration, putting back the one it replaced.
+pub struct LocalGuard(Option<(Declared, bool)>);
 
 impl Drop for LocalGuard {
     fn drop(&mut self) {
-        LOCAL.with(|l| *l.borrow_mut() = None);
+        let previous = self.0.take();
+        LOCAL.with(|l| *l.borrow_mut() = previous);
     }
 }
 

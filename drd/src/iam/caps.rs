@@ -93,7 +93,7 @@ cap!(STORE_RELEASE, "store-release", "released leases, the drill marker, alert c
     StoreObjects("latest-point.json") => ["s3:DeleteObject"],
 ]);
 cap!(STORE_CREATE, "store-create", "store::ensure_store_bucket: the store bucket (and copies) made on first use, locked when [backup.object_lock] asks", [
-    StoreBucket => ["s3:CreateBucket", "s3:GetBucketObjectLockConfiguration", "s3:PutBucketObjectLockConfiguration"],
+    StoreBucket => ["s3:CreateBucket", "s3:PutBucketVersioning", "s3:GetBucketObjectLockConfiguration", "s3:PutBucketObjectLockConfiguration"],
 ]);
 cap!(STORE_PRUNE, "store-prune", "backup/prune.rs: expired points, then the blobs no point references", [
     StoreObjects("points/") => ["s3:DeleteObject"],
@@ -191,12 +191,12 @@ cap!(PIPELINE_RUN, "pipeline-run", "actions/pipeline.rs: the pipeline's executio
     Pipeline => ["codepipeline:GetPipeline", "codepipeline:GetPipelineState", "codepipeline:GetPipelineExecution", "codepipeline:ListPipelineExecutions", "codepipeline:RetryStageExecution", "codepipeline:StartPipelineExecution"],
 ]);
 cap!(CI_INSTALL, "ci-install", "ci/mod.rs install: the standby CI's stack, pipeline, projects and source bucket", [
-    CiStack => ["cloudformation:DescribeStacks", "cloudformation:DescribeStackResources", "cloudformation:CreateStack", "cloudformation:UpdateStack", "cloudformation:GetTemplate"],
+    CiStack => ["cloudformation:DescribeStacks", "cloudformation:DescribeStackEvents", "cloudformation:DescribeStackResources", "cloudformation:CreateStack", "cloudformation:UpdateStack", "cloudformation:GetTemplate"],
     Pipeline => ["codepipeline:CreatePipeline", "codepipeline:UpdatePipeline", "codepipeline:GetPipeline"],
     BuildProjects => ["codebuild:CreateProject", "codebuild:UpdateProject", "codebuild:BatchGetProjects", "codebuild:DeleteProject"],
     StackRoles => ["iam:CreateRole", "iam:GetRole", "iam:PutRolePolicy", "iam:AttachRolePolicy", "iam:PassRole"],
     ArtifactBuckets => ["s3:CreateBucket", "s3:ListBucket", "s3:GetBucketVersioning", "s3:PutBucketVersioning"],
-    ArtifactObjects => ["s3:GetObject", "s3:PutObject"],
+    ArtifactObjects => ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject"],
 ]);
 cap!(REHEARSAL, "rehearsal", "restore/rehearsal.rs (drill restore-rehearsal): the point restored under scratch names (`-drd-rehearsal`) into a scratch region, then everything it made deleted, the artifact bucket only when the rehearsal made it", [
     Rehearsal => [

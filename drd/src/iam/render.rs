@@ -22,6 +22,9 @@ pub struct Scope {
     pub topic: Option<String>,
     /// `backup.role_arn`, `backup.prune_role_arn`.
     pub store_roles: Vec<String>,
+    /// The store is in its own account (`backup.role_arn`): the caller reaches it only through
+    /// the store's roles, so its own policy holds nothing on the store's buckets.
+    pub store_via_role: bool,
     /// Services whose resources the emulator cannot check get `*` (the lab's least-privilege
     /// users); S3, IAM and STS keep their ARNs.
     pub widen: bool,
@@ -33,6 +36,9 @@ impl Scope {
         let a = &self.account;
         let (stack, func) = (&self.stack, &self.function);
         let secret = |n: &String| format!("arn:aws:secretsmanager:*:{a}:secret:{n}-??????");
+        if self.store_via_role && matches!(res, Res::StoreBucket | Res::StoreObjects(_)) {
+            return vec![];
+        }
         let arns: Vec<String> = match res {
             Res::StoreBucket => self
                 .store_buckets

@@ -86,8 +86,6 @@ impl RunReport {
     }
 }
 
-/// The lease serialising runs of one runbook on one stack. The two directions of CI failover
-/// share one: a failover and a failback never run at once.
 /// The capabilities a run of `rb` needs: the runner's own and its steps' (actions/iam.rs).
 pub fn iam_caps(rb: &Runbook) -> Vec<&'static crate::iam::caps::Cap> {
     let steps: Vec<(&str, Option<&str>)> = rb
@@ -98,6 +96,8 @@ pub fn iam_caps(rb: &Runbook) -> Vec<&'static crate::iam::caps::Cap> {
     crate::actions::iam::runbook_caps(&steps)
 }
 
+/// The lease serialising runs of one runbook on one stack. The two directions of CI failover
+/// share one: a failover and a failback never run at once.
 pub fn lease_name(runbook: &str) -> String {
     let name = if runbook == "ci-failback" {
         "ci-failover"
