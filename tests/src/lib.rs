@@ -598,3 +598,16 @@ pub fn processes_mentioning(needle: &str) -> Vec<i32> {
     }
     pids
 }
+
+/// A copy of the test function with `tag` appended after its end: same behaviour, another
+/// CodeSha256 (a new version to deploy).
+pub fn variant(sb: &Sandbox, tag: &str) -> PathBuf {
+    let mut b = std::fs::read(bootstrap()).unwrap();
+    b.extend_from_slice(format!("\0drd-e2e-variant-{tag}").as_bytes());
+    let p = sb.dir.path().join(format!("bootstrap-{tag}"));
+    std::fs::write(&p, b).unwrap();
+    let mut perm = std::fs::metadata(&p).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&p, perm).unwrap();
+    p
+}

@@ -5,7 +5,7 @@
 //! through an assumed role, that the workload's credentials cannot delete or overwrite.
 //! (What moto does not check, and so what these tests cannot show: docs/emulator-gaps.md.)
 
-use drd_e2e::{age_keygen, bootstrap, text, Sandbox};
+use drd_e2e::{age_keygen, bootstrap, text, variant, Sandbox};
 use serde_json::Value;
 use std::process::Output;
 
@@ -107,17 +107,6 @@ impl Lab {
     }
 }
 
-fn variant(sb: &Sandbox, tag: &str) -> String {
-    let mut b = std::fs::read(bootstrap()).unwrap();
-    b.extend_from_slice(format!("\0drd-e2e-variant-{tag}").as_bytes());
-    let p = sb.dir.path().join(format!("bootstrap-{tag}"));
-    std::fs::write(&p, b).unwrap();
-    let mut perm = std::fs::metadata(&p).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-    std::fs::set_permissions(&p, perm).unwrap();
-    p.display().to_string()
-}
-
 // One story: each procedure in turn, each as its own least-privilege user.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_procedure_runs_with_only_its_generated_permissions() {
@@ -140,7 +129,7 @@ async fn every_procedure_runs_with_only_its_generated_permissions() {
 
     let boot = bootstrap().display().to_string();
     lab.least("deploy", &["deploy", "--bootstrap", &boot], KEY);
-    let v2 = variant(&lab.sb, "v2");
+    let v2 = variant(&lab.sb, "v2").display().to_string();
     lab.least("deploy", &["deploy", "--bootstrap", &v2], KEY);
     lab.least("backup", &["backup"], "");
     let out = lab.least("verify", &["verify", "--identity", &identity], "");
@@ -367,7 +356,7 @@ async fn a_store_in_another_account_survives_the_workloads_credentials() {
 
     // A second point, so that keep_last = 1 expires the first.
     lab.sb.deploy(&lab.policy, KEY);
-    let v2 = variant(&lab.sb, "v2");
+    let v2 = variant(&lab.sb, "v2").display().to_string();
     let out = lab.sb.run(
         &["--policy", &lab.policy, "deploy", "--bootstrap", &v2],
         KEY,

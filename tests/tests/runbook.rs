@@ -2,26 +2,14 @@
 //! compensation, SIGKILL after every step with `--resume`, the run lease, and manual approval.
 //! End states are checked with second clients.
 
-use drd_e2e::{bootstrap, text, Sandbox};
+use drd_e2e::{bootstrap, text, variant, Sandbox};
 use serde_json::{json, Value};
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
 
 const KEY: &str = "sk-e2e-rollback-0123456789";
 
 /// A second good build: the real bootstrap with bytes appended (a different CodeSha256; the
 /// ELF loader ignores trailing data).
-fn variant(sb: &Sandbox, tag: &str) -> PathBuf {
-    let mut b = std::fs::read(bootstrap()).unwrap();
-    b.extend_from_slice(format!("\0drd-e2e-variant-{tag}").as_bytes());
-    let p = sb.dir.path().join(format!("bootstrap-{tag}"));
-    std::fs::write(&p, b).unwrap();
-    let mut perm = std::fs::metadata(&p).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-    std::fs::set_permissions(&p, perm).unwrap();
-    p
-}
-
 struct World {
     sb: Sandbox,
     policy: String,

@@ -194,13 +194,7 @@ pub async fn backup_scheduled(
     scheduled: Option<manifest::Scheduled>,
 ) -> Result<BackupReport> {
     let started = Instant::now();
-    let recipient_names: Vec<String> = policy
-        .backup
-        .recipients
-        .get_ref()
-        .iter()
-        .map(|r| r.get_ref().trim().to_string())
-        .collect();
+    let recipient_names = policy.backup.recipient_names();
     let recipients = crypto::recipients(&recipient_names)?;
     // A store with Object Lock is checked first (a lock is never weakened); one without is
     // used at once, and created only when the first write finds no bucket.

@@ -62,13 +62,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<()> {
             "take one with drd backup",
         ));
     }
-    let current: Vec<String> = policy
-        .backup
-        .recipients
-        .get_ref()
-        .iter()
-        .map(|r| r.get_ref().clone())
-        .collect();
+    let current = policy.backup.recipient_names();
     let mut cache = HashMap::new();
     let mut checks = vec![];
     for id in &ids {

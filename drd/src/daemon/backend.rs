@@ -458,13 +458,7 @@ impl Backend for StoreBackend {
                     let mut cache = std::collections::HashMap::new();
                     let mut broken = vec![];
                     let points = ctx.store.point_ids().await?;
-                    let current: Vec<String> = policy
-                        .backup
-                        .recipients
-                        .get_ref()
-                        .iter()
-                        .map(|r| r.get_ref().clone())
-                        .collect();
+                    let current = policy.backup.recipient_names();
                     for id in &points {
                         let mut c = crate::backup::verify::verify_point(
                             &ctx.store,

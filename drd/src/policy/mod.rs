@@ -223,6 +223,15 @@ pub struct BackupPolicy {
 }
 
 impl BackupPolicy {
+    /// The age recipients, trimmed, as new points record them.
+    pub fn recipient_names(&self) -> Vec<String> {
+        self.recipients
+            .get_ref()
+            .iter()
+            .map(|r| r.get_ref().trim().to_string())
+            .collect()
+    }
+
     /// The store's writer and prune roles, when the store lives in its own account.
     pub fn role_arns(&self) -> Vec<String> {
         self.role_arn
