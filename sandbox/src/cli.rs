@@ -274,7 +274,7 @@ async fn iam(args: &Args, action: &IamAction) -> Result<()> {
     let moto = s.moto.url();
     match action {
         IamAction::User { name, .. } => {
-            let k = sandbox::iam::user(&moto, admin, account, name, &policy).await?;
+            let k = sandbox::iam::user(&moto, Some(admin), account, name, &policy).await?;
             println!(
                 "{}",
                 serde_json::json!({"AccessKeyId": k.access_key_id, "SecretAccessKey": k.secret_access_key})

@@ -57,37 +57,6 @@ pub fn python_for(moto_program: &str) -> String {
     "python3".into()
 }
 
-/// One unauthenticated IAM query-API call (authentication is still off) in `account`.
-async fn call(
-    http: &reqwest::Client,
-    moto_url: &str,
-    account: &str,
-    params: &[(&str, &str)],
-) -> Result<String> {
-    let mut form: Vec<(&str, &str)> = vec![("Version", "2010-05-08")];
-    form.extend_from_slice(params);
-    // The credential scope only routes the request to moto's IAM; nothing checks it yet.
-    let auth = "AWS4-HMAC-SHA256 Credential=bootstrap/20261201/us-east-1/iam/aws4_request, \
-                SignedHeaders=host, Signature=0";
-    let r = http
-        .post(format!("{moto_url}/"))
-        .header("authorization", auth)
-        .header("x-moto-account-id", account)
-        .form(&form)
-        .send()
-        .await
-        .map_err(|e| Error::failed(format!("lab IAM bootstrap: {e}")))?;
-    let status = r.status();
-    let body = r.text().await.unwrap_or_default();
-    if !status.is_success() {
-        return Err(Error::failed(format!(
-            "lab IAM bootstrap: {} answered {status}: {body}",
-            params[0].1
-        )));
-    }
-    Ok(body)
-}
-
 fn between<'a>(s: &'a str, open: &str, close: &str) -> Option<&'a str> {
     let i = s.find(open)? + open.len();
     let j = s[i..].find(close)? + i;
@@ -101,46 +70,7 @@ pub async fn bootstrap(moto_url: &str, accounts: &[&str]) -> Result<BTreeMap<Str
         r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
     let mut out = BTreeMap::new();
     for account in accounts {
-        call(
-            &http,
-            moto_url,
-            account,
-            &[("Action", "CreateUser"), ("UserName", "lab-admin")],
-        )
-        .await?;
-        call(
-            &http,
-            moto_url,
-            account,
-            &[
-                ("Action", "PutUserPolicy"),
-                ("UserName", "lab-admin"),
-                ("PolicyName", "everything"),
-                ("PolicyDocument", admin),
-            ],
-        )
-        .await?;
-        let body = call(
-            &http,
-            moto_url,
-            account,
-            &[("Action", "CreateAccessKey"), ("UserName", "lab-admin")],
-        )
-        .await?;
-        let keys = match (
-            between(&body, "<AccessKeyId>", "</AccessKeyId>"),
-            between(&body, "<SecretAccessKey>", "</SecretAccessKey>"),
-        ) {
-            (Some(a), Some(s)) => Keys {
-                access_key_id: a.to_string(),
-                secret_access_key: s.to_string(),
-            },
-            _ => {
-                return Err(Error::failed(
-                    "lab IAM bootstrap: CreateAccessKey answered without a key",
-                ))
-            }
-        };
+        let keys = user(moto_url, None, account, "lab-admin", admin).await?;
         out.insert(account.to_string(), keys);
     }
     let r = http
@@ -168,12 +98,13 @@ pub fn lab_keys() -> Keys {
     }
 }
 
-/// One IAM query-API call as `admin` of `account`, once authentication is on. The signature is
-/// a placeholder: the lab's moto does not compare signatures (above); the key is checked and
-/// the action authorized as for any caller.
+/// One IAM query-API call in `account`, as `key` (`None` while authentication is still off:
+/// the credential scope then only routes the request to moto's IAM). The signature is a
+/// placeholder: the lab's moto does not compare signatures (above); the key is checked and the
+/// action authorized as for any caller.
 async fn admin_call(
     moto_url: &str,
-    admin: &Keys,
+    key: Option<&Keys>,
     account: &str,
     params: &[(&str, &str)],
 ) -> Result<String> {
@@ -182,7 +113,7 @@ async fn admin_call(
     let auth = format!(
         "AWS4-HMAC-SHA256 Credential={}/20261201/us-east-1/iam/aws4_request, \
          SignedHeaders=host;x-amz-date, Signature=0",
-        admin.access_key_id
+        key.map_or("bootstrap", |k| k.access_key_id.as_str())
     );
     let r = reqwest::Client::new()
         .post(format!("{moto_url}/"))
@@ -209,7 +140,7 @@ async fn admin_call(
 /// key made.
 pub async fn user(
     moto_url: &str,
-    admin: &Keys,
+    admin: Option<&Keys>,
     account: &str,
     name: &str,
     policy: &str,
@@ -304,7 +235,7 @@ pub async fn role(
     );
     let exists = admin_call(
         moto_url,
-        admin,
+        Some(admin),
         account,
         &[("Action", "GetRole"), ("RoleName", name)],
     )
@@ -313,7 +244,7 @@ pub async fn role(
     if !exists {
         admin_call(
             moto_url,
-            admin,
+            Some(admin),
             account,
             &[
                 ("Action", "CreateRole"),
@@ -325,7 +256,7 @@ pub async fn role(
     }
     admin_call(
         moto_url,
-        admin,
+        Some(admin),
         account,
         &[
             ("Action", "PutRolePolicy"),

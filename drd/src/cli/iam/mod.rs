@@ -162,25 +162,22 @@ pub const COMMANDS: &[(&str, &[&Cap], Option<&str>)] = {
     ]
 };
 
-/// What the daemon's jobs call: backup, verify, pin, the status page and alerts; prune and drills
-/// only where the schedule has them (`daemon_caps`).
-const DAEMON: &[&Cap] = &[
-    &caps::STORE_READ,
-    &caps::STORE_WRITE,
-    &caps::STORE_RELEASE,
-    &caps::STORE_CREATE,
-    &caps::STORE_ASSUME,
-    &caps::STACK_READ,
-    &caps::FUNCTION_READ,
+/// What the daemon's jobs call besides a backup's (`daemon_base`): verify, pin, the status page
+/// and alerts; prune and drills only where the schedule has them (`daemon_caps`).
+const DAEMON_MORE: &[&Cap] = &[
     &caps::FUNCTION_INVOKE,
-    &caps::SECRETS_READ,
-    &caps::LOGS_READ,
-    &caps::ARTIFACTS_READ,
     &caps::DOOR_READ,
     &caps::DNS_READ,
     &caps::ALERTS,
     &caps::TOKEN_READ,
 ];
+
+/// Every daemon's capabilities: its backup job's and `DAEMON_MORE`.
+fn daemon_base() -> Vec<&'static Cap> {
+    let mut v = crate::actions::iam::BACKUP.to_vec();
+    v.extend_from_slice(DAEMON_MORE);
+    v
+}
 
 fn builtin_runbook_caps(name: &str) -> Vec<&'static Cap> {
     crate::runbook::load(None, name)
@@ -192,7 +189,7 @@ fn builtin_runbook_caps(name: &str) -> Vec<&'static Cap> {
 /// command drd does not know (the audit then refuses every call).
 pub fn command_caps(chain: &str) -> Option<Vec<&'static Cap>> {
     if chain == "daemon" {
-        let mut v = DAEMON.to_vec();
+        let mut v = daemon_base();
         v.push(&caps::STORE_PRUNE);
         // Any drill the schedule can name.
         v.extend(command_caps("drill run").unwrap_or_default());
@@ -231,7 +228,7 @@ pub fn declared_actions(chain: &str) -> BTreeSet<String> {
 
 /// The daemon's capabilities for one policy: its schedule decides prune and drills.
 pub fn daemon_caps(policy: &Policy) -> Vec<&'static Cap> {
-    let mut v = DAEMON.to_vec();
+    let mut v = daemon_base();
     for s in &policy.daemon.schedule {
         let job = s.job.get_ref();
         if job == "prune" {
